@@ -1,0 +1,59 @@
+"""perdure: durable orchestrations for Python.
+
+Orchestrations are plain ``async def`` functions that call activities, sleep on durable timers,
+wait for external events and start child orchestrations. Every decision is recorded in an
+append-only history and replayed deterministically, so a crash or a redeploy never loses progress.
+"""
+
+from perdure._errors import (
+    ActivityFailedError,
+    ErrorDetails,
+    HistoryFormatError,
+    InstanceAlreadyExistsError,
+    InstanceNotFoundError,
+    InvalidInstanceStateError,
+    NonDeterminismError,
+    NonDurableAwaitError,
+    PerdureError,
+    ProviderError,
+    RegistrationError,
+    SerializationError,
+    SubOrchestrationFailedError,
+    TaskFailedError,
+    UnregisteredActivityError,
+    UnregisteredOrchestrationError,
+)
+from perdure._state import OrchestrationDescriptor, OrchestrationState, OrchestrationStatus
+from perdure.engine import DurableTask, OrchestrationContext, RetryPolicy
+from perdure.runtime._registry import ActivityRegistry, OrchestrationRegistry, Registry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivityFailedError",
+    "ActivityRegistry",
+    "DurableTask",
+    "ErrorDetails",
+    "HistoryFormatError",
+    "InstanceAlreadyExistsError",
+    "InstanceNotFoundError",
+    "InvalidInstanceStateError",
+    "NonDeterminismError",
+    "NonDurableAwaitError",
+    "OrchestrationContext",
+    "OrchestrationDescriptor",
+    "OrchestrationRegistry",
+    "OrchestrationState",
+    "OrchestrationStatus",
+    "PerdureError",
+    "ProviderError",
+    "Registry",
+    "RegistrationError",
+    "RetryPolicy",
+    "SerializationError",
+    "SubOrchestrationFailedError",
+    "TaskFailedError",
+    "UnregisteredActivityError",
+    "UnregisteredOrchestrationError",
+    "__version__",
+]

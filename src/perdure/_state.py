@@ -1,0 +1,84 @@
+"""What users read about an instance: its status, state and descriptor."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from perdure._errors import ErrorDetails
+
+__all__ = ["OrchestrationDescriptor", "OrchestrationState", "OrchestrationStatus"]
+
+
+class OrchestrationStatus(enum.Enum):
+    """The lifecycle status of an instance."""
+
+    PENDING = "PENDING"
+    """Created; its first turn has not run yet."""
+    RUNNING = "RUNNING"
+    """Started and not finished (it may be waiting on activities, timers or events)."""
+    SUSPENDED = "SUSPENDED"
+    """Paused by an operator: runs no turns until resumed."""
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    TERMINATED = "TERMINATED"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the instance has finished (completed, failed or terminated)."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED, OrchestrationStatus.TERMINATED})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OrchestrationState:
+    """A snapshot of one instance.
+
+    Attributes:
+        instance_id: The user-chosen id.
+        name: The orchestration name.
+        version: The pinned version (``None`` while the instance is still PENDING).
+        status: The lifecycle status.
+        execution_id: The current execution (1, 2, … after continue-as-new or rewind).
+        input: The input of the current execution.
+        output: The output, once COMPLETED.
+        error: How it failed, once FAILED (or why it was terminated).
+        custom_status: The last value given to ``ctx.set_custom_status``.
+        parent_instance_id: The parent's instance id, for a child orchestration.
+        created_at: When the instance was created.
+        updated_at: When its state last changed.
+    """
+
+    instance_id: str
+    name: str
+    version: str | None
+    status: OrchestrationStatus
+    execution_id: int
+    input: Any = None
+    output: Any = None
+    error: ErrorDetails | None = None
+    custom_status: Any = None
+    parent_instance_id: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OrchestrationDescriptor:
+    """An instance's identity as its history records it (``OrchestrationStarted``).
+
+    Attributes:
+        name: The orchestration name.
+        version: The pinned version.
+        parent_instance: The parent's instance id, or ``None`` for a root instance.
+        parent_id: The event id of ``SubOrchestrationScheduled`` in the parent's history.
+    """
+
+    name: str
+    version: str
+    parent_instance: str | None = None
+    parent_id: int | None = None

@@ -1,0 +1,300 @@
+"""``OrchestrationContext``: the only door from orchestration code to the replay engine."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import MutableMapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+
+from perdure import _json
+from perdure._errors import ActivityFailedError, ErrorDetails, SubOrchestrationFailedError, TaskFailedError
+from perdure.engine._history import (
+    ActivityScheduled,
+    CustomStatusUpdated,
+    Decision,
+    EventSent,
+    OrchestrationChained,
+    SubOrchestrationScheduled,
+    TimerCreated,
+)
+from perdure.engine._retry import RetryPolicy
+from perdure.engine._tasks import DurableTask, WhenAllTask, WhenAnyTask
+
+if TYPE_CHECKING:
+    from perdure.engine._history import OrchestrationStarted
+
+__all__ = ["ContinueAsNew", "OrchestrationContext"]
+
+_GUID_NAMESPACE = uuid.UUID("9b0d5a52-8a8e-4c55-9d6e-5f0e0a4d7c11")
+_logger = logging.getLogger("perdure.orchestration")
+
+
+class _Turn(Protocol):
+    """What the context needs from the engine (implemented by ``perdure.engine._replay``)."""
+
+    replaying: bool
+    current_time: datetime
+
+    def schedule(self, decision: Decision, task: DurableTask[Any] | None) -> None: ...
+
+    def wait_event(self, name: str, task: DurableTask[Any]) -> None: ...
+
+
+class ContinueAsNew(BaseException):
+    """Raised by ``ctx.continue_as_new`` to end the execution; a BaseException so ``except Exception`` lets it pass."""
+
+    def __init__(self, input: Any, version: str | None) -> None:
+        super().__init__("continue_as_new")
+        self.input = input
+        self.version = version
+
+
+class _ReplaySafeLogger(logging.LoggerAdapter[logging.Logger]):
+    """Logs only when the code runs for the first time, never while it is replayed."""
+
+    def __init__(self, ctx: OrchestrationContext) -> None:
+        super().__init__(_logger, {})
+        self._ctx = ctx
+
+    def isEnabledFor(self, level: int) -> bool:
+        return not self._ctx.is_replaying and super().isEnabledFor(level)
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        extra = dict(kwargs.get("extra") or {})
+        extra.setdefault("instance_id", self._ctx.instance_id)
+        extra.setdefault("execution_id", self._ctx.execution_id)
+        kwargs["extra"] = extra
+        return msg, kwargs
+
+
+class OrchestrationContext:
+    """Handed to every orchestration function; everything durable goes through it.
+
+    Orchestration code must be deterministic: take time from :meth:`now`, ids from
+    :meth:`new_guid`, and do all I/O in activities. Scheduling methods return durable tasks to
+    ``await`` (alone, or combined with :meth:`when_all` / :meth:`when_any`).
+    """
+
+    def __init__(self, turn: _Turn, started: OrchestrationStarted, *, instance_id: str, execution_id: int) -> None:
+        self._turn = turn
+        self._guid_counter = 0
+        self._child_counter = 0
+        self.instance_id = instance_id
+        """The instance id."""
+        self.execution_id = execution_id
+        """The current execution (1, 2, … after continue-as-new or rewind)."""
+        self.name = started.name
+        """The orchestration name."""
+        self.version = started.version
+        """The pinned version of this execution."""
+        self.parent_instance_id = started.parent_instance
+        """The parent's instance id, or ``None`` for a root instance."""
+        self.input = started.input
+        """The input of this execution."""
+        self.logger: logging.LoggerAdapter[logging.Logger] = _ReplaySafeLogger(self)
+        """A logger that is silent while the code is being replayed."""
+
+    @property
+    def is_replaying(self) -> bool:
+        """True while the code re-executes steps already recorded in history."""
+        return self._turn.replaying
+
+    def now(self) -> datetime:
+        """The current time, deterministic: when the event being processed was recorded (UTC)."""
+        return self._turn.current_time
+
+    def new_guid(self) -> uuid.UUID:
+        """A UUID that is the same on every replay (derived from instance, execution and a counter)."""
+        self._guid_counter += 1
+        return uuid.uuid5(_GUID_NAMESPACE, f"{self.instance_id}\x1f{self.execution_id}\x1f{self._guid_counter}")
+
+    # --- scheduling ---
+
+    def call_activity(
+        self, name: str, input: Any = None, *, retry: RetryPolicy | None = None, queue: str | None = None
+    ) -> DurableTask[Any]:
+        """Schedule the activity ``name``; the task fails with :class:`ActivityFailedError` if it fails.
+
+        Args:
+            name: The registered activity name.
+            input: A JSON value passed to the activity.
+            retry: Retry the activity on failure, waiting on durable timers between attempts.
+            queue: The worker queue to run on (default ``"default"``).
+        """
+        _check_name(name, "activity name")
+        _json.check_json(input, f"input of activity {name!r}")
+        queue = "default" if queue is None else queue
+        _check_name(queue, "queue name")
+
+        def attempt(number: int) -> DurableTask[Any]:
+            task = _ScheduledTask(ActivityFailedError, f"activity {name!r}")
+            self._turn.schedule(ActivityScheduled(name=name, input=input, queue=queue, attempt=number), task)
+            return task
+
+        return attempt(1) if retry is None else _RetryTask(self, retry, attempt)
+
+    def create_timer(self, fire_at: float | timedelta | datetime) -> DurableTask[None]:
+        """A durable timer: a delay in seconds, a ``timedelta``, or an aware ``datetime``."""
+        if isinstance(fire_at, datetime):
+            if fire_at.tzinfo is None:
+                raise ValueError("create_timer needs an aware datetime (with tzinfo), not a naive one")
+            due = fire_at
+        elif isinstance(fire_at, timedelta):
+            due = self.now() + fire_at
+        elif isinstance(fire_at, int | float) and not isinstance(fire_at, bool):
+            due = self.now() + timedelta(seconds=fire_at)
+        else:
+            raise TypeError(f"create_timer takes seconds, a timedelta or a datetime, not {type(fire_at).__name__}")
+        task: DurableTask[None] = _ScheduledTask(TaskFailedError, "timer")
+        self._turn.schedule(TimerCreated(fire_at=max(due, self.now())), task)
+        return task
+
+    def wait_for_event(self, name: str) -> DurableTask[Any]:
+        """Wait for the external event ``name``; the task's result is the event's data.
+
+        An event raised before anyone waits for it is kept, and delivered to the first wait of
+        that name (events of one name are delivered in arrival order).
+        """
+        _check_name(name, "event name")
+        task: DurableTask[Any] = DurableTask()
+        self._turn.wait_event(name, task)
+        return task
+
+    def call_sub_orchestration(
+        self,
+        name: str,
+        input: Any = None,
+        *,
+        instance_id: str | None = None,
+        version: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> DurableTask[Any]:
+        """Start a child orchestration and get a task for its output.
+
+        The task fails with :class:`SubOrchestrationFailedError` if the child fails or is
+        terminated. Without ``instance_id`` a deterministic id is derived from this instance.
+        Without ``version`` the child's version policy chooses.
+        """
+        _check_name(name, "orchestration name")
+        _json.check_json(input, f"input of sub-orchestration {name!r}")
+
+        def attempt(number: int) -> DurableTask[Any]:
+            child_id = instance_id if instance_id is not None and number == 1 else None
+            if child_id is None:
+                child_id = self._next_child_id() if instance_id is None else f"{instance_id}:{number}"
+            task = _ScheduledTask(SubOrchestrationFailedError, f"sub-orchestration {name!r} ({child_id})")
+            decision = SubOrchestrationScheduled(name=name, version=version, instance_id=child_id, input=input)
+            self._turn.schedule(decision, task)
+            return task
+
+        if instance_id is not None:
+            _check_name(instance_id, "instance id")
+        return attempt(1) if retry is None else _RetryTask(self, retry, attempt)
+
+    def start_orchestration(
+        self, name: str, input: Any = None, *, instance_id: str | None = None, version: str | None = None
+    ) -> str:
+        """Start a detached orchestration (fire-and-forget) and return its instance id."""
+        _check_name(name, "orchestration name")
+        _json.check_json(input, f"input of orchestration {name!r}")
+        if instance_id is None:
+            instance_id = self._next_child_id()
+        else:
+            _check_name(instance_id, "instance id")
+        self._turn.schedule(
+            OrchestrationChained(name=name, version=version, instance_id=instance_id, input=input), None
+        )
+        return instance_id
+
+    def send_event(self, instance_id: str, name: str, data: Any = None) -> None:
+        """Raise the event ``name`` with ``data`` on another instance."""
+        _check_name(instance_id, "instance id")
+        _check_name(name, "event name")
+        _json.check_json(data, f"data of event {name!r}")
+        self._turn.schedule(EventSent(instance_id=instance_id, name=name, data=data), None)
+
+    def set_custom_status(self, value: Any) -> None:
+        """Publish a JSON value that clients see as ``OrchestrationState.custom_status``."""
+        _json.check_json(value, "custom status")
+        self._turn.schedule(CustomStatusUpdated(value=value), None)
+
+    def continue_as_new(self, input: Any = None, *, version: str | None = None) -> NoReturn:
+        """End this execution now and start a new one with ``input`` (and maybe another version).
+
+        It does not return. Events raised but not yet awaited carry over to the new execution.
+        """
+        _json.check_json(input, "input of continue_as_new")
+        raise ContinueAsNew(input, version)
+
+    @staticmethod
+    def when_all(tasks: Sequence[DurableTask[Any]]) -> DurableTask[list[Any]]:
+        """A task that finishes with every result, in order; it fails as soon as one task fails."""
+        return WhenAllTask(_check_tasks(tasks))
+
+    @staticmethod
+    def when_any(tasks: Sequence[DurableTask[Any]]) -> DurableTask[DurableTask[Any]]:
+        """A task that finishes with the first of ``tasks`` to finish (the task itself, not its result)."""
+        return WhenAnyTask(_check_tasks(tasks))
+
+    def _next_child_id(self) -> str:
+        self._child_counter += 1
+        return f"{self.instance_id}:{self.execution_id}:{self._child_counter}"
+
+
+class _ScheduledTask(DurableTask[Any]):
+    """A task completed by one completion event; knows how to turn a failure into an exception."""
+
+    __slots__ = ("_error_type", "_what")
+
+    def __init__(self, error_type: type[TaskFailedError], what: str) -> None:
+        super().__init__()
+        self._error_type = error_type
+        self._what = what
+
+    def _fail_with(self, details: ErrorDetails) -> None:
+        self._fail(self._error_type(f"{self._what} failed: {details.type}: {details.message}", details))
+
+
+class _RetryTask(DurableTask[Any]):
+    """Runs attempts of an activity or child until one succeeds or the policy gives up.
+
+    Between attempts it waits on a durable timer. Every step is a decision made in response to a
+    completion event, so replay repeats it exactly.
+    """
+
+    __slots__ = ("_attempt", "_ctx", "_policy", "_start")
+
+    def __init__(self, ctx: OrchestrationContext, policy: RetryPolicy, start: Any) -> None:
+        super().__init__()
+        self._ctx, self._policy, self._start = ctx, policy, start
+        self._attempt = 1
+        start(1)._add_listener(self._attempt_done)
+
+    def _attempt_done(self, task: DurableTask[Any]) -> None:
+        error = task._error
+        if error is None:
+            self._resolve(task._value)
+            return
+        details = error.details if isinstance(error, TaskFailedError) else ErrorDetails.from_exception(error)
+        if not self._policy.should_retry(self._attempt, details):
+            self._fail(error)
+            return
+        self._attempt += 1
+        self._ctx.create_timer(self._policy.delay_before(self._attempt))._add_listener(self._timer_fired)
+
+    def _timer_fired(self, _: DurableTask[Any]) -> None:
+        self._start(self._attempt)._add_listener(self._attempt_done)
+
+
+def _check_name(value: Any, what: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"the {what} must be a non-empty string, got {value!r}")
+
+
+def _check_tasks(tasks: Sequence[DurableTask[Any]]) -> Sequence[DurableTask[Any]]:
+    for task in tasks:
+        if not isinstance(task, DurableTask):
+            raise TypeError(f"when_all/when_any take durable tasks, got {type(task).__name__}")
+    return tasks

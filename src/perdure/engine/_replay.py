@@ -1,0 +1,504 @@
+"""The replay engine: (orchestration, history, new events) in, one turn's outcome out.
+
+It is pure and single-threaded: no I/O, no wall clock, no randomness, no asyncio event loop. It
+drives the orchestration coroutine itself with ``send``/``throw``.
+
+How a turn runs:
+
+1. The stored history is replayed event by event. ``OrchestrationStarted`` starts the coroutine;
+   each completion resolves its task and resumes the coroutine until it blocks again. Decisions
+   the code makes while replaying are queued and must match the next decision events recorded in
+   history, in order: any difference is a :class:`NonDeterminismError`.
+2. The new events (the dequeued messages) are then applied the same way, but each is appended to
+   history first, and decisions are appended as the code makes them. So history is the exact trace
+   of the run: every decision follows the event that caused it, which is what step 1 relies on.
+
+Decisions are history events (``ActivityScheduled``, ``TimerCreated``…); there is no separate
+action type. The runtime acts on them after the turn is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from perdure import _json
+from perdure._errors import (
+    ErrorDetails,
+    NonDeterminismError,
+    NonDurableAwaitError,
+    PerdureError,
+    SerializationError,
+    type_name,
+)
+from perdure._state import OrchestrationStatus
+from perdure.engine._context import ContinueAsNew, OrchestrationContext, _ScheduledTask
+from perdure.engine._history import (
+    ActivityCompleted,
+    ActivityFailed,
+    ActivityScheduled,
+    Completion,
+    CustomStatusUpdated,
+    Decision,
+    EventRaised,
+    EventSent,
+    ExecutionRewound,
+    HistoryEvent,
+    OrchestrationChained,
+    OrchestrationCompleted,
+    OrchestrationContinuedAsNew,
+    OrchestrationFailed,
+    OrchestrationResumed,
+    OrchestrationStarted,
+    OrchestrationSuspended,
+    OrchestrationTerminated,
+    SubOrchestrationCompleted,
+    SubOrchestrationFailed,
+    SubOrchestrationScheduled,
+    TerminateRequested,
+    TimerCreated,
+    TimerFired,
+)
+from perdure.engine._tasks import DurableTask
+
+__all__ = ["OrchestrationFunction", "TurnResult", "describe", "run_turn"]
+
+OrchestrationFunction = Callable[[OrchestrationContext, Any], Coroutine[Any, Any, Any]]
+"""An orchestration as the engine calls it: ``fn(ctx, input)`` returning a coroutine."""
+
+# Which completion events may complete a task scheduled by which decision.
+_COMPLETED_BY: dict[type[Decision], tuple[type[Completion], ...]] = {
+    ActivityScheduled: (ActivityCompleted, ActivityFailed),
+    TimerCreated: (TimerFired,),
+    SubOrchestrationScheduled: (SubOrchestrationCompleted, SubOrchestrationFailed),
+}
+# Events an operator sends that act on a suspended instance; everything else waits for resume.
+_CONTROL_EVENTS = (OrchestrationSuspended, OrchestrationResumed, OrchestrationTerminated, TerminateRequested)
+_TERMINAL = (OrchestrationCompleted, OrchestrationFailed, OrchestrationContinuedAsNew, OrchestrationTerminated)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TurnResult:
+    """The outcome of one turn.
+
+    Attributes:
+        new_events: Events to append to history, numbered and time-stamped, in order.
+        consumed: Indices of the new events (messages) this turn used or dropped; the others stay queued.
+        status: The instance status after the turn.
+        output: The output, when the orchestration completed.
+        error: The failure, when it failed.
+        custom_status: The custom status after the turn.
+        carryover: Unawaited external events to hand to the next execution after continue-as-new.
+        dropped: (index of the new event, why) for messages consumed without being recorded.
+    """
+
+    new_events: list[HistoryEvent]
+    consumed: list[int]
+    status: OrchestrationStatus
+    output: Any = None
+    error: ErrorDetails | None = None
+    custom_status: Any = None
+    carryover: list[EventRaised] = field(default_factory=list)
+    dropped: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def decisions(self) -> list[Decision]:
+        """The new events that record decisions: what the runtime must act on."""
+        return [e for e in self.new_events if isinstance(e, Decision)]
+
+    @property
+    def terminal_event(self) -> HistoryEvent | None:
+        """The event that ended the execution in this turn, if any."""
+        last = self.new_events[-1] if self.new_events else None
+        return last if isinstance(last, _TERMINAL) else None
+
+
+def run_turn(
+    orchestration: OrchestrationFunction,
+    *,
+    instance_id: str,
+    execution_id: int,
+    history: Sequence[HistoryEvent],
+    new_events: Sequence[HistoryEvent],
+    now: datetime,
+) -> TurnResult:
+    """Replay ``history``, apply ``new_events`` and return what the turn decided.
+
+    Args:
+        orchestration: The orchestration function of the pinned name and version.
+        instance_id: The instance id.
+        execution_id: The execution the history belongs to.
+        history: The stored history of this execution, in order.
+        new_events: The dequeued messages' events, in queue order (``OrchestrationStarted`` first
+            for a new execution).
+        now: The turn time; new events are stamped with it, so ``ctx.now()`` is deterministic.
+
+    Non-determinism and internal inconsistencies do not raise: the result fails the instance.
+    """
+    return _Turn(orchestration, instance_id, execution_id, now).run(history, new_events)
+
+
+class _Turn:
+    """The state of one turn. Implements the ``_Turn`` protocol the context uses."""
+
+    def __init__(self, orchestration: OrchestrationFunction, instance_id: str, execution_id: int, now: datetime):
+        self.orchestration = orchestration
+        self.instance_id = instance_id
+        self.execution_id = execution_id
+        self.now = now
+        self.replaying = True
+        self.current_time = now
+        self.appended: list[HistoryEvent] = []
+        self.next_event_id = 1
+        self.status = OrchestrationStatus.RUNNING
+        self.finished = False  # a terminal event has been recorded
+        self.output: Any = None
+        self.error: ErrorDetails | None = None
+        self.custom_status: Any = None
+        self.ctx: OrchestrationContext | None = None
+        self.coro: Coroutine[Any, Any, Any] | None = None
+        self.awaited: DurableTask[Any] | None = None
+        self.throw_next: BaseException | None = None
+        # decisions the code made while replaying, not yet matched with recorded ones
+        self.unmatched: deque[tuple[Decision, DurableTask[Any] | None]] = deque()
+        self.scheduled: dict[int, Decision] = {}
+        self.open_tasks: dict[int, DurableTask[Any]] = {}
+        self.waiters: dict[str, deque[DurableTask[Any]]] = {}
+        self.buffered: dict[str, deque[EventRaised]] = {}
+
+    # --- driving the turn ---
+
+    def run(self, history: Sequence[HistoryEvent], new_events: Sequence[HistoryEvent]) -> TurnResult:
+        consumed: list[int] = []
+        dropped: list[tuple[int, str]] = []
+        carryover: list[EventRaised] = []
+        try:
+            for event in history:
+                self.check_position(event)
+                self.next_event_id = event.event_id + 1
+                self.apply(event)
+            self.check_unmatched(None)
+            self.replaying = False
+            held_back = False
+            for index, event in enumerate(new_events):
+                if isinstance(self.last_terminal, OrchestrationContinuedAsNew):
+                    break  # the rest stays queued for the next execution
+                if self.finished:
+                    consumed.append(index)
+                    dropped.append((index, "the execution has already ended"))
+                    continue
+                if not isinstance(event, _CONTROL_EVENTS) and (
+                    held_back or self.status is OrchestrationStatus.SUSPENDED
+                ):
+                    # Leave it queued; once one message is held back, later ones wait too, so order is kept.
+                    held_back = True
+                    continue
+                reason = self.apply_new(event)
+                consumed.append(index)
+                if reason is not None:
+                    dropped.append((index, reason))
+            if isinstance(self.last_terminal, OrchestrationContinuedAsNew):
+                carryover = sorted((e for q in self.buffered.values() for e in q), key=lambda e: e.event_id)
+        except PerdureError as exc:
+            return self.failed_by_engine(exc, history, len(new_events))
+        finally:
+            self.close_code()
+        return TurnResult(
+            new_events=self.appended,
+            consumed=consumed,
+            status=self.status,
+            output=self.output,
+            error=self.error,
+            custom_status=self.custom_status,
+            carryover=carryover,
+            dropped=dropped,
+        )
+
+    @property
+    def last_terminal(self) -> HistoryEvent | None:
+        last = self.appended[-1] if self.appended else None
+        return last if isinstance(last, _TERMINAL) else None
+
+    def check_position(self, event: HistoryEvent) -> None:
+        if event.event_id != self.next_event_id:
+            raise NonDeterminismError(
+                f"history is out of order: expected event {self.next_event_id}, found {describe(event)}"
+            )
+
+    def apply_new(self, event: HistoryEvent) -> str | None:
+        """Append a new event and apply it; returns why it was dropped instead, if it was."""
+        source = event.source_event_id if isinstance(event, Completion) else None
+        if source in self.scheduled and source not in self.open_tasks:
+            return f"duplicate completion of event {source}"
+        if isinstance(event, TerminateRequested):
+            event = OrchestrationTerminated(reason=event.reason)
+        elif isinstance(event, OrchestrationSuspended) and self.status is OrchestrationStatus.SUSPENDED:
+            return "the instance is already suspended"
+        elif isinstance(event, OrchestrationResumed) and self.status is not OrchestrationStatus.SUSPENDED:
+            return "the instance is not suspended"
+        elif event.message_only:
+            raise NonDeterminismError(f"{type(event).__name__} cannot be applied by the engine")
+        self.apply(self.append(event))
+        return None
+
+    def append(self, event: HistoryEvent) -> HistoryEvent:
+        event = replace(event, event_id=self.next_event_id, timestamp=self.now)
+        self.next_event_id += 1
+        self.appended.append(event)
+        return event
+
+    def apply(self, event: HistoryEvent) -> None:
+        self.current_time = event.timestamp
+        if isinstance(event, Decision):
+            self.match_recorded(event)
+            return
+        self.check_unmatched(event)
+        if isinstance(event, OrchestrationStarted):
+            self.start(event)
+        elif self.ctx is None:
+            raise NonDeterminismError(f"history does not begin with OrchestrationStarted: found {describe(event)}")
+        elif isinstance(event, Completion):
+            self.complete(event)
+        elif isinstance(event, EventRaised):
+            self.deliver(event)
+        elif isinstance(event, OrchestrationSuspended):
+            self.status = OrchestrationStatus.SUSPENDED
+        elif isinstance(event, OrchestrationResumed):
+            self.status = OrchestrationStatus.RUNNING
+        elif isinstance(event, OrchestrationTerminated):
+            self.finish(OrchestrationStatus.TERMINATED)
+            self.error = ErrorDetails(type="Terminated", message=event.reason or "terminated")
+        elif not isinstance(event, ExecutionRewound):
+            raise NonDeterminismError(f"unexpected {describe(event)}")
+        self.run_code()
+
+    # --- decisions ---
+
+    def schedule(self, decision: Decision, task: DurableTask[Any] | None) -> None:
+        """Called by the context (and by the engine for terminal decisions)."""
+        if self.finished or self.coro is None:
+            raise RuntimeError(f"the orchestration has ended; it cannot schedule {type(decision).__name__} any more")
+        if self.replaying:
+            self.unmatched.append((decision, task))
+        else:
+            self.record(self.append(decision), task)  # type: ignore[arg-type]
+
+    def record(self, decision: Decision, task: DurableTask[Any] | None) -> None:
+        if task is not None:
+            self.scheduled[decision.event_id] = decision
+            self.open_tasks[decision.event_id] = task
+        if isinstance(decision, CustomStatusUpdated):
+            self.custom_status = decision.value
+        elif isinstance(decision, OrchestrationCompleted):
+            self.finish(OrchestrationStatus.COMPLETED)
+            self.output = decision.output
+        elif isinstance(decision, OrchestrationFailed):
+            self.finish(OrchestrationStatus.FAILED)
+            self.error = decision.error
+        elif isinstance(decision, OrchestrationContinuedAsNew):
+            self.finish(OrchestrationStatus.RUNNING)
+
+    def match_recorded(self, recorded: Decision) -> None:
+        if not self.unmatched:
+            raise NonDeterminismError(
+                f"history recorded {describe(recorded)}, but the orchestration code no longer makes that decision"
+                f"{self.code_position()}"
+            )
+        decision, task = self.unmatched.popleft()
+        if not _same_decision(decision, recorded):
+            raise NonDeterminismError(
+                f"the orchestration code made the decision {describe(decision)}, "
+                f"but history recorded {describe(recorded)} at that position"
+            )
+        self.record(recorded, task)
+
+    def check_unmatched(self, event: HistoryEvent | None) -> None:
+        if self.unmatched:
+            decision, _ = self.unmatched[0]
+            where = f"history recorded {describe(event)} there" if event else "history has no further decisions"
+            raise NonDeterminismError(f"the orchestration code made the decision {describe(decision)}, but {where}")
+
+    def code_position(self) -> str:
+        return " (the code has already finished)" if self.finished else ""
+
+    def finish(self, status: OrchestrationStatus) -> None:
+        self.finished = True
+        self.status = status
+
+    # --- completions and events ---
+
+    def complete(self, event: Completion) -> None:
+        source = self.scheduled.get(event.source_event_id)
+        if source is None:
+            raise NonDeterminismError(
+                f"history has {describe(event)}, but event {event.source_event_id} scheduled no task"
+            )
+        if not isinstance(event, _COMPLETED_BY[type(source)]):
+            raise NonDeterminismError(f"{describe(event)} does not match {describe(source)} that it claims to complete")
+        task = self.open_tasks.pop(event.source_event_id, None)
+        if task is None:
+            raise NonDeterminismError(f"history completes {describe(source)} twice: {describe(event)}")
+        if isinstance(event, ActivityFailed | SubOrchestrationFailed):
+            assert isinstance(task, _ScheduledTask)
+            task._fail_with(event.error)
+        else:
+            task._resolve(getattr(event, "result", None))
+
+    def wait_event(self, name: str, task: DurableTask[Any]) -> None:
+        buffered = self.buffered.get(name)
+        if buffered:
+            task._resolve(buffered.popleft().data)
+        else:
+            self.waiters.setdefault(name, deque()).append(task)
+
+    def deliver(self, event: EventRaised) -> None:
+        waiters = self.waiters.get(event.name)
+        if waiters:
+            waiters.popleft()._resolve(event.data)
+        else:
+            self.buffered.setdefault(event.name, deque()).append(event)
+
+    # --- running the code ---
+
+    def start(self, event: OrchestrationStarted) -> None:
+        if self.ctx is not None:
+            raise NonDeterminismError(f"history starts the orchestration twice: {describe(event)}")
+        self.ctx = OrchestrationContext(self, event, instance_id=self.instance_id, execution_id=self.execution_id)
+        try:
+            coro = self.orchestration(self.ctx, event.input)
+            if not inspect.iscoroutine(coro):
+                raise TypeError(f"orchestration {event.name!r} must be an async function, it returned {coro!r}")
+        except Exception as exc:
+            coro = _raising(exc)  # fails the orchestration like any error in its code
+        self.coro = coro
+
+    def run_code(self) -> None:
+        """Resume the coroutine as long as the task it awaits has finished."""
+        while self.coro is not None and not self.finished:
+            if self.awaited is not None and not self.awaited.done():
+                return
+            self.awaited = None
+            error, self.throw_next = self.throw_next, None
+            previous_loop = asyncio.events._get_running_loop()
+            asyncio.events._set_running_loop(_NO_EVENT_LOOP)  # type: ignore[arg-type]
+            try:
+                yielded = self.coro.send(None) if error is None else self.coro.throw(error)
+            except StopIteration as stop:
+                self.code_returned(stop.value)
+                return
+            except ContinueAsNew as signal:
+                self.schedule(OrchestrationContinuedAsNew(input=signal.input, version=signal.version), None)
+                return
+            except NonDeterminismError:
+                raise
+            except Exception as exc:
+                self.schedule(OrchestrationFailed(error=ErrorDetails.from_exception(exc)), None)
+                return
+            finally:
+                asyncio.events._set_running_loop(previous_loop)
+            if isinstance(yielded, DurableTask):
+                self.awaited = yielded
+            else:
+                self.throw_next = NonDurableAwaitError(
+                    f"an orchestration awaited {yielded!r}, which is not a durable task; orchestrations may only "
+                    "await tasks from their context (use ctx.create_timer instead of asyncio.sleep, and "
+                    "activities for I/O)"
+                )
+
+    def code_returned(self, output: Any) -> None:
+        try:
+            _json.check_json(output, f"output of orchestration {self.ctx.name if self.ctx else '?'!r}")
+        except SerializationError as exc:
+            self.schedule(OrchestrationFailed(error=ErrorDetails.from_exception(exc)), None)
+            return
+        self.schedule(OrchestrationCompleted(output=output), None)
+
+    def close_code(self) -> None:
+        """Close the coroutine: nothing of an orchestration stays in memory between turns."""
+        coro, self.coro = self.coro, None
+        if coro is None:
+            return
+        previous_loop = asyncio.events._get_running_loop()
+        asyncio.events._set_running_loop(_NO_EVENT_LOOP)  # type: ignore[arg-type]
+        try:
+            coro.close()
+        except BaseException:
+            pass
+        finally:
+            asyncio.events._set_running_loop(previous_loop)
+
+    def failed_by_engine(self, exc: PerdureError, history: Sequence[HistoryEvent], message_count: int) -> TurnResult:
+        """The turn cannot be trusted: record only the failure, and consume every message."""
+        error = ErrorDetails(type=type_name(exc), message=str(exc))
+        next_id = history[-1].event_id + 1 if history else 1
+        failed = OrchestrationFailed(event_id=next_id, timestamp=self.now, error=error)
+        return TurnResult(
+            new_events=[failed],
+            consumed=list(range(message_count)),
+            status=OrchestrationStatus.FAILED,
+            error=error,
+            custom_status=self.custom_status,
+        )
+
+
+async def _raising(exc: Exception) -> Any:
+    raise exc
+
+
+def _same_decision(made: Decision, recorded: Decision) -> bool:
+    if type(made) is not type(recorded):
+        return False
+    if isinstance(made, ActivityScheduled | SubOrchestrationScheduled | OrchestrationChained):
+        recorded_named: Any = recorded
+        return made.name == recorded_named.name and _same_value(made.input, recorded_named.input)
+    if isinstance(made, EventSent):
+        assert isinstance(recorded, EventSent)
+        return (made.instance_id, made.name) == (recorded.instance_id, recorded.name)
+    return True
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    # History holds decoded JSON (lists, not tuples), so compare as JSON when plain equality fails.
+    return bool(a == b) or _json.dumps(a) == _json.dumps(b)
+
+
+def describe(event: HistoryEvent | None) -> str:
+    """A short human description of an event, for error messages and logs."""
+    if event is None:
+        return "nothing"
+    kind = type(event).__name__
+    where = f" (event {event.event_id})" if event.event_id else ""
+    if isinstance(event, ActivityScheduled | SubOrchestrationScheduled | OrchestrationChained):
+        return f"{kind} {event.name!r} with input {_short(event.input)}{where}"
+    if isinstance(event, EventSent):
+        return f"{kind} {event.name!r} to {event.instance_id!r}{where}"
+    if isinstance(event, EventRaised):
+        return f"{kind} {event.name!r}{where}"
+    if isinstance(event, Completion):
+        return f"{kind} for event {event.source_event_id}{where}"
+    if isinstance(event, TimerCreated):
+        return f"{kind} due {event.fire_at.isoformat()}{where}"
+    return f"{kind}{where}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class _NoEventLoop:
+    """Installed as the running loop while orchestration code runs, so asyncio calls fail clearly."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise NonDurableAwaitError(
+            f"orchestration code used the asyncio event loop (loop.{name}); orchestrations must only await "
+            "durable tasks from their context: ctx.create_timer instead of asyncio.sleep, activities for I/O"
+        )
+
+
+_NO_EVENT_LOOP = _NoEventLoop()
