@@ -8,7 +8,8 @@ How a turn runs:
 1. The stored history is replayed event by event. ``OrchestrationStarted`` starts the coroutine;
    each completion resolves its task and resumes the coroutine until it blocks again. Decisions
    the code makes while replaying are queued and must match the next decision events recorded in
-   history, in order: any difference is a :class:`NonDeterminismError`.
+   history, in order: any difference is a :class:`NonDeterminismError`. Decisions made after the
+   last stored event are new decisions and are appended.
 2. The new events (the dequeued messages) are then applied the same way, but each is appended to
    history first, and decisions are appended as the code makes them. So history is the exact trace
    of the run: every decision follows the event that caused it, which is what step 1 relies on.
@@ -182,8 +183,14 @@ class _Turn:
                 self.check_position(event)
                 self.next_event_id = event.event_id + 1
                 self.apply(event)
-            self.check_unmatched(None)
             self.replaying = False
+            # Decisions the code makes after the last stored event are new, as in the Durable Task
+            # family: a committed turn records all its decisions, so this only happens to a history
+            # cut short on purpose (a rewound execution) or to code that now does more before it
+            # blocks. Only a decision that contradicts a recorded one is non-determinism.
+            while self.unmatched:
+                decision, task = self.unmatched.popleft()
+                self.record(self.append(decision), task)
             held_back = False
             for index, event in enumerate(new_events):
                 if isinstance(self.last_terminal, OrchestrationContinuedAsNew):
