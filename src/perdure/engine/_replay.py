@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from perdure import _json
 from perdure._errors import (
@@ -71,6 +71,8 @@ __all__ = ["OrchestrationFunction", "TurnResult", "describe", "run_turn"]
 
 OrchestrationFunction = Callable[[OrchestrationContext, Any], Coroutine[Any, Any, Any]]
 """An orchestration as the engine calls it: ``fn(ctx, input)`` returning a coroutine."""
+
+_E = TypeVar("_E", bound=HistoryEvent)
 
 # Which completion events may complete a task scheduled by which decision.
 _COMPLETED_BY: dict[type[Decision], tuple[type[Completion], ...]] = {
@@ -253,7 +255,7 @@ class _Turn:
         self.apply(self.append(event))
         return None
 
-    def append(self, event: HistoryEvent) -> HistoryEvent:
+    def append(self, event: _E) -> _E:
         event = replace(event, event_id=self.next_event_id, timestamp=self.now)
         self.next_event_id += 1
         self.appended.append(event)
@@ -293,7 +295,7 @@ class _Turn:
         if self.replaying:
             self.unmatched.append((decision, task))
         else:
-            self.record(self.append(decision), task)  # type: ignore[arg-type]
+            self.record(self.append(decision), task)
 
     def record(self, decision: Decision, task: DurableTask[Any] | None) -> None:
         if task is not None:
