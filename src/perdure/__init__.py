@@ -15,6 +15,7 @@ from perdure._errors import (
     NonDeterminismError,
     NonDurableAwaitError,
     PerdureError,
+    PoisonMessageError,
     ProviderError,
     RegistrationError,
     SerializationError,
@@ -24,14 +25,18 @@ from perdure._errors import (
     UnregisteredOrchestrationError,
 )
 from perdure._state import OrchestrationDescriptor, OrchestrationState, OrchestrationStatus
+from perdure.client import Client
 from perdure.engine import DurableTask, OrchestrationContext, RetryPolicy
-from perdure.runtime._registry import ActivityRegistry, OrchestrationRegistry, Registry
+from perdure.providers import Provider, SqliteProvider, open_provider
+from perdure.runtime import ActivityContext, ActivityRegistry, OrchestrationRegistry, Registry, Runtime, RuntimeOptions
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActivityContext",
     "ActivityFailedError",
     "ActivityRegistry",
+    "Client",
     "DurableTask",
     "ErrorDetails",
     "HistoryFormatError",
@@ -46,14 +51,20 @@ __all__ = [
     "OrchestrationState",
     "OrchestrationStatus",
     "PerdureError",
+    "PoisonMessageError",
+    "Provider",
     "ProviderError",
     "Registry",
     "RegistrationError",
     "RetryPolicy",
+    "Runtime",
+    "RuntimeOptions",
     "SerializationError",
+    "SqliteProvider",
     "SubOrchestrationFailedError",
     "TaskFailedError",
     "UnregisteredActivityError",
     "UnregisteredOrchestrationError",
     "__version__",
+    "open_provider",
 ]

@@ -14,6 +14,7 @@ Every error derives from one root, so ``except PerdureError`` catches all of the
     ├── UnregisteredOrchestrationError  no worker has ``name@version``
     ├── UnregisteredActivityError
     ├── RegistrationError               a bad or duplicate registration
+    ├── PoisonMessageError              a message kept failing its turn or activity
     ├── SerializationError              a value is not JSON, or is too large
     ├── HistoryFormatError              a stored event or message cannot be decoded
     └── ProviderError                   the store failed in a way retries could not hide
@@ -35,6 +36,7 @@ __all__ = [
     "NonDeterminismError",
     "NonDurableAwaitError",
     "PerdureError",
+    "PoisonMessageError",
     "ProviderError",
     "RegistrationError",
     "SerializationError",
@@ -129,6 +131,10 @@ class UnregisteredActivityError(PerdureError):
 
 class RegistrationError(PerdureError):
     """A registration was refused: a bad name, a bad version or a duplicate."""
+
+
+class PoisonMessageError(PerdureError):
+    """A message or work item kept failing (or crashing its worker); its instance fails instead of looping."""
 
 
 class SerializationError(PerdureError):

@@ -1,0 +1,219 @@
+"""``Client``: start, signal, inspect and manage orchestration instances."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from perdure import _json
+from perdure._errors import InstanceNotFoundError, InvalidInstanceStateError
+from perdure._state import OrchestrationDescriptor, OrchestrationState, OrchestrationStatus
+from perdure.engine._history import (
+    EventRaised,
+    HistoryEvent,
+    OrchestrationResumed,
+    OrchestrationStarted,
+    OrchestrationSuspended,
+    StartRequested,
+    TerminateRequested,
+)
+from perdure.providers._base import InstanceFilter, Message, Provider
+from perdure.runtime._registry import parse_version
+
+__all__ = ["Client"]
+
+
+class Client:
+    """Talks to the store through a provider; needs no running runtime in this process.
+
+    Every operation that changes an instance travels as a message through the orchestrator
+    queue, so it is durable and ordered with everything else the instance receives.
+    """
+
+    def __init__(self, provider: Provider) -> None:
+        self.provider = provider
+
+    async def start_orchestration(
+        self, instance_id: str, name: str, input: Any = None, *, version: str | None = None
+    ) -> str:
+        """Create an instance and schedule its first turn.
+
+        Args:
+            instance_id: A unique id of your choice.
+            name: The registered orchestration name.
+            input: A JSON value handed to the orchestration.
+            version: Pin this version; by default the name's version policy chooses when the
+                instance starts.
+
+        Returns:
+            The instance id.
+
+        Raises:
+            InstanceAlreadyExistsError: if an instance with this id exists.
+            SerializationError: if ``input`` is not a JSON value.
+        """
+        _check_id(instance_id)
+        _check_text(name, "orchestration name")
+        if version is not None:
+            parse_version(version)
+        _json.check_json(input, f"input of orchestration {name!r}")
+        start = StartRequested(name=name, version=version, input=input)
+        await self.provider.create_instance(Message(instance_id=instance_id, execution_id=None, event=start))
+        return instance_id
+
+    async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
+        """Deliver the external event ``name`` to an instance (kept until the instance waits for it).
+
+        Raises:
+            InstanceNotFoundError: if the instance does not exist.
+            SerializationError: if ``data`` is not a JSON value.
+        """
+        _check_text(name, "event name")
+        _json.check_json(data, f"data of event {name!r}")
+        await self._require(instance_id)
+        await self._send(instance_id, EventRaised(name=name, data=data))
+
+    async def get_status(self, instance_id: str) -> OrchestrationState | None:
+        """The instance's current state, or ``None`` if it does not exist."""
+        _check_id(instance_id)
+        return await self.provider.get_state(instance_id)
+
+    async def wait_for_orchestration(self, instance_id: str, timeout: float = 60.0) -> OrchestrationState:
+        """Wait until the instance completes, fails or is terminated, and return its state.
+
+        Raises:
+            InstanceNotFoundError: if the instance does not exist.
+            TimeoutError: if it has not finished after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            state = await self._require(instance_id)
+            if state.status.is_terminal:
+                return state
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"instance {instance_id!r} is still {state.status.value} after {timeout} s")
+            await self.provider.wait_for_state_change(instance_id, remaining)
+
+    async def terminate(self, instance_id: str, reason: str | None = None, *, recursive: bool = True) -> bool:
+        """Terminate a pending, running or suspended instance (and its unfinished children).
+
+        Returns:
+            ``True`` if a termination was requested; ``False`` if the instance had already
+            finished, in which case nothing changes.
+
+        Raises:
+            InstanceNotFoundError: if the instance does not exist.
+        """
+        state = await self._require(instance_id)
+        if state.status.is_terminal:
+            return False
+        await self._send(instance_id, TerminateRequested(reason=reason, recursive=recursive))
+        return True
+
+    async def suspend(self, instance_id: str, reason: str | None = None) -> None:
+        """Pause a running instance: it runs no turns and its incoming messages wait until resumed.
+
+        Raises:
+            InstanceNotFoundError: if the instance does not exist.
+            InvalidInstanceStateError: if it is not PENDING or RUNNING.
+        """
+        state = await self._require(instance_id)
+        if state.status not in (OrchestrationStatus.PENDING, OrchestrationStatus.RUNNING):
+            raise InvalidInstanceStateError(f"instance {instance_id!r} is {state.status.value}; it cannot be suspended")
+        await self._send(instance_id, OrchestrationSuspended(reason=reason))
+
+    async def resume(self, instance_id: str, reason: str | None = None) -> None:
+        """Resume a suspended instance; the messages that waited are applied in order.
+
+        Raises:
+            InstanceNotFoundError: if the instance does not exist.
+            InvalidInstanceStateError: if it is not SUSPENDED.
+        """
+        state = await self._require(instance_id)
+        if state.status is not OrchestrationStatus.SUSPENDED:
+            raise InvalidInstanceStateError(f"instance {instance_id!r} is {state.status.value}, not SUSPENDED")
+        await self._send(instance_id, OrchestrationResumed(reason=reason))
+
+    async def list_instances(
+        self,
+        *,
+        status: OrchestrationStatus | Sequence[OrchestrationStatus] | None = None,
+        name: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        instance_id_prefix: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[OrchestrationState]:
+        """Instances matching every given filter, ordered by instance id.
+
+        Page with ``after``: pass the last ``instance_id`` of one page to get the next.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+            raise ValueError(f"limit must be an int from 1 to 10000, got {limit!r}")
+        statuses = [status] if isinstance(status, OrchestrationStatus) else status
+        if statuses is not None and not all(isinstance(s, OrchestrationStatus) for s in statuses):
+            raise TypeError("status must be an OrchestrationStatus or a sequence of them")
+        for moment in (created_after, created_before):
+            if moment is not None and moment.tzinfo is None:
+                raise ValueError("created_after/created_before must be aware datetimes")
+        where = InstanceFilter(
+            status=statuses,
+            name=name,
+            created_after=created_after,
+            created_before=created_before,
+            instance_id_prefix=instance_id_prefix,
+            limit=limit,
+            after=after,
+        )
+        return await self.provider.list_instances(where)
+
+    async def get_history(self, instance_id: str, execution_id: int | None = None) -> list[HistoryEvent]:
+        """The history of one execution (the current one by default).
+
+        Raises:
+            InstanceNotFoundError: if the instance does not exist.
+        """
+        await self._require(instance_id)
+        return await self.provider.get_history(instance_id, execution_id)
+
+    async def get_orchestration_descriptor(self, instance_id: str) -> OrchestrationDescriptor | None:
+        """Name, pinned version and parent of an instance, read from its history.
+
+        Returns ``None`` for an unknown instance, or one that has not started yet.
+        """
+        _check_id(instance_id)
+        history = await self.provider.get_history(instance_id)
+        started = history[0] if history else None
+        if not isinstance(started, OrchestrationStarted):
+            return None
+        return OrchestrationDescriptor(
+            name=started.name,
+            version=started.version,
+            parent_instance=started.parent_instance,
+            parent_id=started.parent_id,
+        )
+
+    async def _require(self, instance_id: str) -> OrchestrationState:
+        _check_id(instance_id)
+        state = await self.provider.get_state(instance_id)
+        if state is None:
+            raise InstanceNotFoundError(f"no instance with id {instance_id!r}")
+        return state
+
+    async def _send(self, instance_id: str, event: HistoryEvent) -> None:
+        await self.provider.enqueue_messages([Message(instance_id=instance_id, execution_id=None, event=event)])
+
+
+def _check_text(value: Any, what: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"the {what} must be a non-empty string, got {value!r}")
+
+
+def _check_id(instance_id: Any) -> None:
+    _check_text(instance_id, "instance id")
+    if len(instance_id) > 256:
+        raise ValueError("an instance id is at most 256 characters")

@@ -1,0 +1,269 @@
+"""The provider contract: storage for history, instance state and the two queues.
+
+A provider is a small async interface over plain records; no driver type crosses it. It keeps:
+
+- **instances**: one row per instance with its current execution and state;
+- **history**: the events of every execution, append-only;
+- **the orchestrator queue**: messages addressed to an instance (starts, completions, timers with a
+  future visibility time, events, operator requests);
+- **worker queues**: activity work items, by queue name.
+
+Both queues are peek-lock: a fetch locks what it returns until an ack (which deletes it) or an
+abandon (which releases it, maybe with a delay), or until the lock expires and another worker may
+take it over. An orchestration ack commits a whole turn in one transaction.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from perdure._errors import ErrorDetails, PerdureError
+from perdure._state import OrchestrationState, OrchestrationStatus
+from perdure.engine._history import HistoryEvent
+
+__all__ = [
+    "ActivityRequest",
+    "InstanceFilter",
+    "InstanceUpdate",
+    "LockLostError",
+    "Message",
+    "OrchestrationItem",
+    "Provider",
+    "QueueKind",
+    "QueuedMessage",
+    "TurnCommit",
+    "WorkItem",
+]
+
+QueueKind = Literal["orchestrator", "worker"]
+
+
+class LockLostError(PerdureError):
+    """The peek-lock expired and another worker took the item over; this worker's result is discarded."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Message:
+    """A message for the orchestrator queue.
+
+    Attributes:
+        instance_id: The instance it is addressed to.
+        execution_id: The execution it belongs to; ``None`` for whichever execution is current.
+        event: What it carries (becomes a history event when the turn consumes it).
+        visible_at: When it may be dequeued (timers); ``None`` for at once.
+    """
+
+    instance_id: str
+    execution_id: int | None
+    event: HistoryEvent
+    visible_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QueuedMessage:
+    """A dequeued message. ``event`` is ``None`` when the stored row could not be decoded (see ``error``)."""
+
+    message_id: int
+    instance_id: str
+    execution_id: int | None
+    event: HistoryEvent | None
+    dequeue_count: int
+    error: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OrchestrationItem:
+    """One locked instance with its visible messages and the current execution's history.
+
+    ``history`` is ``None`` when a stored event could not be decoded (``history_error`` says why).
+    """
+
+    instance_id: str
+    lock_token: str
+    messages: list[QueuedMessage]
+    state: OrchestrationState | None
+    history: list[HistoryEvent] | None
+    history_error: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ActivityRequest:
+    """What a worker needs to run one activity attempt and report back."""
+
+    instance_id: str
+    execution_id: int
+    source_event_id: int
+    name: str
+    input: Any
+    queue: str
+    attempt: int
+    orchestration_name: str
+    orchestration_version: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkItem:
+    """A locked activity work item. ``request`` is ``None`` when its row could not be decoded."""
+
+    item_id: int
+    lock_token: str
+    request: ActivityRequest | None
+    dequeue_count: int
+    error: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InstanceUpdate:
+    """The instance state a turn leaves behind."""
+
+    name: str
+    version: str | None
+    status: OrchestrationStatus
+    execution_id: int
+    input: Any = None
+    output: Any = None
+    error: ErrorDetails | None = None
+    custom_status: Any = None
+    parent_instance_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TurnCommit:
+    """Everything one turn writes, committed atomically by :meth:`Provider.ack_orchestration_item`.
+
+    Attributes:
+        execution_id: The execution ``history`` is appended to.
+        history: New history events, numbered after the stored ones.
+        state: The new instance state (``None``: unchanged).
+        worker_items: Activities to enqueue.
+        messages: Orchestrator messages to enqueue (timers, children, events, replies to a parent).
+            A ``StartRequested`` for an instance that does not exist creates it (PENDING).
+        consumed: Ids of the dequeued messages to delete; the others stay queued.
+    """
+
+    execution_id: int
+    history: Sequence[HistoryEvent] = ()
+    state: InstanceUpdate | None = None
+    worker_items: Sequence[ActivityRequest] = ()
+    messages: Sequence[Message] = ()
+    consumed: Sequence[int] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class InstanceFilter:
+    """Which instances ``list_instances`` returns (every given condition must hold)."""
+
+    status: Sequence[OrchestrationStatus] | None = None
+    name: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    instance_id_prefix: str | None = None
+    limit: int = 100
+    after: str | None = field(default=None)
+    """Cursor: return instances after this one (the ``instance_id`` last seen), for paging."""
+
+
+class Provider(abc.ABC):
+    """Storage behind the runtime and the client. Every method is one transaction."""
+
+    # --- instances and history -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_instance(self, start: Message) -> None:
+        """Create a PENDING instance and enqueue its start message, atomically.
+
+        Raises:
+            InstanceAlreadyExistsError: if the instance exists.
+        """
+
+    @abc.abstractmethod
+    async def enqueue_messages(self, messages: Sequence[Message]) -> None:
+        """Enqueue orchestrator messages."""
+
+    @abc.abstractmethod
+    async def get_state(self, instance_id: str) -> OrchestrationState | None:
+        """The instance's state, or ``None`` if it does not exist."""
+
+    @abc.abstractmethod
+    async def get_history(self, instance_id: str, execution_id: int | None = None) -> list[HistoryEvent]:
+        """The history of one execution (the current one by default); empty if there is none."""
+
+    @abc.abstractmethod
+    async def list_instances(self, where: InstanceFilter) -> list[OrchestrationState]:
+        """Instances matching ``where``, ordered by instance id."""
+
+    # --- orchestrator queue ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def fetch_orchestration_item(self, lock_seconds: float) -> OrchestrationItem | None:
+        """Lock one instance that has visible messages and return it, or ``None`` if there is none.
+
+        A SUSPENDED instance is returned only when a message that acts on it is queued (resume,
+        terminate, suspend).
+        """
+
+    @abc.abstractmethod
+    async def ack_orchestration_item(self, item: OrchestrationItem, commit: TurnCommit) -> None:
+        """Commit a turn and release the lock, atomically.
+
+        Raises:
+            LockLostError: if the lock expired and was taken over; nothing is written.
+        """
+
+    @abc.abstractmethod
+    async def abandon_orchestration_item(self, item: OrchestrationItem, delay: float = 0.0) -> None:
+        """Release the lock; the item's messages become visible again after ``delay`` seconds."""
+
+    # --- worker queues ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def fetch_work_item(self, queues: Sequence[str], lock_seconds: float) -> WorkItem | None:
+        """Lock one visible work item from one of ``queues``, or return ``None``."""
+
+    @abc.abstractmethod
+    async def ack_work_item(self, item: WorkItem, completion: Message) -> None:
+        """Delete the item and enqueue its completion, atomically.
+
+        Raises:
+            LockLostError: if the lock expired and was taken over; nothing is written.
+        """
+
+    @abc.abstractmethod
+    async def abandon_work_item(self, item: WorkItem, delay: float = 0.0) -> None:
+        """Release the item; it becomes visible again after ``delay`` seconds."""
+
+    @abc.abstractmethod
+    async def renew_work_item(self, item: WorkItem, lock_seconds: float) -> None:
+        """Extend the item's lock (for long activities).
+
+        Raises:
+            LockLostError: if the lock was already taken over.
+        """
+
+    # --- waiting ---------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def wait_for_work(self, kind: QueueKind, timeout: float, queues: Sequence[str] = ()) -> None:
+        """Sleep until work may be ready in the ``kind`` queue (worker ``queues``), or ``timeout`` seconds pass.
+
+        Returns early when this process enqueues work, when the earliest delayed message becomes
+        due, or when the provider learns of work enqueued elsewhere.
+        """
+
+    @abc.abstractmethod
+    async def wait_for_state_change(self, instance_id: str, timeout: float) -> None:
+        """Sleep until the instance's state may have changed, or ``timeout`` seconds pass."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections and threads."""
+
+    async def __aenter__(self) -> Provider:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

@@ -1,0 +1,104 @@
+"""In-process wake-ups: a dispatcher or a waiting client sleeps until someone signals."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+
+__all__ = ["Signal", "SignalBoard", "WorkSignal"]
+
+
+class Signal:
+    """Wakes every current waiter when set; later waiters wait for the next ``set``."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        """Wake everyone waiting now."""
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; True if woken by :meth:`set`."""
+        if timeout <= 0:
+            return False
+        event = self._event
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await event.wait()
+                return True
+        return False
+
+
+class WorkSignal:
+    """Wakes as many idle dispatcher loops as there are new items, not all of them (no thundering herd)."""
+
+    def __init__(self) -> None:
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def set(self, count: int | None = None) -> None:
+        """Wake ``count`` waiters (all when ``None``)."""
+        woken = 0
+        while self._waiters and (count is None or woken < count):
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                woken += 1
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; True if woken by :meth:`set`."""
+        if timeout <= 0:
+            return False
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+
+
+class SignalBoard:
+    """The signals of one provider: one per queue kind, and one per instance someone waits on."""
+
+    def __init__(self) -> None:
+        self.queues = {"orchestrator": WorkSignal(), "worker": WorkSignal()}
+        self._instances: dict[str, tuple[Signal, int]] = {}
+
+    def work(self, kind: str, count: int = 1) -> None:
+        """``count`` new items in the ``kind`` queue."""
+        if count > 0:
+            self.queues[kind].set(count)
+
+    def instance(self, instance_id: str) -> None:
+        """The instance's state changed."""
+        entry = self._instances.get(instance_id)
+        if entry is not None:
+            entry[0].set()
+
+    def everything(self) -> None:
+        """Something changed that this process did not see (another process wrote)."""
+        for queue in self.queues.values():
+            queue.set()
+        for instance, _ in self._instances.values():
+            instance.set()
+
+    async def wait_instance(self, instance_id: str, timeout: float) -> None:
+        """Wait for a change of one instance."""
+        signal, waiters = self._instances.get(instance_id) or (Signal(), 0)
+        self._instances[instance_id] = (signal, waiters + 1)
+        try:
+            await signal.wait(timeout)
+        finally:
+            signal, waiters = self._instances[instance_id]
+            if waiters == 1:
+                del self._instances[instance_id]
+            else:
+                self._instances[instance_id] = (signal, waiters - 1)

@@ -1,0 +1,101 @@
+-- Named queries of the SQLite provider. Parameters are named (:name).
+
+-- name: insert_instance
+INSERT INTO instances (instance_id, name, status, execution_id, input, parent_instance_id, created_at, updated_at)
+VALUES (:instance_id, :name, 'PENDING', 1, :input, :parent_instance_id, :now, :now)
+ON CONFLICT (instance_id) DO NOTHING
+
+-- name: insert_message
+INSERT INTO orchestrator_queue (instance_id, execution_id, kind, event, visible_at)
+VALUES (:instance_id, :execution_id, :kind, :event, :visible_at)
+
+-- name: select_state
+SELECT instance_id, name, version, status, execution_id, input, output, error, custom_status,
+       parent_instance_id, created_at, updated_at
+FROM instances WHERE instance_id = :instance_id
+
+-- name: select_history
+SELECT event FROM history WHERE instance_id = :instance_id AND execution_id = :execution_id ORDER BY event_id
+
+-- name: select_current_history
+SELECT h.event FROM history h JOIN instances i ON i.instance_id = h.instance_id AND i.execution_id = h.execution_id
+WHERE h.instance_id = :instance_id ORDER BY h.event_id
+
+-- name: next_orchestration_instance
+-- The instance with the oldest visible message that no live lock holds. A suspended instance is
+-- only taken for a message that acts on it.
+SELECT q.instance_id FROM orchestrator_queue q
+WHERE q.visible_at <= :now
+  AND NOT EXISTS (SELECT 1 FROM instance_locks l WHERE l.instance_id = q.instance_id AND l.locked_until > :now)
+  AND (q.kind IN ('OrchestrationResumed', 'OrchestrationSuspended', 'TerminateRequested')
+       OR NOT EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = q.instance_id AND i.status = 'SUSPENDED'))
+ORDER BY q.visible_at, q.message_id
+LIMIT 1
+
+-- name: lock_instance
+INSERT INTO instance_locks (instance_id, lock_token, locked_until) VALUES (:instance_id, :lock_token, :locked_until)
+ON CONFLICT (instance_id) DO UPDATE SET lock_token = excluded.lock_token, locked_until = excluded.locked_until
+
+-- name: select_visible_messages
+SELECT message_id, instance_id, execution_id, event, dequeue_count + 1 FROM orchestrator_queue
+WHERE instance_id = :instance_id AND visible_at <= :now ORDER BY message_id
+
+-- name: count_dequeue
+UPDATE orchestrator_queue SET dequeue_count = dequeue_count + 1 WHERE instance_id = :instance_id AND visible_at <= :now
+
+-- name: reset_dequeue
+-- After a successful turn, messages it left queued (held back while suspended) start counting afresh.
+UPDATE orchestrator_queue SET dequeue_count = 0 WHERE instance_id = :instance_id AND dequeue_count > 0
+
+-- name: select_lock
+SELECT lock_token FROM instance_locks WHERE instance_id = :instance_id
+
+-- name: delete_lock
+DELETE FROM instance_locks WHERE instance_id = :instance_id AND lock_token = :lock_token
+
+-- name: insert_history
+INSERT INTO history (instance_id, execution_id, event_id, event) VALUES (:instance_id, :execution_id, :event_id, :event)
+
+-- name: insert_work_item
+INSERT INTO worker_queue (queue, instance_id, request, visible_at) VALUES (:queue, :instance_id, :request, :now)
+
+-- name: update_instance
+UPDATE instances SET name = :name, version = :version, status = :status, execution_id = :execution_id,
+    input = :input, output = :output, error = :error, custom_status = :custom_status,
+    parent_instance_id = :parent_instance_id, updated_at = :now
+WHERE instance_id = :instance_id
+
+-- name: delete_message
+DELETE FROM orchestrator_queue WHERE message_id = :message_id
+
+-- name: delay_messages
+UPDATE orchestrator_queue SET visible_at = :visible_at WHERE message_id = :message_id
+
+-- name: next_work_item
+SELECT item_id, request, dequeue_count + 1 FROM worker_queue
+WHERE queue IN (SELECT value FROM json_each(:queues)) AND visible_at <= :now
+ORDER BY visible_at, item_id
+LIMIT 1
+
+-- name: lock_work_item
+UPDATE worker_queue SET lock_token = :lock_token, visible_at = :locked_until, dequeue_count = dequeue_count + 1
+WHERE item_id = :item_id
+
+-- name: delete_work_item
+DELETE FROM worker_queue WHERE item_id = :item_id AND lock_token = :lock_token
+
+-- name: release_work_item
+UPDATE worker_queue SET lock_token = NULL, visible_at = :visible_at WHERE item_id = :item_id AND lock_token = :lock_token
+
+-- name: renew_work_item
+UPDATE worker_queue SET visible_at = :locked_until WHERE item_id = :item_id AND lock_token = :lock_token
+
+-- name: earliest_orchestrator_due
+-- When the next message becomes fetchable: visible, its instance unlocked, and not held by suspension.
+SELECT MIN(MAX(q.visible_at, COALESCE(l.locked_until, 0))) FROM orchestrator_queue q
+LEFT JOIN instance_locks l ON l.instance_id = q.instance_id
+WHERE q.kind IN ('OrchestrationResumed', 'OrchestrationSuspended', 'TerminateRequested')
+   OR NOT EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = q.instance_id AND i.status = 'SUSPENDED')
+
+-- name: earliest_worker_due
+SELECT MIN(visible_at) FROM worker_queue WHERE queue IN (SELECT value FROM json_each(:queues))

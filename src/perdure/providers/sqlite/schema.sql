@@ -1,0 +1,59 @@
+-- perdure schema for SQLite. Times are seconds since the epoch (REAL); payloads are JSON text.
+
+CREATE TABLE IF NOT EXISTS instances (
+    instance_id        TEXT PRIMARY KEY,
+    name               TEXT NOT NULL,
+    version            TEXT,
+    status             TEXT NOT NULL,
+    execution_id       INTEGER NOT NULL,
+    input              TEXT,
+    output             TEXT,
+    error              TEXT,
+    custom_status      TEXT,
+    parent_instance_id TEXT,
+    created_at         REAL NOT NULL,
+    updated_at         REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_by_status ON instances (status, instance_id);
+CREATE INDEX IF NOT EXISTS instances_by_name ON instances (name, instance_id);
+CREATE INDEX IF NOT EXISTS instances_by_created ON instances (created_at);
+
+CREATE TABLE IF NOT EXISTS history (
+    instance_id  TEXT NOT NULL,
+    execution_id INTEGER NOT NULL,
+    event_id     INTEGER NOT NULL,
+    event        TEXT NOT NULL,
+    PRIMARY KEY (instance_id, execution_id, event_id)
+) WITHOUT ROWID;
+
+-- Messages addressed to instances. visible_at in the future makes a message a durable timer.
+CREATE TABLE IF NOT EXISTS orchestrator_queue (
+    message_id    INTEGER PRIMARY KEY AUTOINCREMENT,
+    instance_id   TEXT NOT NULL,
+    execution_id  INTEGER,
+    kind          TEXT NOT NULL,
+    event         TEXT NOT NULL,
+    visible_at    REAL NOT NULL,
+    dequeue_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS orchestrator_queue_by_visible ON orchestrator_queue (visible_at);
+CREATE INDEX IF NOT EXISTS orchestrator_queue_by_instance ON orchestrator_queue (instance_id, message_id);
+
+-- The peek-lock on an instance: one turn at a time; an expired lock may be taken over.
+CREATE TABLE IF NOT EXISTS instance_locks (
+    instance_id  TEXT PRIMARY KEY,
+    lock_token   TEXT NOT NULL,
+    locked_until REAL NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS worker_queue (
+    item_id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue         TEXT NOT NULL,
+    instance_id   TEXT NOT NULL,
+    request       TEXT NOT NULL,
+    visible_at    REAL NOT NULL,
+    lock_token    TEXT,
+    dequeue_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS worker_queue_by_visible ON worker_queue (queue, visible_at);
+CREATE INDEX IF NOT EXISTS worker_queue_by_instance ON worker_queue (instance_id);

@@ -1,0 +1,58 @@
+"""``RuntimeOptions``: how a runtime runs its dispatchers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["RuntimeOptions"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RuntimeOptions:
+    """Settings of a :class:`~perdure.Runtime`.
+
+    Attributes:
+        orchestration_concurrency: Turns processed at once.
+        activity_concurrency: Activities run at once (async ones on the loop, sync ones in threads).
+        activity_queues: The worker queues this runtime serves.
+        run_orchestrations: Whether to run the orchestration dispatcher.
+        run_activities: Whether to run the work dispatcher.
+        lock_seconds: How long a fetched instance stays locked; an expired lock is taken over.
+        activity_lock_seconds: How long a fetched activity stays locked; renewed while it runs.
+        max_dispatch_attempts: After this many deliveries without success, a message fails its
+            instance (poison message), an unregistered orchestration version fails the instance,
+            and an unregistered activity fails the activity.
+        dispatch_backoff: Seconds before the first redelivery of an abandoned item; doubles each
+            time, up to ``max_dispatch_backoff``.
+        max_dispatch_backoff: The longest wait between redeliveries.
+        idle_timeout: The longest an idle dispatcher sleeps before looking again (the provider
+            usually wakes it sooner).
+    """
+
+    orchestration_concurrency: int = 4
+    activity_concurrency: int = 16
+    activity_queues: Sequence[str] = ("default",)
+    run_orchestrations: bool = True
+    run_activities: bool = True
+    lock_seconds: float = 30.0
+    activity_lock_seconds: float = 60.0
+    max_dispatch_attempts: int = 10
+    dispatch_backoff: float = 0.5
+    max_dispatch_backoff: float = 30.0
+    idle_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("orchestration_concurrency", "activity_concurrency", "max_dispatch_attempts"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        for name in ("lock_seconds", "activity_lock_seconds", "idle_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if isinstance(self.activity_queues, str) or not all(isinstance(q, str) and q for q in self.activity_queues):
+            raise ValueError("activity_queues must be a sequence of non-empty queue names")
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before redelivering an item that failed ``attempt`` times."""
+        return float(min(self.dispatch_backoff * 2 ** max(attempt - 1, 0), self.max_dispatch_backoff))

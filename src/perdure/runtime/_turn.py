@@ -1,0 +1,416 @@
+"""Planning one turn: from a fetched instance to the one commit that records it.
+
+``plan_turn`` is pure: it filters the dequeued messages by the turn rules, resolves the pinned
+version, runs the replay engine and translates its decisions into queue writes. The dispatcher
+does the I/O around it (fetch, ack or abandon).
+
+Turn rules:
+- a message for another execution (a stale completion) is dropped with a warning;
+- a start for an instance that has already started is dropped with a warning (a child's parent is
+  told the child id is taken);
+- messages to a finished instance, or to an instance that does not exist, are dropped;
+- a duplicate completion is dropped (by the engine).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from perdure._errors import (
+    ErrorDetails,
+    HistoryFormatError,
+    InstanceAlreadyExistsError,
+    PerdureError,
+    PoisonMessageError,
+    UnregisteredOrchestrationError,
+    type_name,
+)
+from perdure._state import OrchestrationStatus
+from perdure.engine._history import (
+    ActivityScheduled,
+    EventRaised,
+    EventSent,
+    HistoryEvent,
+    OrchestrationChained,
+    OrchestrationCompleted,
+    OrchestrationContinuedAsNew,
+    OrchestrationFailed,
+    OrchestrationStarted,
+    OrchestrationTerminated,
+    StartRequested,
+    SubOrchestrationCompleted,
+    SubOrchestrationFailed,
+    SubOrchestrationScheduled,
+    TerminateRequested,
+    TimerCreated,
+    TimerFired,
+)
+from perdure.engine._replay import OrchestrationFunction, TurnResult, run_turn
+from perdure.providers._base import (
+    ActivityRequest,
+    InstanceUpdate,
+    Message,
+    OrchestrationItem,
+    QueuedMessage,
+    TurnCommit,
+)
+from perdure.runtime._options import RuntimeOptions
+from perdure.runtime._registry import OrchestrationRegistry
+
+__all__ = ["Abandon", "TurnPlan", "plan_turn"]
+
+_log = logging.getLogger("perdure.runtime")
+
+
+@dataclass(frozen=True, slots=True)
+class Abandon:
+    """Put the item back, to be retried after ``delay`` seconds."""
+
+    delay: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TurnPlan:
+    """What to commit, plus what happened (for logs and metrics)."""
+
+    commit: TurnCommit
+    result: TurnResult | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def plan_turn(
+    item: OrchestrationItem, registry: OrchestrationRegistry, options: RuntimeOptions, now: datetime
+) -> TurnPlan | Abandon:
+    """Decide what one turn of ``item`` commits (or that it must be put back)."""
+    return _Planner(item, registry, options, now).plan()
+
+
+class _Planner:
+    def __init__(
+        self, item: OrchestrationItem, registry: OrchestrationRegistry, options: RuntimeOptions, now: datetime
+    ):
+        self.item = item
+        self.registry = registry
+        self.options = options
+        self.now = now
+        self.warnings: list[str] = []
+        self.replies: list[Message] = []  # answers to would-be parents of a duplicate start
+        self.consumed: list[int] = []  # message ids consumed before the engine runs
+
+    def drop(self, message: QueuedMessage, why: str) -> None:
+        self.consumed.append(message.message_id)
+        self.warnings.append(f"dropped {_kind(message)} for instance {self.item.instance_id!r}: {why}")
+
+    def plan(self) -> TurnPlan | Abandon:
+        item, state = self.item, self.item.state
+        if state is None:
+            for message in item.messages:
+                self.drop(message, "the instance does not exist")
+            return TurnPlan(TurnCommit(execution_id=0, consumed=self.consumed), warnings=self.warnings)
+        if item.history is None:
+            return self.fail_without_replay(
+                HistoryFormatError(f"the stored history is corrupted: {item.history_error}")
+            )
+        attempts = max((m.dequeue_count for m in item.messages), default=0)
+        if attempts > self.options.max_dispatch_attempts:
+            return self.fail_without_replay(
+                PoisonMessageError(
+                    f"a message was delivered {attempts} times without a turn completing "
+                    f"(the limit is {self.options.max_dispatch_attempts}); see the worker logs for why"
+                )
+            )
+        corrupt = next((m for m in item.messages if m.event is None), None)
+        if corrupt is not None:
+            return self.fail_without_replay(HistoryFormatError(f"a queued message is corrupted: {corrupt.error}"))
+        if state.status.is_terminal:
+            for message in item.messages:
+                self.drop(message, f"the instance is {state.status.value}")
+            return TurnPlan(TurnCommit(execution_id=state.execution_id, consumed=self.consumed), warnings=self.warnings)
+
+        start: QueuedMessage | None = None
+        accepted: list[QueuedMessage] = []
+        for message in item.messages:
+            if message.execution_id is not None and message.execution_id != state.execution_id:
+                self.drop(message, f"it belongs to execution {message.execution_id}, not {state.execution_id}")
+            elif isinstance(message.event, StartRequested):
+                if item.history or start is not None:
+                    self.drop(message, "the instance has already started")
+                    self.reply_taken(message.event)
+                else:
+                    start = message
+            else:
+                accepted.append(message)
+
+        if not item.history and start is None:
+            if not accepted:
+                return TurnPlan(
+                    TurnCommit(execution_id=state.execution_id, consumed=self.consumed), warnings=self.warnings
+                )
+            # Messages that overtook the start of a new execution: let the start arrive first.
+            return Abandon(self.options.backoff(1), "no start message yet for a new execution")
+
+        if start is not None:
+            assert isinstance(start.event, StartRequested)
+            started = self.resolve_start(start.event)
+            if isinstance(started, PerdureError):
+                return self.unregistered(started, None)
+            accepted.insert(0, start)
+            new_events: list[HistoryEvent] = [started, *_events(accepted[1:])]
+        else:
+            started = item.history[0]  # type: ignore[assignment]
+            if not isinstance(started, OrchestrationStarted):
+                return self.fail_without_replay(HistoryFormatError("history does not begin with OrchestrationStarted"))
+            new_events = _events(accepted)
+
+        function = self.registry.get(started.name, started.version)
+        if function is None:
+            error = UnregisteredOrchestrationError(
+                f"orchestration {started.name}@{started.version} is not registered on any worker that tried it"
+            )
+            return self.unregistered(error, started)
+        return self.run(function, started, state.execution_id, accepted, new_events)
+
+    def resolve_start(self, request: StartRequested) -> OrchestrationStarted | PerdureError:
+        try:
+            version = self.registry.resolve(request.name, request.version)
+        except UnregisteredOrchestrationError as exc:
+            return exc
+        return OrchestrationStarted(
+            name=request.name,
+            version=version,
+            input=request.input,
+            parent_instance=request.parent_instance,
+            parent_id=request.parent_id,
+            parent_execution_id=request.parent_execution_id,
+        )
+
+    def reply_taken(self, request: StartRequested) -> None:
+        if request.parent_instance is None or request.parent_id is None:
+            return
+        error = ErrorDetails.from_exception(
+            InstanceAlreadyExistsError(f"an instance with id {self.item.instance_id!r} already exists")
+        )
+        self.replies.append(
+            Message(
+                instance_id=request.parent_instance,
+                execution_id=request.parent_execution_id,
+                event=SubOrchestrationFailed(source_event_id=request.parent_id, error=error),
+            )
+        )
+
+    def unregistered(self, error: PerdureError, started: OrchestrationStarted | None) -> TurnPlan | Abandon:
+        attempts = max((m.dequeue_count for m in self.item.messages), default=1)
+        if attempts < self.options.max_dispatch_attempts:
+            return Abandon(self.options.backoff(attempts), str(error))
+        return self.fail_without_replay(error, started)
+
+    def fail_without_replay(self, error: PerdureError, started: OrchestrationStarted | None = None) -> TurnPlan:
+        """Fail the instance without running its code, consuming every message."""
+        item, state = self.item, self.item.state
+        assert state is not None
+        details = ErrorDetails(type=type_name(error), message=str(error))
+        history = item.history or []
+        if started is None and history and isinstance(history[0], OrchestrationStarted):
+            started = history[0]
+        if started is None:
+            request = next((m.event for m in item.messages if isinstance(m.event, StartRequested)), None)
+            parent = _parent_of(request)
+        else:
+            parent = _parent_of(started)
+        new_events: list[HistoryEvent] = []
+        if item.history is not None and history:
+            new_events = [OrchestrationFailed(event_id=history[-1].event_id + 1, timestamp=self.now, error=details)]
+        messages = list(self.replies)
+        if parent is not None:
+            messages.append(_reply_to_parent(parent, error=details))
+        commit = TurnCommit(
+            execution_id=state.execution_id,
+            history=new_events,
+            state=InstanceUpdate(
+                name=state.name,
+                version=started.version if started else state.version,
+                status=OrchestrationStatus.FAILED,
+                execution_id=state.execution_id,
+                input=state.input,
+                error=details,
+                custom_status=state.custom_status,
+                parent_instance_id=state.parent_instance_id,
+            ),
+            messages=messages,
+            consumed=[m.message_id for m in item.messages],
+        )
+        self.warnings.append(f"instance {item.instance_id!r} failed without running: {error}")
+        return TurnPlan(commit, warnings=self.warnings)
+
+    def run(
+        self,
+        function: OrchestrationFunction,
+        started: OrchestrationStarted,
+        execution_id: int,
+        accepted: list[QueuedMessage],
+        new_events: list[HistoryEvent],
+    ) -> TurnPlan:
+        item = self.item
+        history = item.history or []
+        result = run_turn(
+            function,
+            instance_id=item.instance_id,
+            execution_id=execution_id,
+            history=history,
+            new_events=new_events,
+            now=self.now,
+        )
+        for index, why in result.dropped:
+            self.drop(accepted[index], why)
+        consumed = {*self.consumed, *(accepted[i].message_id for i in result.consumed)}
+        messages, worker_items = self.dispatch(result, started, execution_id)
+        next_execution = execution_id
+        status = result.status
+        instance_input = started.input
+        terminal = result.terminal_event
+        parent = _parent_of(started)
+        if isinstance(terminal, OrchestrationContinuedAsNew):
+            next_execution = execution_id + 1
+            instance_input = terminal.input
+            request = StartRequested(
+                name=started.name,
+                version=terminal.version,
+                input=terminal.input,
+                parent_instance=started.parent_instance,
+                parent_id=started.parent_id,
+                parent_execution_id=started.parent_execution_id,
+            )
+            messages.append(Message(instance_id=item.instance_id, execution_id=next_execution, event=request))
+            messages.extend(
+                Message(instance_id=item.instance_id, execution_id=None, event=EventRaised(name=e.name, data=e.data))
+                for e in result.carryover
+            )
+        elif isinstance(terminal, OrchestrationCompleted) and parent is not None:
+            messages.append(_reply_to_parent(parent, output=terminal.output))
+        elif isinstance(terminal, OrchestrationFailed | OrchestrationTerminated) and parent is not None:
+            assert result.error is not None
+            messages.append(_reply_to_parent(parent, error=result.error))
+        if isinstance(terminal, OrchestrationTerminated) and self.terminate_recursively(accepted, result):
+            full = [*history, *result.new_events]
+            messages.extend(
+                Message(instance_id=child, execution_id=None, event=TerminateRequested(reason=terminal.reason))
+                for child in _open_children(full)
+            )
+        commit = TurnCommit(
+            execution_id=execution_id,
+            history=result.new_events,
+            state=InstanceUpdate(
+                name=started.name,
+                version=started.version,
+                status=status,
+                execution_id=next_execution,
+                input=instance_input,
+                output=result.output,
+                error=result.error,
+                custom_status=result.custom_status,
+                parent_instance_id=started.parent_instance,
+            ),
+            worker_items=worker_items,
+            messages=[*self.replies, *messages],
+            consumed=sorted(consumed),
+        )
+        return TurnPlan(commit, result, self.warnings)
+
+    def terminate_recursively(self, accepted: list[QueuedMessage], result: TurnResult) -> bool:
+        return any(
+            isinstance(accepted[i].event, TerminateRequested) and accepted[i].event.recursive  # type: ignore[union-attr]
+            for i in result.consumed
+        )
+
+    def dispatch(
+        self, result: TurnResult, started: OrchestrationStarted, execution_id: int
+    ) -> tuple[list[Message], list[ActivityRequest]]:
+        """Translate the turn's decisions into queue writes."""
+        instance_id = self.item.instance_id
+        messages: list[Message] = []
+        worker_items: list[ActivityRequest] = []
+        for decision in result.decisions:
+            if isinstance(decision, ActivityScheduled):
+                worker_items.append(
+                    ActivityRequest(
+                        instance_id=instance_id,
+                        execution_id=execution_id,
+                        source_event_id=decision.event_id,
+                        name=decision.name,
+                        input=decision.input,
+                        queue=decision.queue,
+                        attempt=decision.attempt,
+                        orchestration_name=started.name,
+                        orchestration_version=started.version,
+                    )
+                )
+            elif isinstance(decision, TimerCreated):
+                fired = TimerFired(source_event_id=decision.event_id, fire_at=decision.fire_at)
+                messages.append(
+                    Message(
+                        instance_id=instance_id, execution_id=execution_id, event=fired, visible_at=decision.fire_at
+                    )
+                )
+            elif isinstance(decision, SubOrchestrationScheduled | OrchestrationChained):
+                child = isinstance(decision, SubOrchestrationScheduled)
+                request = StartRequested(
+                    name=decision.name,
+                    version=decision.version,
+                    input=decision.input,
+                    parent_instance=instance_id if child else None,
+                    parent_id=decision.event_id if child else None,
+                    parent_execution_id=execution_id if child else None,
+                )
+                messages.append(Message(instance_id=decision.instance_id, execution_id=None, event=request))
+            elif isinstance(decision, EventSent):
+                event = EventRaised(name=decision.name, data=decision.data)
+                messages.append(Message(instance_id=decision.instance_id, execution_id=None, event=event))
+        return messages, worker_items
+
+
+@dataclass(frozen=True, slots=True)
+class _Parent:
+    instance_id: str
+    event_id: int
+    execution_id: int | None
+
+
+def _parent_of(started: OrchestrationStarted | StartRequested | HistoryEvent | None) -> _Parent | None:
+    if not isinstance(started, OrchestrationStarted | StartRequested):
+        return None
+    if started.parent_instance is None or started.parent_id is None:
+        return None
+    return _Parent(started.parent_instance, started.parent_id, started.parent_execution_id)
+
+
+def _reply_to_parent(parent: _Parent, *, output: Any = None, error: ErrorDetails | None = None) -> Message:
+    """The child's completion, addressed to the parent execution that awaits it."""
+    event: HistoryEvent
+    if error is None:
+        event = SubOrchestrationCompleted(source_event_id=parent.event_id, result=output)
+    else:
+        event = SubOrchestrationFailed(source_event_id=parent.event_id, error=error)
+    return Message(instance_id=parent.instance_id, execution_id=parent.execution_id, event=event)
+
+
+def _open_children(history: list[HistoryEvent]) -> list[str]:
+    """Instance ids of children scheduled in ``history`` that have not reported back."""
+    children = {e.event_id: e.instance_id for e in history if isinstance(e, SubOrchestrationScheduled)}
+    for event in history:
+        if isinstance(event, SubOrchestrationCompleted | SubOrchestrationFailed):
+            children.pop(event.source_event_id, None)
+    return list(children.values())
+
+
+def _events(messages: list[QueuedMessage]) -> list[HistoryEvent]:
+    events = [m.event for m in messages]
+    assert all(e is not None for e in events), "corrupted messages are handled before replay"
+    return events  # type: ignore[return-value]
+
+
+def _kind(message: QueuedMessage) -> str:
+    return type(message.event).__name__ if message.event is not None else "a corrupted message"

@@ -1,0 +1,129 @@
+"""The work dispatcher: run activities and report their completions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from perdure import _json
+from perdure._errors import ErrorDetails, PoisonMessageError, UnregisteredActivityError
+from perdure.engine._history import ActivityCompleted, ActivityFailed, HistoryEvent
+from perdure.providers._base import ActivityRequest, LockLostError, Message, Provider, WorkItem
+from perdure.runtime._activity import ActivityContext
+from perdure.runtime._dispatcher import Dispatcher
+from perdure.runtime._options import RuntimeOptions
+from perdure.runtime._registry import ActivityRegistry, RegisteredActivity
+
+__all__ = ["WorkDispatcher"]
+
+_log = logging.getLogger("perdure.runtime")
+
+
+class WorkDispatcher(Dispatcher[WorkItem]):
+    """Runs activities: ``async def`` ones on the loop, plain ones in a thread pool.
+
+    The ack deletes the work item and enqueues its completion in one transaction. The lock is
+    renewed while an activity runs, so long activities are not taken over.
+    """
+
+    kind = "worker"
+
+    def __init__(self, provider: Provider, registry: ActivityRegistry, options: RuntimeOptions) -> None:
+        super().__init__(provider, options.activity_concurrency, options.idle_timeout)
+        self.registry = registry
+        self.options = options
+        self.queues = list(options.activity_queues)
+        self._threads = ThreadPoolExecutor(
+            max_workers=options.activity_concurrency, thread_name_prefix="perdure-activity"
+        )
+
+    async def fetch(self) -> WorkItem | None:
+        return await self.provider.fetch_work_item(self.queues, self.options.activity_lock_seconds)
+
+    async def idle(self) -> None:
+        await self.provider.wait_for_work("worker", self.idle_timeout, self.queues)
+
+    async def release(self, item: WorkItem) -> None:
+        with contextlib.suppress(LockLostError):
+            await self.provider.abandon_work_item(item)
+
+    async def stop(self, timeout: float) -> None:
+        await super().stop(timeout)
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    async def process(self, item: WorkItem) -> None:
+        request = item.request
+        if request is None:
+            # Without a readable request nobody can be told; keep the row for inspection, out of the way.
+            _log.error("work item %d is corrupted and set aside for an hour: %s", item.item_id, item.error)
+            await self.provider.abandon_work_item(item, 3600.0)
+            return
+        outcome = await self._outcome(item, request)
+        if outcome is None:
+            return
+        completion = Message(instance_id=request.instance_id, execution_id=request.execution_id, event=outcome)
+        try:
+            await self.provider.ack_work_item(item, completion)
+        except LockLostError as exc:
+            _log.warning("result of activity %r for %r discarded: %s", request.name, request.instance_id, exc)
+
+    async def _outcome(self, item: WorkItem, request: ActivityRequest) -> HistoryEvent | None:
+        """The completion event to report, or ``None`` if the item was put back."""
+        source = request.source_event_id
+        if item.dequeue_count > self.options.max_dispatch_attempts:
+            error = PoisonMessageError(
+                f"activity {request.name!r} was delivered {item.dequeue_count} times without finishing "
+                "(its worker crashed or lost the lock each time)"
+            )
+            return ActivityFailed(source_event_id=source, error=ErrorDetails.from_exception(error))
+        try:
+            activity = self.registry.get(request.name)
+        except UnregisteredActivityError as exc:
+            if item.dequeue_count < self.options.max_dispatch_attempts:
+                # Another worker may have it (rolling deploys): put it back for a while.
+                await self.provider.abandon_work_item(item, self.options.backoff(item.dequeue_count))
+                return None
+            return ActivityFailed(source_event_id=source, error=ErrorDetails.from_exception(exc))
+        ctx = ActivityContext(
+            instance_id=request.instance_id,
+            execution_id=request.execution_id,
+            name=request.name,
+            attempt=request.attempt,
+            orchestration_name=request.orchestration_name,
+            orchestration_version=request.orchestration_version,
+        )
+        renewal = asyncio.create_task(self._renew(item))
+        try:
+            result = await self._call(activity, ctx, request.input)
+            _json.check_json(result, f"result of activity {request.name!r}")
+        except Exception as exc:  # the activity's failure (or a non-JSON result) is reported, not raised
+            return ActivityFailed(source_event_id=source, error=ErrorDetails.from_exception(exc))
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
+        return ActivityCompleted(source_event_id=source, result=result)
+
+    async def _call(self, activity: RegisteredActivity, ctx: ActivityContext, input: Any) -> Any:
+        args = (ctx, input) if activity.takes_input else (ctx,)
+        if activity.is_async:
+            return await activity.function(*args)
+        call = functools.partial(contextvars.copy_context().run, activity.function, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, call)
+
+    async def _renew(self, item: WorkItem) -> None:
+        period = self.options.activity_lock_seconds / 3
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.provider.renew_work_item(item, self.options.activity_lock_seconds)
+            except LockLostError:
+                _log.warning("lost the lock on work item %d while its activity runs", item.item_id)
+                return
+            except Exception:
+                _log.exception("renewing the lock on work item %d failed", item.item_id)
