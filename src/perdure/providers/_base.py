@@ -162,6 +162,7 @@ class InstanceFilter:
     created_after: datetime | None = None
     created_before: datetime | None = None
     instance_id_prefix: str | None = None
+    parent_instance_id: str | None = None
     limit: int = 100
     after: str | None = field(default=None)
     """Cursor: return instances after this one (the ``instance_id`` last seen), for paging."""
@@ -195,6 +196,17 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def list_instances(self, where: InstanceFilter) -> list[OrchestrationState]:
         """Instances matching ``where``, ordered by instance id."""
+
+    @abc.abstractmethod
+    async def purge_instances(self, instance_ids: Sequence[str]) -> int:
+        """Delete the history, state, queued messages and work items of finished instances.
+
+        Instances that are not COMPLETED, FAILED or TERMINATED (checked in the same transaction)
+        or do not exist are left alone.
+
+        Returns:
+            How many instances were deleted.
+        """
 
     # --- orchestrator queue ----------------------------------------------------------------------
 

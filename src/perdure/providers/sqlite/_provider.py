@@ -144,6 +144,9 @@ class SqliteProvider(Provider):
     async def list_instances(self, where: InstanceFilter) -> list[OrchestrationState]:
         return await self._run(_list_instances, where)
 
+    async def purge_instances(self, instance_ids: Sequence[str]) -> int:
+        return await self._run(_purge_instances, list(instance_ids))
+
     # --- orchestrator queue --------------------------------------------------------------------------
 
     async def fetch_orchestration_item(self, lock_seconds: float) -> OrchestrationItem | None:
@@ -305,6 +308,9 @@ def _list_instances(db: sqlite3.Connection, where: InstanceFilter) -> list[Orche
         clauses.append("instance_id >= :prefix AND instance_id < :prefix_end")
         params["prefix"] = where.instance_id_prefix
         params["prefix_end"] = where.instance_id_prefix + "\U0010ffff"
+    if where.parent_instance_id is not None:
+        clauses.append("parent_instance_id = :parent")
+        params["parent"] = where.parent_instance_id
     if where.after is not None:
         clauses.append("instance_id > :after")
         params["after"] = where.after
@@ -313,6 +319,18 @@ def _list_instances(db: sqlite3.Connection, where: InstanceFilter) -> list[Orche
         sql += " WHERE " + " AND ".join(clauses)
     sql += " ORDER BY instance_id LIMIT :limit"
     return [state_from_row(row) for row in db.execute(sql, params)]
+
+
+def _purge_instances(db: sqlite3.Connection, instance_ids: list[str]) -> int:
+    purged = 0
+    with _write(db):
+        for instance_id in instance_ids:
+            key = {"instance_id": instance_id}
+            if db.execute(_Q["purge_instance"], key).rowcount:
+                purged += 1
+                for query in ("purge_history", "purge_messages", "purge_work_items", "purge_lock"):
+                    db.execute(_Q[query], key)
+    return purged
 
 
 def _fetch_orchestration_item(db: sqlite3.Connection, lock_seconds: float) -> OrchestrationItem | None:

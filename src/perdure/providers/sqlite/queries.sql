@@ -99,3 +99,18 @@ WHERE q.kind IN ('OrchestrationResumed', 'OrchestrationSuspended', 'TerminateReq
 
 -- name: earliest_worker_due
 SELECT MIN(visible_at) FROM worker_queue WHERE queue IN (SELECT value FROM json_each(:queues))
+
+-- name: purge_instance
+DELETE FROM instances WHERE instance_id = :instance_id AND status IN ('COMPLETED', 'FAILED', 'TERMINATED')
+
+-- name: purge_history
+DELETE FROM history WHERE instance_id = :instance_id
+
+-- name: purge_messages
+DELETE FROM orchestrator_queue WHERE instance_id = :instance_id
+
+-- name: purge_work_items
+DELETE FROM worker_queue WHERE instance_id = :instance_id
+
+-- name: purge_lock
+DELETE FROM instance_locks WHERE instance_id = :instance_id

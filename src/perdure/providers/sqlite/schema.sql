@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS instances (
 CREATE INDEX IF NOT EXISTS instances_by_status ON instances (status, instance_id);
 CREATE INDEX IF NOT EXISTS instances_by_name ON instances (name, instance_id);
 CREATE INDEX IF NOT EXISTS instances_by_created ON instances (created_at);
+CREATE INDEX IF NOT EXISTS instances_by_parent ON instances (parent_instance_id);
 
 CREATE TABLE IF NOT EXISTS history (
     instance_id  TEXT NOT NULL,
