@@ -65,7 +65,8 @@ async def latency(client: Client, runs: int) -> str:
         samples.append(time.perf_counter() - started)
     samples.sort()
     p95 = samples[int(len(samples) * 0.95) - 1]
-    return f"latency, one 1-activity orchestration alone ({runs} runs): median {statistics.median(samples) * 1000:.2f} ms, p95 {p95 * 1000:.2f} ms"
+    median = statistics.median(samples) * 1000
+    return f"latency, one 1-activity orchestration alone ({runs} runs): median {median:.2f} ms, p95 {p95 * 1000:.2f} ms"
 
 
 async def throughput(client: Client, count: int) -> str:
@@ -73,7 +74,10 @@ async def throughput(client: Client, count: int) -> str:
     await asyncio.gather(*(client.start_orchestration(f"tp-{i}", "One", i) for i in range(count)))
     await asyncio.gather(*(_check(client, f"tp-{i}", i) for i in range(count)))
     elapsed = time.perf_counter() - started
-    return f"throughput, {count} 1-activity orchestrations started together: {count / elapsed:.0f} orchestrations/s ({elapsed:.2f} s)"
+    rate = count / elapsed
+    return (
+        f"throughput, {count} 1-activity orchestrations started together: {rate:.0f} orchestrations/s ({elapsed:.2f} s)"
+    )
 
 
 async def fan_out_shape(client: Client, count: int) -> str:
@@ -89,7 +93,8 @@ async def sequence_shape(client: Client, count: int) -> str:
     await client.start_orchestration(f"seq-{count}", "Sequence", count)
     await _check(client, f"seq-{count}", sum(range(count)))
     elapsed = time.perf_counter() - started
-    return f"sequence, {count} sequential activities in one orchestration: {elapsed:.2f} s ({elapsed / count * 1000:.2f} ms per activity)"
+    each = elapsed / count * 1000
+    return f"sequence, {count} sequential activities in one orchestration: {elapsed:.2f} s ({each:.2f} ms per activity)"
 
 
 async def main() -> None:

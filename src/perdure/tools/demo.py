@@ -161,7 +161,7 @@ async def run_demo(db: Path) -> int:
     screen.say(f"worker process {worker.pid} started")
     await client.start_orchestration(instance_id, "ProvisionEnvironment", {"name": "rg-demo", "region": "westeurope"})
     screen.say(f"started orchestration {instance_id!r}")
-    shown, names = 0, {}
+    shown, names = 0, dict[int, str]()
     killed = approved = False
     try:
         while True:
