@@ -75,9 +75,7 @@ async def throughput(client: Client, count: int) -> str:
     await asyncio.gather(*(_check(client, f"tp-{i}", i) for i in range(count)))
     elapsed = time.perf_counter() - started
     rate = count / elapsed
-    return (
-        f"throughput, {count} 1-activity orchestrations started together: {rate:.0f} orchestrations/s ({elapsed:.2f} s)"
-    )
+    return f"throughput, {count} 1-activity orchestrations started together: {rate:.0f}/s ({elapsed:.2f} s)"
 
 
 async def fan_out_shape(client: Client, count: int) -> str:
