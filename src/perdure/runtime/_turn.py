@@ -278,7 +278,7 @@ class _Planner:
             instance_input = terminal.input
             request = StartRequested(
                 name=started.name,
-                version=terminal.version,
+                version=terminal.version or started.version,  # the upgrade point is explicit
                 input=terminal.input,
                 parent_instance=started.parent_instance,
                 parent_id=started.parent_id,
