@@ -159,12 +159,15 @@ async def test_a_child_pinned_to_a_version_no_worker_has_fails_and_its_parent_se
         child = await client.wait_for_orchestration("child")
         parent = await client.wait_for_orchestration("parent")
     assert child.status is OrchestrationStatus.FAILED
-    assert child.error is not None and child.error.is_type("UnregisteredOrchestrationError")
+    assert child.error is not None
+    assert child.error.is_type("UnregisteredOrchestrationError")
     assert "Child@1.0.0" in child.error.message
     assert ran_v2 == []
     assert parent.status is OrchestrationStatus.FAILED
-    assert parent.error is not None and parent.error.is_type("SubOrchestrationFailedError")
-    assert "UnregisteredOrchestrationError" in parent.error.message and "Child@1.0.0" in parent.error.message
+    assert parent.error is not None
+    assert parent.error.is_type("SubOrchestrationFailedError")
+    assert "UnregisteredOrchestrationError" in parent.error.message
+    assert "Child@1.0.0" in parent.error.message
 
 
 async def test_an_activity_no_worker_registers_fails_the_orchestration(provider: Provider) -> None:
@@ -182,7 +185,8 @@ async def test_an_activity_no_worker_registers_fails_the_orchestration(provider:
         await client.start_orchestration("ghost", "CallsGhost")
         state = await client.wait_for_orchestration("ghost")
     assert state.output.startswith("caught ActivityFailedError")
-    assert "UnregisteredActivityError" in state.output and "'Ghost'" in state.output
+    assert "UnregisteredActivityError" in state.output
+    assert "'Ghost'" in state.output
 
 
 async def test_rolling_deploy_the_worker_that_has_the_version_runs_it(provider: Provider) -> None:
