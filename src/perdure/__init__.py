@@ -5,6 +5,8 @@ wait for external events and start child orchestrations. Every decision is recor
 append-only history and replayed deterministically, so a crash or a redeploy never loses progress.
 """
 
+from typing import TYPE_CHECKING
+
 from perdure._errors import (
     ActivityFailedError,
     ErrorDetails,
@@ -30,6 +32,9 @@ from perdure.engine import DurableTask, OrchestrationContext, RetryPolicy
 from perdure.providers import Provider, SqliteProvider, open_provider
 from perdure.runtime import ActivityContext, ActivityRegistry, OrchestrationRegistry, Registry, Runtime, RuntimeOptions
 
+if TYPE_CHECKING:
+    from perdure.providers.postgres import PostgresProvider
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -52,6 +57,7 @@ __all__ = [
     "OrchestrationStatus",
     "PerdureError",
     "PoisonMessageError",
+    "PostgresProvider",
     "Provider",
     "ProviderError",
     "Registry",
@@ -68,3 +74,12 @@ __all__ = [
     "__version__",
     "open_provider",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # PostgresProvider needs psycopg, an optional extra: import it only when asked for.
+    if name == "PostgresProvider":
+        from perdure.providers.postgres import PostgresProvider
+
+        return PostgresProvider
+    raise AttributeError(f"module 'perdure' has no attribute {name!r}")

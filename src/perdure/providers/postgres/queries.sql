@@ -1,0 +1,133 @@
+-- Named queries of the PostgreSQL provider. Parameters are named (%(name)s); every connection's
+-- search_path is the tenant's schema. Each query is one round trip.
+
+-- name: create_instance
+-- Insert the instance and its start message only if the instance is new; returns a row if it was.
+WITH created AS (
+    INSERT INTO instances (instance_id, name, status, execution_id, input, parent_instance_id, created_at, updated_at)
+    VALUES (%(instance_id)s, %(name)s, 'PENDING', 1, %(input)s, NULL, now(), now())
+    ON CONFLICT (instance_id) DO NOTHING
+    RETURNING instance_id
+), queued AS (
+    INSERT INTO orchestrator_queue (instance_id, execution_id, kind, event, visible_at)
+    SELECT instance_id, %(execution_id)s, %(kind)s, %(event)s, coalesce(%(visible_at)s::timestamptz, now()) FROM created
+    RETURNING message_id
+)
+SELECT pg_notify(notify_channel(), %(notify)s) FROM queued
+
+-- name: select_start
+SELECT name, input FROM instances WHERE instance_id = %(instance_id)s
+
+-- name: enqueue_messages
+SELECT enqueue_messages(
+    %(instances)s::text[], %(executions)s::integer[], %(kinds)s::text[], %(msg_events)s::text[],
+    %(visible)s::timestamptz[], %(start_instances)s::text[], %(start_names)s::text[], %(start_inputs)s::text[],
+    %(start_parents)s::text[], %(notify)s
+)
+
+-- name: select_state
+SELECT instance_id, name, version, status, execution_id, input, output, error, custom_status,
+       parent_instance_id, created_at, updated_at
+FROM instances WHERE instance_id = %(instance_id)s
+
+-- name: select_history
+SELECT event FROM history WHERE instance_id = %(instance_id)s AND execution_id = %(execution_id)s ORDER BY event_id
+
+-- name: select_current_history
+SELECT h.event FROM history h JOIN instances i ON i.instance_id = h.instance_id AND i.execution_id = h.execution_id
+WHERE h.instance_id = %(instance_id)s ORDER BY h.event_id
+
+-- name: purge_instances
+-- Only finished instances are deleted, with everything that belongs to them; returns how many.
+WITH purged AS (
+    DELETE FROM instances
+    WHERE instance_id = ANY (%(instance_ids)s::text[]) AND status IN ('COMPLETED', 'FAILED', 'TERMINATED')
+    RETURNING instance_id
+), history_rows AS (
+    DELETE FROM history h USING purged p WHERE h.instance_id = p.instance_id
+), messages AS (
+    DELETE FROM orchestrator_queue q USING purged p WHERE q.instance_id = p.instance_id
+), work_items AS (
+    DELETE FROM worker_queue w USING purged p WHERE w.instance_id = p.instance_id
+), locks AS (
+    DELETE FROM instance_locks l USING purged p WHERE l.instance_id = p.instance_id
+)
+SELECT count(*) FROM purged
+
+-- name: fetch_orchestration_item
+SELECT * FROM fetch_orchestration_item(%(lock_seconds)s, %(lock_token)s)
+
+-- name: ack_orchestration_item
+SELECT ack_orchestration_item(
+    %(instance_id)s, %(lock_token)s, %(execution_id)s,
+    %(event_ids)s::integer[], %(events)s::text[],
+    %(work_queues)s::text[], %(work_requests)s::text[],
+    %(instances)s::text[], %(executions)s::integer[], %(kinds)s::text[], %(msg_events)s::text[],
+    %(visible)s::timestamptz[],
+    %(start_instances)s::text[], %(start_names)s::text[], %(start_inputs)s::text[], %(start_parents)s::text[],
+    %(set_state)s, %(name)s, %(version)s, %(status)s, %(state_execution_id)s,
+    %(input)s, %(output)s, %(error)s, %(custom_status)s, %(parent_instance_id)s,
+    %(consumed)s::bigint[], %(notify)s
+)
+
+-- name: abandon_orchestration_item
+-- Release the lock (if still ours) and delay the item's messages; wakes other processes.
+WITH released AS (
+    DELETE FROM instance_locks WHERE instance_id = %(instance_id)s AND lock_token = %(lock_token)s
+), delayed AS (
+    UPDATE orchestrator_queue SET visible_at = now() + make_interval(secs => %(delay)s)
+    WHERE message_id = ANY (%(message_ids)s::bigint[]) AND %(delay)s > 0
+)
+SELECT pg_notify(notify_channel(), %(notify)s)
+
+-- name: fetch_work_item
+WITH next AS (
+    SELECT item_id FROM worker_queue
+    WHERE queue = ANY (%(queues)s::text[]) AND visible_at <= now()
+    ORDER BY visible_at, item_id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE worker_queue w
+SET lock_token = %(lock_token)s, visible_at = now() + make_interval(secs => %(lock_seconds)s),
+    dequeue_count = w.dequeue_count + 1
+FROM next WHERE w.item_id = next.item_id
+RETURNING w.item_id, w.request, w.dequeue_count
+
+-- name: ack_work_item
+-- Delete the item if the lock is still ours and enqueue its completion; no row back: lock lost.
+WITH done AS (
+    DELETE FROM worker_queue WHERE item_id = %(item_id)s AND lock_token = %(lock_token)s RETURNING item_id
+), queued AS (
+    INSERT INTO orchestrator_queue (instance_id, execution_id, kind, event, visible_at)
+    SELECT %(instance_id)s, %(execution_id)s, %(kind)s, %(event)s, coalesce(%(visible_at)s::timestamptz, now())
+    FROM done
+    RETURNING message_id
+)
+SELECT pg_notify(notify_channel(), %(notify)s) FROM queued
+
+-- name: release_work_item
+WITH released AS (
+    UPDATE worker_queue SET lock_token = NULL, visible_at = now() + make_interval(secs => %(seconds)s)
+    WHERE item_id = %(item_id)s AND lock_token = %(lock_token)s
+    RETURNING item_id
+)
+SELECT pg_notify(notify_channel(), %(notify)s) FROM released
+
+-- name: renew_work_item
+UPDATE worker_queue SET visible_at = now() + make_interval(secs => %(seconds)s)
+WHERE item_id = %(item_id)s AND lock_token = %(lock_token)s
+RETURNING item_id
+
+-- name: earliest_orchestrator_due
+-- Seconds (on the database clock) until the next message becomes fetchable: visible, its instance
+-- unlocked, and not held back by suspension.
+SELECT extract(epoch FROM min(greatest(q.visible_at, l.locked_until)) - now())::double precision
+FROM orchestrator_queue q
+LEFT JOIN instance_locks l ON l.instance_id = q.instance_id
+WHERE q.kind IN ('OrchestrationResumed', 'OrchestrationSuspended', 'TerminateRequested')
+   OR NOT EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = q.instance_id AND i.status = 'SUSPENDED')
+
+-- name: earliest_worker_due
+SELECT extract(epoch FROM min(visible_at) - now())::double precision FROM worker_queue
+WHERE queue = ANY (%(queues)s::text[])

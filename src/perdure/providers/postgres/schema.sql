@@ -1,0 +1,195 @@
+-- The canonical perdure schema for PostgreSQL: what applying every migration in migrations/ produces
+-- (a test checks it). Runs with search_path set to the tenant's schema. Times are timestamptz and
+-- every lock and visibility check uses the database clock (now()), so hosts with skewed clocks agree.
+-- Payloads are JSON text.
+
+CREATE TABLE instances (
+    instance_id        text PRIMARY KEY,
+    name               text NOT NULL,
+    version            text,
+    status             text NOT NULL,
+    execution_id       integer NOT NULL,
+    input              text,
+    output             text,
+    error              text,
+    custom_status      text,
+    parent_instance_id text,
+    created_at         timestamptz NOT NULL,
+    updated_at         timestamptz NOT NULL
+);
+CREATE INDEX instances_by_status ON instances (status, instance_id);
+CREATE INDEX instances_by_name ON instances (name, instance_id);
+CREATE INDEX instances_by_created ON instances (created_at);
+CREATE INDEX instances_by_parent ON instances (parent_instance_id);
+
+CREATE TABLE history (
+    instance_id  text NOT NULL,
+    execution_id integer NOT NULL,
+    event_id     integer NOT NULL,
+    event        text NOT NULL,
+    PRIMARY KEY (instance_id, execution_id, event_id)
+);
+
+-- Messages addressed to instances. visible_at in the future makes a message a durable timer.
+CREATE TABLE orchestrator_queue (
+    message_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    instance_id   text NOT NULL,
+    execution_id  integer,
+    kind          text NOT NULL,
+    event         text NOT NULL,
+    visible_at    timestamptz NOT NULL,
+    dequeue_count integer NOT NULL DEFAULT 0
+);
+CREATE INDEX orchestrator_queue_by_visible ON orchestrator_queue (visible_at, message_id);
+CREATE INDEX orchestrator_queue_by_instance ON orchestrator_queue (instance_id, message_id);
+
+-- The peek-lock on an instance: one turn at a time across all hosts; an expired lock is taken over.
+CREATE TABLE instance_locks (
+    instance_id  text PRIMARY KEY,
+    lock_token   text NOT NULL,
+    locked_until timestamptz NOT NULL
+);
+
+CREATE TABLE worker_queue (
+    item_id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue         text NOT NULL,
+    instance_id   text NOT NULL,
+    request       text NOT NULL,
+    visible_at    timestamptz NOT NULL,
+    lock_token    text,
+    dequeue_count integer NOT NULL DEFAULT 0
+);
+CREATE INDEX worker_queue_by_visible ON worker_queue (queue, visible_at, item_id);
+CREATE INDEX worker_queue_by_instance ON worker_queue (instance_id);
+
+-- Enqueue orchestrator messages; a StartRequested for an unknown instance creates it (PENDING).
+-- The p_start_* arrays list those starts. p_notify, when given, wakes listeners in other processes.
+CREATE FUNCTION enqueue_messages(
+    p_instances text[], p_executions integer[], p_kinds text[], p_events text[], p_visible timestamptz[],
+    p_start_instances text[], p_start_names text[], p_start_inputs text[], p_start_parents text[],
+    p_notify text
+) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF cardinality(p_start_instances) > 0 THEN
+        INSERT INTO instances (instance_id, name, status, execution_id, input, parent_instance_id, created_at, updated_at)
+        SELECT s.instance_id, s.name, 'PENDING', 1, s.input, s.parent, now(), now()
+        FROM unnest(p_start_instances, p_start_names, p_start_inputs, p_start_parents) AS s(instance_id, name, input, parent)
+        ON CONFLICT (instance_id) DO NOTHING;
+    END IF;
+    IF cardinality(p_instances) > 0 THEN
+        INSERT INTO orchestrator_queue (instance_id, execution_id, kind, event, visible_at)
+        SELECT m.instance_id, m.execution_id, m.kind, m.event, coalesce(m.visible_at, now())
+        FROM unnest(p_instances, p_executions, p_kinds, p_events, p_visible)
+            WITH ORDINALITY AS m(instance_id, execution_id, kind, event, visible_at, n)
+        ORDER BY m.n;
+    END IF;
+    IF p_notify IS NOT NULL THEN
+        PERFORM pg_notify(notify_channel(), p_notify);
+    END IF;
+END
+$$;
+
+-- The LISTEN/NOTIFY channel of this schema.
+CREATE FUNCTION notify_channel() RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT left('perdure_' || current_schema(), 63)
+$$;
+
+-- Lock one instance that has visible messages (no live lock, not held back by suspension) and
+-- return it with its messages, state and current history, in one round trip. Candidates are
+-- tried in queue order; an advisory lock skips instances another fetch is taking right now.
+CREATE FUNCTION fetch_orchestration_item(p_lock_seconds double precision, p_token text)
+RETURNS TABLE (
+    o_instance_id text, o_message_ids bigint[], o_message_executions integer[], o_message_events text[],
+    o_message_dequeues integer[], o_state_instance_id text, o_name text, o_version text, o_status text,
+    o_execution_id integer, o_input text, o_output text, o_error text, o_custom_status text,
+    o_parent_instance_id text, o_created_at timestamptz, o_updated_at timestamptz, o_history text[]
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_id text;
+    v_tried text[] := '{}';
+    v_locked boolean;
+BEGIN
+    FOR v_id IN
+        SELECT q.instance_id FROM orchestrator_queue q
+        WHERE q.visible_at <= now()
+          AND NOT EXISTS (SELECT 1 FROM instance_locks l WHERE l.instance_id = q.instance_id AND l.locked_until > now())
+          AND (q.kind IN ('OrchestrationResumed', 'OrchestrationSuspended', 'TerminateRequested')
+               OR NOT EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = q.instance_id AND i.status = 'SUSPENDED'))
+        ORDER BY q.visible_at, q.message_id
+        LIMIT 64
+    LOOP
+        CONTINUE WHEN v_id = ANY (v_tried);
+        v_tried := v_tried || v_id;
+        CONTINUE WHEN NOT pg_try_advisory_xact_lock(hashtext(current_schema()), hashtext(v_id));
+        v_locked := NULL;
+        INSERT INTO instance_locks AS l (instance_id, lock_token, locked_until)
+        VALUES (v_id, p_token, now() + make_interval(secs => p_lock_seconds))
+        ON CONFLICT (instance_id) DO UPDATE SET lock_token = excluded.lock_token, locked_until = excluded.locked_until
+            WHERE l.locked_until <= now()
+        RETURNING true INTO v_locked;
+        CONTINUE WHEN v_locked IS NULL;
+        RETURN QUERY
+        WITH m AS (
+            UPDATE orchestrator_queue q SET dequeue_count = q.dequeue_count + 1
+            WHERE q.instance_id = v_id AND q.visible_at <= now()
+            RETURNING q.message_id, q.execution_id, q.event, q.dequeue_count
+        ), agg AS (
+            SELECT array_agg(m.message_id ORDER BY m.message_id) AS ids,
+                   array_agg(m.execution_id ORDER BY m.message_id) AS executions,
+                   array_agg(m.event ORDER BY m.message_id) AS events,
+                   array_agg(m.dequeue_count ORDER BY m.message_id) AS dequeues
+            FROM m
+        )
+        SELECT v_id, agg.ids, agg.executions, agg.events, agg.dequeues, i.instance_id, i.name, i.version, i.status,
+               i.execution_id, i.input, i.output, i.error, i.custom_status, i.parent_instance_id, i.created_at,
+               i.updated_at,
+               (SELECT array_agg(h.event ORDER BY h.event_id) FROM history h
+                WHERE h.instance_id = v_id AND h.execution_id = i.execution_id)
+        FROM agg LEFT JOIN instances i ON i.instance_id = v_id;
+        RETURN;
+    END LOOP;
+END
+$$;
+
+-- Commit a turn and release the instance lock, atomically. Returns false, writing nothing, when
+-- the lock is no longer held with p_lock_token (it expired and was taken over).
+CREATE FUNCTION ack_orchestration_item(
+    p_instance_id text, p_lock_token text, p_execution_id integer,
+    p_event_ids integer[], p_events text[],
+    p_work_queues text[], p_work_requests text[],
+    p_instances text[], p_executions integer[], p_kinds text[], p_msg_events text[], p_visible timestamptz[],
+    p_start_instances text[], p_start_names text[], p_start_inputs text[], p_start_parents text[],
+    p_set_state boolean, p_name text, p_version text, p_status text, p_state_execution_id integer,
+    p_input text, p_output text, p_error text, p_custom_status text, p_parent_instance_id text,
+    p_consumed bigint[], p_notify text
+) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM instance_locks WHERE instance_id = p_instance_id AND lock_token = p_lock_token;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF cardinality(p_event_ids) > 0 THEN
+        INSERT INTO history (instance_id, execution_id, event_id, event)
+        SELECT p_instance_id, p_execution_id, e.event_id, e.event FROM unnest(p_event_ids, p_events) AS e(event_id, event);
+    END IF;
+    IF cardinality(p_work_queues) > 0 THEN
+        INSERT INTO worker_queue (queue, instance_id, request, visible_at)
+        SELECT w.queue, p_instance_id, w.request, now()
+        FROM unnest(p_work_queues, p_work_requests) WITH ORDINALITY AS w(queue, request, n) ORDER BY w.n;
+    END IF;
+    PERFORM enqueue_messages(p_instances, p_executions, p_kinds, p_msg_events, p_visible,
+                             p_start_instances, p_start_names, p_start_inputs, p_start_parents, p_notify);
+    IF p_set_state THEN
+        UPDATE instances SET name = p_name, version = p_version, status = p_status, execution_id = p_state_execution_id,
+            input = p_input, output = p_output, error = p_error, custom_status = p_custom_status,
+            parent_instance_id = p_parent_instance_id, updated_at = now()
+        WHERE instance_id = p_instance_id;
+    END IF;
+    IF cardinality(p_consumed) > 0 THEN
+        DELETE FROM orchestrator_queue WHERE message_id = ANY (p_consumed);
+    END IF;
+    -- Messages the turn left queued (held back while suspended) start counting afresh.
+    UPDATE orchestrator_queue SET dequeue_count = 0 WHERE instance_id = p_instance_id AND dequeue_count > 0;
+    RETURN true;
+END
+$$;
