@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +23,8 @@ from perdure.providers._base import InstanceFilter, Message, Provider
 from perdure.runtime._registry import parse_version
 
 __all__ = ["Client"]
+
+_FINISHED = (OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED, OrchestrationStatus.TERMINATED)
 
 
 class Client:
@@ -137,6 +139,80 @@ class Client:
             raise InvalidInstanceStateError(f"instance {instance_id!r} is {state.status.value}, not SUSPENDED")
         await self._send(instance_id, OrchestrationResumed(reason=reason))
 
+    async def purge(self, instance_id: str, *, recursive: bool = True) -> int:
+        """Delete a finished instance's history, state and queued messages.
+
+        With ``recursive``, its child orchestrations (and theirs) are purged too; children that
+        are still running are left alone.
+
+        Returns:
+            How many instances were purged.
+
+        Raises:
+            InstanceNotFoundError: if the instance does not exist.
+            InvalidInstanceStateError: if it has not finished (complete, fail or terminate it first).
+        """
+        state = await self._require(instance_id)
+        if not state.status.is_terminal:
+            raise InvalidInstanceStateError(
+                f"instance {instance_id!r} is {state.status.value}; only finished instances can be purged"
+            )
+        family = [instance_id]
+        if recursive:
+            family += await self._descendants(instance_id)
+        return await self.provider.purge_instances(family)
+
+    async def purge_instances(
+        self,
+        *,
+        status: OrchestrationStatus | Sequence[OrchestrationStatus] | None = None,
+        created_before: datetime,
+        batch_size: int = 500,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Purge every finished instance created before ``created_before`` (bulk clean-up).
+
+        Args:
+            status: Only instances in these terminal statuses (default: all three).
+            created_before: An aware datetime; older instances are purged.
+            batch_size: Instances deleted per transaction.
+            progress: Called with the running total after each batch.
+
+        Returns:
+            How many instances were purged.
+        """
+        statuses = [status] if isinstance(status, OrchestrationStatus) else list(status or _FINISHED)
+        if not all(isinstance(s, OrchestrationStatus) and s.is_terminal for s in statuses):
+            raise InvalidInstanceStateError("only COMPLETED, FAILED and TERMINATED instances can be purged")
+        total = 0
+        after: str | None = None
+        while True:
+            page = await self.list_instances(
+                status=statuses, created_before=created_before, limit=batch_size, after=after
+            )
+            if not page:
+                return total
+            after = page[-1].instance_id
+            total += await self.provider.purge_instances([s.instance_id for s in page])
+            if progress is not None:
+                progress(total)
+
+    async def _descendants(self, instance_id: str) -> list[str]:
+        found: list[str] = []
+        frontier = [instance_id]
+        while frontier:
+            parent = frontier.pop()
+            after: str | None = None
+            while True:
+                where = InstanceFilter(parent_instance_id=parent, limit=1000, after=after)
+                children = await self.provider.list_instances(where)
+                if not children:
+                    break
+                after = children[-1].instance_id
+                found += [c.instance_id for c in children]
+                frontier += [c.instance_id for c in children]
+        return found
+
     async def list_instances(
         self,
         *,
@@ -145,6 +221,7 @@ class Client:
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         instance_id_prefix: str | None = None,
+        parent_instance_id: str | None = None,
         limit: int = 100,
         after: str | None = None,
     ) -> list[OrchestrationState]:
@@ -166,6 +243,7 @@ class Client:
             created_after=created_after,
             created_before=created_before,
             instance_id_prefix=instance_id_prefix,
+            parent_instance_id=parent_instance_id,
             limit=limit,
             after=after,
         )
