@@ -129,7 +129,10 @@ class _Planner:
         if state.status.is_terminal:
             for message in item.messages:
                 self.drop(message, f"the instance is {state.status.value}")
-            return TurnPlan(TurnCommit(execution_id=state.execution_id, consumed=self.consumed), warnings=self.warnings)
+                if isinstance(message.event, StartRequested):
+                    self.reply_taken(message.event)  # else a parent would wait for this child forever
+            commit = TurnCommit(execution_id=state.execution_id, messages=self.replies, consumed=self.consumed)
+            return TurnPlan(commit, warnings=self.warnings)
 
         start: QueuedMessage | None = None
         accepted: list[QueuedMessage] = []
