@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import inspect
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from perdure import Client, Provider, Registry, Runtime, RuntimeOptions
@@ -34,6 +37,22 @@ from perdure.providers._base import (
     TurnCommit,
     WorkItem,
 )
+
+
+def _root_conftest() -> Any:
+    """``tests/conftest.py`` as a module: every test directory has a ``conftest``, so it cannot be imported by name."""
+    name = "perdure_tests_root_conftest"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "conftest.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
+
+
+open_test_provider = _root_conftest().open_test_provider
+drop_test_provider = _root_conftest().drop_test_provider
 
 # Quick redeliveries so that retry and poison paths finish in milliseconds.
 FAST = RuntimeOptions(idle_timeout=1.0, dispatch_backoff=0.01, max_dispatch_backoff=0.05)
