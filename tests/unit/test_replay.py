@@ -589,6 +589,20 @@ def test_escaping_exception_fails_with_type_message_and_traceback() -> None:
     assert result.terminal_event.error == result.error
 
 
+def test_cancelled_error_from_orchestration_code_fails_the_instance() -> None:
+    async def orch(ctx: Ctx, _: Any) -> None:
+        await ctx.create_timer(1)
+        raise asyncio.CancelledError("not the dispatcher's")
+
+    driver = Driver(orch).start()
+    driver.turn()
+    result = driver.complete_all().turn()  # returns instead of raising into the caller
+    assert result.status is OrchestrationStatus.FAILED
+    assert result.error is not None
+    assert result.error.type == "asyncio.exceptions.CancelledError"
+    assert result.error.message == "not the dispatcher's"
+
+
 def test_sync_orchestration_function_fails_clearly() -> None:
     def orch(ctx: Ctx, _: Any) -> str:
         return "not a coroutine"

@@ -405,7 +405,9 @@ class _Turn:
                 return
             except NonDeterminismError:
                 raise
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:
+                # CancelledError is no Exception; from orchestration code it must fail the instance,
+                # not escape to the dispatcher, where it would read as the dispatcher being cancelled.
                 self.schedule(OrchestrationFailed(error=ErrorDetails.from_exception(exc)), None)
                 return
             finally:
