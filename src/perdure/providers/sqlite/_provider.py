@@ -111,11 +111,13 @@ class SqliteProvider(Provider):
     def _watch(self) -> None:
         """Start (once) the watcher that notices commits made by other processes."""
         if self._watcher is None and not self._closed:
-            self._watcher = asyncio.create_task(self._watch_other_processes(), name="perdure-sqlite-watcher")
+            # The baseline is read now, before the caller sleeps: read when the task first ran, it
+            # would hide a commit made in between, and that waiter would sleep its whole timeout.
+            seen = _data_version(self._db)
+            self._watcher = asyncio.create_task(self._watch_other_processes(seen), name="perdure-sqlite-watcher")
 
-    async def _watch_other_processes(self) -> None:
+    async def _watch_other_processes(self, seen: int) -> None:
         # PRAGMA data_version changes when another connection commits: then every waiter looks again.
-        seen = await self._run(_data_version)
         while not self._closed:
             await asyncio.sleep(self._poll_interval)
             with contextlib.suppress(ProviderError):
