@@ -1,0 +1,575 @@
+"""The provider conformance suite: every method of the contract, on every provider kind.
+
+Each test drives the provider directly (no runtime), so a failure names the provider behaviour
+that broke, not a symptom three layers up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+import pytest
+
+from perdure import InstanceAlreadyExistsError, OrchestrationStatus, Provider
+from perdure.engine.events import (
+    ActivityCompleted,
+    EventRaised,
+    OrchestrationCompleted,
+    OrchestrationResumed,
+    OrchestrationStarted,
+    StartRequested,
+    TerminateRequested,
+)
+from perdure.providers._base import (
+    ActivityRequest,
+    InstanceFilter,
+    InstanceUpdate,
+    LockLostError,
+    Message,
+    OrchestrationItem,
+    TurnCommit,
+    WorkItem,
+)
+
+T = TypeVar("T")
+
+
+# --- helpers -------------------------------------------------------------------------------------------
+
+
+def start(instance_id: str, name: str = "Orch", input: object = None) -> Message:
+    return Message(instance_id=instance_id, execution_id=None, event=StartRequested(name=name, input=input))
+
+
+def raised(instance_id: str, name: str, data: object = None, visible_at: datetime | None = None) -> Message:
+    return Message(
+        instance_id=instance_id, execution_id=1, event=EventRaised(name=name, data=data), visible_at=visible_at
+    )
+
+
+def request(instance_id: str, queue: str = "default", source: int = 2, input: object = None) -> ActivityRequest:
+    return ActivityRequest(
+        instance_id=instance_id,
+        execution_id=1,
+        source_event_id=source,
+        name="Act",
+        input=input,
+        queue=queue,
+        attempt=1,
+        orchestration_name="Orch",
+        orchestration_version="1.0.0",
+    )
+
+
+def update(status: OrchestrationStatus, *, output: object = None, parent: str | None = None) -> InstanceUpdate:
+    return InstanceUpdate(
+        name="Orch",
+        version="1.0.0",
+        status=status,
+        execution_id=1,
+        input="in",
+        output=output,
+        parent_instance_id=parent,
+    )
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 10.0) -> T:
+    """Call ``probe`` until it returns something other than ``None`` (polling, with a deadline)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value is not None:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def fetch(provider: Provider, lock_seconds: float = 30.0) -> OrchestrationItem:
+    item = await provider.fetch_orchestration_item(lock_seconds)
+    assert item is not None, "expected an instance with visible messages"
+    return item
+
+
+async def fetch_work(provider: Provider, queues: tuple[str, ...] = ("default",), lock: float = 30.0) -> WorkItem:
+    item = await provider.fetch_work_item(queues, lock)
+    assert item is not None, "expected a visible work item"
+    return item
+
+
+async def run_start_turn(
+    provider: Provider, instance_id: str, *, status: OrchestrationStatus = OrchestrationStatus.RUNNING, **extra: object
+) -> None:
+    """Fetch the instance and commit a first turn: OrchestrationStarted + a state."""
+    item = await fetch(provider)
+    assert item.instance_id == instance_id
+    commit = TurnCommit(
+        execution_id=1,
+        history=[OrchestrationStarted(event_id=1, name="Orch", version="1.0.0", input="in")],
+        state=update(status),
+        consumed=[m.message_id for m in item.messages],
+        **extra,  # type: ignore[arg-type]
+    )
+    await provider.ack_orchestration_item(item, commit)
+
+
+async def drain_orchestrations(provider: Provider) -> None:
+    """Consume every visible message, so tests start from empty queues."""
+    while (item := await provider.fetch_orchestration_item(30)) is not None:
+        await provider.ack_orchestration_item(
+            item, TurnCommit(execution_id=1, consumed=[m.message_id for m in item.messages])
+        )
+
+
+# --- instances and history --------------------------------------------------------------------------------
+
+
+async def test_create_instance_is_pending_with_its_start_queued(provider: Provider) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    await provider.create_instance(start("a", input={"x": [1, 2]}))
+
+    state = await provider.get_state("a")
+    assert state is not None
+    assert (state.instance_id, state.name, state.status, state.execution_id) == (
+        "a",
+        "Orch",
+        OrchestrationStatus.PENDING,
+        1,
+    )
+    assert state.input == {"x": [1, 2]}
+    assert state.created_at.tzinfo is not None and state.created_at > before
+    assert await provider.get_state("missing") is None
+    item = await fetch(provider)
+    assert [type(m.event) for m in item.messages] == [StartRequested]
+    assert item.messages[0].dequeue_count == 1
+    assert item.state is not None and item.state.status is OrchestrationStatus.PENDING
+    assert item.history == []
+
+
+async def test_create_instance_twice_raises_and_changes_nothing(provider: Provider) -> None:
+    await provider.create_instance(start("a", input=1))
+    with pytest.raises(InstanceAlreadyExistsError):
+        await provider.create_instance(start("a", name="Other", input=2))
+
+    state = await provider.get_state("a")
+    assert state is not None and (state.name, state.input) == ("Orch", 1)
+    item = await fetch(provider)
+    assert len(item.messages) == 1
+
+
+async def test_enqueued_start_creates_a_missing_instance_only(provider: Provider) -> None:
+    await provider.create_instance(start("existing", input="original"))
+    child = StartRequested(name="Child", input=5, parent_instance="parent", parent_id=3)
+    await provider.enqueue_messages(
+        [
+            Message(instance_id="child", execution_id=None, event=child),
+            Message(instance_id="existing", execution_id=None, event=StartRequested(name="X", input="other")),
+        ]
+    )
+
+    state = await provider.get_state("child")
+    assert state is not None
+    assert (state.name, state.status, state.input, state.parent_instance_id) == (
+        "Child",
+        OrchestrationStatus.PENDING,
+        5,
+        "parent",
+    )
+    existing = await provider.get_state("existing")
+    assert existing is not None and (existing.name, existing.input) == ("Orch", "original")
+
+
+async def test_messages_for_an_unknown_instance_are_fetched_without_state(provider: Provider) -> None:
+    await provider.enqueue_messages([raised("ghost", "e")])
+
+    item = await fetch(provider)
+    assert (item.instance_id, item.state, item.history) == ("ghost", None, [])
+    assert [m.event for m in item.messages] == [EventRaised(name="e")]
+
+
+async def test_ack_writes_history_state_and_queues_in_one_commit(provider: Provider) -> None:
+    await provider.create_instance(start("a"))
+    await run_start_turn(provider, "a", worker_items=[request("a")], messages=[raised("other", "hello", 7)])
+
+    state = await provider.get_state("a")
+    assert state is not None and state.status is OrchestrationStatus.RUNNING
+    assert state.updated_at >= state.created_at
+    assert [type(e) for e in await provider.get_history("a")] == [OrchestrationStarted]
+    assert await provider.get_history("a", 1) == await provider.get_history("a")
+    assert await provider.get_history("a", 2) == []
+    assert await provider.get_history("missing") == []
+    work = await fetch_work(provider)
+    assert work.request == request("a")
+    other = await fetch(provider)
+    assert other.instance_id == "other"
+    assert [m.event for m in other.messages] == [EventRaised(name="hello", data=7)]
+    assert await provider.fetch_orchestration_item(30) is None, "the start message was consumed"
+
+
+async def test_history_of_each_execution_is_kept(provider: Provider) -> None:
+    await provider.create_instance(start("a"))
+    await run_start_turn(provider, "a", messages=[raised("a", "next")])
+    item = await fetch(provider)
+    second = dataclasses.replace(update(OrchestrationStatus.RUNNING), execution_id=2)
+    await provider.ack_orchestration_item(
+        item,
+        TurnCommit(
+            execution_id=2,
+            history=[OrchestrationStarted(event_id=1, name="Orch", version="2.0.0", input="again")],
+            state=second,
+            consumed=[m.message_id for m in item.messages],
+        ),
+    )
+
+    first, current = await provider.get_history("a", 1), await provider.get_history("a")
+    assert [e.version for e in first if isinstance(e, OrchestrationStarted)] == ["1.0.0"]
+    assert [e.version for e in current if isinstance(e, OrchestrationStarted)] == ["2.0.0"]
+    state = await provider.get_state("a")
+    assert state is not None and state.execution_id == 2
+
+
+# --- the orchestrator queue -------------------------------------------------------------------------------
+
+
+async def test_a_locked_instance_is_not_fetched_twice(provider: Provider) -> None:
+    await provider.create_instance(start("a"))
+    item = await fetch(provider)
+    await provider.enqueue_messages([raised("a", "more")])
+
+    assert await provider.fetch_orchestration_item(30) is None
+    await provider.ack_orchestration_item(item, TurnCommit(execution_id=1, consumed=[item.messages[0].message_id]))
+    again = await fetch(provider)
+    assert [m.event for m in again.messages] == [EventRaised(name="more")]
+
+
+async def test_concurrent_fetches_lock_each_instance_once(provider: Provider) -> None:
+    for n in range(6):
+        await provider.create_instance(start(f"i{n}"))
+        await provider.enqueue_messages([raised(f"i{n}", "e")])
+
+    items = await asyncio.gather(*(provider.fetch_orchestration_item(30) for _ in range(10)))
+    fetched = [item.instance_id for item in items if item is not None]
+    assert sorted(fetched) == [f"i{n}" for n in range(6)]
+
+
+async def test_only_consumed_messages_are_deleted(provider: Provider) -> None:
+    await provider.create_instance(start("a"))
+    await provider.enqueue_messages([raised("a", "one"), raised("a", "two")])
+    item = await fetch(provider)
+    assert [type(m.event) for m in item.messages] == [StartRequested, EventRaised, EventRaised]
+    assert [m.message_id for m in item.messages] == sorted(m.message_id for m in item.messages)
+
+    keep = item.messages[2]
+    await provider.ack_orchestration_item(
+        item, TurnCommit(execution_id=1, consumed=[m.message_id for m in item.messages[:2]])
+    )
+    again = await fetch(provider)
+    assert [m.message_id for m in again.messages] == [keep.message_id]
+    assert again.messages[0].dequeue_count == 1, "a successful turn restarts the count of what it left"
+
+
+async def test_messages_arriving_during_a_turn_stay_queued(provider: Provider) -> None:
+    await provider.create_instance(start("a"))
+    item = await fetch(provider)
+    await provider.enqueue_messages([raised("a", "late")])
+    await provider.ack_orchestration_item(
+        item, TurnCommit(execution_id=1, consumed=[m.message_id for m in item.messages])
+    )
+
+    again = await fetch(provider)
+    assert [m.event for m in again.messages] == [EventRaised(name="late")]
+
+
+async def test_abandon_releases_and_delays_the_messages(provider: Provider) -> None:
+    await provider.create_instance(start("a"))
+    item = await fetch(provider)
+    await provider.abandon_orchestration_item(item)
+    again = await fetch(provider)
+    assert again.messages[0].dequeue_count == 2
+
+    abandoned_at = time.monotonic()
+    await provider.abandon_orchestration_item(again, delay=0.5)
+    assert await provider.fetch_orchestration_item(30) is None
+    third = await eventually(lambda: provider.fetch_orchestration_item(30), "the delayed messages")
+    assert time.monotonic() - abandoned_at >= 0.45
+    assert third.messages[0].dequeue_count == 3
+
+
+async def test_an_expired_lock_is_taken_over_and_the_stale_ack_writes_nothing(provider: Provider) -> None:
+    await provider.create_instance(start("a"))
+    stale = await fetch(provider, lock_seconds=0.3)
+    assert await provider.fetch_orchestration_item(30) is None
+
+    fresh = await eventually(lambda: provider.fetch_orchestration_item(30), "the take-over")
+    assert fresh.instance_id == "a" and fresh.lock_token != stale.lock_token
+    assert fresh.messages[0].dequeue_count == 2
+    with pytest.raises(LockLostError):
+        await provider.ack_orchestration_item(
+            stale,
+            TurnCommit(
+                execution_id=1,
+                history=[OrchestrationStarted(event_id=1, name="Orch", version="1.0.0")],
+                state=update(OrchestrationStatus.COMPLETED),
+                worker_items=[request("a")],
+                messages=[raised("b", "x")],
+                consumed=[m.message_id for m in stale.messages],
+            ),
+        )
+    assert await provider.get_history("a") == []
+    state = await provider.get_state("a")
+    assert state is not None and state.status is OrchestrationStatus.PENDING
+    assert await provider.fetch_work_item(["default"], 30) is None
+    assert await provider.fetch_orchestration_item(30) is None, "nothing was enqueued, and 'a' is still locked"
+
+    await provider.ack_orchestration_item(
+        fresh, TurnCommit(execution_id=1, consumed=[m.message_id for m in fresh.messages])
+    )
+    assert await provider.fetch_orchestration_item(30) is None
+
+
+async def test_a_stale_abandon_leaves_the_new_lock_alone(provider: Provider) -> None:
+    await provider.create_instance(start("a"))
+    stale = await fetch(provider, lock_seconds=0.2)
+    fresh = await eventually(lambda: provider.fetch_orchestration_item(30), "the take-over")
+    await provider.abandon_orchestration_item(stale)
+
+    assert await provider.fetch_orchestration_item(30) is None, "the new holder still has the instance"
+    await provider.ack_orchestration_item(fresh, TurnCommit(execution_id=1))
+
+
+async def test_a_suspended_instance_is_fetched_only_for_control_messages(provider: Provider) -> None:
+    await provider.create_instance(start("a"))
+    await run_start_turn(provider, "a", status=OrchestrationStatus.SUSPENDED)
+    await provider.enqueue_messages([raised("a", "held")])
+    assert await provider.fetch_orchestration_item(30) is None
+
+    await provider.enqueue_messages([Message(instance_id="a", execution_id=1, event=OrchestrationResumed())])
+    item = await fetch(provider)
+    assert [type(m.event) for m in item.messages] == [EventRaised, OrchestrationResumed]
+
+
+async def test_a_terminate_request_reaches_a_suspended_instance(provider: Provider) -> None:
+    await provider.create_instance(start("a"))
+    await run_start_turn(provider, "a", status=OrchestrationStatus.SUSPENDED)
+    await provider.enqueue_messages([Message(instance_id="a", execution_id=1, event=TerminateRequested())])
+
+    item = await fetch(provider)
+    assert [type(m.event) for m in item.messages] == [TerminateRequested]
+
+
+async def test_a_timer_message_is_invisible_until_due(provider: Provider) -> None:
+    due = datetime.now(UTC) + timedelta(seconds=0.6)
+    await provider.enqueue_messages([raised("a", "timer", visible_at=due)])
+    assert await provider.fetch_orchestration_item(30) is None
+
+    item = await eventually(lambda: provider.fetch_orchestration_item(30), "the timer")
+    assert datetime.now(UTC) >= due - timedelta(milliseconds=50)
+    assert [m.event for m in item.messages] == [EventRaised(name="timer")]
+
+
+# --- worker queues ----------------------------------------------------------------------------------------
+
+
+async def _enqueue_work(provider: Provider, *requests: ActivityRequest) -> None:
+    await provider.create_instance(start("a"))
+    await run_start_turn(provider, "a", worker_items=list(requests))
+
+
+async def test_work_items_are_fetched_once_and_acked_with_their_completion(provider: Provider) -> None:
+    await _enqueue_work(provider, request("a", source=2, input="x"), request("a", source=3, input="y"))
+
+    first, second = await fetch_work(provider), await fetch_work(provider)
+    assert [first.request, second.request] == [request("a", source=2, input="x"), request("a", source=3, input="y")]
+    assert first.dequeue_count == 1
+    assert await provider.fetch_work_item(["default"], 30) is None
+    completion = ActivityCompleted(source_event_id=2, result="done")
+    await provider.ack_work_item(first, Message(instance_id="a", execution_id=1, event=completion))
+
+    item = await fetch(provider)
+    assert [(m.execution_id, m.event) for m in item.messages] == [(1, completion)]
+    await provider.abandon_work_item(second)
+    assert (await fetch_work(provider)).request == second.request
+
+
+async def test_work_items_are_fetched_only_from_the_given_queues(provider: Provider) -> None:
+    await _enqueue_work(provider, request("a", queue="gpu"), request("a", queue="default"))
+
+    gpu = await fetch_work(provider, ("gpu",))
+    assert gpu.request is not None and gpu.request.queue == "gpu"
+    assert await provider.fetch_work_item(["gpu", "other"], 30) is None
+    default = await fetch_work(provider, ("other", "default"))
+    assert default.request is not None and default.request.queue == "default"
+
+
+async def test_an_abandoned_work_item_comes_back_after_its_delay(provider: Provider) -> None:
+    await _enqueue_work(provider, request("a"))
+    item = await fetch_work(provider)
+    abandoned_at = time.monotonic()
+    await provider.abandon_work_item(item, delay=0.5)
+    assert await provider.fetch_work_item(["default"], 30) is None
+
+    again = await eventually(lambda: provider.fetch_work_item(["default"], 30), "the delayed work item")
+    assert time.monotonic() - abandoned_at >= 0.45
+    assert again.dequeue_count == 2
+
+
+async def test_an_expired_work_item_is_taken_over_and_the_stale_holder_loses(provider: Provider) -> None:
+    await _enqueue_work(provider, request("a"))
+    stale = await fetch_work(provider, lock=0.3)
+    fresh = await eventually(lambda: provider.fetch_work_item(["default"], 30), "the take-over")
+    assert fresh.dequeue_count == 2
+    completion = Message(instance_id="a", execution_id=1, event=ActivityCompleted(source_event_id=2, result="stale"))
+
+    with pytest.raises(LockLostError):
+        await provider.ack_work_item(stale, completion)
+    with pytest.raises(LockLostError):
+        await provider.renew_work_item(stale, 30)
+    with pytest.raises(LockLostError):
+        await provider.abandon_work_item(stale)
+    assert await provider.fetch_orchestration_item(30) is None, "the stale completion was not enqueued"
+    await provider.ack_work_item(fresh, completion)
+    assert len((await fetch(provider)).messages) == 1
+
+
+async def test_renewing_keeps_a_work_item_locked(provider: Provider) -> None:
+    await _enqueue_work(provider, request("a"))
+    item = await fetch_work(provider, lock=0.5)
+    await provider.renew_work_item(item, 30)
+    fetched_again = await provider.fetch_work_item(["default"], 30)
+    deadline = time.monotonic() + 1.0
+    while fetched_again is None and time.monotonic() < deadline:  # well past the original 0.5 s lock
+        await asyncio.sleep(0.05)
+        fetched_again = await provider.fetch_work_item(["default"], 30)
+    assert fetched_again is None
+    await provider.ack_work_item(
+        item, Message(instance_id="a", execution_id=1, event=ActivityCompleted(source_event_id=2))
+    )
+
+
+# --- purge and listing ------------------------------------------------------------------------------------
+
+
+async def test_purge_deletes_only_finished_instances_with_everything_they_own(provider: Provider) -> None:
+    for instance_id in ("done", "running"):
+        await provider.create_instance(start(instance_id))
+    await run_start_turn(provider, "done", status=OrchestrationStatus.COMPLETED, worker_items=[request("done")])
+    await run_start_turn(provider, "running")
+    await provider.enqueue_messages([raised("done", "late"), raised("running", "e")])
+
+    assert await provider.purge_instances(["done", "running", "unknown"]) == 1
+    assert await provider.get_state("done") is None
+    assert await provider.get_history("done") == []
+    assert await provider.fetch_work_item(["default"], 30) is None
+    item = await fetch(provider)
+    assert item.instance_id == "running"
+    assert await provider.fetch_orchestration_item(30) is None, "the finished instance's messages are gone"
+    assert await provider.purge_instances([]) == 0
+    assert [e.event_id for e in await provider.get_history("running")] == [1]
+
+
+async def test_list_instances_filters_and_pages(provider: Provider) -> None:
+    for instance_id, name in [("job-1", "Job"), ("job-2", "Job"), ("job-3", "Other"), ("task-1", "Job")]:
+        await provider.create_instance(start(instance_id, name=name))
+    await provider.enqueue_messages(
+        [Message(instance_id="child-1", execution_id=None, event=StartRequested(name="Job", parent_instance="job-1"))]
+    )
+    await drain_orchestrations(provider)
+    item_states = {s.instance_id: s for s in await provider.list_instances(InstanceFilter())}
+    assert list(item_states) == ["child-1", "job-1", "job-2", "job-3", "task-1"]
+
+    async def ids(**where: object) -> list[str]:
+        return [s.instance_id for s in await provider.list_instances(InstanceFilter(**where))]  # type: ignore[arg-type]
+
+    assert await ids(name="Job") == ["child-1", "job-1", "job-2", "task-1"]
+    assert await ids(instance_id_prefix="job-") == ["job-1", "job-2", "job-3"]
+    assert await ids(parent_instance_id="job-1") == ["child-1"]
+    assert await ids(status=[OrchestrationStatus.PENDING], name="Other") == ["job-3"]
+    assert await ids(status=[OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED]) == []
+    assert await ids(limit=2) == ["child-1", "job-1"]
+    assert await ids(limit=2, after="job-1") == ["job-2", "job-3"]
+    assert await ids(limit=2, after="job-3") == ["task-1"]
+    created = item_states["job-2"].created_at
+    assert "job-2" in await ids(created_after=created - timedelta(seconds=1))
+    assert await ids(created_after=datetime.now(UTC) + timedelta(hours=1)) == []
+    assert await ids(created_before=datetime.now(UTC) - timedelta(hours=1)) == []
+    assert await ids(created_before=datetime.now(UTC) + timedelta(hours=1), name="Other") == ["job-3"]
+
+
+async def test_state_round_trips_every_field(provider: Provider) -> None:
+    await provider.create_instance(start("a"))
+    item = await fetch(provider)
+    await provider.ack_orchestration_item(
+        item,
+        TurnCommit(
+            execution_id=1,
+            history=[
+                OrchestrationStarted(event_id=1, name="Orch", version="1.0.0", input="in"),
+                OrchestrationCompleted(event_id=2, output={"ok": True}),
+            ],
+            state=InstanceUpdate(
+                name="Orch",
+                version="1.0.0",
+                status=OrchestrationStatus.COMPLETED,
+                execution_id=1,
+                input="in",
+                output={"ok": True},
+                custom_status=["step", 3],
+                parent_instance_id="p",
+            ),
+            consumed=[m.message_id for m in item.messages],
+        ),
+    )
+
+    state = await provider.get_state("a")
+    assert state is not None
+    assert (state.status, state.version, state.output, state.custom_status, state.parent_instance_id) == (
+        OrchestrationStatus.COMPLETED,
+        "1.0.0",
+        {"ok": True},
+        ["step", 3],
+        "p",
+    )
+    assert state.error is None
+
+
+# --- waiting ------------------------------------------------------------------------------------------------
+
+
+async def test_wait_for_work_wakes_when_work_is_enqueued(provider: Provider) -> None:
+    orchestrator = asyncio.create_task(provider.wait_for_work("orchestrator", 30))
+    worker = asyncio.create_task(provider.wait_for_work("worker", 30, ["default"]))
+    await asyncio.sleep(0.1)  # let both waiters go to sleep first
+    assert not orchestrator.done() and not worker.done()
+
+    await provider.create_instance(start("a"))
+    await asyncio.wait_for(orchestrator, 5)
+    assert not worker.done()
+    await run_start_turn(provider, "a", worker_items=[request("a")])
+    await asyncio.wait_for(worker, 5)
+
+
+async def test_wait_for_work_returns_when_a_timer_falls_due(provider: Provider) -> None:
+    await provider.enqueue_messages([raised("a", "t", visible_at=datetime.now(UTC) + timedelta(seconds=0.3))])
+    began = time.monotonic()
+    await asyncio.wait_for(provider.wait_for_work("orchestrator", 30), 5)
+    assert time.monotonic() - began < 5
+    assert await eventually(lambda: provider.fetch_orchestration_item(30), "the due timer")
+
+
+async def test_wait_for_work_times_out_when_idle(provider: Provider) -> None:
+    began = time.monotonic()
+    await provider.wait_for_work("worker", 0.2, ["default"])
+    assert 0.15 <= time.monotonic() - began < 5
+
+
+async def test_wait_for_state_change_wakes_on_a_committed_turn(provider: Provider) -> None:
+    await provider.create_instance(start("a"))
+    waiter = asyncio.create_task(provider.wait_for_state_change("a", 30))
+    await asyncio.sleep(0.1)
+    await run_start_turn(provider, "a")
+    await asyncio.wait_for(waiter, 5)
