@@ -126,7 +126,8 @@ class PostgresProvider(Provider):
         conninfo, url_schema = _split_url(url)
         if schema is not None and url_schema is not None and schema != url_schema:
             raise ValueError(f"the URL names schema {url_schema!r} but schema={schema!r} was given")
-        schema = schema or url_schema or "perdure"
+        if schema is None:
+            schema = "perdure" if url_schema is None else url_schema
         if not _SCHEMA_NAME.match(schema):
             raise ValueError(f"invalid schema name {schema!r}: use letters, digits and '_' (at most 63)")
         if min_size < 1 or max_size < min_size:

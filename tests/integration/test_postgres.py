@@ -1,0 +1,208 @@
+"""What only the PostgreSQL provider does: migrations, schemas, notifications across processes, reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("psycopg")
+
+import psycopg
+from tests.conftest import POSTGRES_URL
+
+from perdure import Client, OrchestrationStatus, ProviderError, Registry, Runtime, RuntimeOptions, open_provider
+from perdure.engine.events import EventRaised, StartRequested
+from perdure.providers._base import InstanceUpdate, Message, TurnCommit
+from perdure.providers._sql import read_sql
+from perdure.providers.postgres import PostgresProvider
+from perdure.providers.postgres._migrate import apply_migrations, migrations
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+async def admin() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+async def schemas(admin: psycopg.AsyncConnection[Any]) -> AsyncIterator[list[str]]:
+    """Schema names for the test; every one is dropped afterwards."""
+    names = [f"test_{uuid.uuid4().hex[:12]}" for _ in range(3)]
+    yield names
+    for name in names:
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+async def _shape(conn: psycopg.AsyncConnection[Any], schema: str) -> dict[str, list[Any]]:
+    """Columns, indexes, constraints and functions of ``schema``, with the schema name taken out."""
+    queries = {
+        "columns": """SELECT table_name, column_name, ordinal_position, data_type, is_nullable, column_default,
+                             is_identity FROM information_schema.columns
+                      WHERE table_schema = %(s)s AND table_name <> 'schema_migrations' ORDER BY 1, 3""",
+        "indexes": """SELECT tablename, indexname, replace(indexdef, %(s)s, 'S') FROM pg_indexes
+                      WHERE schemaname = %(s)s AND tablename <> 'schema_migrations' ORDER BY 1, 2""",
+        "constraints": """SELECT table_name, constraint_name, constraint_type FROM information_schema.table_constraints
+                          WHERE table_schema = %(s)s AND table_name <> 'schema_migrations'
+                            AND constraint_type <> 'CHECK' ORDER BY 1, 2""",
+        "functions": """SELECT p.proname, pg_get_function_arguments(p.oid), pg_get_function_result(p.oid), p.prosrc
+                        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                        WHERE n.nspname = %(s)s ORDER BY 1""",
+    }
+    shape = {}
+    for key, query in queries.items():
+        cursor = await conn.execute(query, {"s": schema})  # type: ignore[arg-type]
+        shape[key] = [tuple(row) for row in await cursor.fetchall()]
+    return shape
+
+
+async def test_the_migrations_produce_the_canonical_schema(
+    admin: psycopg.AsyncConnection[Any], schemas: list[str]
+) -> None:
+    migrated, canonical = schemas[:2]
+    assert await apply_migrations(admin, migrated) == [m.version for m in migrations()]
+    await admin.execute(f'CREATE SCHEMA "{canonical}"')
+    async with admin.transaction():
+        await admin.execute(f'SET LOCAL search_path TO "{canonical}"')
+        await admin.execute(read_sql("perdure.providers.postgres", "schema.sql").encode())
+
+    migrated_shape, canonical_shape = await _shape(admin, migrated), await _shape(admin, canonical)
+    assert migrated_shape["columns"], "the comparison saw no tables"
+    assert len(migrated_shape["functions"]) >= 3
+    assert migrated_shape == canonical_shape
+
+
+async def test_migrations_apply_once_even_when_many_workers_start_together(schemas: list[str]) -> None:
+    schema = schemas[0]
+    providers = await asyncio.gather(*(PostgresProvider.connect(POSTGRES_URL, schema=schema) for _ in range(6)))
+    try:
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as conn:
+            cursor = await conn.execute(f'SELECT version FROM "{schema}".schema_migrations ORDER BY version')
+            assert [row[0] for row in await cursor.fetchall()] == [m.version for m in migrations()]
+    finally:
+        for provider in providers:
+            await provider.close()
+
+
+async def test_the_schema_comes_from_the_url_or_the_argument(schemas: list[str]) -> None:
+    from_url = await open_provider(f"{POSTGRES_URL}?schema={schemas[0]}")
+    from_argument = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[1])
+    try:
+        assert isinstance(from_url, PostgresProvider)
+        assert (from_url.schema, from_argument.schema) == (schemas[0], schemas[1])
+        await from_url.create_instance(Message(instance_id="x", execution_id=None, event=StartRequested(name="N")))
+        assert await from_argument.get_state("x") is None, "schemas are separate tenants"
+        assert await from_url.get_state("x") is not None
+    finally:
+        await from_url.close()
+        await from_argument.close()
+
+
+@pytest.mark.parametrize("schema", ["bad-name", "1starts_with_digit", 'quote"d', "x" * 64, ""])
+async def test_a_bad_schema_name_is_refused(schema: str) -> None:
+    with pytest.raises(ValueError, match="schema"):
+        await PostgresProvider.connect(POSTGRES_URL, schema=schema)
+
+
+async def test_conflicting_schemas_are_refused() -> None:
+    with pytest.raises(ValueError, match="schema"):
+        await PostgresProvider.connect(f"{POSTGRES_URL}?schema=one", schema="two")
+
+
+async def test_an_unreachable_server_is_a_provider_error() -> None:
+    with pytest.raises(ProviderError) as caught:
+        await PostgresProvider.connect("postgresql://postgres@127.0.0.1:1/test", schema="x")
+    assert isinstance(caught.value.__cause__, psycopg.Error)
+
+
+async def test_a_notification_wakes_another_process_at_once(schemas: list[str]) -> None:
+    # Two providers stand for two processes; a long poll interval proves the wake-up came from NOTIFY.
+    writer = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    reader = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0], poll_interval=60)
+    try:
+        waiting = asyncio.create_task(reader.wait_for_work("orchestrator", 60))
+        watching = asyncio.create_task(reader.wait_for_state_change("x", 60))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        began = time.monotonic()
+        await writer.create_instance(Message(instance_id="x", execution_id=None, event=StartRequested(name="N")))
+        await asyncio.wait_for(waiting, 5)
+        assert time.monotonic() - began < 5
+
+        item = await writer.fetch_orchestration_item(30)
+        assert item is not None and not watching.done()
+        state = InstanceUpdate(name="N", version="1.0.0", status=OrchestrationStatus.RUNNING, execution_id=1)
+        await writer.ack_orchestration_item(item, TurnCommit(execution_id=1, state=state))
+        await asyncio.wait_for(watching, 5)
+    finally:
+        await writer.close()
+        await reader.close()
+
+
+async def _terminate_backends(admin: psycopg.AsyncConnection[Any]) -> int:
+    cursor = await admin.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = ''"
+        " AND backend_type = 'client backend'"
+    )
+    row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_work_survives_killed_connections(admin: psycopg.AsyncConnection[Any], schemas: list[str]) -> None:
+    registry = Registry()
+
+    @registry.activity("Double")
+    async def double(ctx: Any, n: int) -> int:
+        return n * 2
+
+    @registry.orchestration("Chain")
+    async def chain(ctx: Any, n: int) -> int:
+        for _ in range(5):
+            n = await ctx.call_activity("Double", n)
+        return int(n)
+
+    provider = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0], retry_seconds=30)
+    options = RuntimeOptions(idle_timeout=0.5)
+    try:
+        async with Runtime(provider, registry, options):
+            client = Client(provider)
+            for n in range(20):
+                await client.start_orchestration(f"c{n}", "Chain", n)
+            killed = 0
+            for _ in range(3):
+                await asyncio.sleep(0.1)  # let the workload make progress between the kills
+                killed += await _terminate_backends(admin)
+            assert killed > 0
+            states = [await client.wait_for_orchestration(f"c{n}", timeout=30) for n in range(20)]
+        assert [s.output for s in states] == [n * 32 for n in range(20)]
+    finally:
+        await provider.close()
+
+
+async def test_raise_event_reaches_an_instance_waiting_in_another_process(schemas: list[str]) -> None:
+    registry = Registry()
+
+    @registry.orchestration("Wait")
+    async def wait(ctx: Any) -> Any:
+        return await ctx.wait_for_event("go")
+
+    worker_side = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0], poll_interval=60)
+    client_side = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0], poll_interval=60)
+    try:
+        async with Runtime(worker_side, registry, RuntimeOptions(idle_timeout=60)):
+            client = Client(client_side)
+            await client.start_orchestration("w", "Wait")
+            await client.raise_event("w", "go", {"data": 1})
+            state = await client.wait_for_orchestration("w", timeout=10)
+        assert state.output == {"data": 1}
+        assert any(isinstance(e, EventRaised) for e in await client.get_history("w"))
+    finally:
+        await worker_side.close()
+        await client_side.close()
