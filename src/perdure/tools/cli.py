@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="SQLite file for the demo (recreated; env PERDURE_DEMO_DB; default perdure-demo.db)",
     )
     demo.set_defaults(handler=_demo)
+
+    from perdure.tools._worker import add_worker_command
+
+    add_worker_command(commands)
     return parser
 
 
