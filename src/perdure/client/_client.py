@@ -12,6 +12,7 @@ from perdure._errors import InstanceNotFoundError, InvalidInstanceStateError
 from perdure._state import OrchestrationDescriptor, OrchestrationState, OrchestrationStatus
 from perdure.engine._history import (
     EventRaised,
+    ExecutionRewound,
     HistoryEvent,
     OrchestrationResumed,
     OrchestrationStarted,
@@ -138,6 +139,23 @@ class Client:
         if state.status is not OrchestrationStatus.SUSPENDED:
             raise InvalidInstanceStateError(f"instance {instance_id!r} is {state.status.value}, not SUSPENDED")
         await self._send(instance_id, OrchestrationResumed(reason=reason))
+
+    async def rewind(self, instance_id: str, reason: str | None = None) -> None:
+        """Retry a FAILED instance from where it failed, in a new execution.
+
+        The failed activities run again (with a fresh retry budget), failed children are rewound
+        too, and everything that succeeded is kept and never redone. See ``docs/rewind.md``.
+
+        Raises:
+            InstanceNotFoundError: if the instance does not exist.
+            InvalidInstanceStateError: if it is not FAILED.
+        """
+        state = await self._require(instance_id)
+        if state.status is not OrchestrationStatus.FAILED:
+            raise InvalidInstanceStateError(
+                f"instance {instance_id!r} is {state.status.value}; only FAILED instances can be rewound"
+            )
+        await self._send(instance_id, ExecutionRewound(reason=reason))
 
     async def purge(self, instance_id: str, *, recursive: bool = True) -> int:
         """Delete a finished instance's history, state and queued messages.

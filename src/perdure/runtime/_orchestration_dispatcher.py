@@ -9,7 +9,7 @@ from perdure.providers._base import LockLostError, OrchestrationItem, Provider
 from perdure.runtime._dispatcher import Dispatcher
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._registry import OrchestrationRegistry
-from perdure.runtime._turn import Abandon, plan_turn
+from perdure.runtime._turn import Abandon, children_to_rewind, plan_turn
 
 __all__ = ["OrchestrationDispatcher"]
 
@@ -31,7 +31,9 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
 
     async def process(self, item: OrchestrationItem) -> None:
         try:
-            plan = plan_turn(item, self.registry, self.options, datetime.now(UTC))
+            # A rewind restarts the failed run's children: read their states here, so planning stays pure.
+            children = {child: await self.provider.get_state(child) for child in children_to_rewind(item)}
+            plan = plan_turn(item, self.registry, self.options, datetime.now(UTC), children)
         except Exception:
             # A bug or a misbehaving registry: put it back; the attempt count makes it poison eventually.
             attempts = max((m.dequeue_count for m in item.messages), default=1)

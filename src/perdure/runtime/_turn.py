@@ -15,7 +15,8 @@ Turn rules:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -28,11 +29,13 @@ from perdure._errors import (
     UnregisteredOrchestrationError,
     type_name,
 )
-from perdure._state import OrchestrationStatus
+from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure.engine._history import (
     ActivityScheduled,
+    Decision,
     EventRaised,
     EventSent,
+    ExecutionRewound,
     HistoryEvent,
     OrchestrationChained,
     OrchestrationCompleted,
@@ -59,8 +62,9 @@ from perdure.providers._base import (
 )
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._registry import OrchestrationRegistry
+from perdure.runtime._rewind import open_tasks, rewound_history
 
-__all__ = ["Abandon", "TurnPlan", "plan_turn"]
+__all__ = ["Abandon", "TurnPlan", "children_to_rewind", "plan_turn"]
 
 _log = logging.getLogger("perdure.runtime")
 
@@ -83,20 +87,44 @@ class TurnPlan:
 
 
 def plan_turn(
-    item: OrchestrationItem, registry: OrchestrationRegistry, options: RuntimeOptions, now: datetime
+    item: OrchestrationItem,
+    registry: OrchestrationRegistry,
+    options: RuntimeOptions,
+    now: datetime,
+    child_states: Mapping[str, OrchestrationState | None] | None = None,
 ) -> TurnPlan | Abandon:
-    """Decide what one turn of ``item`` commits (or that it must be put back)."""
-    return _Planner(item, registry, options, now).plan()
+    """Decide what one turn of ``item`` commits (or that it must be put back).
+
+    ``child_states`` are the states of the children a rewind must restart (see
+    :func:`children_to_rewind`), read by the dispatcher beforehand so that planning stays pure.
+    """
+    return _Planner(item, registry, options, now, child_states or {}).plan()
+
+
+def children_to_rewind(item: OrchestrationItem) -> list[str]:
+    """Instance ids of the children whose state a rewind turn of ``item`` needs."""
+    state, history = item.state, item.history
+    if state is None or state.status is not OrchestrationStatus.FAILED or not history:
+        return []
+    if not any(isinstance(m.event, ExecutionRewound) for m in item.messages):
+        return []
+    return [t.instance_id for t in open_tasks(rewound_history(history)) if isinstance(t, SubOrchestrationScheduled)]
 
 
 class _Planner:
     def __init__(
-        self, item: OrchestrationItem, registry: OrchestrationRegistry, options: RuntimeOptions, now: datetime
+        self,
+        item: OrchestrationItem,
+        registry: OrchestrationRegistry,
+        options: RuntimeOptions,
+        now: datetime,
+        child_states: Mapping[str, OrchestrationState | None],
     ):
         self.item = item
         self.registry = registry
         self.options = options
         self.now = now
+        self.child_states = child_states
         self.warnings: list[str] = []
         self.replies: list[Message] = []  # answers to would-be parents of a duplicate start
         self.consumed: list[int] = []  # message ids consumed before the engine runs
@@ -127,7 +155,12 @@ class _Planner:
         if corrupt is not None:
             return self.fail_without_replay(HistoryFormatError(f"a queued message is corrupted: {corrupt.error}"))
         if state.status.is_terminal:
+            rewind = next((m for m in item.messages if isinstance(m.event, ExecutionRewound)), None)
+            if rewind is not None and state.status is OrchestrationStatus.FAILED:
+                return self.rewind(rewind)
             for message in item.messages:
+                if isinstance(message.event, ExecutionRewound):
+                    self.answer_again(message.event)  # a rewound parent waits for this finished child
                 self.drop(message, f"the instance is {state.status.value}")
                 if isinstance(message.event, StartRequested):
                     self.reply_taken(message.event)  # else a parent would wait for this child forever
@@ -221,9 +254,9 @@ class _Planner:
             started = history[0]
         if started is None:
             request = next((m.event for m in item.messages if isinstance(m.event, StartRequested)), None)
-            parent = _parent_of(request)
+            parent = _parent(request, [])
         else:
-            parent = _parent_of(started)
+            parent = _parent(started, history)
         new_events: list[HistoryEvent] = []
         if item.history is not None and history:
             new_events = [OrchestrationFailed(event_id=history[-1].event_id + 1, timestamp=self.now, error=details)]
@@ -256,9 +289,11 @@ class _Planner:
         execution_id: int,
         accepted: list[QueuedMessage],
         new_events: list[HistoryEvent],
+        rewritten: list[HistoryEvent] | None = None,
     ) -> TurnPlan:
+        """Run the engine; ``rewritten`` replaces the stored history (rewind) and is written in full."""
         item = self.item
-        history = item.history or []
+        history = item.history or [] if rewritten is None else rewritten
         result = run_turn(
             function,
             instance_id=item.instance_id,
@@ -275,7 +310,7 @@ class _Planner:
         status = result.status
         instance_input = started.input
         terminal = result.terminal_event
-        parent = _parent_of(started)
+        parent = _parent(started, [*history, *result.new_events])
         if isinstance(terminal, OrchestrationContinuedAsNew):
             next_execution = execution_id + 1
             instance_input = terminal.input
@@ -285,7 +320,7 @@ class _Planner:
                 input=terminal.input,
                 parent_instance=started.parent_instance,
                 parent_id=started.parent_id,
-                parent_execution_id=started.parent_execution_id,
+                parent_execution_id=parent.execution_id if parent else None,
             )
             messages.append(Message(instance_id=item.instance_id, execution_id=next_execution, event=request))
             messages.extend(
@@ -305,7 +340,7 @@ class _Planner:
             )
         commit = TurnCommit(
             execution_id=execution_id,
-            history=result.new_events,
+            history=result.new_events if rewritten is None else [*rewritten, *result.new_events],
             state=InstanceUpdate(
                 name=started.name,
                 version=started.version,
@@ -333,46 +368,121 @@ class _Planner:
         self, result: TurnResult, started: OrchestrationStarted, execution_id: int
     ) -> tuple[list[Message], list[ActivityRequest]]:
         """Translate the turn's decisions into queue writes."""
-        instance_id = self.item.instance_id
         messages: list[Message] = []
         worker_items: list[ActivityRequest] = []
         for decision in result.decisions:
             if isinstance(decision, ActivityScheduled):
-                worker_items.append(
-                    ActivityRequest(
-                        instance_id=instance_id,
-                        execution_id=execution_id,
-                        source_event_id=decision.event_id,
-                        name=decision.name,
-                        input=decision.input,
-                        queue=decision.queue,
-                        attempt=decision.attempt,
-                        orchestration_name=started.name,
-                        orchestration_version=started.version,
-                    )
-                )
+                worker_items.append(self.activity_request(decision, started, execution_id))
             elif isinstance(decision, TimerCreated):
-                fired = TimerFired(source_event_id=decision.event_id, fire_at=decision.fire_at)
-                messages.append(
-                    Message(
-                        instance_id=instance_id, execution_id=execution_id, event=fired, visible_at=decision.fire_at
-                    )
-                )
-            elif isinstance(decision, SubOrchestrationScheduled | OrchestrationChained):
-                child = isinstance(decision, SubOrchestrationScheduled)
-                request = StartRequested(
-                    name=decision.name,
-                    version=decision.version,
-                    input=decision.input,
-                    parent_instance=instance_id if child else None,
-                    parent_id=decision.event_id if child else None,
-                    parent_execution_id=execution_id if child else None,
-                )
+                messages.append(self.timer_message(decision, execution_id))
+            elif isinstance(decision, SubOrchestrationScheduled):
+                messages.append(self.child_start(decision, execution_id))
+            elif isinstance(decision, OrchestrationChained):
+                request = StartRequested(name=decision.name, version=decision.version, input=decision.input)
                 messages.append(Message(instance_id=decision.instance_id, execution_id=None, event=request))
             elif isinstance(decision, EventSent):
                 event = EventRaised(name=decision.name, data=decision.data)
                 messages.append(Message(instance_id=decision.instance_id, execution_id=None, event=event))
         return messages, worker_items
+
+    def activity_request(
+        self, decision: ActivityScheduled, started: OrchestrationStarted, execution_id: int
+    ) -> ActivityRequest:
+        return ActivityRequest(
+            instance_id=self.item.instance_id,
+            execution_id=execution_id,
+            source_event_id=decision.event_id,
+            name=decision.name,
+            input=decision.input,
+            queue=decision.queue,
+            attempt=decision.attempt,
+            orchestration_name=started.name,
+            orchestration_version=started.version,
+        )
+
+    def timer_message(self, decision: TimerCreated, execution_id: int) -> Message:
+        fired = TimerFired(source_event_id=decision.event_id, fire_at=decision.fire_at)
+        return Message(
+            instance_id=self.item.instance_id, execution_id=execution_id, event=fired, visible_at=decision.fire_at
+        )
+
+    def child_start(self, decision: SubOrchestrationScheduled, execution_id: int) -> Message:
+        request = StartRequested(
+            name=decision.name,
+            version=decision.version,
+            input=decision.input,
+            parent_instance=self.item.instance_id,
+            parent_id=decision.event_id,
+            parent_execution_id=execution_id,
+        )
+        return Message(instance_id=decision.instance_id, execution_id=None, event=request)
+
+    # --- rewind ----------------------------------------------------------------------------------
+
+    def rewind(self, request: QueuedMessage) -> TurnPlan | Abandon:
+        """Continue a failed execution in a new one, from where it failed (see ``_rewind``)."""
+        item, state = self.item, self.item.state
+        assert state is not None and item.history
+        started = item.history[0]
+        if not isinstance(started, OrchestrationStarted):
+            return self.fail_without_replay(HistoryFormatError("history does not begin with OrchestrationStarted"))
+        function = self.registry.get(started.name, started.version)
+        if function is None:
+            error = UnregisteredOrchestrationError(f"orchestration {started.name}@{started.version} is not registered")
+            attempts = max((m.dequeue_count for m in item.messages), default=1)
+            if attempts < self.options.max_dispatch_attempts:
+                return Abandon(self.options.backoff(attempts), f"cannot rewind yet: {error}")
+            for message in item.messages:
+                self.drop(message, f"rewind refused: {error}")
+            return TurnPlan(TurnCommit(execution_id=state.execution_id, consumed=self.consumed), warnings=self.warnings)
+        for message in item.messages:
+            if message is not request:
+                self.drop(message, "it was addressed to the failed execution")
+        assert isinstance(request.event, ExecutionRewound)
+        marker = ExecutionRewound(reason=request.event.reason, parent_execution_id=request.event.parent_execution_id)
+        kept = rewound_history(item.history)
+        execution_id = state.execution_id + 1
+        plan = self.run(function, started, execution_id, [request], [marker], rewritten=kept)
+        if plan.result is not None and plan.result.terminal_event is not None:
+            return plan  # the code failed again at once: nothing to dispatch
+        messages, worker_items = self.dispatch_again(open_tasks(kept), started, execution_id)
+        commit = replace(
+            plan.commit,
+            messages=[*plan.commit.messages, *messages],
+            worker_items=[*plan.commit.worker_items, *worker_items],
+        )
+        return TurnPlan(commit, plan.result, plan.warnings)
+
+    def dispatch_again(
+        self, tasks: list[Decision], started: OrchestrationStarted, execution_id: int
+    ) -> tuple[list[Message], list[ActivityRequest]]:
+        """Queue writes that restart the tasks a failed run left open, for the new execution."""
+        messages: list[Message] = []
+        worker_items: list[ActivityRequest] = []
+        for task in tasks:
+            if isinstance(task, ActivityScheduled):
+                worker_items.append(self.activity_request(task, started, execution_id))
+            elif isinstance(task, TimerCreated):
+                messages.append(self.timer_message(task, execution_id))
+            elif isinstance(task, SubOrchestrationScheduled):
+                if self.child_states.get(task.instance_id) is None:
+                    messages.append(self.child_start(task, execution_id))  # purged: start it again
+                else:  # the child rewinds itself, or answers again, to this execution
+                    rewind = ExecutionRewound(reason="the parent was rewound", parent_execution_id=execution_id)
+                    messages.append(Message(instance_id=task.instance_id, execution_id=None, event=rewind))
+        return messages, worker_items
+
+    def answer_again(self, request: ExecutionRewound) -> None:
+        """A finished child tells a rewound parent's new execution how it ended."""
+        state, history = self.item.state, self.item.history
+        started = history[0] if history else None
+        parent = _parent(started, [request]) if isinstance(started, OrchestrationStarted) else None
+        if state is None or parent is None or request.parent_execution_id is None:
+            return
+        if state.status is OrchestrationStatus.COMPLETED:
+            self.replies.append(_reply_to_parent(parent, output=state.output))
+        elif state.error is not None:
+            self.replies.append(_reply_to_parent(parent, error=state.error))
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,12 +492,17 @@ class _Parent:
     execution_id: int | None
 
 
-def _parent_of(started: OrchestrationStarted | StartRequested | HistoryEvent | None) -> _Parent | None:
+def _parent(started: HistoryEvent | None, events: Sequence[HistoryEvent]) -> _Parent | None:
+    """Who awaits this instance: the parent from its start, at the parent's latest (rewound) execution."""
     if not isinstance(started, OrchestrationStarted | StartRequested):
         return None
     if started.parent_instance is None or started.parent_id is None:
         return None
-    return _Parent(started.parent_instance, started.parent_id, started.parent_execution_id)
+    execution_id = started.parent_execution_id
+    for event in events:
+        if isinstance(event, ExecutionRewound) and event.parent_execution_id is not None:
+            execution_id = event.parent_execution_id
+    return _Parent(started.parent_instance, started.parent_id, execution_id)
 
 
 def _reply_to_parent(parent: _Parent, *, output: Any = None, error: ErrorDetails | None = None) -> Message:

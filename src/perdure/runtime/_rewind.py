@@ -1,0 +1,106 @@
+"""Rewind: the history a failed execution continues from. Pure functions over history events.
+
+A failed execution is rewound into a new execution whose history is the failed one minus:
+
+- the **unhandled failure**: the task failure whose processing ended the run (for an activity
+  with a retry policy, the failure of its *first* attempt, so the whole retry budget is fresh);
+- everything **caused** by removed events: the decisions the code made in response to them
+  (backoff timers, the next attempts, the terminal event) and, transitively, the completions of
+  those decisions;
+- the terminal event.
+
+Because history is the exact trace of the run (every decision directly follows the event that
+caused it), what remains is itself a valid trace: replaying it makes exactly the recorded
+decisions, so a rewound run never meets a non-determinism error. The failed task's scheduling
+event stays, so the task is simply *open* again: the rewind turn dispatches every open task once
+more (activities, timers, children). Failures the code caught and handled are part of its logic
+and are kept, as is the custom status and ``OrchestrationStarted`` with its original timestamp.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from perdure.engine._history import (
+    ActivityFailed,
+    ActivityScheduled,
+    Completion,
+    Decision,
+    HistoryEvent,
+    OrchestrationFailed,
+    SubOrchestrationFailed,
+    SubOrchestrationScheduled,
+    TimerCreated,
+    TimerFired,
+)
+
+__all__ = ["open_tasks", "rewound_history"]
+
+_TASKS = (ActivityScheduled, TimerCreated, SubOrchestrationScheduled)
+
+
+def rewound_history(failed: list[HistoryEvent]) -> list[HistoryEvent]:
+    """The history a rewind of the ``failed`` execution continues from, renumbered 1..n."""
+    removed_decisions: set[int] = set()
+    roots = _unhandled_failures(failed)
+    kept: list[HistoryEvent] = []
+    cause_removed = False
+    for event in failed:
+        if isinstance(event, Decision):
+            if cause_removed or isinstance(event, OrchestrationFailed):
+                removed_decisions.add(event.event_id)
+            else:
+                kept.append(event)
+            continue
+        source = event.source_event_id if isinstance(event, Completion) else None
+        cause_removed = event.event_id in roots or source in removed_decisions
+        if not cause_removed:
+            kept.append(event)
+    return _renumber(kept)
+
+
+def open_tasks(history: list[HistoryEvent]) -> list[Decision]:
+    """Scheduled activities, timers and children of ``history`` that no event completed."""
+    scheduled = {e.event_id: e for e in history if isinstance(e, _TASKS)}
+    for event in history:
+        if isinstance(event, Completion):
+            scheduled.pop(event.source_event_id, None)
+    return list(scheduled.values())
+
+
+def _unhandled_failures(history: list[HistoryEvent]) -> set[int]:
+    """Ids of the failure events to remove: the one that ended the run, traced to its first retry."""
+    by_id = {e.event_id: e for e in history}
+    trigger = _cause_of(history, len(history) - 1) if isinstance(history[-1], OrchestrationFailed) else None
+    if not isinstance(trigger, ActivityFailed | SubOrchestrationFailed):
+        return set()  # the code itself raised (or the runtime failed it): only the terminal event goes
+    failure: HistoryEvent = trigger
+    # A retried activity's attempt N was scheduled when the backoff timer after attempt N-1's failure fired.
+    while True:
+        attempt = by_id.get(failure.source_event_id) if isinstance(failure, ActivityFailed) else None
+        if not isinstance(attempt, ActivityScheduled) or attempt.attempt <= 1:
+            return {failure.event_id}
+        timer_fired = _cause_of(history, attempt.event_id - 1)
+        timer = by_id.get(timer_fired.source_event_id) if isinstance(timer_fired, TimerFired) else None
+        previous = _cause_of(history, timer.event_id - 1) if timer is not None else None
+        if not isinstance(previous, ActivityFailed):
+            return {failure.event_id}
+        failure = previous
+
+
+def _cause_of(history: list[HistoryEvent], index: int) -> HistoryEvent | None:
+    """The non-decision event that the decision at ``index`` was made in response to."""
+    while index >= 0 and isinstance(history[index], Decision):
+        index -= 1
+    return history[index] if index >= 0 else None
+
+
+def _renumber(events: list[HistoryEvent]) -> list[HistoryEvent]:
+    new_ids = {e.event_id: n for n, e in enumerate(events, start=1)}
+    renumbered: list[HistoryEvent] = []
+    for event in events:
+        changes: dict[str, int] = {"event_id": new_ids[event.event_id]}
+        if isinstance(event, Completion):
+            changes["source_event_id"] = new_ids[event.source_event_id]
+        renumbered.append(replace(event, **changes))  # type: ignore[arg-type]
+    return renumbered
