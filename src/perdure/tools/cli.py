@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     from perdure.tools._worker import add_worker_command
 
     add_worker_command(commands)
+
+    from perdure.tools._parser import add_operator_commands
+
+    add_operator_commands(commands)
     return parser
 
 

@@ -1,0 +1,311 @@
+"""The operator commands of the ``perdure`` CLI: list, show, start, signal and manage instances.
+
+Each command opens the store named by ``--db`` (``open_provider``), talks to it only through
+:class:`~perdure.Client`, and prints a table (or, with ``--json``, one stable JSON document, see
+:mod:`perdure.tools._format`).
+
+Exit codes (documented in ``docs/operations.md``):
+
+==  =============================================================================
+0   success
+1   any other error (the store cannot be opened, a missing optional dependency…)
+2   usage: a bad option, JSON input that does not parse or is not a JSON value
+3   no instance with that id
+4   refused state change (e.g. suspend a finished instance, rewind a running one)
+5   an instance with that id already exists (``start``)
+==  =============================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from perdure import (
+    Client,
+    InstanceAlreadyExistsError,
+    InstanceNotFoundError,
+    InvalidInstanceStateError,
+    OrchestrationStatus,
+    SerializationError,
+    open_provider,
+)
+from perdure.tools import _format
+
+__all__ = [
+    "EXIT_CONFLICT",
+    "EXIT_FAILURE",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_USAGE",
+    "CommandError",
+    "parse_moment",
+    "parse_status",
+    "run",
+]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_REFUSED = 4
+EXIT_CONFLICT = 5
+
+
+class CommandError(Exception):
+    """A command failed in a way the user should read; carries the exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --- argument types (used by the parser in cli.py) ---------------------------------------------
+
+
+def parse_status(text: str) -> OrchestrationStatus:
+    """``completed`` or ``COMPLETED`` → ``OrchestrationStatus.COMPLETED``."""
+    try:
+        return OrchestrationStatus(text.strip().upper())
+    except ValueError:
+        choices = ", ".join(s.value for s in OrchestrationStatus)
+        raise argparse.ArgumentTypeError(f"unknown status {text!r} (choose from {choices})") from None
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_moment(text: str) -> datetime:
+    """An ISO 8601 time (naive means UTC), or an age such as ``30m``, ``12h``, ``7d`` (that long ago)."""
+    match = _DURATION.match(text.strip())
+    if match:
+        return datetime.now(UTC) - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither an ISO 8601 time (2024-05-01T12:00:00Z) nor an age (30m, 12h, 7d)"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _json_arg(text: str | None, option: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"{option} is not valid JSON: {exc}", EXIT_USAGE) from None
+
+
+# --- running a command -------------------------------------------------------------------------
+
+Command = Callable[[Client, argparse.Namespace], Awaitable[int]]
+
+
+def run(name: str, args: argparse.Namespace) -> int:
+    """Run the operator command ``name``; errors go to stderr and become exit codes."""
+    command = _COMMANDS[name]
+    try:
+        if not args.db:
+            raise CommandError("no database: give --db URL or set PERDURE_DB", EXIT_USAGE)
+        return asyncio.run(_with_client(command, args))
+    except CommandError as exc:
+        return _fail(str(exc), exc.code)
+    except InstanceNotFoundError as exc:
+        return _fail(str(exc), EXIT_NOT_FOUND)
+    except InstanceAlreadyExistsError as exc:
+        return _fail(str(exc), EXIT_CONFLICT)
+    except InvalidInstanceStateError as exc:
+        return _fail(str(exc), EXIT_REFUSED)
+    except (SerializationError, ValueError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except BrokenPipeError:
+        # The reader went away (``perdure … | head``): nothing left to tell anyone.
+        return EXIT_FAILURE
+    except OSError as exc:
+        return _fail(f"cannot open the database: {exc}", EXIT_FAILURE)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"perdure: error: {message}", file=sys.stderr)
+    return code
+
+
+async def _with_client(command: Command, args: argparse.Namespace) -> int:
+    provider = await open_provider(args.db)
+    try:
+        return await command(Client(provider), args)
+    finally:
+        await provider.close()
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> int:
+    print(_format.dumps(data) if args.json else text)
+    return EXIT_OK
+
+
+# --- the commands ------------------------------------------------------------------------------
+
+
+async def _instances_list(client: Client, args: argparse.Namespace) -> int:
+    limit = args.limit if args.limit is not None else 50
+    if not 1 <= limit <= 9_999:
+        raise CommandError("--limit must be from 1 to 9999", EXIT_USAGE)
+    # One more than asked tells whether another page follows, so the cursor is never a dead end.
+    page = await client.list_instances(
+        status=args.status or None,
+        name=args.name,
+        instance_id_prefix=args.prefix,
+        created_after=args.created_after,
+        created_before=args.created_before,
+        limit=limit + 1,
+        after=args.after,
+    )
+    more = len(page) > limit
+    page = page[:limit]
+    cursor = page[-1].instance_id if more else None
+    text = _format.instances_table(page) if page else "No instances match."
+    if cursor is not None:
+        text += f"\n\nNext page: --after {cursor}"
+    data = {"instances": [_format.instance_json(s) for s in page], "next_cursor": cursor}
+    return _emit(args, data, text)
+
+
+async def _instances_show(client: Client, args: argparse.Namespace) -> int:
+    state = await client.get_status(args.instance_id)
+    if state is None:
+        raise InstanceNotFoundError(f"no instance with id {args.instance_id!r}")
+    history = _format.history_json(await client.get_history(args.instance_id, args.execution))
+    children = await client.list_instances(parent_instance_id=args.instance_id, limit=1000)
+    data = {
+        "instance": _format.instance_json(state),
+        "history": history,
+        "children": [_format.instance_json(c) for c in children],
+    }
+    return _emit(args, data, _format.show_text(state, history, children))
+
+
+async def _start(client: Client, args: argparse.Namespace) -> int:
+    value = _json_arg(args.input, "--input")
+    instance_id = await client.start_orchestration(args.instance_id, args.name, value, version=args.version)
+    return _emit(args, {"instance_id": instance_id, "name": args.name}, f"Started {args.name} as {instance_id}.")
+
+
+async def _raise_event(client: Client, args: argparse.Namespace) -> int:
+    data = _json_arg(args.data, "--data")
+    await client.raise_event(args.instance_id, args.event_name, data)
+    return _emit(
+        args,
+        {"instance_id": args.instance_id, "event": args.event_name},
+        f"Raised event {args.event_name} on {args.instance_id}.",
+    )
+
+
+async def _terminate(client: Client, args: argparse.Namespace) -> int:
+    if not await client.terminate(args.instance_id, args.reason, recursive=not args.no_recursive):
+        state = await client.get_status(args.instance_id)
+        status = state.status.value if state else "gone"
+        raise CommandError(f"instance {args.instance_id!r} is already {status}; nothing to terminate", EXIT_REFUSED)
+    return _action(args, "terminate", "Termination requested")
+
+
+async def _suspend(client: Client, args: argparse.Namespace) -> int:
+    await client.suspend(args.instance_id, args.reason)
+    return _action(args, "suspend", "Suspension requested")
+
+
+async def _resume(client: Client, args: argparse.Namespace) -> int:
+    await client.resume(args.instance_id, args.reason)
+    return _action(args, "resume", "Resumption requested")
+
+
+async def _rewind(client: Client, args: argparse.Namespace) -> int:
+    await client.rewind(args.instance_id, args.reason)
+    return _action(args, "rewind", "Rewind requested")
+
+
+def _action(args: argparse.Namespace, action: str, done: str) -> int:
+    return _emit(args, {"instance_id": args.instance_id, "action": action}, f"{done} for {args.instance_id}.")
+
+
+async def _purge(client: Client, args: argparse.Namespace) -> int:
+    if args.instance_id is not None:
+        if args.status or args.created_before is not None:
+            raise CommandError("give either an instance id or --status/--created-before, not both", EXIT_USAGE)
+        count = await client.purge(args.instance_id, recursive=not args.no_recursive)
+        return _emit(
+            args, {"purged": count}, f"Purged {count} instance{'s' if count != 1 else ''} ({args.instance_id})."
+        )
+    if args.created_before is None:
+        raise CommandError("give an instance id, or --created-before for a bulk purge", EXIT_USAGE)
+    batch = args.batch_size if args.batch_size is not None else 500
+    if batch < 1:
+        raise CommandError("--batch-size must be at least 1", EXIT_USAGE)
+    progress = _Progress(enabled=not args.json)
+    count = await client.purge_instances(
+        status=args.status or None, created_before=args.created_before, batch_size=batch, progress=progress
+    )
+    progress.finish()
+    return _emit(args, {"purged": count}, f"Purged {count} instance{'s' if count != 1 else ''}.")
+
+
+class _Progress:
+    """The running total of a bulk purge on stderr: one updated line on a terminal, else a line per batch."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.shown = False
+
+    def __call__(self, total: int) -> None:
+        if not self.enabled:
+            return
+        self.shown = True
+        if self.tty:
+            print(f"\rpurging… {total} purged", end="", file=sys.stderr, flush=True)
+        else:
+            print(f"purging… {total} purged", file=sys.stderr, flush=True)
+
+    def finish(self) -> None:
+        if self.enabled and self.tty and self.shown:
+            print(file=sys.stderr)
+
+
+async def _dashboard(client: Client, args: argparse.Namespace) -> int:
+    try:
+        from perdure.tools.dashboard import serve
+    except ImportError as exc:
+        raise CommandError(
+            f"the dashboard needs the 'dashboard' extra: pip install 'perdure[dashboard]' ({exc})", EXIT_FAILURE
+        ) from None
+    await serve(
+        client,
+        host=args.host or "127.0.0.1",
+        port=args.port if args.port is not None else 8080,
+        token=args.token or None,
+        refresh=args.refresh if args.refresh is not None else 1.5,
+    )
+    return EXIT_OK
+
+
+_COMMANDS: dict[str, Command] = {
+    "instances_list": _instances_list,
+    "instances_show": _instances_show,
+    "start": _start,
+    "raise_event": _raise_event,
+    "terminate": _terminate,
+    "suspend": _suspend,
+    "resume": _resume,
+    "rewind": _rewind,
+    "purge": _purge,
+    "dashboard": _dashboard,
+}
