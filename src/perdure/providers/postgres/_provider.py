@@ -185,6 +185,7 @@ class PostgresProvider(Provider):
         while True:
             if self._closed:
                 raise ProviderError("the PostgreSQL provider is closed")
+            conn: Connection | None = None
             try:
                 async with self._pool.connection() as conn:
                     return await function(conn, attempt)
@@ -192,6 +193,11 @@ class PostgresProvider(Provider):
                 if not retry or self._closed or time.monotonic() + pause > deadline:
                     raise ProviderError(f"PostgreSQL failed: {exc}") from exc
                 _log.warning("PostgreSQL call failed (%s); retrying in %.2f s", str(exc).strip(), pause)
+                if conn is not None and conn.broken:
+                    # After a server restart every idle connection is dead too: drop them all at once
+                    # rather than discovering them one failed call at a time.
+                    with contextlib.suppress(psycopg.Error):
+                        await self._pool.check()
             except psycopg.Error as exc:
                 raise ProviderError(f"PostgreSQL failed: {exc}") from exc
             await asyncio.sleep(pause)
