@@ -33,6 +33,7 @@ def test_public_api_is_exactly_this() -> None:
             "OrchestrationStatus",
             "PerdureError",
             "PoisonMessageError",
+            "PostgresProvider",
             "Provider",
             "ProviderError",
             "Registry",
