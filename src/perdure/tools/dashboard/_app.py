@@ -1,0 +1,214 @@
+"""The dashboard's web application: two pages, a small JSON API and the actions.
+
+Pages (``/`` and ``/instance?id=…``) are static HTML from ``static/`` with the CSRF token filled
+in; the scripts poll the JSON API and render. The API:
+
+- ``GET /api/instances?status=…&prefix=…&name=…&after=…&limit=…`` →
+  ``{"instances": [...], "next_cursor": str | null}``;
+- ``GET /api/instance?id=…[&execution=N]`` → ``{"instance", "history", "timeline", "children",
+  "can": {"terminate", "suspend", "resume", "rewind", "raise_event"}, "now"}``;
+- ``POST /api/instance/{terminate|suspend|resume|rewind|raise-event}?id=…`` with a JSON body
+  (``{"reason"}``, or ``{"name", "data"}`` for an event) → ``{"ok": true}`` or ``{"error"}`` with
+  400, 404 or 409.
+
+Shapes of instances, events and spans: :mod:`perdure.tools._format`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from perdure import (
+    Client,
+    InstanceNotFoundError,
+    InvalidInstanceStateError,
+    OrchestrationStatus,
+    SerializationError,
+)
+from perdure.tools import _format
+from perdure.tools.dashboard._security import CSRF_HEADER, SESSION_COOKIE, TOKEN_COOKIE, Guard
+
+__all__ = ["create_app"]
+
+_STATIC = resources.files("perdure.tools.dashboard") / "static"
+_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+class _GuardMiddleware:
+    """Host, access-token, Origin and CSRF checks in front of every route."""
+
+    def __init__(self, app: ASGIApp, guard: Guard) -> None:
+        self.app = app
+        self.guard = guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        refusal = self._refusal(request)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.setdefault("headers", [])
+                headers += [(k.lower().encode(), v.encode()) for k, v in _HEADERS.items()]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    def _refusal(self, request: Request) -> Response | None:
+        guard = self.guard
+        host = request.headers.get("host")
+        if not guard.host_ok(host):
+            return PlainTextResponse("This dashboard answers only on a loopback address.", 421)
+        if guard.token is not None:
+            query_token = request.query_params.get("token")
+            if query_token is not None and request.method == "GET" and guard.token_ok(query_token):
+                # Trade the token in the URL for a cookie, and drop it from the address bar.
+                target = request.url.remove_query_params("token")
+                response = RedirectResponse(str(target.path) + (f"?{target.query}" if target.query else ""), 303)
+                response.set_cookie(TOKEN_COOKIE, query_token, httponly=True, samesite="strict")
+                return response
+            auth = request.headers.get("authorization", "")
+            presented = auth[7:] if auth.lower().startswith("bearer ") else request.cookies.get(TOKEN_COOKIE)
+            if not guard.token_ok(presented):
+                return PlainTextResponse(
+                    "An access token is required: open the dashboard's address with ?token=<token>.", 401
+                )
+        if request.method not in ("GET", "HEAD"):
+            if request.method != "POST":
+                return PlainTextResponse("Method not allowed.", 405)
+            if not guard.origin_ok(request.headers.get("origin"), request.url.scheme, host):
+                return JSONResponse({"error": "cross-site request refused (Origin does not match)"}, 403)
+            if not guard.csrf_ok(request.cookies.get(SESSION_COOKIE), request.headers.get(CSRF_HEADER)):
+                return JSONResponse({"error": "missing or wrong CSRF token; reload the page"}, 403)
+        return None
+
+
+def create_app(client: Client, *, token: str | None = None, refresh: float = 1.5) -> Starlette:
+    """The dashboard application over ``client`` (the caller owns the client's provider)."""
+    guard = Guard(token)
+    pages = {name: (_STATIC / name).read_text(encoding="utf-8") for name in ("index.html", "instance.html")}
+
+    def page(name: str) -> Any:
+        async def endpoint(request: Request) -> Response:
+            session = request.cookies.get(SESSION_COOKIE) or guard.new_session()
+            html = (
+                pages[name]
+                .replace("__CSRF_TOKEN__", guard.csrf_token(session))
+                .replace("__REFRESH_MS__", str(int(refresh * 1000)))
+            )
+            response = HTMLResponse(html)
+            response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict")
+            return response
+
+        return endpoint
+
+    async def list_instances(request: Request) -> Response:
+        query = request.query_params
+        try:
+            statuses = [OrchestrationStatus(s.upper()) for s in query.getlist("status") if s]
+            limit = int(query.get("limit") or 25)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        limit = max(1, min(limit, 500))
+        page = await client.list_instances(
+            status=statuses or None,
+            name=query.get("name") or None,
+            instance_id_prefix=query.get("prefix") or None,
+            limit=limit + 1,
+            after=query.get("after") or None,
+        )
+        cursor = page[limit - 1].instance_id if len(page) > limit else None
+        return JSONResponse({"instances": [_format.instance_json(s) for s in page[:limit]], "next_cursor": cursor})
+
+    async def instance(request: Request) -> Response:
+        instance_id = request.query_params.get("id") or ""
+        execution = request.query_params.get("execution")
+        state = await client.get_status(instance_id) if instance_id else None
+        if state is None:
+            return JSONResponse({"error": f"no instance with id {instance_id!r}"}, 404)
+        history = await client.get_history(instance_id, int(execution) if execution else None)
+        children = await client.list_instances(parent_instance_id=instance_id, limit=500)
+        status = state.status
+        return JSONResponse(
+            {
+                "instance": _format.instance_json(state),
+                "history": _format.history_json(history),
+                "timeline": _format.timeline_json(history),
+                "children": [_format.instance_json(c) for c in children],
+                "can": {
+                    "terminate": not status.is_terminal,
+                    "suspend": status in (OrchestrationStatus.PENDING, OrchestrationStatus.RUNNING),
+                    "resume": status is OrchestrationStatus.SUSPENDED,
+                    "rewind": status is OrchestrationStatus.FAILED,
+                    "raise_event": not status.is_terminal,
+                },
+                "now": datetime.now(UTC).isoformat(),
+            }
+        )
+
+    async def action(request: Request) -> Response:
+        name = request.path_params["action"]
+        instance_id = request.query_params.get("id") or ""
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except json.JSONDecodeError as exc:
+            return JSONResponse({"error": f"the request body is not JSON: {exc}"}, 400)
+        if not isinstance(body, dict):
+            return JSONResponse({"error": "the request body must be a JSON object"}, 400)
+        reason = body.get("reason") or None
+        try:
+            if name == "terminate":
+                if not await client.terminate(instance_id, reason):
+                    return JSONResponse({"error": f"instance {instance_id!r} has already finished"}, 409)
+            elif name == "suspend":
+                await client.suspend(instance_id, reason)
+            elif name == "resume":
+                await client.resume(instance_id, reason)
+            elif name == "rewind":
+                await client.rewind(instance_id, reason)
+            elif name == "raise-event":
+                await client.raise_event(instance_id, str(body.get("name") or ""), body.get("data"))
+            else:
+                return JSONResponse({"error": f"unknown action {name!r}"}, 404)
+        except InstanceNotFoundError as exc:
+            return JSONResponse({"error": str(exc)}, 404)
+        except InvalidInstanceStateError as exc:
+            return JSONResponse({"error": str(exc)}, 409)
+        except (SerializationError, ValueError) as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        return JSONResponse({"ok": True})
+
+    routes = [
+        Route("/", page("index.html")),
+        Route("/instance", page("instance.html")),
+        Route("/api/instances", list_instances),
+        Route("/api/instance", instance),
+        Route("/api/instance/{action}", action, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=str(_STATIC)), name="static"),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(_GuardMiddleware, guard=guard)])
