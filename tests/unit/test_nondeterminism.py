@@ -15,6 +15,7 @@ from perdure.engine.events import (
     ActivityScheduled,
     EventRaised,
     HistoryEvent,
+    OrchestrationCompleted,
     OrchestrationFailed,
     OrchestrationStarted,
     SubOrchestrationCompleted,
@@ -42,10 +43,12 @@ def assert_nondeterminism(result: TurnResult, history: list[HistoryEvent], *frag
     assert result.status is OrchestrationStatus.FAILED
     assert result.error is not None
     assert result.error.type == "perdure.NonDeterminismError"
-    # Only the failure is recorded, right after the stored history.
-    assert result.new_events == [
-        OrchestrationFailed(event_id=len(history) + 1, timestamp=result.new_events[0].timestamp, error=result.error)
-    ]
+    if history and isinstance(history[-1], OrchestrationCompleted | OrchestrationFailed):
+        assert result.new_events == [], "an execution that has ended records no second terminal event"
+    else:  # only the failure is recorded, right after the stored history
+        assert result.new_events == [
+            OrchestrationFailed(event_id=len(history) + 1, timestamp=result.new_events[0].timestamp, error=result.error)
+        ]
     for fragment in fragments:
         assert fragment in result.error.message, result.error.message
     return result.error.message
@@ -368,3 +371,32 @@ def test_unchanged_code_replays_without_failing() -> None:
     history = recorded(sequence, complete=2)
     result = replay(sequence, history)
     assert (result.status, result.output, result.new_events) == (OrchestrationStatus.COMPLETED, [1, 2], [])
+
+
+def test_an_engine_failure_on_a_finished_history_appends_no_second_terminal_event() -> None:
+    from datetime import UTC, datetime
+
+    from perdure.engine import run_turn
+    from perdure.engine.events import (
+        ActivityScheduled,
+        CustomStatusUpdated,
+        OrchestrationCompleted,
+        OrchestrationStarted,
+    )
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    history = [
+        OrchestrationStarted(event_id=1, timestamp=now, name="o", version="1.0.0"),
+        CustomStatusUpdated(event_id=2, timestamp=now, value="stored"),
+        ActivityScheduled(event_id=3, timestamp=now, name="A"),
+        OrchestrationCompleted(event_id=4, timestamp=now, output=1),
+    ]
+
+    async def diverges(ctx, _):  # type: ignore[no-untyped-def]
+        ctx.set_custom_status("not stored")
+        await ctx.call_activity("B")
+
+    result = run_turn(diverges, instance_id="i", execution_id=1, history=history, new_events=[], now=now)
+    assert result.error is not None and "NonDeterminismError" in result.error.type
+    assert result.new_events == []
+    assert result.custom_status == "stored"

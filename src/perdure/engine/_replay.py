@@ -446,14 +446,19 @@ class _Turn:
     def failed_by_engine(self, exc: PerdureError, history: Sequence[HistoryEvent], message_count: int) -> TurnResult:
         """The turn cannot be trusted: record only the failure, and consume every message."""
         error = ErrorDetails(type=type_name(exc), message=str(exc))
-        next_id = history[-1].event_id + 1 if history else 1
-        failed = OrchestrationFailed(event_id=next_id, timestamp=self.now, error=error)
+        # The custom status is what the stored history says; the part of this turn is thrown away.
+        custom_status = next((e.value for e in reversed(history) if isinstance(e, CustomStatusUpdated)), None)
+        ended = bool(history) and isinstance(history[-1], _TERMINAL)
+        new_events: list[HistoryEvent] = []
+        if not ended:  # an execution records one terminal event, never a second
+            next_id = history[-1].event_id + 1 if history else 1
+            new_events = [OrchestrationFailed(event_id=next_id, timestamp=self.now, error=error)]
         return TurnResult(
-            new_events=[failed],
+            new_events=new_events,
             consumed=list(range(message_count)),
             status=OrchestrationStatus.FAILED,
             error=error,
-            custom_status=self.custom_status,
+            custom_status=custom_status,
         )
 
 
