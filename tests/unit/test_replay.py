@@ -272,6 +272,41 @@ def test_events_raised_before_the_wait_are_kept_in_arrival_order() -> None:
     assert result.output == [1, 2, "o"]
 
 
+def test_a_timed_out_wait_is_withdrawn_so_the_next_wait_gets_the_event() -> None:
+    async def orch(ctx: Ctx, _: Any) -> list[Any]:
+        seen = []
+        for _round in range(2):
+            try:
+                seen.append(await ctx.wait_for_event("ping", timeout=timedelta(seconds=30)))
+            except TimeoutError as exc:
+                seen.append(str(exc))
+        return seen
+
+    driver = Driver(orch).start()
+    driver.turn()
+    (timer_id,) = driver.outstanding
+    driver.complete(timer_id)  # round 1 times out…
+    driver.turn()
+    result = driver.turn(EventRaised(name="ping", data="pong"))  # …so round 2 gets the event
+    assert result.output == ["no event 'ping' arrived in time", "pong"]
+    assert replay(orch, driver.history).new_events == []
+
+
+def test_an_event_before_its_timeout_wins_and_the_timer_changes_nothing() -> None:
+    async def orch(ctx: Ctx, _: Any) -> Any:
+        value = await ctx.wait_for_event("ping", timeout=30)
+        return [value, await ctx.wait_for_event("ping")]
+
+    driver = Driver(orch).start()
+    driver.turn()
+    (timer_id,) = driver.outstanding
+    driver.turn(EventRaised(name="ping", data=1))
+    driver.complete(timer_id)
+    driver.turn()
+    result = driver.turn(EventRaised(name="ping", data=2))
+    assert result.output == [1, 2]
+
+
 def test_events_of_one_name_reach_waiters_in_order() -> None:
     async def orch(ctx: Ctx, _: Any) -> list[Any]:
         return await ctx.when_all([ctx.wait_for_event("e"), ctx.wait_for_event("e")])

@@ -41,6 +41,8 @@ class _Turn(Protocol):
 
     def wait_event(self, name: str, task: DurableTask[Any]) -> None: ...
 
+    def withdraw_wait(self, name: str, task: DurableTask[Any]) -> None: ...
+
 
 class ContinueAsNew(BaseException):
     """Raised by ``ctx.continue_as_new`` to end the execution; a BaseException so ``except Exception`` lets it pass."""
@@ -151,16 +153,23 @@ class OrchestrationContext:
         self._turn.schedule(TimerCreated(fire_at=max(due, self.now())), task)
         return task
 
-    def wait_for_event(self, name: str) -> DurableTask[Any]:
+    def wait_for_event(self, name: str, timeout: float | timedelta | None = None) -> DurableTask[Any]:
         """Wait for the external event ``name``; the task's result is the event's data.
 
         An event raised before anyone waits for it is kept, and delivered to the first wait of
         that name (events of one name are delivered in arrival order).
+
+        With ``timeout`` (seconds or a ``timedelta``), the task fails with ``TimeoutError`` if no
+        event came in time, and the wait is withdrawn: a later event stays for the next wait.
+        Prefer this to racing a plain wait against a timer with ``when_any``, whose losing wait
+        would still take the next event of that name.
         """
         _check_name(name, "event name")
         task: DurableTask[Any] = DurableTask()
         self._turn.wait_event(name, task)
-        return task
+        if timeout is None:
+            return task
+        return _EventWithTimeout(self._turn, name, task, self.create_timer(timeout))
 
     def call_sub_orchestration(
         self,
@@ -255,6 +264,27 @@ class _ScheduledTask(DurableTask[Any]):
 
     def _fail_with(self, details: ErrorDetails) -> None:
         self._fail(self._error_type(f"{self._what} failed: {details.type}: {details.message}", details))
+
+
+class _EventWithTimeout(DurableTask[Any]):
+    """An event wait that gives up when its timer fires first, and then stops waiting for real."""
+
+    __slots__ = ("_name", "_turn", "_wait")
+
+    def __init__(self, turn: _Turn, name: str, wait: DurableTask[Any], timer: DurableTask[None]) -> None:
+        super().__init__()
+        self._turn, self._name, self._wait = turn, name, wait
+        wait._add_listener(self._event_came)
+        timer._add_listener(self._timed_out)
+
+    def _event_came(self, wait: DurableTask[Any]) -> None:
+        self._resolve(wait._value)
+
+    def _timed_out(self, _: DurableTask[Any]) -> None:
+        if self._done:
+            return
+        self._turn.withdraw_wait(self._name, self._wait)
+        self._fail(TimeoutError(f"no event {self._name!r} arrived in time"))
 
 
 class _RetryTask(DurableTask[Any]):

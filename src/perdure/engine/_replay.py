@@ -365,6 +365,11 @@ class _Turn:
         else:
             self.waiters.setdefault(name, deque()).append(task)
 
+    def withdraw_wait(self, name: str, task: DurableTask[Any]) -> None:
+        waiters = self.waiters.get(name)
+        if waiters and task in waiters:
+            waiters.remove(task)
+
     def deliver(self, event: EventRaised) -> None:
         waiters = self.waiters.get(event.name)
         if waiters:
