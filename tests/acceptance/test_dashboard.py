@@ -1,0 +1,411 @@
+"""The dashboard as an operator uses it: a real server process, headless Chromium, a worker in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.acceptance.operator_support import FAST, FLAKY, Seeded, registry, seed
+
+from perdure import Client, OrchestrationState, OrchestrationStatus, Runtime, SqliteProvider
+
+CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parents[2]
+IMAGES = ROOT / "docs" / "images"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+try:
+    from playwright.sync_api import Browser, Page, expect, sync_playwright
+except ImportError:  # pragma: no cover - depends on the machine
+    HAVE_PLAYWRIGHT = False
+else:
+    HAVE_PLAYWRIGHT = True
+
+needs_browser = pytest.mark.skipif(
+    not HAVE_PLAYWRIGHT or not CHROMIUM.exists(),
+    reason="browser tests need playwright (pip install playwright) and Chromium at /usr/bin/chromium "
+    "(apt-get install chromium)",
+)
+
+
+class BackgroundWorker:
+    """A runtime serving the store from a thread of this process, and a way to run client calls on it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.ready = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stop_event: asyncio.Event | None = None
+        self.client: Client | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._thread, name="perdure-test-worker", daemon=True)
+
+    def _thread(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # reported by start() or stop()
+            self.error = exc
+            self.ready.set()
+
+    async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.stop_event = asyncio.Event()
+        provider = await SqliteProvider.open(self.path)
+        try:
+            async with Runtime(provider, registry, FAST):
+                self.client = Client(provider)
+                self.ready.set()
+                await self.stop_event.wait()
+        finally:
+            await provider.close()
+
+    def start(self) -> None:
+        self.thread.start()
+        assert self.ready.wait(15), "the worker did not start"
+        if self.error is not None:
+            raise self.error
+
+    def call(self, work: Callable[[Client], Coroutine[Any, Any, Any]], timeout: float = 15) -> Any:
+        assert self.loop is not None and self.client is not None
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(work(self.client), self.loop)
+        return future.result(timeout)
+
+    def status(self, instance_id: str) -> OrchestrationStatus | None:
+        state: OrchestrationState | None = self.call(lambda c: c.get_status(instance_id))
+        return None if state is None else state.status
+
+    def stop(self) -> None:
+        if self.loop is not None and self.stop_event is not None:
+            self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(15)
+        assert not self.thread.is_alive(), "the worker did not stop"
+
+
+def start_dashboard(db: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    """``perdure dashboard`` on a free port; returns the process and the URL it printed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERDURE_")}
+    env["PERDURE_DB"] = f"sqlite:///{db}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "perdure", "dashboard", "--port", "0", "--refresh", "0.3", *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()  # blocks until the server listens (or the process ends)
+    match = re.search(r"http://\S+/", line)
+    if match is None:
+        process.kill()
+        _, err = process.communicate(timeout=10)
+        raise AssertionError(f"the dashboard did not start: {line!r} {err}")
+    return process, match.group(0)
+
+
+def stop_process(process: subprocess.Popen[str]) -> None:
+    process.terminate()
+    try:
+        process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Seeded, Path]]:
+    """A seeded store and the dashboard over it (no worker yet: the PENDING instance stays pending)."""
+    db = tmp_path_factory.mktemp("dashboard") / "perdure.db"
+    ids = asyncio.run(seed(db))
+    process, url = start_dashboard(db)
+    try:
+        yield url, ids, db
+    finally:
+        stop_process(process)
+        FLAKY["fail"] = True
+
+
+@pytest.fixture(scope="module")
+def worker(site: tuple[str, Seeded, Path]) -> Iterator[BackgroundWorker]:
+    """A worker serving the store, from the first test that needs instances to move on."""
+    running = BackgroundWorker(site[2])
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    opened = context.new_page()
+    opened.set_default_timeout(10_000)
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    yield opened
+    context.close()
+    assert errors == [], f"script errors in the page: {errors}"
+
+
+def rows(page: Page) -> Any:
+    return page.locator("#rows tr")
+
+
+# --- the list ----------------------------------------------------------------------------------
+
+
+@needs_browser
+def test_list_shows_instances_of_each_status(site: tuple[str, Seeded, Path], page: Page) -> None:
+    url, ids, _ = site
+    page.goto(url)
+    expect(rows(page)).to_have_count(9)
+    for status, instance_id in [
+        ("COMPLETED", ids.completed),
+        ("FAILED", ids.failed),
+        ("RUNNING", ids.running),
+        ("SUSPENDED", ids.suspended),
+        ("TERMINATED", ids.terminated),
+        ("PENDING", ids.pending),
+    ]:
+        row = page.locator(f'#rows tr[data-instance-id="{instance_id}"]')
+        expect(row.locator(".badge")).to_have_text(status)
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(IMAGES / "dashboard-list.png"))
+
+
+@needs_browser
+def test_list_filters_by_status_prefix_and_name(site: tuple[str, Seeded, Path], page: Page) -> None:
+    url, ids, _ = site
+    page.goto(url)
+    expect(rows(page)).to_have_count(9)
+    page.check("#status-SUSPENDED")
+    expect(rows(page)).to_have_count(1)
+    expect(rows(page).first).to_have_attribute("data-instance-id", ids.suspended)
+    page.check("#status-PENDING")
+    expect(rows(page)).to_have_count(2)
+    assert "status=SUSPENDED" in page.url and "status=PENDING" in page.url
+    page.click("#clear")
+    expect(rows(page)).to_have_count(9)
+    page.fill("#prefix", "family")
+    expect(rows(page)).to_have_count(3)
+    page.fill("#prefix", "")
+    page.fill("#name", "Waiter")
+    expect(rows(page)).to_have_count(3)
+    page.fill("#name", "NoSuchName")
+    expect(page.locator("#empty")).to_be_visible()
+
+
+@needs_browser
+def test_list_pages_with_the_cursor(site: tuple[str, Seeded, Path], page: Page) -> None:
+    url, _, _ = site
+    page.goto(url + "?limit=4")
+    seen: list[str] = []
+    for expected in (4, 4, 1):
+        expect(rows(page)).to_have_count(expected)
+        expect(page.locator("#page-label")).to_have_text(f"page {len(seen) // 4 + 1}")
+        seen += [row.get_attribute("data-instance-id") or "" for row in rows(page).all()]
+        if expected == 4:
+            page.click("#next")
+    expect(page.locator("#next")).to_be_disabled()
+    assert len(seen) == 9 and seen == sorted(set(seen))
+    page.click("#first")
+    expect(rows(page).first).to_have_attribute("data-instance-id", seen[0])
+
+
+@needs_browser
+def test_list_refreshes_when_instances_change(
+    site: tuple[str, Seeded, Path], worker: BackgroundWorker, page: Page
+) -> None:
+    url, _, _ = site
+    page.goto(url + "?prefix=live-")
+    expect(page.locator("#empty")).to_be_visible()
+    worker.call(lambda c: c.start_orchestration("live-1", "Greeting", "Liv"))
+    row = page.locator('#rows tr[data-instance-id="live-1"]')
+    expect(row.locator(".badge")).to_have_text("COMPLETED")
+
+
+# --- an instance -------------------------------------------------------------------------------
+
+
+@needs_browser
+def test_instance_page_shows_history_timeline_and_family_links(site: tuple[str, Seeded, Path], page: Page) -> None:
+    url, ids, _ = site
+    page.goto(url + f"instance?id={ids.parent}")
+    expect(page.locator("#status")).to_have_text("COMPLETED")
+    expect(page.locator("#history tr")).to_have_count(6)
+    expect(page.locator("#history tr").first).to_have_attribute("data-event", "OrchestrationStarted")
+    expect(page.locator("#history tr").first.locator("td").nth(1)).to_have_text("+0.000s")
+    expect(page.locator("#output")).to_contain_text("Hello, Bo!")
+    expect(page.locator(".gantt g.span")).to_have_count(2)
+    expect(page.locator('.gantt g.span[data-kind="child"]')).to_have_count(2)
+    expect(page.locator("#children tr")).to_have_count(2)
+    # From the parent's timeline to the child, and back through the child's parent link.
+    page.locator(".gantt g.span a").first.click()
+    expect(page.locator("#instance-id")).to_have_text("family-child-0")
+    expect(page.locator(".gantt g.span")).to_have_count(2)
+    expect(page.locator('.gantt g.span[data-kind="activity"]')).to_have_count(1)
+    expect(page.locator('.gantt g.span[data-kind="timer"]')).to_have_count(1)
+    expect(page.locator("#custom-status")).to_contain_text('"step": "greeting"')
+    page.locator("#facts a", has_text=ids.parent).click()
+    expect(page.locator("#instance-id")).to_have_text(ids.parent)
+
+
+@needs_browser
+def test_failed_instance_page_shows_the_error_and_its_traceback(site: tuple[str, Seeded, Path], page: Page) -> None:
+    url, ids, _ = site
+    page.goto(url + f"instance?id={ids.failed}")
+    expect(page.locator("#status")).to_have_text("FAILED")
+    expect(page.locator("#error-message")).to_contain_text("card declined for 42")
+    expect(page.locator("#traceback")).to_contain_text("Traceback (most recent call last)")
+    expect(page.locator(".gantt .outcome-failed")).to_have_count(1)
+    expect(page.locator('button[data-action="rewind"]')).to_be_enabled()
+    expect(page.locator('button[data-action="terminate"]')).to_be_disabled()
+
+
+# --- actions -----------------------------------------------------------------------------------
+
+
+@needs_browser
+def test_terminate_asks_for_confirmation_first(
+    site: tuple[str, Seeded, Path], worker: BackgroundWorker, page: Page
+) -> None:
+    url, ids, _ = site
+    page.goto(url + f"instance?id={ids.running}")
+    expect(page.locator("#status")).to_have_text("RUNNING")
+    page.click('button[data-action="terminate"]')
+    dialog = page.locator("#confirm")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("Terminate this instance?")
+    page.click("#confirm-cancel")
+    expect(dialog).to_be_hidden()
+    assert worker.status(ids.running) is OrchestrationStatus.RUNNING
+    page.click('button[data-action="terminate"]')
+    page.fill("#confirm-reason", "ordered twice")
+    page.click("#confirm-ok")
+    expect(page.locator("#status")).to_have_text("TERMINATED")
+    expect(page.locator('#history tr[data-event="OrchestrationTerminated"]')).to_contain_text("ordered twice")
+    assert worker.status(ids.running) is OrchestrationStatus.TERMINATED
+
+
+@needs_browser
+def test_suspend_resume_and_raise_event_from_the_page(
+    site: tuple[str, Seeded, Path], worker: BackgroundWorker, page: Page
+) -> None:
+    url, ids, _ = site
+    page.goto(url + f"instance?id={ids.suspended}")
+    expect(page.locator("#status")).to_have_text("SUSPENDED")
+    expect(page.locator('button[data-action="suspend"]')).to_be_disabled()
+    page.click('button[data-action="resume"]')
+    page.click("#confirm-ok")
+    expect(page.locator("#status")).to_have_text("RUNNING")
+    page.click('button[data-action="raise-event"]')
+    page.fill("#event-name", "approve")
+    page.fill("#event-data", "{not json")
+    page.click("#confirm-ok")
+    expect(page.locator("#confirm-error")).to_contain_text("not valid JSON")
+    page.fill("#event-data", '{"approved": true}')
+    page.click("#confirm-ok")
+    expect(page.locator("#status")).to_have_text("COMPLETED")
+    expect(page.locator("#output")).to_contain_text('"approved": true')
+    assert worker.status(ids.suspended) is OrchestrationStatus.COMPLETED
+
+
+@needs_browser
+@pytest.mark.skipif(not hasattr(Client, "rewind"), reason="Client.rewind is not available yet")
+def test_rewinding_a_failed_instance_from_the_page_makes_it_complete(
+    site: tuple[str, Seeded, Path], worker: BackgroundWorker, page: Page
+) -> None:
+    url, ids, _ = site
+    FLAKY["fail"] = False  # the card problem is fixed; the rewound run charges successfully
+    page.goto(url + f"instance?id={ids.failed}")
+    expect(page.locator("#status")).to_have_text("FAILED")
+    page.click('button[data-action="rewind"]')
+    expect(page.locator("#confirm")).to_contain_text("Rewind this failed instance?")
+    page.fill("#confirm-reason", "card limit raised")
+    page.click("#confirm-ok")
+    expect(page.locator("#status")).to_have_text("COMPLETED", timeout=15_000)
+    expect(page.locator("#output")).to_contain_text("charged 42")
+    expect(page.locator("#history tr[data-event='ExecutionRewound']")).to_contain_text("card limit raised")
+    assert worker.status(ids.failed) is OrchestrationStatus.COMPLETED
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(IMAGES / "dashboard-instance.png"), full_page=True)
+
+
+# --- protection --------------------------------------------------------------------------------
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf-token" content="([0-9a-f]+)"', html)
+    assert match is not None
+    return match.group(1)
+
+
+def test_actions_need_post_the_same_origin_and_the_session_csrf_token(
+    site: tuple[str, Seeded, Path],
+) -> None:
+    url, _, _ = site
+    origin = url.rstrip("/")
+    target = url + "api/instance/terminate?id=ghost"
+    with httpx.Client() as browser_like, httpx.Client() as other:
+        token = csrf_of(browser_like.get(url).text)
+        good = {"Origin": origin, "X-Perdure-CSRF": token}
+        # With everything right, the request reaches the action (which finds no such instance).
+        assert browser_like.post(target, headers=good, json={}).status_code == 404
+        assert browser_like.post(target, headers={"X-Perdure-CSRF": token}, json={}).status_code == 403
+        evil = {"Origin": "http://evil.example", "X-Perdure-CSRF": token}
+        assert browser_like.post(target, headers=evil, json={}).status_code == 403
+        assert browser_like.post(target, headers={"Origin": origin}, json={}).status_code == 403
+        # Another session's token is worth nothing.
+        other.get(url)
+        assert other.post(target, headers=good, json={}).status_code == 403
+        assert browser_like.get(target).status_code == 405
+        # DNS rebinding: a foreign host name is refused even on loopback.
+        assert browser_like.get(url + "api/instances", headers={"Host": "evil.example"}).status_code == 421
+
+
+def test_with_a_token_every_request_needs_it(tmp_path: Path) -> None:
+    secret = "s3cret-token-for-tests"
+    process, url = start_dashboard(tmp_path / "token.db", "--token", secret)
+    try:
+        with httpx.Client() as client:
+            assert client.get(url).status_code == 401
+            assert client.get(url + "api/instances").status_code == 401
+            assert client.get(url + "?token=wrong-token-123456").status_code == 401
+            first = client.get(url + "?token=" + secret)
+            assert first.status_code == 303 and first.headers["location"] == "/"
+            assert client.get(url).status_code == 200  # the cookie now carries it
+        bearer = httpx.get(url + "api/instances", headers={"Authorization": f"Bearer {secret}"})
+        assert bearer.status_code == 200 and bearer.json() == {"instances": [], "next_cursor": None}
+    finally:
+        stop_process(process)
+
+
+def test_the_pages_load_nothing_from_other_hosts() -> None:
+    static = ROOT / "src" / "perdure" / "tools" / "dashboard" / "static"
+    for asset in static.iterdir():
+        text = asset.read_text(encoding="utf-8")
+        assert not re.search(r"(src|href)=\"(https?:)?//", text), asset.name
+        assert "http://" not in text.replace("http://www.w3.org/2000/svg", ""), asset.name
