@@ -519,6 +519,15 @@ class PostgresProvider(Provider):
         if not await self._run(tx):
             raise LockLostError(f"the lock on work item {item.item_id} expired and was taken over")
 
+    # --- observability ---------------------------------------------------------------------------------
+
+    async def queue_depths(self) -> dict[str, int]:
+        async def tx(conn: Connection, attempt: int) -> dict[str, int]:
+            cursor = await conn.execute(_Q["queue_depths"])
+            return {str(queue): int(count) for queue, count in await cursor.fetchall()}
+
+        return await self._run(tx)
+
     # --- waiting ---------------------------------------------------------------------------------------
 
     async def wait_for_work(self, kind: QueueKind, timeout: float, queues: Sequence[str] = ()) -> None:
@@ -542,7 +551,9 @@ class PostgresProvider(Provider):
         await self._signals.queues[kind].wait(timeout)
 
     async def wait_for_state_change(self, instance_id: str, timeout: float) -> None:
-        await self._signals.wait_instance(instance_id, min(timeout, self._poll_interval))
+        # Every committed state change notifies, so the fallback poll can be slow; thousands of
+        # waiting clients must not re-read their state every poll_interval.
+        await self._signals.wait_instance(instance_id, min(timeout, self._poll_interval * 5))
 
     async def close(self) -> None:
         if self._closed:

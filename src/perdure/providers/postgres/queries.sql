@@ -120,14 +120,11 @@ WHERE item_id = %(item_id)s AND lock_token = %(lock_token)s
 RETURNING item_id
 
 -- name: earliest_orchestrator_due
--- Seconds (on the database clock) until the next message becomes fetchable: visible, its instance
--- unlocked, and not held back by suspension.
-SELECT extract(epoch FROM min(greatest(q.visible_at, l.locked_until)) - now())::double precision
-FROM orchestrator_queue q
-LEFT JOIN instance_locks l ON l.instance_id = q.instance_id
-WHERE q.kind IN ('OrchestrationResumed', 'OrchestrationSuspended', 'TerminateRequested')
-   OR NOT EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = q.instance_id AND i.status = 'SUSPENDED')
+-- Seconds (on the database clock) until the next timer falls due. Messages visible now but not
+-- fetchable (their instance is locked) wake no one: the ack that releases the lock notifies.
+SELECT extract(epoch FROM min(visible_at) - now())::double precision FROM orchestrator_queue WHERE visible_at > now()
 
 -- name: earliest_worker_due
+-- Seconds until the next delayed or expiring work item becomes visible.
 SELECT extract(epoch FROM min(visible_at) - now())::double precision FROM worker_queue
-WHERE queue = ANY (%(queues)s::text[])
+WHERE queue = ANY (%(queues)s::text[]) AND visible_at > now()
