@@ -54,6 +54,10 @@ def _expected(n: int) -> list[int]:
     return [a, a * a, a * a * a, a * a + 1]
 
 
+def _tail(output: Path) -> str:
+    return output.read_text()[-3000:]
+
+
 def _spawn(db: Path, log: Path, crash: str, output: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PERDURE_CRASH": crash}
     with output.open("ab") as out:
@@ -66,7 +70,7 @@ async def _completed(provider: SqliteProvider) -> int:
 
 
 async def _run_until_exit_or_done(
-    proc: subprocess.Popen[bytes], provider: SqliteProvider, total: int, timeout: float
+    proc: subprocess.Popen[bytes], provider: SqliteProvider, total: int, timeout: float, output: Path
 ) -> bool:
     """Wait for the worker to die or for every instance to complete; True when all completed."""
     deadline = time.monotonic() + timeout
@@ -76,7 +80,12 @@ async def _run_until_exit_or_done(
         if await _completed(provider) == total:
             return True
         await asyncio.sleep(0.05)
-    raise AssertionError(f"no progress: the worker neither died nor finished within {timeout} s")
+    proc.kill()
+    proc.wait()
+    done = await _completed(provider)
+    raise AssertionError(
+        f"the worker neither died nor finished within {timeout} s ({done}/{total} completed):\n" + _tail(output)
+    )
 
 
 def _check_history(instance_id: str, history: list[HistoryEvent]) -> None:
@@ -109,7 +118,7 @@ async def test_repeated_sigkills_lose_nothing_and_duplicate_no_history_event(tmp
         done = False
         for crash in CRASHES:
             proc = _spawn(db, log, crash, output)
-            done = await _run_until_exit_or_done(proc, provider, total, timeout=30)
+            done = await _run_until_exit_or_done(proc, provider, total, timeout=30, output=output)
             if done:
                 proc.kill()
                 proc.wait()
@@ -118,12 +127,12 @@ async def test_repeated_sigkills_lose_nothing_and_duplicate_no_history_event(tmp
         if not done:
             proc = _spawn(db, log, "", output)  # the last run never crashes on its own
             try:
-                done = await _run_until_exit_or_done(proc, provider, total, timeout=60)
+                done = await _run_until_exit_or_done(proc, provider, total, timeout=60, output=output)
             finally:
                 proc.kill()
                 proc.wait()
-        assert done, output.read_text()[-3000:]
-        assert exit_codes == [-signal.SIGKILL] * len(CRASHES), output.read_text()[-3000:]
+        assert done, _tail(output)
+        assert exit_codes == [-signal.SIGKILL] * len(CRASHES), _tail(output)
 
         states = await provider.list_instances(InstanceFilter(limit=10_000))
         assert len(states) == total
