@@ -70,6 +70,8 @@ class OrchestrationStarted(HistoryEvent):
         parent_instance: The parent's instance id, for a child orchestration.
         parent_id: The event id of ``SubOrchestrationScheduled`` in the parent's history.
         parent_execution_id: The parent's execution that awaits this child's completion.
+        trace_context: The W3C ``traceparent`` of the span this execution's span is a child of
+            (the client's span, or the parent orchestration's execution span); ``None`` when untraced.
     """
 
     name: str
@@ -78,6 +80,7 @@ class OrchestrationStarted(HistoryEvent):
     parent_instance: str | None = None
     parent_id: int | None = None
     parent_execution_id: int | None = None
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -244,7 +247,10 @@ class OrchestrationChained(Decision):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StartRequested(HistoryEvent):
-    """Asks to start an execution. The runtime resolves the version and records ``OrchestrationStarted``."""
+    """Asks to start an execution. The runtime resolves the version and records ``OrchestrationStarted``.
+
+    ``trace_context`` (a W3C ``traceparent``) is copied into ``OrchestrationStarted``.
+    """
 
     message_only: ClassVar[bool] = True
 
@@ -254,6 +260,7 @@ class StartRequested(HistoryEvent):
     parent_instance: str | None = None
     parent_id: int | None = None
     parent_execution_id: int | None = None
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -377,11 +384,19 @@ _REQUIRED: dict[type[HistoryEvent], frozenset[str]] = {
 }
 
 
+# Optional fields added after format 1 was fixed: written only when set, so untraced histories are
+# byte-for-byte what they were, and decoding still rejects anything unknown.
+_OMITTED_WHEN_NONE = frozenset({"trace_context"})
+
+
 def event_to_dict(event: HistoryEvent) -> dict[str, Any]:
     """The JSON object of ``event`` (with the format version and type name)."""
     out: dict[str, Any] = {"v": FORMAT_VERSION, "type": type(event).__name__}
     for name, encode, _ in _FIELDS[type(event)]:
-        out[name] = encode(getattr(event, name))
+        value = getattr(event, name)
+        if value is None and name in _OMITTED_WHEN_NONE:
+            continue
+        out[name] = encode(value)
     return out
 
 

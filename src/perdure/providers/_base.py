@@ -92,7 +92,11 @@ class OrchestrationItem:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ActivityRequest:
-    """What a worker needs to run one activity attempt and report back."""
+    """What a worker needs to run one activity attempt and report back.
+
+    ``trace_context`` is the W3C ``traceparent`` of the scheduling execution's span (``None`` when
+    untraced): the activity's span is its child, whichever process runs it.
+    """
 
     instance_id: str
     execution_id: int
@@ -103,6 +107,7 @@ class ActivityRequest:
     attempt: int
     orchestration_name: str
     orchestration_version: str
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -255,6 +260,16 @@ class Provider(abc.ABC):
         Raises:
             LockLostError: if the lock was already taken over.
         """
+
+    # --- observability ---------------------------------------------------------------------------
+
+    async def queue_depths(self) -> dict[str, int]:
+        """How many messages and work items are visible (due) now, by queue.
+
+        Keys are ``"orchestrator"`` and ``"worker:<queue name>"``. Sampled for the queue-depth
+        metric; a provider that cannot count cheaply may keep this default (no samples).
+        """
+        return {}
 
     # --- waiting ---------------------------------------------------------------------------------
 

@@ -25,6 +25,8 @@ __all__ = [
 ]
 
 _REQUEST_FIELDS = {f.name for f in dataclasses.fields(ActivityRequest)}
+# Optional fields, written only when set (rows from before they existed stay readable).
+_OPTIONAL_REQUEST_FIELDS = {"trace_context"}
 
 
 def to_epoch(value: datetime) -> float:
@@ -64,18 +66,24 @@ def decode_error(text: str | None) -> ErrorDetails | None:
 
 def encode_request(request: ActivityRequest) -> str:
     """A worker queue row's payload."""
-    return _json.dumps(dataclasses.asdict(request))
+    raw = dataclasses.asdict(request)
+    for name in _OPTIONAL_REQUEST_FIELDS:
+        if raw[name] is None:
+            del raw[name]
+    return _json.dumps(raw)
 
 
 def decode_request(text: str) -> ActivityRequest:
     """The inverse of :func:`encode_request`; raises :class:`HistoryFormatError` for a corrupted row."""
     try:
         raw = _json.loads(text)
-        if not isinstance(raw, dict) or set(raw) != _REQUEST_FIELDS:
+        if not isinstance(raw, dict) or not _REQUEST_FIELDS - _OPTIONAL_REQUEST_FIELDS <= set(raw) <= _REQUEST_FIELDS:
             raise ValueError("unexpected fields")
         request = ActivityRequest(**raw)
         if not all(isinstance(getattr(request, f), int) for f in ("execution_id", "source_event_id", "attempt")):
             raise ValueError("ids must be integers")
+        if request.trace_context is not None and not isinstance(request.trace_context, str):
+            raise ValueError("trace_context must be a string")
     except (ValueError, TypeError) as exc:
         raise HistoryFormatError(f"a work item is corrupted ({exc}): {text[:200]!r}") from None
     return request
