@@ -128,3 +128,9 @@ SELECT extract(epoch FROM min(visible_at) - now())::double precision FROM orches
 -- Seconds until the next delayed or expiring work item becomes visible.
 SELECT extract(epoch FROM min(visible_at) - now())::double precision FROM worker_queue
 WHERE queue = ANY (%(queues)s::text[]) AND visible_at > now()
+
+-- name: queue_depths
+-- Messages and work items due now, by queue (for the queue-depth metric).
+SELECT 'orchestrator', count(*) FROM orchestrator_queue WHERE visible_at <= now()
+UNION ALL
+SELECT 'worker:' || queue, count(*) FROM worker_queue WHERE visible_at <= now() GROUP BY queue

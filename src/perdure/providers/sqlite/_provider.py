@@ -180,6 +180,11 @@ class SqliteProvider(Provider):
     async def renew_work_item(self, item: WorkItem, lock_seconds: float) -> None:
         await self._run(_update_work_item, "renew_work_item", item, time.time() + lock_seconds)
 
+    # --- observability ---------------------------------------------------------------------------------
+
+    async def queue_depths(self) -> dict[str, int]:
+        return await self._run(_queue_depths, time.time())
+
     # --- waiting ---------------------------------------------------------------------------------------
 
     async def wait_for_work(self, kind: QueueKind, timeout: float, queues: Sequence[str] = ()) -> None:
@@ -488,6 +493,13 @@ def _update_work_item(db: sqlite3.Connection, query: str, item: WorkItem, until:
 
 def _data_version(db: sqlite3.Connection) -> int:
     return int(db.execute("PRAGMA data_version").fetchone()[0])
+
+
+def _queue_depths(db: sqlite3.Connection, now: float) -> dict[str, int]:
+    depths = {"orchestrator": int(db.execute(_Q["orchestrator_queue_depth"], {"now": now}).fetchone()[0])}
+    for queue, count in db.execute(_Q["worker_queue_depths"], {"now": now}):
+        depths[f"worker:{queue}"] = int(count)
+    return depths
 
 
 def _earliest_due(db: sqlite3.Connection, kind: QueueKind, queues: list[str]) -> float | None:

@@ -114,3 +114,9 @@ DELETE FROM worker_queue WHERE instance_id = :instance_id
 
 -- name: purge_lock
 DELETE FROM instance_locks WHERE instance_id = :instance_id
+
+-- name: orchestrator_queue_depth
+SELECT COUNT(*) FROM orchestrator_queue WHERE visible_at <= :now
+
+-- name: worker_queue_depths
+SELECT queue, COUNT(*) FROM worker_queue WHERE visible_at <= :now GROUP BY queue ORDER BY queue
