@@ -22,6 +22,7 @@ from perdure.engine._history import (
 )
 from perdure.providers._base import InstanceFilter, Message, Provider
 from perdure.runtime._registry import parse_version
+from perdure.runtime._tracing import Tracer
 
 __all__ = ["Client"]
 
@@ -33,10 +34,22 @@ class Client:
 
     Every operation that changes an instance travels as a message through the orchestrator
     queue, so it is durable and ordered with everything else the instance receives.
+
+    With OpenTelemetry configured (``tracer_provider``, or a global tracer provider), starting an
+    orchestration is traced: its span heads (or joins the caller's) trace, and the orchestration's
+    spans become its children, whichever process runs them.
     """
 
-    def __init__(self, provider: Provider) -> None:
+    def __init__(self, provider: Provider, *, tracer_provider: Any = None) -> None:
         self.provider = provider
+        self._tracer_provider = tracer_provider
+        self._tracer: Tracer | None = None
+
+    def _tracing(self) -> Tracer | None:
+        # Looked up until found, so a global tracer provider set after the client was made still counts.
+        if self._tracer is None:
+            self._tracer = Tracer.create(self._tracer_provider)
+        return self._tracer
 
     async def start_orchestration(
         self, instance_id: str, name: str, input: Any = None, *, version: str | None = None
@@ -62,8 +75,17 @@ class Client:
         if version is not None:
             parse_version(version)
         _json.check_json(input, f"input of orchestration {name!r}")
-        start = StartRequested(name=name, version=version, input=input)
-        await self.provider.create_instance(Message(instance_id=instance_id, execution_id=None, event=start))
+        tracer = self._tracing()
+        if tracer is None:
+            start = StartRequested(name=name, version=version, input=input)
+            await self.provider.create_instance(Message(instance_id=instance_id, execution_id=None, event=start))
+            return instance_id
+        attributes = {"perdure.type": "create_orchestration", "perdure.name": name, "perdure.instance_id": instance_id}
+        if version is not None:
+            attributes["perdure.version"] = version
+        with tracer.client_span(f"create_orchestration:{name}", attributes) as trace_context:
+            start = StartRequested(name=name, version=version, input=input, trace_context=trace_context)
+            await self.provider.create_instance(Message(instance_id=instance_id, execution_id=None, event=start))
         return instance_id
 
     async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:

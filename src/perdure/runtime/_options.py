@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["RuntimeOptions"]
 
@@ -28,6 +30,14 @@ class RuntimeOptions:
         max_dispatch_backoff: The longest wait between redeliveries.
         idle_timeout: The longest an idle dispatcher sleeps before looking again (the provider
             usually wakes it sooner).
+        log_turns: Log every turn's replayed history, new events and decisions on the
+            ``perdure.turn`` logger (DEBUG). ``None`` (the default) turns it on when the
+            environment variable ``PERDURE_LOG`` is ``debug`` when the runtime starts.
+        tracer_provider: The OpenTelemetry tracer provider for spans; ``None`` uses the global
+            one, and without one (or without OpenTelemetry) nothing is traced.
+        meter_provider: The OpenTelemetry meter provider for metrics; ``None`` uses the global
+            one. ``Runtime.metrics`` counts in-process either way.
+        queue_depth_interval: Seconds between samples of the queue depths (``0`` disables them).
     """
 
     orchestration_concurrency: int = 4
@@ -41,6 +51,10 @@ class RuntimeOptions:
     dispatch_backoff: float = 0.5
     max_dispatch_backoff: float = 30.0
     idle_timeout: float = 5.0
+    log_turns: bool | None = None
+    tracer_provider: Any = None
+    meter_provider: Any = None
+    queue_depth_interval: float = 10.0
 
     def __post_init__(self) -> None:
         for name in ("orchestration_concurrency", "activity_concurrency", "max_dispatch_attempts"):
@@ -50,8 +64,16 @@ class RuntimeOptions:
         for name in ("lock_seconds", "activity_lock_seconds", "idle_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.queue_depth_interval < 0:
+            raise ValueError("queue_depth_interval must be >= 0")
         if isinstance(self.activity_queues, str) or not all(isinstance(q, str) and q for q in self.activity_queues):
             raise ValueError("activity_queues must be a sequence of non-empty queue names")
+
+    def turn_logging(self) -> bool:
+        """Whether turns are logged in full: ``log_turns``, or else ``PERDURE_LOG=debug``."""
+        if self.log_turns is not None:
+            return self.log_turns
+        return os.environ.get("PERDURE_LOG", "").strip().lower() == "debug"
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before redelivering an item that failed ``attempt`` times."""

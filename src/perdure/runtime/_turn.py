@@ -63,6 +63,7 @@ from perdure.providers._base import (
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._registry import OrchestrationRegistry
 from perdure.runtime._rewind import open_tasks, rewound_history
+from perdure.runtime._tracing import execution_trace_context
 
 __all__ = ["Abandon", "TurnPlan", "children_to_rewind", "plan_turn"]
 
@@ -79,11 +80,15 @@ class Abandon:
 
 @dataclass(frozen=True, slots=True)
 class TurnPlan:
-    """What to commit, plus what happened (for logs and metrics)."""
+    """What to commit, plus what happened (for logs and metrics).
+
+    ``replayed`` is the history the engine replayed (the stored one, or a rewind's rewritten one).
+    """
 
     commit: TurnCommit
     result: TurnResult | None = None
     warnings: list[str] = field(default_factory=list)
+    replayed: Sequence[HistoryEvent] = ()
 
 
 def plan_turn(
@@ -92,13 +97,18 @@ def plan_turn(
     options: RuntimeOptions,
     now: datetime,
     child_states: Mapping[str, OrchestrationState | None] | None = None,
+    *,
+    tracing: bool = False,
 ) -> TurnPlan | Abandon:
     """Decide what one turn of ``item`` commits (or that it must be put back).
 
     ``child_states`` are the states of the children a rewind must restart (see
     :func:`children_to_rewind`), read by the dispatcher beforehand so that planning stays pure.
+    With ``tracing``, the execution's span context is handed to its activities and children even
+    when its start carried none (it then heads its own trace); a start that carried one always
+    passes it on, so a traced client's trace continues through workers that do not trace.
     """
-    return _Planner(item, registry, options, now, child_states or {}).plan()
+    return _Planner(item, registry, options, now, child_states or {}, tracing).plan()
 
 
 def children_to_rewind(item: OrchestrationItem) -> list[str]:
@@ -119,12 +129,14 @@ class _Planner:
         options: RuntimeOptions,
         now: datetime,
         child_states: Mapping[str, OrchestrationState | None],
+        tracing: bool,
     ):
         self.item = item
         self.registry = registry
         self.options = options
         self.now = now
         self.child_states = child_states
+        self.tracing = tracing
         self.warnings: list[str] = []
         self.replies: list[Message] = []  # answers to would-be parents of a duplicate start
         self.consumed: list[int] = []  # message ids consumed before the engine runs
@@ -222,7 +234,14 @@ class _Planner:
             parent_instance=request.parent_instance,
             parent_id=request.parent_id,
             parent_execution_id=request.parent_execution_id,
+            trace_context=request.trace_context,
         )
+
+    def trace_context(self, started: OrchestrationStarted, execution_id: int) -> str | None:
+        """The execution's span context, for what it starts; ``None`` when nothing is traced."""
+        if started.trace_context is None and not self.tracing:
+            return None
+        return execution_trace_context(self.item.instance_id, execution_id, started)
 
     def reply_taken(self, request: StartRequested) -> None:
         if request.parent_instance is None or request.parent_id is None:
@@ -321,6 +340,7 @@ class _Planner:
                 parent_instance=started.parent_instance,
                 parent_id=started.parent_id,
                 parent_execution_id=parent.execution_id if parent else None,
+                trace_context=started.trace_context,
             )
             messages.append(Message(instance_id=item.instance_id, execution_id=next_execution, event=request))
             messages.extend(
@@ -356,7 +376,7 @@ class _Planner:
             messages=[*self.replies, *messages],
             consumed=sorted(consumed),
         )
-        return TurnPlan(commit, result, self.warnings)
+        return TurnPlan(commit, result, self.warnings, history)
 
     def terminate_recursively(self, accepted: list[QueuedMessage], result: TurnResult) -> bool:
         return any(
@@ -376,9 +396,14 @@ class _Planner:
             elif isinstance(decision, TimerCreated):
                 messages.append(self.timer_message(decision, execution_id))
             elif isinstance(decision, SubOrchestrationScheduled):
-                messages.append(self.child_start(decision, execution_id))
+                messages.append(self.child_start(decision, started, execution_id))
             elif isinstance(decision, OrchestrationChained):
-                request = StartRequested(name=decision.name, version=decision.version, input=decision.input)
+                request = StartRequested(
+                    name=decision.name,
+                    version=decision.version,
+                    input=decision.input,
+                    trace_context=self.trace_context(started, execution_id),
+                )
                 messages.append(Message(instance_id=decision.instance_id, execution_id=None, event=request))
             elif isinstance(decision, EventSent):
                 event = EventRaised(name=decision.name, data=decision.data)
@@ -398,6 +423,7 @@ class _Planner:
             attempt=decision.attempt,
             orchestration_name=started.name,
             orchestration_version=started.version,
+            trace_context=self.trace_context(started, execution_id),
         )
 
     def timer_message(self, decision: TimerCreated, execution_id: int) -> Message:
@@ -406,7 +432,9 @@ class _Planner:
             instance_id=self.item.instance_id, execution_id=execution_id, event=fired, visible_at=decision.fire_at
         )
 
-    def child_start(self, decision: SubOrchestrationScheduled, execution_id: int) -> Message:
+    def child_start(
+        self, decision: SubOrchestrationScheduled, started: OrchestrationStarted, execution_id: int
+    ) -> Message:
         request = StartRequested(
             name=decision.name,
             version=decision.version,
@@ -414,6 +442,7 @@ class _Planner:
             parent_instance=self.item.instance_id,
             parent_id=decision.event_id,
             parent_execution_id=execution_id,
+            trace_context=self.trace_context(started, execution_id),
         )
         return Message(instance_id=decision.instance_id, execution_id=None, event=request)
 
@@ -451,7 +480,7 @@ class _Planner:
             messages=[*plan.commit.messages, *messages],
             worker_items=[*plan.commit.worker_items, *worker_items],
         )
-        return TurnPlan(commit, plan.result, plan.warnings)
+        return TurnPlan(commit, plan.result, plan.warnings, plan.replayed)
 
     def dispatch_again(
         self, tasks: list[Decision], started: OrchestrationStarted, execution_id: int
@@ -466,7 +495,7 @@ class _Planner:
                 messages.append(self.timer_message(task, execution_id))
             elif isinstance(task, SubOrchestrationScheduled):
                 if self.child_states.get(task.instance_id) is None:
-                    messages.append(self.child_start(task, execution_id))  # purged: start it again
+                    messages.append(self.child_start(task, started, execution_id))  # purged: start it again
                 else:  # the child rewinds itself, or answers again, to this execution
                     rewind = ExecutionRewound(reason="the parent was rewound", parent_execution_id=execution_id)
                     messages.append(Message(instance_id=task.instance_id, execution_id=None, event=rewind))

@@ -7,6 +7,7 @@ import contextlib
 import contextvars
 import functools
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -16,8 +17,10 @@ from perdure.engine._history import ActivityCompleted, ActivityFailed, HistoryEv
 from perdure.providers._base import ActivityRequest, LockLostError, Message, Provider, WorkItem
 from perdure.runtime._activity import ActivityContext
 from perdure.runtime._dispatcher import Dispatcher
+from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._registry import ActivityRegistry, RegisteredActivity
+from perdure.runtime._tracing import Tracer
 
 __all__ = ["WorkDispatcher"]
 
@@ -33,10 +36,19 @@ class WorkDispatcher(Dispatcher[WorkItem]):
 
     kind = "worker"
 
-    def __init__(self, provider: Provider, registry: ActivityRegistry, options: RuntimeOptions) -> None:
+    def __init__(
+        self,
+        provider: Provider,
+        registry: ActivityRegistry,
+        options: RuntimeOptions,
+        metrics: Metrics | None = None,
+        tracer: Tracer | None = None,
+    ) -> None:
         super().__init__(provider, options.activity_concurrency, options.idle_timeout)
         self.registry = registry
         self.options = options
+        self.metrics = metrics or Metrics()
+        self.tracer = tracer
         self.queues = list(options.activity_queues)
         self._threads = ThreadPoolExecutor(
             max_workers=options.activity_concurrency, thread_name_prefix="perdure-activity"
@@ -65,12 +77,21 @@ class WorkDispatcher(Dispatcher[WorkItem]):
             return
         outcome = await self._outcome(item, request)
         if outcome is None:
+            self.metrics.count("activities", "abandoned")
             return
         completion = Message(instance_id=request.instance_id, execution_id=request.execution_id, event=outcome)
         try:
             await self.provider.ack_work_item(item, completion)
         except LockLostError as exc:
-            _log.warning("result of activity %r for %r discarded: %s", request.name, request.instance_id, exc)
+            _log.warning(
+                "result of activity %r for %r discarded: %s",
+                request.name,
+                request.instance_id,
+                exc,
+                extra=_ids(request),
+            )
+            return
+        self.metrics.count("activities", "failed" if isinstance(outcome, ActivityFailed) else "completed")
 
     async def _outcome(self, item: WorkItem, request: ActivityRequest) -> HistoryEvent | None:
         """The completion event to report, or ``None`` if the item was put back."""
@@ -98,16 +119,47 @@ class WorkDispatcher(Dispatcher[WorkItem]):
             orchestration_version=request.orchestration_version,
         )
         renewal = asyncio.create_task(self._renew(item))
-        try:
-            result = await self._call(activity, ctx, request.input)
-            _json.check_json(result, f"result of activity {request.name!r}")
-        except Exception as exc:  # the activity's failure (or a non-JSON result) is reported, not raised
-            return ActivityFailed(source_event_id=source, error=ErrorDetails.from_exception(exc))
-        finally:
-            renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewal
+        began = time.perf_counter()
+        tracer = self.tracer
+        with contextlib.ExitStack() as stack:
+            span = None if tracer is None else stack.enter_context(self._span(tracer, request))
+            try:
+                result = await self._call(activity, ctx, request.input)
+                _json.check_json(result, f"result of activity {request.name!r}")
+            except Exception as exc:  # the activity's failure (or a non-JSON result) is reported, not raised
+                if tracer is not None:
+                    tracer.fail(span, exc)
+                _log.info(
+                    "activity %r of %r failed: %s: %s",
+                    request.name,
+                    request.instance_id,
+                    type(exc).__name__,
+                    exc,
+                    extra=_ids(request),
+                )
+                return ActivityFailed(source_event_id=source, error=ErrorDetails.from_exception(exc))
+            finally:
+                self.metrics.record("activity.duration", time.perf_counter() - began)
+                renewal.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewal
         return ActivityCompleted(source_event_id=source, result=result)
+
+    @staticmethod
+    def _span(tracer: Tracer, request: ActivityRequest) -> contextlib.AbstractContextManager[Any]:
+        return tracer.activity_span(
+            f"activity:{request.name}",
+            request.trace_context,
+            {
+                "perdure.type": "activity",
+                "perdure.name": request.name,
+                "perdure.instance_id": request.instance_id,
+                "perdure.execution_id": request.execution_id,
+                "perdure.event_id": request.source_event_id,
+                "perdure.attempt": request.attempt,
+                "perdure.queue": request.queue,
+            },
+        )
 
     async def _call(self, activity: RegisteredActivity, ctx: ActivityContext, input: Any) -> Any:
         args = (ctx, input) if activity.takes_input else (ctx,)
@@ -123,7 +175,23 @@ class WorkDispatcher(Dispatcher[WorkItem]):
             try:
                 await self.provider.renew_work_item(item, self.options.activity_lock_seconds)
             except LockLostError:
-                _log.warning("lost the lock on work item %d while its activity runs", item.item_id)
+                _log.warning(
+                    "lost the lock on work item %d while its activity runs", item.item_id, extra=_item_ids(item)
+                )
                 return
             except Exception:
-                _log.exception("renewing the lock on work item %d failed", item.item_id)
+                _log.exception("renewing the lock on work item %d failed", item.item_id, extra=_item_ids(item))
+
+
+def _ids(request: ActivityRequest) -> dict[str, Any]:
+    """The ``extra`` of a log record about an activity."""
+    return {
+        "instance_id": request.instance_id,
+        "execution_id": request.execution_id,
+        "event_id": request.source_event_id,
+        "activity": request.name,
+    }
+
+
+def _item_ids(item: WorkItem) -> dict[str, Any]:
+    return _ids(item.request) if item.request is not None else {}
