@@ -21,7 +21,9 @@ from perdure import Client, OrchestrationState, OrchestrationStatus, Runtime, Sq
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
-IMAGES = ROOT / "docs" / "images"
+# Every run saves its screenshots; they replace the ones in the docs only when asked to
+# (PERDURE_UPDATE_SCREENSHOTS=1), so an ordinary test run leaves the work tree clean.
+IMAGES = ROOT / "docs" / "images" if os.environ.get("PERDURE_UPDATE_SCREENSHOTS") else ROOT / "tests" / "artifacts"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
