@@ -321,6 +321,8 @@ class _Planner:
             new_events=new_events,
             now=self.now,
         )
+        if not history and result.new_events and isinstance(result.new_events[0], OrchestrationStarted):
+            started = result.new_events[0]  # as recorded, time-stamped: a root trace id derives from it
         for index, why in result.dropped:
             self.drop(accepted[index], why)
         consumed = {*self.consumed, *(accepted[i].message_id for i in result.consumed)}
