@@ -38,6 +38,7 @@ from perdure.engine.events import (
 )
 
 TS = datetime(2026, 11, 22, 8, 30, 15, 123456, tzinfo=UTC)
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 ERROR = ErrorDetails(type="ValueError", message="bad ✗", traceback="Traceback (most recent call last):\n  ...")
 PAYLOAD: Any = {"text": "héllo", "n": 3, "f": 1.5, "list": [1, None, True], "nested": {"a": []}}
 
@@ -46,6 +47,7 @@ EXAMPLES: list[HistoryEvent] = [
     OrchestrationStarted(
         event_id=1, timestamp=TS, name="o", version="1.0.0", parent_instance="p", parent_id=7, parent_execution_id=2
     ),
+    OrchestrationStarted(event_id=1, timestamp=TS, name="o", version="1.0.0", trace_context=TRACEPARENT),
     OrchestrationCompleted(event_id=9, timestamp=TS, output=PAYLOAD),
     OrchestrationFailed(event_id=9, timestamp=TS, error=ERROR),
     OrchestrationFailed(event_id=9, timestamp=TS, error=ErrorDetails(type="X", message="")),
@@ -75,6 +77,7 @@ EXAMPLES: list[HistoryEvent] = [
     SubOrchestrationFailed(event_id=3, timestamp=TS, source_event_id=2, error=ERROR),
     OrchestrationChained(event_id=2, timestamp=TS, name="D", version=None, instance_id="d", input="x"),
     StartRequested(name="o", version=None, input=1, parent_instance="p", parent_id=2, parent_execution_id=1),
+    StartRequested(name="o", trace_context=TRACEPARENT),
     TerminateRequested(reason="r", recursive=False),
 ]
 
@@ -107,6 +110,15 @@ def test_encoding_is_compact_json_with_iso_timestamps() -> None:
 def test_optional_fields_may_be_left_out() -> None:
     event = decode_event('{"v":1,"type":"OrchestrationStarted","name":"o","version":"1.0.0"}')
     assert event == OrchestrationStarted(name="o", version="1.0.0")
+
+
+def test_an_unset_trace_context_is_not_written() -> None:
+    """Untraced histories encode exactly as before the field existed; a set one round-trips."""
+    assert "trace_context" not in encode_event(OrchestrationStarted(name="o", version="1.0.0"))
+    assert "trace_context" not in encode_event(StartRequested(name="o"))
+    traced = event_to_dict(StartRequested(name="o", trace_context=TRACEPARENT))
+    assert traced["trace_context"] == TRACEPARENT
+    assert event_from_dict({**traced, "trace_context": None}) == StartRequested(name="o")
 
 
 def valid() -> dict[str, Any]:
@@ -164,6 +176,7 @@ def test_strict_decoding(raw: Any, message: str) -> None:
         (OrchestrationStarted(name="o", version="1"), "parent_id", True, "expected int or null"),
         (OrchestrationStarted(name="o", version="1"), "parent_instance", 3, "expected str or null"),
         (TerminateRequested(), "recursive", 1, "expected bool"),
+        (OrchestrationStarted(name="o", version="1"), "trace_context", 7, "expected str or null"),
         (ActivityFailed(source_event_id=1, error=ERROR), "error", "boom", "expected an error object"),
         (ActivityFailed(source_event_id=1, error=ERROR), "error", {"type": "X", "message": "m"}, "error object"),
         (
