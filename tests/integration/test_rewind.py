@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from tests.integration.runtime_support import assert_history_sound, running, wait_until
+from tests.integration.runtime_support import assert_history_sound, history_has, running, wait_until
 
 from perdure import (
     ActivityContext,
@@ -21,6 +21,7 @@ from perdure import (
     RetryPolicy,
 )
 from perdure.engine.events import (
+    ActivityCompleted,
     ActivityFailed,
     ExecutionRewound,
     HistoryEvent,
@@ -34,16 +35,25 @@ from perdure.engine.events import (
 class Flaky:
     """Activities that count their runs and fail while their name is in ``broken``."""
 
-    def __init__(self, registry: Registry, *names: str, delays: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        *names: str,
+        delays: dict[str, float] | None = None,
+        gates: set[str] | None = None,
+    ) -> None:
         self.runs: Counter[str] = Counter()
         self.broken: set[str] = set()
-        delays = delays or {}
+        self.gate = asyncio.Event()  # the activities in ``gates`` wait for it on their first run
+        delays, gates = delays or {}, gates or set()
         for name in names:
-            registry.activities.add(name, self._activity(name, delays.get(name, 0.0)))
+            registry.activities.add(name, self._activity(name, delays.get(name, 0.0), name in gates))
 
-    def _activity(self, name: str, delay: float) -> Any:
+    def _activity(self, name: str, delay: float, gated: bool) -> Any:
         async def activity(ctx: ActivityContext, value: Any) -> Any:
             self.runs[name] += 1
+            if gated:
+                await self.gate.wait()
             await asyncio.sleep(delay)
             if name in self.broken:
                 raise ConnectionError(f"{name} is down")
@@ -215,8 +225,7 @@ async def test_a_fan_out_where_3_of_10_failed_runs_only_those_3_again(provider: 
     registry = Registry()
     names = [f"Part{n}" for n in range(10)]
     doomed = {"Part2", "Part5", "Part8"}
-    # The doomed parts answer last, so the seven that succeed are recorded before the run fails.
-    flaky = Flaky(registry, *names, delays={name: 0.2 for name in doomed})
+    flaky = Flaky(registry, *names, gates=doomed)
 
     @registry.orchestration("Fan")
     async def fan(ctx: OrchestrationContext, _: Any) -> Any:
@@ -225,9 +234,11 @@ async def test_a_fan_out_where_3_of_10_failed_runs_only_those_3_again(provider: 
     flaky.broken |= doomed
     async with running(provider, registry) as client:
         await client.start_orchestration("fan", "Fan")
+        # The doomed parts answer only once the seven others are recorded, so the run fails after them.
+        await wait_until(lambda: history_has(client, "fan", ActivityCompleted, 7), what="seven parts recorded")
+        flaky.gate.set()
         await failed(client, "fan")
-        await asyncio.sleep(0.3)  # the other doomed parts finish (and are dropped) before the fix
-        assert set(flaky.runs) == set(names)
+        await wait_until(lambda: set(flaky.runs) == set(names), what="every part ran once")
         flaky.broken.clear()
         state = await rewound(client, "fan")
     assert state.output == [f"Part{n}({n})" for n in range(10)]
@@ -284,7 +295,7 @@ async def test_retry_attempts_are_removed_with_their_backoff_timers(provider: Pr
 
 async def test_a_when_all_that_failed_fast_dispatches_the_unfinished_tasks_again(provider: Provider) -> None:
     registry = Registry()
-    flaky = Flaky(registry, "Fast", "Slow", delays={"Slow": 0.3})
+    flaky = Flaky(registry, "Fast", "Slow", gates={"Slow"})
 
     @registry.orchestration("FailFast")
     async def fail_fast(ctx: OrchestrationContext, _: Any) -> Any:
@@ -293,12 +304,14 @@ async def test_a_when_all_that_failed_fast_dispatches_the_unfinished_tasks_again
     flaky.broken.add("Fast")
     async with running(provider, registry) as client:
         await client.start_orchestration("ff", "FailFast")
-        await failed(client, "ff")
+        await failed(client, "ff")  # Slow is still running: held at the gate
         first = await client.get_history("ff")
-        assert not any(getattr(e, "source_event_id", None) == 3 for e in first), "Slow had not finished"
+        assert not any(isinstance(e, ActivityCompleted) for e in first)
         flaky.broken.clear()
+        flaky.gate.set()
         state = await rewound(client, "ff")
     assert state.output == ["Fast(1)", "Slow(2)"]
+    assert flaky.runs == {"Fast": 2, "Slow": 2}  # Slow's late result went to the failed execution
 
 
 async def test_a_failure_the_code_handled_is_kept_and_not_run_again(provider: Provider) -> None:
