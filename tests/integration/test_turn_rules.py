@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -364,6 +365,7 @@ async def test_duplicate_completions_are_ignored(provider: Provider) -> None:
 async def test_messages_to_unknown_or_finished_instances_are_dropped(
     provider: Provider, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="perdure.runtime")  # a late message is routine: logged at debug
     async with running(provider, _registry()) as client:
         await client.start_orchestration("done", "one_step", 1)
         finished = await client.wait_for_orchestration("done", timeout=10)
@@ -376,6 +378,8 @@ async def test_messages_to_unknown_or_finished_instances_are_dropped(
         )
         await wait_until(lambda: _logged(caplog, "the instance does not exist"), what="the ghost message was dropped")
         await wait_until(lambda: _logged(caplog, "the instance is COMPLETED"), what="the late message was dropped")
+    levels = {r.getMessage().split(": ")[-1]: r.levelno for r in caplog.records if "dropped" in r.getMessage()}
+    assert levels == {"the instance does not exist": logging.WARNING, "the instance is COMPLETED": logging.DEBUG}
 
     await _nothing_queued(provider)
     assert await client.get_status("ghost") is None

@@ -85,6 +85,8 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         ids["execution_id"] = commit.execution_id
         for warning in plan.warnings:
             _log.warning("%s", warning, extra=ids)
+        for note in plan.notes:
+            _log.debug("%s", note, extra=ids)
         if self.log_turns:
             self._log_turn(item, plan)
         try:

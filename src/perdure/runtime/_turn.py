@@ -15,7 +15,7 @@ Turn rules:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -89,6 +89,8 @@ class TurnPlan:
     result: TurnResult | None = None
     warnings: list[str] = field(default_factory=list)
     replayed: Sequence[HistoryEvent] = ()
+    notes: list[str] = field(default_factory=list)
+    """Routine events worth a debug line (e.g. a late timer dropped after the instance finished)."""
 
 
 def plan_turn(
@@ -138,19 +140,27 @@ class _Planner:
         self.child_states = child_states
         self.tracing = tracing
         self.warnings: list[str] = []
+        self.notes: list[str] = []  # routine drops: a timer that lost a race, a second delivery
         self.replies: list[Message] = []  # answers to would-be parents of a duplicate start
         self.consumed: list[int] = []  # message ids consumed before the engine runs
 
-    def drop(self, message: QueuedMessage, why: str) -> None:
+    def planned(
+        self, commit: TurnCommit, result: TurnResult | None = None, replayed: Sequence[HistoryEvent] = ()
+    ) -> TurnPlan:
+        return TurnPlan(commit, result, self.warnings, replayed, self.notes)
+
+    def drop(self, message: QueuedMessage, why: str, *, expected: bool = False) -> None:
+        """Consume a message without recording it; ``expected`` drops are routine (logged at debug level)."""
         self.consumed.append(message.message_id)
-        self.warnings.append(f"dropped {_kind(message)} for instance {self.item.instance_id!r}: {why}")
+        note = f"dropped {_kind(message)} for instance {self.item.instance_id!r}: {why}"
+        (self.notes if expected else self.warnings).append(note)
 
     def plan(self) -> TurnPlan | Abandon:
         item, state = self.item, self.item.state
         if state is None:
             for message in item.messages:
                 self.drop(message, "the instance does not exist")
-            return TurnPlan(TurnCommit(execution_id=0, consumed=self.consumed), warnings=self.warnings)
+            return self.planned(TurnCommit(execution_id=0, consumed=self.consumed))
         if item.history is None:
             return self.fail_without_replay(
                 HistoryFormatError(f"the stored history is corrupted: {item.history_error}")
@@ -173,11 +183,13 @@ class _Planner:
             for message in item.messages:
                 if isinstance(message.event, ExecutionRewound):
                     self.answer_again(message.event)  # a rewound parent waits for this finished child
-                self.drop(message, f"the instance is {state.status.value}")
+                # A timer that lost a when_any, or an activity's second delivery: routine. A start is not.
+                routine = not isinstance(message.event, StartRequested)
+                self.drop(message, f"the instance is {state.status.value}", expected=routine)
                 if isinstance(message.event, StartRequested):
                     self.reply_taken(message.event)  # else a parent would wait for this child forever
             commit = TurnCommit(execution_id=state.execution_id, messages=self.replies, consumed=self.consumed)
-            return TurnPlan(commit, warnings=self.warnings)
+            return self.planned(commit)
 
         start: QueuedMessage | None = None
         accepted: list[QueuedMessage] = []
@@ -195,9 +207,7 @@ class _Planner:
 
         if not item.history and start is None:
             if not accepted:
-                return TurnPlan(
-                    TurnCommit(execution_id=state.execution_id, consumed=self.consumed), warnings=self.warnings
-                )
+                return self.planned(TurnCommit(execution_id=state.execution_id, consumed=self.consumed))
             # Messages that overtook the start of a new execution: let the start arrive first.
             return Abandon(self.options.backoff(1), "no start message yet for a new execution")
 
@@ -205,7 +215,8 @@ class _Planner:
             assert isinstance(start.event, StartRequested)
             started = self.resolve_start(start.event)
             if isinstance(started, PerdureError):
-                return self.unregistered(started, None)
+                unresolved = started
+                return self.unregistered(unresolved, lambda: self.fail_without_replay(unresolved))
             accepted.insert(0, start)
             new_events: list[HistoryEvent] = [started, *_events(accepted[1:])]
         else:
@@ -219,7 +230,7 @@ class _Planner:
             error = UnregisteredOrchestrationError(
                 f"orchestration {started.name}@{started.version} is not registered on any worker that tried it"
             )
-            return self.unregistered(error, started)
+            return self.unregistered(error, lambda: self.fail_without_replay(error, started))
         return self.run(function, started, state.execution_id, accepted, new_events)
 
     def resolve_start(self, request: StartRequested) -> OrchestrationStarted | PerdureError:
@@ -257,11 +268,12 @@ class _Planner:
             )
         )
 
-    def unregistered(self, error: PerdureError, started: OrchestrationStarted | None) -> TurnPlan | Abandon:
+    def unregistered(self, error: PerdureError, give_up: Callable[[], TurnPlan]) -> TurnPlan | Abandon:
+        """Put the turn back so that a worker that has the code takes it; after the attempts, ``give_up``."""
         attempts = max((m.dequeue_count for m in self.item.messages), default=1)
         if attempts < self.options.max_dispatch_attempts:
             return Abandon(self.options.backoff(attempts), str(error))
-        return self.fail_without_replay(error, started)
+        return give_up()
 
     def fail_without_replay(self, error: PerdureError, started: OrchestrationStarted | None = None) -> TurnPlan:
         """Fail the instance without running its code, consuming every message."""
@@ -299,7 +311,7 @@ class _Planner:
             consumed=[m.message_id for m in item.messages],
         )
         self.warnings.append(f"instance {item.instance_id!r} failed without running: {error}")
-        return TurnPlan(commit, warnings=self.warnings)
+        return self.planned(commit)
 
     def run(
         self,
@@ -324,7 +336,7 @@ class _Planner:
         if not history and result.new_events and isinstance(result.new_events[0], OrchestrationStarted):
             started = result.new_events[0]  # as recorded, time-stamped: a root trace id derives from it
         for index, why in result.dropped:
-            self.drop(accepted[index], why)
+            self.drop(accepted[index], why, expected=True)
         consumed = {*self.consumed, *(accepted[i].message_id for i in result.consumed)}
         messages, worker_items = self.dispatch(result, started, execution_id)
         next_execution = execution_id
@@ -378,7 +390,7 @@ class _Planner:
             messages=[*self.replies, *messages],
             consumed=sorted(consumed),
         )
-        return TurnPlan(commit, result, self.warnings, history)
+        return self.planned(commit, result, history)
 
     def terminate_recursively(self, accepted: list[QueuedMessage], result: TurnResult) -> bool:
         return any(
@@ -459,16 +471,13 @@ class _Planner:
             return self.fail_without_replay(HistoryFormatError("history does not begin with OrchestrationStarted"))
         function = self.registry.get(started.name, started.version)
         if function is None:
-            error = UnregisteredOrchestrationError(f"orchestration {started.name}@{started.version} is not registered")
-            attempts = max((m.dequeue_count for m in item.messages), default=1)
-            if attempts < self.options.max_dispatch_attempts:
-                return Abandon(self.options.backoff(attempts), f"cannot rewind yet: {error}")
-            for message in item.messages:
-                self.drop(message, f"rewind refused: {error}")
-            return TurnPlan(TurnCommit(execution_id=state.execution_id, consumed=self.consumed), warnings=self.warnings)
+            error = UnregisteredOrchestrationError(
+                f"cannot rewind: orchestration {started.name}@{started.version} is not registered"
+            )
+            return self.unregistered(error, lambda: self.refuse(error))
         for message in item.messages:
             if message is not request:
-                self.drop(message, "it was addressed to the failed execution")
+                self.drop(message, "it was addressed to the failed execution", expected=True)
         assert isinstance(request.event, ExecutionRewound)
         marker = ExecutionRewound(reason=request.event.reason, parent_execution_id=request.event.parent_execution_id)
         kept = rewound_history(item.history)
@@ -482,7 +491,14 @@ class _Planner:
             messages=[*plan.commit.messages, *messages],
             worker_items=[*plan.commit.worker_items, *worker_items],
         )
-        return TurnPlan(commit, plan.result, plan.warnings, plan.replayed)
+        return self.planned(commit, plan.result, plan.replayed)
+
+    def refuse(self, error: PerdureError) -> TurnPlan:
+        """Consume every message and change nothing (the instance stays as it is)."""
+        for message in self.item.messages:
+            self.drop(message, f"refused: {error}")
+        assert self.item.state is not None
+        return self.planned(TurnCommit(execution_id=self.item.state.execution_id, consumed=self.consumed))
 
     def dispatch_again(
         self, tasks: list[Decision], started: OrchestrationStarted, execution_id: int
