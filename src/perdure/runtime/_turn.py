@@ -14,7 +14,6 @@ Turn rules:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -66,8 +65,6 @@ from perdure.runtime._rewind import open_tasks, rewound_history
 from perdure.runtime._tracing import execution_trace_context
 
 __all__ = ["Abandon", "TurnPlan", "children_to_rewind", "plan_turn"]
-
-_log = logging.getLogger("perdure.runtime")
 
 
 @dataclass(frozen=True, slots=True)

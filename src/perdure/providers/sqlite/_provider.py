@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import sqlite3
 import time
 import uuid
@@ -48,7 +47,6 @@ from perdure.providers._sql import load_queries, read_sql
 __all__ = ["SqliteProvider"]
 
 T = TypeVar("T")
-_log = logging.getLogger("perdure.providers.sqlite")
 _Q = load_queries("perdure.providers.sqlite")
 _BUSY_GIVE_UP_SECONDS = 300.0
 
