@@ -10,7 +10,8 @@ from typing import Any
 from perdure import _json
 from perdure._errors import ErrorDetails, HistoryFormatError
 from perdure._state import OrchestrationState, OrchestrationStatus
-from perdure.providers._base import ActivityRequest
+from perdure.engine._history import HistoryEvent, decode_event
+from perdure.providers._base import ActivityRequest, OrchestrationItem, QueuedMessage
 
 __all__ = [
     "decode_error",
@@ -20,6 +21,8 @@ __all__ = [
     "encode_request",
     "encode_value",
     "from_epoch",
+    "orchestration_item",
+    "queued_message",
     "state_from_row",
     "to_epoch",
 ]
@@ -118,4 +121,46 @@ def state_from_row(row: Sequence[Any]) -> OrchestrationState:
         parent_instance_id=parent,
         created_at=from_epoch(created) if isinstance(created, float | int) else created,
         updated_at=from_epoch(updated) if isinstance(updated, float | int) else updated,
+    )
+
+
+def queued_message(
+    message_id: int, instance_id: str, execution_id: int | None, text: str, dequeue_count: int
+) -> QueuedMessage:
+    """A dequeued message; a row that cannot be decoded comes back with ``event=None`` and why."""
+    try:
+        event: HistoryEvent | None = decode_event(text)
+        error = None
+    except HistoryFormatError as exc:
+        event, error = None, f"{exc} (stored text: {text[:200]!r})"
+    return QueuedMessage(
+        message_id=message_id,
+        instance_id=instance_id,
+        execution_id=execution_id,
+        event=event,
+        dequeue_count=dequeue_count,
+        error=error,
+    )
+
+
+def orchestration_item(
+    instance_id: str,
+    lock_token: str,
+    messages: list[QueuedMessage],
+    state: OrchestrationState | None,
+    history: Sequence[str],
+) -> OrchestrationItem:
+    """A fetched instance; a history that cannot be decoded comes back as ``None`` and why."""
+    try:
+        events: list[HistoryEvent] | None = [decode_event(text) for text in history]
+        history_error = None
+    except HistoryFormatError as exc:
+        events, history_error = None, str(exc)
+    return OrchestrationItem(
+        instance_id=instance_id,
+        lock_token=lock_token,
+        messages=messages,
+        state=state,
+        history=events,
+        history_error=history_error,
     )

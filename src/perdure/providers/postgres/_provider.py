@@ -38,7 +38,6 @@ from perdure.providers._base import (
     Message,
     OrchestrationItem,
     Provider,
-    QueuedMessage,
     QueueKind,
     TurnCommit,
     WorkItem,
@@ -48,6 +47,8 @@ from perdure.providers._codec import (
     encode_error,
     encode_request,
     encode_value,
+    orchestration_item,
+    queued_message,
     state_from_row,
 )
 from perdure.providers._signal import SignalBoard
@@ -377,22 +378,10 @@ class PostgresProvider(Provider):
         instance_id, ids, executions, events, dequeues = row[:5]
         state = None if row[5] is None else state_from_row(row[5:17])
         messages = [
-            _queued_message(m, instance_id, e, text, d)
+            queued_message(m, instance_id, e, text, d)
             for m, e, text, d in zip(ids or (), executions or (), events or (), dequeues or (), strict=True)
         ]
-        try:
-            history: list[HistoryEvent] | None = [decode_event(text) for text in row[17] or ()]
-            history_error = None
-        except HistoryFormatError as exc:
-            history, history_error = None, str(exc)
-        return OrchestrationItem(
-            instance_id=instance_id,
-            lock_token=token,
-            messages=messages,
-            state=state,
-            history=history,
-            history_error=history_error,
-        )
+        return orchestration_item(instance_id, token, messages, state, row[17] or ())
 
     async def ack_orchestration_item(self, item: OrchestrationItem, commit: TurnCommit) -> None:
         instance_id = item.instance_id
@@ -596,21 +585,3 @@ def _message_arrays(messages: Sequence[Message]) -> dict[str, Any]:
         "start_inputs": [encode_value(m.event.input) for m in starts if isinstance(m.event, StartRequested)],
         "start_parents": [m.event.parent_instance for m in starts if isinstance(m.event, StartRequested)],
     }
-
-
-def _queued_message(
-    message_id: int, instance_id: str, execution_id: int | None, text: str, dequeue_count: int
-) -> QueuedMessage:
-    try:
-        event: HistoryEvent | None = decode_event(text)
-        error = None
-    except HistoryFormatError as exc:
-        event, error = None, f"{exc} (stored text: {text[:200]!r})"
-    return QueuedMessage(
-        message_id=message_id,
-        instance_id=instance_id,
-        execution_id=execution_id,
-        event=event,
-        dequeue_count=dequeue_count,
-        error=error,
-    )

@@ -28,7 +28,6 @@ from perdure.providers._base import (
     Message,
     OrchestrationItem,
     Provider,
-    QueuedMessage,
     QueueKind,
     TurnCommit,
     WorkItem,
@@ -38,6 +37,8 @@ from perdure.providers._codec import (
     encode_error,
     encode_request,
     encode_value,
+    orchestration_item,
+    queued_message,
     state_from_row,
     to_epoch,
 )
@@ -361,38 +362,8 @@ def _fetch_orchestration_item(db: sqlite3.Connection, lock_seconds: float) -> Or
                 _Q["select_history"], {"instance_id": instance_id, "execution_id": state.execution_id}
             ).fetchall()
         )
-    messages = [_queued_message(*r) for r in message_rows]
-    try:
-        history: list[HistoryEvent] | None = [decode_event(text) for (text,) in history_rows]
-        history_error = None
-    except HistoryFormatError as exc:
-        history, history_error = None, str(exc)
-    return OrchestrationItem(
-        instance_id=instance_id,
-        lock_token=token,
-        messages=messages,
-        state=state,
-        history=history,
-        history_error=history_error,
-    )
-
-
-def _queued_message(
-    message_id: int, instance_id: str, execution_id: int | None, text: str, dequeue_count: int
-) -> QueuedMessage:
-    try:
-        event: HistoryEvent | None = decode_event(text)
-        error = None
-    except HistoryFormatError as exc:
-        event, error = None, f"{exc} (stored text: {text[:200]!r})"
-    return QueuedMessage(
-        message_id=message_id,
-        instance_id=instance_id,
-        execution_id=execution_id,
-        event=event,
-        dequeue_count=dequeue_count,
-        error=error,
-    )
+    messages = [queued_message(*r) for r in message_rows]
+    return orchestration_item(instance_id, token, messages, state, [text for (text,) in history_rows])
 
 
 def _check_lock(db: sqlite3.Connection, item: OrchestrationItem) -> None:
