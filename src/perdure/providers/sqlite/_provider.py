@@ -44,6 +44,7 @@ from perdure.providers._codec import (
 )
 from perdure.providers._signal import SignalBoard
 from perdure.providers._sql import load_queries, read_sql
+from perdure.providers.sqlite._group_commit import GroupCommit, is_busy
 
 __all__ = ["SqliteProvider"]
 
@@ -64,6 +65,7 @@ class SqliteProvider(Provider):
     def __init__(self, connection: sqlite3.Connection, poll_interval: float) -> None:
         self._db = connection
         self._poll_interval = poll_interval
+        self._writes = GroupCommit(connection, _BUSY_GIVE_UP_SECONDS)
         self._signals = SignalBoard()
         self._watcher: asyncio.Task[None] | None = None
         self._closed = False
@@ -90,8 +92,14 @@ class SqliteProvider(Provider):
 
     # --- plumbing ----------------------------------------------------------------------------------
 
+    async def _write(self, function: Callable[..., T], *args: Any) -> T:
+        """Run a write operation in the next group commit (see ``_group_commit``)."""
+        if self._closed:
+            raise ProviderError("the SQLite provider is closed")
+        return await self._writes.run(function, *args)
+
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
-        """Run one transaction; while another process holds the write lock, wait and retry."""
+        """Run a read; while another process holds a lock SQLite needs, wait and retry."""
         if self._closed:
             raise ProviderError("the SQLite provider is closed")
         deadline = time.monotonic() + _BUSY_GIVE_UP_SECONDS
@@ -100,7 +108,7 @@ class SqliteProvider(Provider):
             try:
                 return function(self._db, *args)
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
+                if not is_busy(exc):
                     raise ProviderError(f"SQLite failed: {exc}") from exc
                 if time.monotonic() > deadline:
                     raise ProviderError(f"the SQLite database stayed locked for {_BUSY_GIVE_UP_SECONDS:.0f} s") from exc
@@ -128,12 +136,12 @@ class SqliteProvider(Provider):
     # --- instances and history ---------------------------------------------------------------------
 
     async def create_instance(self, start: Message) -> None:
-        await self._run(_create_instance, start)
+        await self._write(_create_instance, start)
         self._signals.work("orchestrator")
 
     async def enqueue_messages(self, messages: Sequence[Message]) -> None:
         if messages:
-            await self._run(_enqueue_messages_tx, list(messages))
+            await self._write(_enqueue_messages_tx, list(messages))
             self._signals.work("orchestrator", len(messages))
 
     async def get_state(self, instance_id: str) -> OrchestrationState | None:
@@ -146,38 +154,38 @@ class SqliteProvider(Provider):
         return await self._run(_list_instances, where)
 
     async def purge_instances(self, instance_ids: Sequence[str]) -> int:
-        return await self._run(_purge_instances, list(instance_ids))
+        return await self._write(_purge_instances, list(instance_ids))
 
     # --- orchestrator queue --------------------------------------------------------------------------
 
     async def fetch_orchestration_item(self, lock_seconds: float) -> OrchestrationItem | None:
-        return await self._run(_fetch_orchestration_item, lock_seconds)
+        return await self._write(_fetch_orchestration_item, lock_seconds)
 
     async def ack_orchestration_item(self, item: OrchestrationItem, commit: TurnCommit) -> None:
-        await self._run(_ack_orchestration_item, item, commit)
+        await self._write(_ack_orchestration_item, item, commit)
         self._signals.instance(item.instance_id)
         self._signals.work("orchestrator", len(commit.messages))
         self._signals.work("worker", len(commit.worker_items))
 
     async def abandon_orchestration_item(self, item: OrchestrationItem, delay: float = 0.0) -> None:
-        await self._run(_abandon_orchestration_item, item, delay)
+        await self._write(_abandon_orchestration_item, item, delay)
         self._signals.work("orchestrator")
 
     # --- worker queues ---------------------------------------------------------------------------------
 
     async def fetch_work_item(self, queues: Sequence[str], lock_seconds: float) -> WorkItem | None:
-        return await self._run(_fetch_work_item, list(queues), lock_seconds)
+        return await self._write(_fetch_work_item, list(queues), lock_seconds)
 
     async def ack_work_item(self, item: WorkItem, completion: Message) -> None:
-        await self._run(_ack_work_item, item, completion)
+        await self._write(_ack_work_item, item, completion)
         self._signals.work("orchestrator")
 
     async def abandon_work_item(self, item: WorkItem, delay: float = 0.0) -> None:
-        await self._run(_update_work_item, "release_work_item", item, time.time() + delay)
+        await self._write(_update_work_item, "release_work_item", item, time.time() + delay)
         self._signals.work("worker")
 
     async def renew_work_item(self, item: WorkItem, lock_seconds: float) -> None:
-        await self._run(_update_work_item, "renew_work_item", item, time.time() + lock_seconds)
+        await self._write(_update_work_item, "renew_work_item", item, time.time() + lock_seconds)
 
     # --- observability ---------------------------------------------------------------------------------
 
@@ -205,10 +213,11 @@ class SqliteProvider(Provider):
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        self._writes.fail_all(ProviderError("the SQLite provider is closed"))
         self._db.close()
 
 
-# --- the statements, run on the provider's thread -------------------------------------------------------
+# --- the statements: each runs inside a group commit (writes) or on its own (reads) ---------------------
 
 
 def _connect(path: str, synchronous: str) -> sqlite3.Connection:
@@ -221,8 +230,19 @@ def _connect(path: str, synchronous: str) -> sqlite3.Connection:
 
 
 @contextlib.contextmanager
-def _write(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction, taken at once (BEGIN IMMEDIATE) so it cannot deadlock halfway."""
+def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write operation: a savepoint inside a group commit, else its own BEGIN IMMEDIATE."""
+    if db.in_transaction:
+        db.execute("SAVEPOINT operation")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK TO operation")
+            db.execute("RELEASE operation")
+            raise
+        db.execute("RELEASE operation")
+        return
+    # Taken at once (IMMEDIATE), so the transaction cannot meet a lock halfway and deadlock.
     db.execute("BEGIN IMMEDIATE")
     try:
         yield db
@@ -260,14 +280,14 @@ def _enqueue_messages(db: sqlite3.Connection, messages: Sequence[Message], now: 
 
 
 def _enqueue_messages_tx(db: sqlite3.Connection, messages: Sequence[Message]) -> None:
-    with _write(db):
+    with _transaction(db):
         _enqueue_messages(db, messages, time.time())
 
 
 def _create_instance(db: sqlite3.Connection, start: Message) -> None:
     assert isinstance(start.event, StartRequested)
     now = time.time()
-    with _write(db):
+    with _transaction(db):
         row = {
             "instance_id": start.instance_id,
             "name": start.event.name,
@@ -329,7 +349,7 @@ def _list_instances(db: sqlite3.Connection, where: InstanceFilter) -> list[Orche
 
 def _purge_instances(db: sqlite3.Connection, instance_ids: list[str]) -> int:
     purged = 0
-    with _write(db):
+    with _transaction(db):
         for instance_id in instance_ids:
             key = {"instance_id": instance_id}
             if db.execute(_Q["purge_instance"], key).rowcount:
@@ -341,7 +361,7 @@ def _purge_instances(db: sqlite3.Connection, instance_ids: list[str]) -> int:
 
 def _fetch_orchestration_item(db: sqlite3.Connection, lock_seconds: float) -> OrchestrationItem | None:
     now = time.time()
-    with _write(db):
+    with _transaction(db):
         row = db.execute(_Q["next_orchestration_instance"], {"now": now}).fetchone()
         if row is None:
             return None
@@ -351,8 +371,7 @@ def _fetch_orchestration_item(db: sqlite3.Connection, lock_seconds: float) -> Or
             _Q["lock_instance"], {"instance_id": instance_id, "lock_token": token, "locked_until": now + lock_seconds}
         )
         key = {"instance_id": instance_id, "now": now}
-        message_rows = db.execute(_Q["select_visible_messages"], key).fetchall()
-        db.execute(_Q["count_dequeue"], key)
+        message_rows = sorted(db.execute(_Q["take_visible_messages"], key).fetchall())
         state_row = db.execute(_Q["select_state"], key).fetchone()
         state = None if state_row is None else state_from_row(state_row)
         history_rows = (
@@ -366,17 +385,18 @@ def _fetch_orchestration_item(db: sqlite3.Connection, lock_seconds: float) -> Or
     return orchestration_item(instance_id, token, messages, state, [text for (text,) in history_rows])
 
 
-def _check_lock(db: sqlite3.Connection, item: OrchestrationItem) -> None:
-    row = db.execute(_Q["select_lock"], {"instance_id": item.instance_id}).fetchone()
-    if row is None or row[0] != item.lock_token:
+def _release_lock(db: sqlite3.Connection, item: OrchestrationItem) -> None:
+    """Delete our lock; if it is not there any more, another worker took the instance over."""
+    released = db.execute(_Q["delete_lock"], {"instance_id": item.instance_id, "lock_token": item.lock_token})
+    if released.rowcount == 0:
         raise LockLostError(f"the lock on instance {item.instance_id!r} expired and was taken over")
 
 
 def _ack_orchestration_item(db: sqlite3.Connection, item: OrchestrationItem, commit: TurnCommit) -> None:
     now = time.time()
     instance_id = item.instance_id
-    with _write(db):
-        _check_lock(db, item)
+    with _transaction(db):
+        _release_lock(db, item)  # first: a lost lock rolls the whole turn back
         db.executemany(
             _Q["insert_history"],
             [
@@ -417,11 +437,10 @@ def _ack_orchestration_item(db: sqlite3.Connection, item: OrchestrationItem, com
             )
         db.executemany(_Q["delete_message"], [{"message_id": m} for m in commit.consumed])
         db.execute(_Q["reset_dequeue"], {"instance_id": instance_id})
-        db.execute(_Q["delete_lock"], {"instance_id": instance_id, "lock_token": item.lock_token})
 
 
 def _abandon_orchestration_item(db: sqlite3.Connection, item: OrchestrationItem, delay: float) -> None:
-    with _write(db):
+    with _transaction(db):
         if delay > 0:
             visible_at = time.time() + delay
             db.executemany(
@@ -432,7 +451,7 @@ def _abandon_orchestration_item(db: sqlite3.Connection, item: OrchestrationItem,
 
 def _fetch_work_item(db: sqlite3.Connection, queues: list[str], lock_seconds: float) -> WorkItem | None:
     now = time.time()
-    with _write(db):
+    with _transaction(db):
         row = db.execute(_Q["next_work_item"], {"queues": _json.dumps(queues), "now": now}).fetchone()
         if row is None:
             return None
@@ -447,7 +466,7 @@ def _fetch_work_item(db: sqlite3.Connection, queues: list[str], lock_seconds: fl
 
 def _ack_work_item(db: sqlite3.Connection, item: WorkItem, completion: Message) -> None:
     now = time.time()
-    with _write(db):
+    with _transaction(db):
         if db.execute(_Q["delete_work_item"], {"item_id": item.item_id, "lock_token": item.lock_token}).rowcount == 0:
             raise LockLostError(f"the lock on work item {item.item_id} expired and was taken over")
         _enqueue_messages(db, [completion], now)
@@ -455,7 +474,7 @@ def _ack_work_item(db: sqlite3.Connection, item: WorkItem, completion: Message) 
 
 def _update_work_item(db: sqlite3.Connection, query: str, item: WorkItem, until: float) -> None:
     params = {"item_id": item.item_id, "lock_token": item.lock_token, "visible_at": until, "locked_until": until}
-    with _write(db):
+    with _transaction(db):
         if db.execute(_Q[query], params).rowcount == 0:
             raise LockLostError(f"the lock on work item {item.item_id} expired and was taken over")
 

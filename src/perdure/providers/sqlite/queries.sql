@@ -36,19 +36,15 @@ LIMIT 1
 INSERT INTO instance_locks (instance_id, lock_token, locked_until) VALUES (:instance_id, :lock_token, :locked_until)
 ON CONFLICT (instance_id) DO UPDATE SET lock_token = excluded.lock_token, locked_until = excluded.locked_until
 
--- name: select_visible_messages
-SELECT message_id, instance_id, execution_id, event, dequeue_count + 1 FROM orchestrator_queue
-WHERE instance_id = :instance_id AND visible_at <= :now ORDER BY message_id
-
--- name: count_dequeue
-UPDATE orchestrator_queue SET dequeue_count = dequeue_count + 1 WHERE instance_id = :instance_id AND visible_at <= :now
+-- name: take_visible_messages
+-- Counts the delivery and returns the messages in one statement (RETURNING order is not defined).
+UPDATE orchestrator_queue SET dequeue_count = dequeue_count + 1
+WHERE instance_id = :instance_id AND visible_at <= :now
+RETURNING message_id, instance_id, execution_id, event, dequeue_count
 
 -- name: reset_dequeue
 -- After a successful turn, messages it left queued (held back while suspended) start counting afresh.
 UPDATE orchestrator_queue SET dequeue_count = 0 WHERE instance_id = :instance_id AND dequeue_count > 0
-
--- name: select_lock
-SELECT lock_token FROM instance_locks WHERE instance_id = :instance_id
 
 -- name: delete_lock
 DELETE FROM instance_locks WHERE instance_id = :instance_id AND lock_token = :lock_token
