@@ -165,14 +165,15 @@ async def run_demo(db: Path) -> int:
     killed = approved = False
     try:
         while True:
+            # State first, then history: the history shown is then at least as new as the state acted on.
+            state = await client.get_status(instance_id)
+            assert state is not None
             history = await client.get_history(instance_id)
             for event in history[shown:]:
                 line = _describe(event, names)
                 if line:
                     screen.say(line)
             shown = len(history)
-            state = await client.get_status(instance_id)
-            assert state is not None
             if state.status.is_terminal:
                 break
             runs = run_log.read_text(encoding="utf-8") if run_log.exists() else ""
