@@ -23,6 +23,9 @@ from perdure.runtime._rewind import open_tasks, rewound_history
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 BOOM = ErrorDetails(type="ConnectionError", message="down")
+# What OrchestrationFailed records when a task's failure escapes the code.
+ESCAPED = ErrorDetails(type="perdure.ActivityFailedError", message="activity failed: ConnectionError: down")
+CHILD_ESCAPED = ErrorDetails(type="perdure.SubOrchestrationFailedError", message="sub-orchestration failed")
 
 
 def numbered(*events: HistoryEvent) -> list[HistoryEvent]:
@@ -41,7 +44,7 @@ def test_the_unhandled_failure_and_the_terminal_event_go_the_scheduling_stays_op
         CustomStatusUpdated(value="b"),
         ActivityScheduled(name="B"),
         ActivityFailed(source_event_id=5, error=BOOM),
-        OrchestrationFailed(error=BOOM),
+        OrchestrationFailed(error=ESCAPED),
     )
     kept = rewound_history(failed)
     assert kinds(kept) == [
@@ -64,7 +67,7 @@ def test_retry_attempts_and_their_timers_go_together_back_to_the_first_attempt()
         TimerFired(source_event_id=4, fire_at=T),  # 5
         ActivityScheduled(name="A", attempt=2),  # 6
         ActivityFailed(source_event_id=6, error=BOOM),  # 7
-        OrchestrationFailed(error=BOOM),  # 8
+        OrchestrationFailed(error=ESCAPED),  # 8
     )
     kept = rewound_history(failed)
     assert kept == failed[:2]
@@ -80,7 +83,7 @@ def test_a_handled_failure_is_kept_and_ids_are_renumbered() -> None:
         ActivityScheduled(name="Required"),  # 5
         ActivityCompleted(source_event_id=3, result="x"),  # 6
         ActivityFailed(source_event_id=5, error=BOOM),  # 7: unhandled
-        OrchestrationFailed(error=BOOM),
+        OrchestrationFailed(error=ESCAPED),
     )
     kept = rewound_history(failed)
     assert kinds(kept) == [
@@ -100,7 +103,7 @@ def test_a_failed_child_keeps_its_scheduling_and_a_code_error_removes_only_the_t
         OrchestrationStarted(name="o", version="1.0.0"),
         SubOrchestrationScheduled(name="c", instance_id="c1"),
         SubOrchestrationFailed(source_event_id=2, error=BOOM),
-        OrchestrationFailed(error=BOOM),
+        OrchestrationFailed(error=CHILD_ESCAPED),
     )
     assert rewound_history(child_failed) == child_failed[:2]
     code_failed = numbered(
@@ -112,3 +115,32 @@ def test_a_failed_child_keeps_its_scheduling_and_a_code_error_removes_only_the_t
     kept = rewound_history(code_failed)
     assert kept == code_failed[:3]
     assert open_tasks(kept) == []
+
+
+def test_a_failure_handled_just_before_the_run_failed_for_another_reason_is_kept() -> None:
+    failed = numbered(
+        OrchestrationStarted(name="o", version="1.0.0"),
+        ActivityScheduled(name="Charge"),  # 2
+        ActivityFailed(source_event_id=2, error=BOOM),  # 3: caught; the code compensates
+        ActivityScheduled(name="Refund"),  # 4
+        OrchestrationFailed(error=ErrorDetails(type="perdure.NonDeterminismError", message="...")),
+    )
+    kept = rewound_history(failed)
+    assert kept == failed[:4]
+    assert [t.name for t in open_tasks(kept)] == ["Refund"]  # type: ignore[attr-defined]
+
+
+def test_a_task_failure_the_code_converted_into_its_own_error_counts_as_escaped() -> None:
+    converted = ErrorDetails(
+        type="ValueError",
+        message="payment impossible",
+        traceback="perdure.ActivityFailedError: activity 'Charge' failed\n\nThe above exception was the direct "
+        "cause of the following exception:\n\nValueError: payment impossible\n",
+    )
+    failed = numbered(
+        OrchestrationStarted(name="o", version="1.0.0"),
+        ActivityScheduled(name="Charge"),
+        ActivityFailed(source_event_id=2, error=BOOM),
+        OrchestrationFailed(error=converted),
+    )
+    assert rewound_history(failed) == failed[:2]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -112,6 +113,8 @@ class Client:
             InstanceNotFoundError: if the instance does not exist.
             TimeoutError: if it has not finished after ``timeout`` seconds.
         """
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or math.isnan(timeout) or timeout < 0:
+            raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
         deadline = time.monotonic() + timeout
         while True:
             state = await self._require(instance_id)
@@ -132,6 +135,9 @@ class Client:
         Raises:
             InstanceNotFoundError: if the instance does not exist.
         """
+        _check_reason(reason)
+        if not isinstance(recursive, bool):
+            raise TypeError(f"recursive must be a bool, got {type(recursive).__name__}")
         state = await self._require(instance_id)
         if state.status.is_terminal:
             return False
@@ -145,6 +151,7 @@ class Client:
             InstanceNotFoundError: if the instance does not exist.
             InvalidInstanceStateError: if it is not PENDING or RUNNING.
         """
+        _check_reason(reason)
         state = await self._require(instance_id)
         if state.status not in (OrchestrationStatus.PENDING, OrchestrationStatus.RUNNING):
             raise InvalidInstanceStateError(f"instance {instance_id!r} is {state.status.value}; it cannot be suspended")
@@ -157,6 +164,7 @@ class Client:
             InstanceNotFoundError: if the instance does not exist.
             InvalidInstanceStateError: if it is not SUSPENDED.
         """
+        _check_reason(reason)
         state = await self._require(instance_id)
         if state.status is not OrchestrationStatus.SUSPENDED:
             raise InvalidInstanceStateError(f"instance {instance_id!r} is {state.status.value}, not SUSPENDED")
@@ -172,6 +180,7 @@ class Client:
             InstanceNotFoundError: if the instance does not exist.
             InvalidInstanceStateError: if it is not FAILED.
         """
+        _check_reason(reason)
         state = await self._require(instance_id)
         if state.status is not OrchestrationStatus.FAILED:
             raise InvalidInstanceStateError(
@@ -271,6 +280,11 @@ class Client:
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
             raise ValueError(f"limit must be an int from 1 to 10000, got {limit!r}")
+        for text, what in ((name, "name"), (instance_id_prefix, "instance id prefix"), (after, "after")):
+            if text is not None and not isinstance(text, str):
+                raise TypeError(f"{what} must be a string, got {type(text).__name__}")
+        if parent_instance_id is not None:
+            _check_id(parent_instance_id)
         statuses = [status] if isinstance(status, OrchestrationStatus) else status
         if statuses is not None and not all(isinstance(s, OrchestrationStatus) for s in statuses):
             raise TypeError("status must be an OrchestrationStatus or a sequence of them")
@@ -295,6 +309,8 @@ class Client:
         Raises:
             InstanceNotFoundError: if the instance does not exist.
         """
+        if execution_id is not None and (isinstance(execution_id, bool) or not isinstance(execution_id, int)):
+            raise TypeError(f"execution_id must be an int or None, got {type(execution_id).__name__}")
         await self._require(instance_id)
         return await self.provider.get_history(instance_id, execution_id)
 
@@ -329,6 +345,16 @@ class Client:
 def _check_text(value: Any, what: str) -> None:
     if not isinstance(value, str) or not value:
         raise ValueError(f"the {what} must be a non-empty string, got {value!r}")
+    if "\x00" in value:
+        raise ValueError(f"the {what} must not contain NUL characters")
+
+
+def _check_reason(reason: Any) -> None:
+    # Reasons are recorded in history as text: anything else would be refused when read back.
+    if reason is not None and not isinstance(reason, str):
+        raise TypeError(f"the reason must be a string or None, got {type(reason).__name__}")
+    if reason is not None and len(reason) > 10_000:
+        raise ValueError("a reason is at most 10,000 characters")
 
 
 def _check_id(instance_id: Any) -> None:

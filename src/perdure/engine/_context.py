@@ -321,6 +321,8 @@ class _RetryTask(DurableTask[Any]):
 def _check_name(value: Any, what: str) -> None:
     if not isinstance(value, str) or not value:
         raise ValueError(f"the {what} must be a non-empty string, got {value!r}")
+    if "\x00" in value:
+        raise ValueError(f"the {what} must not contain NUL characters")
 
 
 def _check_tasks(tasks: Sequence[DurableTask[Any]]) -> Sequence[DurableTask[Any]]:

@@ -6,6 +6,7 @@ import logging
 import time
 from datetime import UTC, datetime
 
+from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure.engine._history import (
     TERMINAL_EVENTS,
     HistoryEvent,
@@ -63,7 +64,7 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         ids = {"instance_id": item.instance_id, "execution_id": item.state.execution_id if item.state else None}
         try:
             # A rewind restarts the failed run's children: read their states here, so planning stays pure.
-            children = {child: await self.provider.get_state(child) for child in children_to_rewind(item)}
+            children = {child: await self._child_to_rewind(child) for child in children_to_rewind(item)}
             plan = plan_turn(
                 item, self.registry, self.options, datetime.now(UTC), children, tracing=self.tracer is not None
             )
@@ -100,6 +101,14 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         terminal = commit.history[-1] if commit.history else None
         if isinstance(terminal, TERMINAL_EVENTS):
             self._ended(item, commit, terminal)
+
+    async def _child_to_rewind(self, instance_id: str) -> OrchestrationState | None:
+        """A child's state for a rewind; ``None`` when it must be started again (purged, or never ran)."""
+        state = await self.provider.get_state(instance_id)
+        failed = state is not None and state.status is OrchestrationStatus.FAILED
+        if failed and not await self.provider.get_history(instance_id):
+            return None  # it failed before it ran: only the parent knows how to start it
+        return state
 
     async def release(self, item: OrchestrationItem) -> None:
         await self.provider.abandon_orchestration_item(item)

@@ -71,9 +71,13 @@ def open_tasks(history: list[HistoryEvent]) -> list[Decision]:
 def _unhandled_failures(history: list[HistoryEvent]) -> set[int]:
     """Ids of the failure events to remove: the one that ended the run, traced to its first retry."""
     by_id = {e.event_id: e for e in history}
-    trigger = _cause_of(history, len(history) - 1) if isinstance(history[-1], OrchestrationFailed) else None
+    terminal = history[-1]
+    trigger = _cause_of(history, len(history) - 1) if isinstance(terminal, OrchestrationFailed) else None
     if not isinstance(trigger, ActivityFailed | SubOrchestrationFailed):
         return set()  # the code itself raised (or the runtime failed it): only the terminal event goes
+    assert isinstance(terminal, OrchestrationFailed)
+    if not _escaped(terminal):
+        return set()  # e.g. non-determinism right after a failure the code had handled: keep that one
     failure: HistoryEvent = trigger
     # A retried activity's attempt N was scheduled when the backoff timer after attempt N-1's failure fired.
     while True:
@@ -86,6 +90,14 @@ def _unhandled_failures(history: list[HistoryEvent]) -> set[int]:
         if not isinstance(previous, ActivityFailed):
             return {failure.event_id}
         failure = previous
+
+
+def _escaped(terminal: OrchestrationFailed) -> bool:
+    """Whether the run ended because a task's failure escaped the code (directly, or as the cause or
+    context of the error it raised), rather than for a reason of its own."""
+    error = terminal.error
+    kinds = ("ActivityFailedError", "SubOrchestrationFailedError")
+    return any(error.is_type(kind) or kind in (error.traceback or "") for kind in kinds)
 
 
 def _cause_of(history: list[HistoryEvent], index: int) -> HistoryEvent | None:

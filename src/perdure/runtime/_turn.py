@@ -158,6 +158,8 @@ class _Planner:
             for message in item.messages:
                 self.drop(message, "the instance does not exist")
             return self.planned(TurnCommit(execution_id=0, consumed=self.consumed))
+        if state.status.is_terminal:
+            return self.finished(state)  # first: nothing may append to an ended execution
         if item.history is None:
             return self.fail_without_replay(
                 HistoryFormatError(f"the stored history is corrupted: {item.history_error}")
@@ -173,28 +175,54 @@ class _Planner:
         corrupt = next((m for m in item.messages if m.event is None), None)
         if corrupt is not None:
             return self.fail_without_replay(HistoryFormatError(f"a queued message is corrupted: {corrupt.error}"))
-        if state.status.is_terminal:
-            rewind = next((m for m in item.messages if isinstance(m.event, ExecutionRewound)), None)
-            if rewind is not None and state.status is OrchestrationStatus.FAILED:
-                return self.rewind(rewind)
-            for message in item.messages:
-                if isinstance(message.event, ExecutionRewound):
-                    self.answer_again(message.event)  # a rewound parent waits for this finished child
-                # A timer that lost a when_any, or an activity's second delivery: routine. A start is not.
-                routine = not isinstance(message.event, StartRequested)
-                self.drop(message, f"the instance is {state.status.value}", expected=routine)
-                if isinstance(message.event, StartRequested):
-                    self.reply_taken(message.event)  # else a parent would wait for this child forever
-            commit = TurnCommit(execution_id=state.execution_id, messages=self.replies, consumed=self.consumed)
-            return self.planned(commit)
+        return self.advance(state, item.messages)
 
+    def finished(self, state: OrchestrationState) -> TurnPlan | Abandon:
+        """A turn for an instance that has ended: rewind it, restart it, or drop what came."""
+        item = self.item
+        if state.status is OrchestrationStatus.FAILED and item.history is not None:
+            rewind = next((m for m in item.messages if isinstance(m.event, ExecutionRewound)), None)
+            restart = next((m for m in item.messages if isinstance(m.event, StartRequested)), None)
+            if not item.history and (rewind or restart):
+                # It failed before it ever ran (e.g. its version was unknown): run it from the start now.
+                return self.advance(state, [restart or self.start_again(state, rewind)])  # type: ignore[arg-type]
+            if rewind is not None:
+                return self.rewind(rewind)
+        for message in item.messages:
+            if isinstance(message.event, ExecutionRewound):
+                self.answer_again(message.event)  # a rewound parent waits for this finished child
+            # A timer that lost a when_any, or an activity's second delivery: routine. A start is not.
+            routine = message.event is not None and not isinstance(message.event, StartRequested)
+            self.drop(message, f"the instance is {state.status.value}", expected=routine)
+            if isinstance(message.event, StartRequested):
+                self.reply_taken(message.event)  # else a parent would wait for this child forever
+        commit = TurnCommit(execution_id=state.execution_id, messages=self.replies, consumed=self.consumed)
+        return self.planned(commit)
+
+    def rewinds(self) -> list[HistoryEvent]:
+        """Rewind messages of this turn, even ones the engine dropped because the run just ended:
+        a rewound parent's new execution is where the answer must go."""
+        return [m.event for m in self.item.messages if isinstance(m.event, ExecutionRewound)]
+
+    def start_again(self, state: OrchestrationState, rewind: QueuedMessage) -> QueuedMessage:
+        """The rewind of an instance that never ran, as a start from what its row recorded."""
+        self.drop(rewind, "the instance never ran: it starts afresh", expected=True)
+        request = StartRequested(name=state.name, version=state.version, input=state.input)
+        return replace(rewind, event=request, execution_id=state.execution_id)
+
+    def advance(self, state: OrchestrationState, messages: Sequence[QueuedMessage]) -> TurnPlan | Abandon:
+        """An ordinary turn: apply the messages to the current execution (starting it if needed)."""
+        item = self.item
+        history = item.history or []
         start: QueuedMessage | None = None
         accepted: list[QueuedMessage] = []
-        for message in item.messages:
+        for message in messages:
             if message.execution_id is not None and message.execution_id != state.execution_id:
                 self.drop(message, f"it belongs to execution {message.execution_id}, not {state.execution_id}")
             elif isinstance(message.event, StartRequested):
-                if item.history or start is not None:
+                # After continue-as-new only the start addressed to the new execution may begin it.
+                stray = state.execution_id > 1 and message.execution_id is None
+                if history or start is not None or stray:
                     self.drop(message, "the instance has already started")
                     self.reply_taken(message.event)
                 else:
@@ -202,7 +230,7 @@ class _Planner:
             else:
                 accepted.append(message)
 
-        if not item.history and start is None:
+        if not history and start is None:
             if not accepted:
                 return self.planned(TurnCommit(execution_id=state.execution_id, consumed=self.consumed))
             # Messages that overtook the start of a new execution: let the start arrive first.
@@ -217,7 +245,7 @@ class _Planner:
             accepted.insert(0, start)
             new_events: list[HistoryEvent] = [started, *_events(accepted[1:])]
         else:
-            started = item.history[0]  # type: ignore[assignment]
+            started = history[0]  # type: ignore[assignment]
             if not isinstance(started, OrchestrationStarted):
                 return self.fail_without_replay(HistoryFormatError("history does not begin with OrchestrationStarted"))
             new_events = _events(accepted)
@@ -284,7 +312,7 @@ class _Planner:
             request = next((m.event for m in item.messages if isinstance(m.event, StartRequested)), None)
             parent = _parent(request, [])
         else:
-            parent = _parent(started, history)
+            parent = _parent(started, [*history, *self.rewinds()])
         new_events: list[HistoryEvent] = []
         if item.history is not None and history:
             new_events = [OrchestrationFailed(event_id=history[-1].event_id + 1, timestamp=self.now, error=details)]
@@ -340,7 +368,7 @@ class _Planner:
         status = result.status
         instance_input = started.input
         terminal = result.terminal_event
-        parent = _parent(started, [*history, *result.new_events])
+        parent = _parent(started, [*history, *result.new_events, *self.rewinds()])
         if isinstance(terminal, OrchestrationContinuedAsNew):
             next_execution = execution_id + 1
             instance_input = terminal.input
@@ -354,10 +382,13 @@ class _Planner:
                 trace_context=started.trace_context,
             )
             messages.append(Message(instance_id=item.instance_id, execution_id=next_execution, event=request))
-            messages.extend(
-                Message(instance_id=item.instance_id, execution_id=None, event=EventRaised(name=e.name, data=e.data))
-                for e in result.carryover
-            )
+            # Unawaited events first, then what arrived behind the continue-as-new, all in arrival order;
+            # leaving the latter queued would let them overtake the former.
+            left = [m for i, m in enumerate(accepted) if i not in set(result.consumed)]
+            consumed.update(m.message_id for m in left)
+            carried: list[HistoryEvent] = [EventRaised(name=e.name, data=e.data) for e in result.carryover]
+            carried += [m.event for m in left if m.execution_id is None and m.event is not None]
+            messages.extend(Message(instance_id=item.instance_id, execution_id=None, event=e) for e in carried)
         elif isinstance(terminal, OrchestrationCompleted) and parent is not None:
             messages.append(_reply_to_parent(parent, output=terminal.output))
         elif isinstance(terminal, OrchestrationFailed | OrchestrationTerminated) and parent is not None:

@@ -431,7 +431,6 @@ class PostgresProvider(Provider):
             "instance_id": item.instance_id,
             "lock_token": item.lock_token,
             "delay": float(delay),
-            "message_ids": [m.message_id for m in item.messages],
             "notify": self._notice(orchestrator=1),
         }
 

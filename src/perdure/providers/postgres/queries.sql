@@ -71,12 +71,14 @@ SELECT ack_orchestration_item(
 )
 
 -- name: abandon_orchestration_item
--- Release the lock (if still ours) and delay the item's messages; wakes other processes.
+-- Release the lock (if still ours); with a delay, keep holding the whole instance until then
+-- instead, so that no message arriving meanwhile overtakes the ones put back. Wakes other processes.
 WITH released AS (
-    DELETE FROM instance_locks WHERE instance_id = %(instance_id)s AND lock_token = %(lock_token)s
-), delayed AS (
-    UPDATE orchestrator_queue SET visible_at = now() + make_interval(secs => %(delay)s)
-    WHERE message_id = ANY (%(message_ids)s::bigint[]) AND %(delay)s > 0
+    DELETE FROM instance_locks
+    WHERE instance_id = %(instance_id)s AND lock_token = %(lock_token)s AND %(delay)s <= 0
+), held AS (
+    UPDATE instance_locks SET locked_until = now() + make_interval(secs => %(delay)s)
+    WHERE instance_id = %(instance_id)s AND lock_token = %(lock_token)s AND %(delay)s > 0
 )
 SELECT pg_notify(notify_channel(), %(notify)s)
 
@@ -120,9 +122,15 @@ WHERE item_id = %(item_id)s AND lock_token = %(lock_token)s
 RETURNING item_id
 
 -- name: earliest_orchestrator_due
--- Seconds (on the database clock) until the next timer falls due. Messages visible now but not
--- fetchable (their instance is locked) wake no one: the ack that releases the lock notifies.
-SELECT extract(epoch FROM min(visible_at) - now())::double precision FROM orchestrator_queue WHERE visible_at > now()
+-- Seconds (on the database clock) until the next timer falls due, or a lock on an instance with
+-- queued messages expires (held back after a put-back, or left by a crashed worker). Locks of turns
+-- in progress are released by their ack, which notifies.
+SELECT extract(epoch FROM min(due) - now())::double precision FROM (
+    SELECT min(visible_at) AS due FROM orchestrator_queue WHERE visible_at > now()
+    UNION ALL
+    SELECT min(l.locked_until) FROM instance_locks l
+    WHERE l.locked_until > now() AND EXISTS (SELECT 1 FROM orchestrator_queue q WHERE q.instance_id = l.instance_id)
+) AS d
 
 -- name: earliest_worker_due
 -- Seconds until the next delayed or expiring work item becomes visible.

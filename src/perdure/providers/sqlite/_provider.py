@@ -222,7 +222,10 @@ class SqliteProvider(Provider):
 
 def _connect(path: str, synchronous: str) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
-    connection.execute("PRAGMA journal_mode=WAL")
+    mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if mode not in ("wal", "memory"):  # readers must never block the writer: that needs WAL
+        connection.close()
+        raise ProviderError(f"SQLite could not switch {path!r} to WAL mode (it stays in {mode!r} mode)")
     connection.execute(f"PRAGMA synchronous={synchronous}")
     connection.execute("PRAGMA busy_timeout=0")  # never block the loop: _run retries asynchronously
     connection.executescript(read_sql("perdure.providers.sqlite", "schema.sql"))
@@ -246,10 +249,11 @@ def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     db.execute("BEGIN IMMEDIATE")
     try:
         yield db
+        db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # a failed COMMIT leaves it open: close it, so a retry starts clean
+            db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")
 
 
 def _message_row(message: Message, now: float) -> dict[str, Any]:
@@ -440,13 +444,11 @@ def _ack_orchestration_item(db: sqlite3.Connection, item: OrchestrationItem, com
 
 
 def _abandon_orchestration_item(db: sqlite3.Connection, item: OrchestrationItem, delay: float) -> None:
+    key = {"instance_id": item.instance_id, "lock_token": item.lock_token, "locked_until": time.time() + delay}
     with _transaction(db):
-        if delay > 0:
-            visible_at = time.time() + delay
-            db.executemany(
-                _Q["delay_messages"], [{"message_id": m.message_id, "visible_at": visible_at} for m in item.messages]
-            )
-        db.execute(_Q["delete_lock"], {"instance_id": item.instance_id, "lock_token": item.lock_token})
+        # A delay holds the whole instance back, not just these messages: what arrives meanwhile
+        # must not overtake them.
+        db.execute(_Q["hold_instance" if delay > 0 else "delete_lock"], key)
 
 
 def _fetch_work_item(db: sqlite3.Connection, queues: list[str], lock_seconds: float) -> WorkItem | None:

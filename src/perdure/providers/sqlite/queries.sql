@@ -64,8 +64,9 @@ WHERE instance_id = :instance_id
 -- name: delete_message
 DELETE FROM orchestrator_queue WHERE message_id = :message_id
 
--- name: delay_messages
-UPDATE orchestrator_queue SET visible_at = :visible_at WHERE message_id = :message_id
+-- name: hold_instance
+-- Put back with a delay: the lock stays until then, so no message of the instance overtakes another.
+UPDATE instance_locks SET locked_until = :locked_until WHERE instance_id = :instance_id AND lock_token = :lock_token
 
 -- name: next_work_item
 SELECT item_id, request, dequeue_count + 1 FROM worker_queue
