@@ -206,3 +206,30 @@ async def test_raise_event_reaches_an_instance_waiting_in_another_process(schema
     finally:
         await worker_side.close()
         await client_side.close()
+
+
+async def test_an_enqueue_retried_after_a_lost_reply_is_applied_once(schemas: list[str]) -> None:
+    provider = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    client = Client(provider)
+    event = Message(instance_id="i", execution_id=None, event=EventRaised(name="pay", data=100))
+    await client.start_orchestration("i", "Collect")
+    real_run = provider._run
+
+    async def lose_the_first_reply(function: Any, *, retry: bool = True) -> Any:
+        async def committed_then_lost(conn: Any, attempt: int) -> Any:
+            result = await function(conn, attempt)
+            if attempt == 0:  # the server committed; the answer never came back
+                raise psycopg.OperationalError("SSL SYSCALL error: EOF detected")
+            return result
+
+        return await real_run(committed_then_lost, retry=retry)
+
+    provider._run = lose_the_first_reply  # type: ignore[method-assign]
+    try:
+        await provider.enqueue_messages([event])
+    finally:
+        provider._run = real_run  # type: ignore[method-assign]
+    item = await provider.fetch_orchestration_item(30)
+    assert item is not None
+    assert [type(m.event).__name__ for m in item.messages] == ["StartRequested", "EventRaised"]
+    await provider.close()

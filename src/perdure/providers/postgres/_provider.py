@@ -286,6 +286,7 @@ class PostgresProvider(Provider):
             return
         params = _message_arrays(messages)
         params["notify"] = self._notice(orchestrator=len(messages))
+        params["receipt"] = uuid.uuid4().hex  # the same for every retry of this call
 
         async def tx(conn: Connection, attempt: int) -> None:
             await conn.execute(_Q["enqueue_messages"], params)

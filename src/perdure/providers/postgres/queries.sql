@@ -19,11 +19,18 @@ SELECT pg_notify(notify_channel(), %(notify)s) FROM queued
 SELECT name, input FROM instances WHERE instance_id = %(instance_id)s
 
 -- name: enqueue_messages
+-- Once per call: the receipt makes a retry of a call that did commit a no-op. Receipts older than
+-- a day (far beyond any retry) are swept on the way.
+WITH receipt AS (
+    INSERT INTO enqueue_receipts (key) VALUES (%(receipt)s) ON CONFLICT DO NOTHING RETURNING key
+), swept AS (
+    DELETE FROM enqueue_receipts WHERE created_at < now() - interval '1 day'
+)
 SELECT enqueue_messages(
     %(instances)s::text[], %(executions)s::integer[], %(kinds)s::text[], %(msg_events)s::text[],
     %(visible)s::timestamptz[], %(start_instances)s::text[], %(start_names)s::text[], %(start_inputs)s::text[],
     %(start_parents)s::text[], %(notify)s
-)
+) FROM receipt
 
 -- name: select_state
 SELECT instance_id, name, version, status, execution_id, input, output, error, custom_status,
