@@ -341,3 +341,23 @@ async def test_a_failure_the_code_handled_is_kept_and_not_run_again(provider: Pr
     assert len(kept) == 1, "only the handled failure stays"
     assert isinstance(history[0], OrchestrationStarted)
     assert any(isinstance(e, ExecutionRewound) for e in history)
+
+
+async def test_rewind_returns_the_execution_to_wait_for(provider: Provider) -> None:
+    registry = Registry()
+    flaky = Flaky(registry, "Step")
+
+    @registry.orchestration("One")
+    async def one(ctx: OrchestrationContext, _: Any) -> Any:
+        return await ctx.call_activity("Step", 1)
+
+    flaky.broken.add("Step")
+    async with running(provider, registry) as client:
+        await client.start_orchestration("one", "One")
+        await failed(client, "one")
+        flaky.broken.clear()
+        execution = await client.rewind("one")
+        # Without execution_id this could return the old failure at once; with it, the rewound run.
+        state = await client.wait_for_orchestration("one", execution_id=execution)
+    assert execution == 2
+    assert (state.status, state.execution_id, state.output) == (OrchestrationStatus.COMPLETED, 2, "Step(1)")

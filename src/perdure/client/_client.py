@@ -106,8 +106,16 @@ class Client:
         _check_id(instance_id)
         return await self.provider.get_state(instance_id)
 
-    async def wait_for_orchestration(self, instance_id: str, timeout: float = 60.0) -> OrchestrationState:
+    async def wait_for_orchestration(
+        self, instance_id: str, timeout: float = 60.0, *, execution_id: int | None = None
+    ) -> OrchestrationState:
         """Wait until the instance completes, fails or is terminated, and return its state.
+
+        Args:
+            instance_id: The instance.
+            timeout: Seconds to wait at most.
+            execution_id: Wait for this execution (or a later one) to end, e.g. the one
+                :meth:`rewind` returned; an earlier execution that ended does not count.
 
         Raises:
             InstanceNotFoundError: if the instance does not exist.
@@ -115,10 +123,12 @@ class Client:
         """
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or math.isnan(timeout) or timeout < 0:
             raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        if execution_id is not None and (isinstance(execution_id, bool) or not isinstance(execution_id, int)):
+            raise TypeError(f"execution_id must be an int or None, got {type(execution_id).__name__}")
         deadline = time.monotonic() + timeout
         while True:
             state = await self._require(instance_id)
-            if state.status.is_terminal:
+            if state.status.is_terminal and state.execution_id >= (execution_id or 0):
                 return state
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -170,11 +180,17 @@ class Client:
             raise InvalidInstanceStateError(f"instance {instance_id!r} is {state.status.value}, not SUSPENDED")
         await self._send(instance_id, OrchestrationResumed(reason=reason))
 
-    async def rewind(self, instance_id: str, reason: str | None = None) -> None:
+    async def rewind(self, instance_id: str, reason: str | None = None) -> int:
         """Retry a FAILED instance from where it failed, in a new execution.
 
         The failed activities run again (with a fresh retry budget), failed children are rewound
         too, and everything that succeeded is kept and never redone. See ``docs/rewind.md``.
+
+        The rewind is applied by the instance's next turn; until then it stays FAILED. To wait for
+        the rewound run, pass the returned id: ``wait_for_orchestration(id, execution_id=n)``.
+
+        Returns:
+            The execution id the rewound run will have.
 
         Raises:
             InstanceNotFoundError: if the instance does not exist.
@@ -187,6 +203,7 @@ class Client:
                 f"instance {instance_id!r} is {state.status.value}; only FAILED instances can be rewound"
             )
         await self._send(instance_id, ExecutionRewound(reason=reason))
+        return state.execution_id + 1
 
     async def purge(self, instance_id: str, *, recursive: bool = True) -> int:
         """Delete a finished instance's history, state and queued messages.
