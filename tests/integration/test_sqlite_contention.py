@@ -104,3 +104,22 @@ async def test_a_second_provider_sees_work_enqueued_by_the_first(tmp_path: Path)
     finally:
         await writer.close()
         await reader.close()
+
+
+async def test_opening_waits_for_another_connections_write_lock(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    setup = sqlite3.connect(path)
+    setup.execute("PRAGMA journal_mode=WAL")  # an empty WAL database: creating the schema needs the lock
+    setup.close()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    opening = asyncio.create_task(SqliteProvider.open(path))
+    await asyncio.sleep(0.2)
+    assert not opening.done(), "it must wait for the lock, not fail"
+    blocker.execute("COMMIT")
+    blocker.close()
+    provider = await asyncio.wait_for(opening, 10)
+    try:
+        assert await provider.get_state("nobody") is None  # the schema is there
+    finally:
+        await provider.close()

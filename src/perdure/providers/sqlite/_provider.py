@@ -88,7 +88,19 @@ class SqliteProvider(Provider):
         """
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError("synchronous must be 'NORMAL' or 'FULL'")
-        return cls(_connect(str(path), synchronous), poll_interval)
+        # Other processes may be opening or writing the same file: wait out their locks here too.
+        deadline = time.monotonic() + _BUSY_GIVE_UP_SECONDS
+        pause = 0.001
+        while True:
+            try:
+                return cls(_connect(str(path), synchronous), poll_interval)
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc):
+                    raise ProviderError(f"cannot open SQLite database {str(path)!r}: {exc}") from exc
+                if time.monotonic() > deadline:
+                    raise ProviderError(f"the SQLite database stayed locked for {_BUSY_GIVE_UP_SECONDS:.0f} s") from exc
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     # --- plumbing ----------------------------------------------------------------------------------
 
@@ -222,14 +234,21 @@ class SqliteProvider(Provider):
 
 def _connect(path: str, synchronous: str) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
+    try:
+        _prepare(connection, path, synchronous)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _prepare(connection: sqlite3.Connection, path: str, synchronous: str) -> None:
     mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if mode not in ("wal", "memory"):  # readers must never block the writer: that needs WAL
-        connection.close()
         raise ProviderError(f"SQLite could not switch {path!r} to WAL mode (it stays in {mode!r} mode)")
     connection.execute(f"PRAGMA synchronous={synchronous}")
     connection.execute("PRAGMA busy_timeout=0")  # never block the loop: _run retries asynchronously
     connection.executescript(read_sql("perdure.providers.sqlite", "schema.sql"))
-    return connection
 
 
 @contextlib.contextmanager
