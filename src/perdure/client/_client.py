@@ -11,6 +11,7 @@ from typing import Any
 from perdure import _json
 from perdure._errors import InstanceNotFoundError, InvalidInstanceStateError
 from perdure._state import OrchestrationDescriptor, OrchestrationState, OrchestrationStatus
+from perdure.engine._context import check_name
 from perdure.engine._history import (
     EventRaised,
     ExecutionRewound,
@@ -72,7 +73,7 @@ class Client:
             SerializationError: if ``input`` is not a JSON value.
         """
         _check_id(instance_id)
-        _check_text(name, "orchestration name")
+        check_name(name, "orchestration name")
         if version is not None:
             parse_version(version)
         _json.check_json(input, f"input of orchestration {name!r}")
@@ -96,7 +97,7 @@ class Client:
             InstanceNotFoundError: if the instance does not exist.
             SerializationError: if ``data`` is not a JSON value.
         """
-        _check_text(name, "event name")
+        check_name(name, "event name")
         _json.check_json(data, f"data of event {name!r}")
         await self._require(instance_id)
         await self._send(instance_id, EventRaised(name=name, data=data))
@@ -359,13 +360,6 @@ class Client:
         await self.provider.enqueue_messages([Message(instance_id=instance_id, execution_id=None, event=event)])
 
 
-def _check_text(value: Any, what: str) -> None:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"the {what} must be a non-empty string, got {value!r}")
-    if "\x00" in value:
-        raise ValueError(f"the {what} must not contain NUL characters")
-
-
 def _check_reason(reason: Any) -> None:
     # Reasons are recorded in history as text: anything else would be refused when read back.
     if reason is not None and not isinstance(reason, str):
@@ -375,6 +369,6 @@ def _check_reason(reason: Any) -> None:
 
 
 def _check_id(instance_id: Any) -> None:
-    _check_text(instance_id, "instance id")
+    check_name(instance_id, "instance id")
     if len(instance_id) > 256:
         raise ValueError("an instance id is at most 256 characters")

@@ -125,10 +125,10 @@ class OrchestrationContext:
             retry: Retry the activity on failure, waiting on durable timers between attempts.
             queue: The worker queue to run on (default ``"default"``).
         """
-        _check_name(name, "activity name")
+        check_name(name, "activity name")
         _json.check_json(input, f"input of activity {name!r}")
         queue = "default" if queue is None else queue
-        _check_name(queue, "queue name")
+        check_name(queue, "queue name")
 
         def attempt(number: int) -> DurableTask[Any]:
             task = _ScheduledTask(ActivityFailedError, f"activity {name!r}")
@@ -164,7 +164,7 @@ class OrchestrationContext:
         Prefer this to racing a plain wait against a timer with ``when_any``, whose losing wait
         would still take the next event of that name.
         """
-        _check_name(name, "event name")
+        check_name(name, "event name")
         task: DurableTask[Any] = DurableTask()
         self._turn.wait_event(name, task)
         if timeout is None:
@@ -186,7 +186,7 @@ class OrchestrationContext:
         terminated. Without ``instance_id`` a deterministic id is derived from this instance.
         Without ``version`` the child's version policy chooses.
         """
-        _check_name(name, "orchestration name")
+        check_name(name, "orchestration name")
         _json.check_json(input, f"input of sub-orchestration {name!r}")
 
         def attempt(number: int) -> DurableTask[Any]:
@@ -199,19 +199,19 @@ class OrchestrationContext:
             return task
 
         if instance_id is not None:
-            _check_name(instance_id, "instance id")
+            check_name(instance_id, "instance id")
         return attempt(1) if retry is None else _RetryTask(self, retry, attempt)
 
     def start_orchestration(
         self, name: str, input: Any = None, *, instance_id: str | None = None, version: str | None = None
     ) -> str:
         """Start a detached orchestration (fire-and-forget) and return its instance id."""
-        _check_name(name, "orchestration name")
+        check_name(name, "orchestration name")
         _json.check_json(input, f"input of orchestration {name!r}")
         if instance_id is None:
             instance_id = self._next_child_id()
         else:
-            _check_name(instance_id, "instance id")
+            check_name(instance_id, "instance id")
         self._turn.schedule(
             OrchestrationChained(name=name, version=version, instance_id=instance_id, input=input), None
         )
@@ -219,8 +219,8 @@ class OrchestrationContext:
 
     def send_event(self, instance_id: str, name: str, data: Any = None) -> None:
         """Raise the event ``name`` with ``data`` on another instance."""
-        _check_name(instance_id, "instance id")
-        _check_name(name, "event name")
+        check_name(instance_id, "instance id")
+        check_name(name, "event name")
         _json.check_json(data, f"data of event {name!r}")
         self._turn.schedule(EventSent(instance_id=instance_id, name=name, data=data), None)
 
@@ -318,7 +318,8 @@ class _RetryTask(DurableTask[Any]):
         self._start(self._attempt)._add_listener(self._attempt_done)
 
 
-def _check_name(value: Any, what: str) -> None:
+def check_name(value: Any, what: str) -> None:
+    """Refuse anything but a non-empty string without NUL characters (the stores cannot hold NUL)."""
     if not isinstance(value, str) or not value:
         raise ValueError(f"the {what} must be a non-empty string, got {value!r}")
     if "\x00" in value:

@@ -40,6 +40,7 @@ from perdure._errors import (
 from perdure._state import OrchestrationStatus
 from perdure.engine._context import ContinueAsNew, OrchestrationContext, _ScheduledTask
 from perdure.engine._history import (
+    TERMINAL_EVENTS,
     ActivityCompleted,
     ActivityFailed,
     ActivityScheduled,
@@ -82,7 +83,6 @@ _COMPLETED_BY: dict[type[Decision], tuple[type[Completion], ...]] = {
 }
 # Events an operator sends that act on a suspended instance; everything else waits for resume.
 _CONTROL_EVENTS = (OrchestrationSuspended, OrchestrationResumed, OrchestrationTerminated, TerminateRequested)
-_TERMINAL = (OrchestrationCompleted, OrchestrationFailed, OrchestrationContinuedAsNew, OrchestrationTerminated)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -118,7 +118,7 @@ class TurnResult:
     def terminal_event(self) -> HistoryEvent | None:
         """The event that ended the execution in this turn, if any."""
         last = self.new_events[-1] if self.new_events else None
-        return last if isinstance(last, _TERMINAL) else None
+        return last if isinstance(last, TERMINAL_EVENTS) else None
 
 
 def run_turn(
@@ -231,7 +231,7 @@ class _Turn:
     @property
     def last_terminal(self) -> HistoryEvent | None:
         last = self.appended[-1] if self.appended else None
-        return last if isinstance(last, _TERMINAL) else None
+        return last if isinstance(last, TERMINAL_EVENTS) else None
 
     def check_position(self, event: HistoryEvent) -> None:
         if event.event_id != self.next_event_id:
@@ -453,7 +453,7 @@ class _Turn:
         error = ErrorDetails(type=type_name(exc), message=str(exc))
         # The custom status is what the stored history says; the part of this turn is thrown away.
         custom_status = next((e.value for e in reversed(history) if isinstance(e, CustomStatusUpdated)), None)
-        ended = bool(history) and isinstance(history[-1], _TERMINAL)
+        ended = bool(history) and isinstance(history[-1], TERMINAL_EVENTS)
         new_events: list[HistoryEvent] = []
         if not ended:  # an execution records one terminal event, never a second
             next_id = history[-1].event_id + 1 if history else 1

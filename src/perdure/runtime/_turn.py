@@ -384,7 +384,8 @@ class _Planner:
             messages.append(Message(instance_id=item.instance_id, execution_id=next_execution, event=request))
             # Unawaited events first, then what arrived behind the continue-as-new, all in arrival order;
             # leaving the latter queued would let them overtake the former.
-            left = [m for i, m in enumerate(accepted) if i not in set(result.consumed)]
+            used = set(result.consumed)
+            left = [m for i, m in enumerate(accepted) if i not in used]
             consumed.update(m.message_id for m in left)
             carried: list[HistoryEvent] = [EventRaised(name=e.name, data=e.data) for e in result.carryover]
             carried += [m.event for m in left if m.execution_id is None and m.event is not None]

@@ -89,18 +89,8 @@ class SqliteProvider(Provider):
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError("synchronous must be 'NORMAL' or 'FULL'")
         # Other processes may be opening or writing the same file: wait out their locks here too.
-        deadline = time.monotonic() + _BUSY_GIVE_UP_SECONDS
-        pause = 0.001
-        while True:
-            try:
-                return cls(_connect(str(path), synchronous), poll_interval)
-            except sqlite3.OperationalError as exc:
-                if not is_busy(exc):
-                    raise ProviderError(f"cannot open SQLite database {str(path)!r}: {exc}") from exc
-                if time.monotonic() > deadline:
-                    raise ProviderError(f"the SQLite database stayed locked for {_BUSY_GIVE_UP_SECONDS:.0f} s") from exc
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.05)
+        connection = await _waiting_out_locks(_connect, str(path), synchronous)
+        return cls(connection, poll_interval)
 
     # --- plumbing ----------------------------------------------------------------------------------
 
@@ -114,18 +104,7 @@ class SqliteProvider(Provider):
         """Run a read; while another process holds a lock SQLite needs, wait and retry."""
         if self._closed:
             raise ProviderError("the SQLite provider is closed")
-        deadline = time.monotonic() + _BUSY_GIVE_UP_SECONDS
-        pause = 0.001
-        while True:
-            try:
-                return function(self._db, *args)
-            except sqlite3.OperationalError as exc:
-                if not is_busy(exc):
-                    raise ProviderError(f"SQLite failed: {exc}") from exc
-                if time.monotonic() > deadline:
-                    raise ProviderError(f"the SQLite database stayed locked for {_BUSY_GIVE_UP_SECONDS:.0f} s") from exc
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.05)
+        return await _waiting_out_locks(function, self._db, *args)
 
     def _watch(self) -> None:
         """Start (once) the watcher that notices commits made by other processes."""
@@ -230,6 +209,22 @@ class SqliteProvider(Provider):
 
 
 # --- the statements: each runs inside a group commit (writes) or on its own (reads) ---------------------
+
+
+async def _waiting_out_locks(function: Callable[..., T], *args: Any) -> T:
+    """Call ``function(*args)``; while another connection holds a lock it needs, sleep on the loop and retry."""
+    deadline = time.monotonic() + _BUSY_GIVE_UP_SECONDS
+    pause = 0.001
+    while True:
+        try:
+            return function(*args)
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                raise ProviderError(f"SQLite failed: {exc}") from exc
+            if time.monotonic() > deadline:
+                raise ProviderError(f"the SQLite database stayed locked for {_BUSY_GIVE_UP_SECONDS:.0f} s") from exc
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 def _connect(path: str, synchronous: str) -> sqlite3.Connection:
