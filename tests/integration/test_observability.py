@@ -24,8 +24,8 @@ from perdure import (
     Runtime,
     RuntimeOptions,
 )
+from perdure._tracing import Tracer
 from perdure.engine.events import OrchestrationStarted
-from perdure.runtime._tracing import Tracer
 
 
 @pytest.fixture

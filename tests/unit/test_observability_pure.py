@@ -10,16 +10,16 @@ from typing import Any
 import pytest
 
 from perdure import OrchestrationContext, OrchestrationState, OrchestrationStatus, Registry, RuntimeOptions
-from perdure.engine.events import OrchestrationStarted, StartRequested
-from perdure.providers._base import ActivityRequest, OrchestrationItem, QueuedMessage
-from perdure.providers._codec import decode_request, encode_request
-from perdure.runtime._metrics import Metrics
-from perdure.runtime._tracing import (
+from perdure._tracing import (
     Tracer,
     execution_trace_context,
     format_traceparent,
     parse_traceparent,
 )
+from perdure.engine.events import OrchestrationStarted, StartRequested
+from perdure.providers._base import ActivityRequest, OrchestrationItem, QueuedMessage
+from perdure.providers._codec import decode_request, encode_request
+from perdure.runtime._metrics import Metrics
 from perdure.runtime._turn import TurnPlan, plan_turn
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)

@@ -11,6 +11,7 @@ from typing import Any
 from perdure import _json
 from perdure._errors import InstanceNotFoundError, InvalidInstanceStateError
 from perdure._state import OrchestrationDescriptor, OrchestrationState, OrchestrationStatus
+from perdure._tracing import Tracer
 from perdure.engine._context import check_name
 from perdure.engine._history import (
     EventRaised,
@@ -24,7 +25,6 @@ from perdure.engine._history import (
 )
 from perdure.providers._base import InstanceFilter, Message, Provider
 from perdure.runtime._registry import parse_version
-from perdure.runtime._tracing import Tracer
 
 __all__ = ["Client"]
 

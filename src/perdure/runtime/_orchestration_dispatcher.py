@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime
 
 from perdure._state import OrchestrationState, OrchestrationStatus
+from perdure._tracing import Tracer, execution_parent, execution_trace_context
 from perdure.engine._history import (
     TERMINAL_EVENTS,
     HistoryEvent,
@@ -21,7 +22,6 @@ from perdure.runtime._dispatcher import Dispatcher
 from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._registry import OrchestrationRegistry
-from perdure.runtime._tracing import Tracer, execution_parent, execution_trace_context
 from perdure.runtime._turn import Abandon, TurnPlan, children_to_rewind, plan_turn
 
 __all__ = ["OrchestrationDispatcher"]

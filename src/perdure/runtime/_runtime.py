@@ -7,12 +7,12 @@ import contextlib
 import logging
 from types import TracebackType
 
+from perdure._tracing import Tracer
 from perdure.providers._base import Provider
 from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._orchestration_dispatcher import OrchestrationDispatcher
 from perdure.runtime._registry import Registry
-from perdure.runtime._tracing import Tracer
 from perdure.runtime._work_dispatcher import WorkDispatcher
 
 __all__ = ["Runtime"]

@@ -29,6 +29,7 @@ from perdure._errors import (
     type_name,
 )
 from perdure._state import OrchestrationState, OrchestrationStatus
+from perdure._tracing import execution_trace_context
 from perdure.engine._history import (
     ActivityScheduled,
     Decision,
@@ -62,7 +63,6 @@ from perdure.providers._base import (
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._registry import OrchestrationRegistry
 from perdure.runtime._rewind import open_tasks, rewound_history
-from perdure.runtime._tracing import execution_trace_context
 
 __all__ = ["Abandon", "TurnPlan", "children_to_rewind", "plan_turn"]
 

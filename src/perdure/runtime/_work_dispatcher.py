@@ -13,6 +13,7 @@ from typing import Any
 
 from perdure import _json
 from perdure._errors import ErrorDetails, PoisonMessageError, UnregisteredActivityError
+from perdure._tracing import Tracer
 from perdure.engine._history import ActivityCompleted, ActivityFailed, HistoryEvent
 from perdure.providers._base import ActivityRequest, LockLostError, Message, Provider, WorkItem
 from perdure.runtime._activity import ActivityContext
@@ -20,7 +21,6 @@ from perdure.runtime._dispatcher import Dispatcher
 from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._registry import ActivityRegistry, RegisteredActivity
-from perdure.runtime._tracing import Tracer
 
 __all__ = ["WorkDispatcher"]
 

@@ -99,7 +99,6 @@ class Tracer:
         self._tracer = tracer
         inner = getattr(tracer, "id_generator", None)
         # The SDK's tracer draws ids from its id generator; ours hands out a derived id when asked to.
-        self.derives_ids = inner is not None
         if inner is not None:
             tracer.id_generator = _DerivedIds(inner)
 
