@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from perdure import RegistrationError, Registry, UnregisteredActivityError, UnregisteredOrchestrationError
-from perdure.runtime._registry import parse_version
+from perdure._validate import parse_version
 
 
 async def orch(ctx: Any, value: Any) -> Any:
@@ -71,13 +71,37 @@ def test_sync_orchestration_is_refused() -> None:
         Registry().orchestration("s")(sync)
 
 
-@pytest.mark.parametrize("name", ["", "   ", None, 3])
-def test_bad_names_are_refused(name: Any) -> None:
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", "must not be empty or only whitespace"),
+        ("   ", "must not be empty or only whitespace"),
+        ("a\x00b", "must not contain control characters"),
+        ("x" * 257, "must be at most 256 characters"),
+        (None, "must be a string"),
+        (3, "must be a string"),
+    ],
+)
+def test_bad_names_are_refused_with_the_rule_every_entry_applies(name: Any, message: str) -> None:
     registry = Registry()
-    with pytest.raises(RegistrationError, match="name must be a non-empty string"):
+    with pytest.raises(RegistrationError, match=f"the orchestration name {message}") as refused:
         registry.orchestrations.add(name, orch)
-    with pytest.raises(RegistrationError, match="name must be a non-empty string"):
+    assert isinstance(refused.value.__cause__, TypeError | ValueError)  # the shared check's error, kept as the cause
+    with pytest.raises(RegistrationError, match=f"the activity name {message}"):
         registry.activities.add(name, orch)
+    with pytest.raises(RegistrationError, match=f"the orchestration name {message}"):
+        registry.set_version_policy(name, "latest")
+    assert registry.orchestrations.names() == registry.activities.names() == []
+
+
+def test_the_longest_name_and_version_are_accepted() -> None:
+    registry = Registry()
+    longest_version = "1.0.0-" + "a" * 250
+    registry.orchestrations.add("o" * 256, orch, longest_version)
+    registry.activities.add("a" * 256, orch)
+    assert registry.orchestrations.versions("o" * 256) == [longest_version]
+    with pytest.raises(RegistrationError, match="a version is at most 256 characters, got 257"):
+        registry.orchestrations.add("o", orch, longest_version + "a")
 
 
 def test_functions_must_take_the_context() -> None:

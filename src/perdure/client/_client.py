@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -12,7 +11,20 @@ from perdure import _json
 from perdure._errors import InstanceNotFoundError, InvalidInstanceStateError
 from perdure._state import OrchestrationDescriptor, OrchestrationState, OrchestrationStatus
 from perdure._tracing import Tracer
-from perdure.engine._context import check_name
+from perdure._validate import (
+    check_aware,
+    check_execution_id,
+    check_flag,
+    check_instance_id,
+    check_limit,
+    check_name,
+    check_purge_statuses,
+    check_reason,
+    check_statuses,
+    check_text,
+    check_timeout,
+    check_version,
+)
 from perdure.engine._history import (
     EventRaised,
     ExecutionRewound,
@@ -24,11 +36,8 @@ from perdure.engine._history import (
     TerminateRequested,
 )
 from perdure.providers._base import InstanceFilter, Message, Provider
-from perdure.runtime._registry import parse_version
 
 __all__ = ["Client"]
-
-_FINISHED = (OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED, OrchestrationStatus.TERMINATED)
 
 
 class Client:
@@ -72,10 +81,9 @@ class Client:
             InstanceAlreadyExistsError: if an instance with this id exists.
             SerializationError: if ``input`` is not a JSON value.
         """
-        _check_id(instance_id)
+        check_instance_id(instance_id)
         check_name(name, "orchestration name")
-        if version is not None:
-            parse_version(version)
+        check_version(version)
         _json.check_json(input, f"input of orchestration {name!r}")
         tracer = self._tracing()
         if tracer is None:
@@ -104,7 +112,7 @@ class Client:
 
     async def get_status(self, instance_id: str) -> OrchestrationState | None:
         """The instance's current state, or ``None`` if it does not exist."""
-        _check_id(instance_id)
+        check_instance_id(instance_id)
         return await self.provider.get_state(instance_id)
 
     async def wait_for_orchestration(
@@ -122,10 +130,8 @@ class Client:
             InstanceNotFoundError: if the instance does not exist.
             TimeoutError: if it has not finished after ``timeout`` seconds.
         """
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or math.isnan(timeout) or timeout < 0:
-            raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
-        if execution_id is not None and (isinstance(execution_id, bool) or not isinstance(execution_id, int)):
-            raise TypeError(f"execution_id must be an int or None, got {type(execution_id).__name__}")
+        check_timeout(timeout)
+        check_execution_id(execution_id)
         deadline = time.monotonic() + timeout
         while True:
             state = await self._require(instance_id)
@@ -146,9 +152,8 @@ class Client:
         Raises:
             InstanceNotFoundError: if the instance does not exist.
         """
-        _check_reason(reason)
-        if not isinstance(recursive, bool):
-            raise TypeError(f"recursive must be a bool, got {type(recursive).__name__}")
+        check_reason(reason)
+        check_flag(recursive, "recursive")
         state = await self._require(instance_id)
         if state.status.is_terminal:
             return False
@@ -162,7 +167,7 @@ class Client:
             InstanceNotFoundError: if the instance does not exist.
             InvalidInstanceStateError: if it is not PENDING or RUNNING.
         """
-        _check_reason(reason)
+        check_reason(reason)
         state = await self._require(instance_id)
         if state.status not in (OrchestrationStatus.PENDING, OrchestrationStatus.RUNNING):
             raise InvalidInstanceStateError(f"instance {instance_id!r} is {state.status.value}; it cannot be suspended")
@@ -175,7 +180,7 @@ class Client:
             InstanceNotFoundError: if the instance does not exist.
             InvalidInstanceStateError: if it is not SUSPENDED.
         """
-        _check_reason(reason)
+        check_reason(reason)
         state = await self._require(instance_id)
         if state.status is not OrchestrationStatus.SUSPENDED:
             raise InvalidInstanceStateError(f"instance {instance_id!r} is {state.status.value}, not SUSPENDED")
@@ -197,7 +202,7 @@ class Client:
             InstanceNotFoundError: if the instance does not exist.
             InvalidInstanceStateError: if it is not FAILED.
         """
-        _check_reason(reason)
+        check_reason(reason)
         state = await self._require(instance_id)
         if state.status is not OrchestrationStatus.FAILED:
             raise InvalidInstanceStateError(
@@ -226,7 +231,7 @@ class Client:
             )
         family = [instance_id]
         if recursive:
-            family += await self._descendants(instance_id)
+            family += await _descendants(self.provider, instance_id)
         return await self.provider.purge_instances(family)
 
     async def purge_instances(
@@ -248,9 +253,7 @@ class Client:
         Returns:
             How many instances were purged.
         """
-        statuses = [status] if isinstance(status, OrchestrationStatus) else list(status or _FINISHED)
-        if not all(isinstance(s, OrchestrationStatus) and s.is_terminal for s in statuses):
-            raise InvalidInstanceStateError("only COMPLETED, FAILED and TERMINATED instances can be purged")
+        statuses = check_purge_statuses(status)
         total = 0
         after: str | None = None
         while True:
@@ -263,22 +266,6 @@ class Client:
             total += await self.provider.purge_instances([s.instance_id for s in page])
             if progress is not None:
                 progress(total)
-
-    async def _descendants(self, instance_id: str) -> list[str]:
-        found: list[str] = []
-        frontier = [instance_id]
-        while frontier:
-            parent = frontier.pop()
-            after: str | None = None
-            while True:
-                where = InstanceFilter(parent_instance_id=parent, limit=1000, after=after)
-                children = await self.provider.list_instances(where)
-                if not children:
-                    break
-                after = children[-1].instance_id
-                found += [c.instance_id for c in children]
-                frontier += [c.instance_id for c in children]
-        return found
 
     async def list_instances(
         self,
@@ -296,28 +283,15 @@ class Client:
 
         Page with ``after``: pass the last ``instance_id`` of one page to get the next.
         """
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
-            raise ValueError(f"limit must be an int from 1 to 10000, got {limit!r}")
-        for text, what in ((name, "name"), (instance_id_prefix, "instance id prefix"), (after, "after")):
-            if text is not None and not isinstance(text, str):
-                raise TypeError(f"{what} must be a string, got {type(text).__name__}")
-        if parent_instance_id is not None:
-            _check_id(parent_instance_id)
-        statuses = [status] if isinstance(status, OrchestrationStatus) else status
-        if statuses is not None and not all(isinstance(s, OrchestrationStatus) for s in statuses):
-            raise TypeError("status must be an OrchestrationStatus or a sequence of them")
-        for moment in (created_after, created_before):
-            if moment is not None and moment.tzinfo is None:
-                raise ValueError("created_after/created_before must be aware datetimes")
         where = InstanceFilter(
-            status=statuses,
-            name=name,
-            created_after=created_after,
-            created_before=created_before,
-            instance_id_prefix=instance_id_prefix,
-            parent_instance_id=parent_instance_id,
-            limit=limit,
-            after=after,
+            status=check_statuses(status),
+            name=check_text(name, "name"),
+            created_after=check_aware(created_after, "created_after"),
+            created_before=check_aware(created_before, "created_before"),
+            instance_id_prefix=check_text(instance_id_prefix, "instance id prefix"),
+            parent_instance_id=None if parent_instance_id is None else check_instance_id(parent_instance_id),
+            limit=check_limit(limit),
+            after=check_text(after, "after"),
         )
         return await self.provider.list_instances(where)
 
@@ -327,8 +301,7 @@ class Client:
         Raises:
             InstanceNotFoundError: if the instance does not exist.
         """
-        if execution_id is not None and (isinstance(execution_id, bool) or not isinstance(execution_id, int)):
-            raise TypeError(f"execution_id must be an int or None, got {type(execution_id).__name__}")
+        check_execution_id(execution_id)
         await self._require(instance_id)
         return await self.provider.get_history(instance_id, execution_id)
 
@@ -337,7 +310,7 @@ class Client:
 
         Returns ``None`` for an unknown instance, or one that has not started yet.
         """
-        _check_id(instance_id)
+        check_instance_id(instance_id)
         history = await self.provider.get_history(instance_id)
         started = history[0] if history else None
         if not isinstance(started, OrchestrationStarted):
@@ -350,7 +323,7 @@ class Client:
         )
 
     async def _require(self, instance_id: str) -> OrchestrationState:
-        _check_id(instance_id)
+        check_instance_id(instance_id)
         state = await self.provider.get_state(instance_id)
         if state is None:
             raise InstanceNotFoundError(f"no instance with id {instance_id!r}")
@@ -360,15 +333,18 @@ class Client:
         await self.provider.enqueue_messages([Message(instance_id=instance_id, execution_id=None, event=event)])
 
 
-def _check_reason(reason: Any) -> None:
-    # Reasons are recorded in history as text: anything else would be refused when read back.
-    if reason is not None and not isinstance(reason, str):
-        raise TypeError(f"the reason must be a string or None, got {type(reason).__name__}")
-    if reason is not None and len(reason) > 10_000:
-        raise ValueError("a reason is at most 10,000 characters")
-
-
-def _check_id(instance_id: Any) -> None:
-    check_name(instance_id, "instance id")
-    if len(instance_id) > 256:
-        raise ValueError("an instance id is at most 256 characters")
+async def _descendants(provider: Provider, instance_id: str) -> list[str]:
+    """The ids of every instance below ``instance_id`` (children, theirs, …), read page by page."""
+    found: list[str] = []
+    frontier = [instance_id]
+    while frontier:
+        parent = frontier.pop()
+        after: str | None = None
+        while True:
+            children = await provider.list_instances(InstanceFilter(parent_instance_id=parent, limit=1000, after=after))
+            if not children:
+                break
+            after = children[-1].instance_id
+            found += [c.instance_id for c in children]
+            frontier += [c.instance_id for c in children]
+    return found

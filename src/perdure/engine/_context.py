@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import MutableMapping, Sequence
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from perdure import _json
 from perdure._errors import ActivityFailedError, ErrorDetails, SubOrchestrationFailedError, TaskFailedError
+from perdure._validate import MAX_NAME_LENGTH, check_instance_id, check_name, check_version
 from perdure.engine._history import (
     ActivityScheduled,
     CustomStatusUpdated,
@@ -77,6 +79,10 @@ class OrchestrationContext:
     Orchestration code must be deterministic: take time from :meth:`now`, ids from
     :meth:`new_guid`, and do all I/O in activities. Scheduling methods return durable tasks to
     ``await`` (alone, or combined with :meth:`when_all` / :meth:`when_any`).
+
+    Names, instance ids and versions are checked where they are given, as the client checks them:
+    a bad one raises ``TypeError`` or ``ValueError`` (a bad version :class:`~perdure.RegistrationError`)
+    from the call, and nothing is scheduled.
     """
 
     def __init__(self, turn: _Turn, started: OrchestrationStarted, *, instance_id: str, execution_id: int) -> None:
@@ -187,19 +193,20 @@ class OrchestrationContext:
         Without ``version`` the child's version policy chooses.
         """
         check_name(name, "orchestration name")
+        if instance_id is not None:
+            check_instance_id(instance_id)
+        check_version(version)
         _json.check_json(input, f"input of sub-orchestration {name!r}")
 
         def attempt(number: int) -> DurableTask[Any]:
             child_id = instance_id if instance_id is not None and number == 1 else None
             if child_id is None:
-                child_id = self._next_child_id() if instance_id is None else f"{instance_id}:{number}"
+                child_id = self._next_child_id() if instance_id is None else _derived_id(f"{instance_id}:{number}")
             task = _ScheduledTask(SubOrchestrationFailedError, f"sub-orchestration {name!r} ({child_id})")
             decision = SubOrchestrationScheduled(name=name, version=version, instance_id=child_id, input=input)
             self._turn.schedule(decision, task)
             return task
 
-        if instance_id is not None:
-            check_name(instance_id, "instance id")
         return attempt(1) if retry is None else _RetryTask(self, retry, attempt)
 
     def start_orchestration(
@@ -207,11 +214,12 @@ class OrchestrationContext:
     ) -> str:
         """Start a detached orchestration (fire-and-forget) and return its instance id."""
         check_name(name, "orchestration name")
+        if instance_id is not None:
+            check_instance_id(instance_id)
+        check_version(version)
         _json.check_json(input, f"input of orchestration {name!r}")
-        if instance_id is None:
+        if instance_id is None:  # derived last: a refused call must not use up a child number
             instance_id = self._next_child_id()
-        else:
-            check_name(instance_id, "instance id")
         self._turn.schedule(
             OrchestrationChained(name=name, version=version, instance_id=instance_id, input=input), None
         )
@@ -219,7 +227,7 @@ class OrchestrationContext:
 
     def send_event(self, instance_id: str, name: str, data: Any = None) -> None:
         """Raise the event ``name`` with ``data`` on another instance."""
-        check_name(instance_id, "instance id")
+        check_instance_id(instance_id)
         check_name(name, "event name")
         _json.check_json(data, f"data of event {name!r}")
         self._turn.schedule(EventSent(instance_id=instance_id, name=name, data=data), None)
@@ -234,6 +242,7 @@ class OrchestrationContext:
 
         It does not return. Events raised but not yet awaited carry over to the new execution.
         """
+        check_version(version)
         _json.check_json(input, "input of continue_as_new")
         raise ContinueAsNew(input, version)
 
@@ -249,7 +258,7 @@ class OrchestrationContext:
 
     def _next_child_id(self) -> str:
         self._child_counter += 1
-        return f"{self.instance_id}:{self.execution_id}:{self._child_counter}"
+        return _derived_id(f"{self.instance_id}:{self.execution_id}:{self._child_counter}")
 
 
 class _ScheduledTask(DurableTask[Any]):
@@ -318,12 +327,16 @@ class _RetryTask(DurableTask[Any]):
         self._start(self._attempt)._add_listener(self._attempt_done)
 
 
-def check_name(value: Any, what: str) -> None:
-    """Refuse anything but a non-empty string without NUL characters (the stores cannot hold NUL)."""
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"the {what} must be a non-empty string, got {value!r}")
-    if "\x00" in value:
-        raise ValueError(f"the {what} must not contain NUL characters")
+def _derived_id(candidate: str) -> str:
+    """``candidate`` if it is short enough to be an instance id, else its head and a hash of all of it.
+
+    Ids made from a long parent id plus a suffix would pass the limit, and the client could not
+    address the child; the hash keeps them distinct and the same on every replay.
+    """
+    if len(candidate) <= MAX_NAME_LENGTH:
+        return candidate
+    digest = hashlib.sha256(candidate.encode()).hexdigest()[:32]
+    return f"{candidate[: MAX_NAME_LENGTH - len(digest) - 1]}~{digest}"
 
 
 def _check_tasks(tasks: Sequence[DurableTask[Any]]) -> Sequence[DurableTask[Any]]:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from perdure._validate import check_name
+
 __all__ = ["RuntimeOptions"]
 
 
@@ -66,8 +68,10 @@ class RuntimeOptions:
                 raise ValueError(f"{name} must be positive")
         if self.queue_depth_interval < 0:
             raise ValueError("queue_depth_interval must be >= 0")
-        if isinstance(self.activity_queues, str) or not all(isinstance(q, str) and q for q in self.activity_queues):
-            raise ValueError("activity_queues must be a sequence of non-empty queue names")
+        if isinstance(self.activity_queues, str):
+            raise TypeError("activity_queues must be a sequence of queue names, not one string")
+        for queue in self.activity_queues:
+            check_name(queue, "queue name")
 
     def turn_logging(self) -> bool:
         """Whether turns are logged in full: ``log_turns``, or else ``PERDURE_LOG=debug``."""

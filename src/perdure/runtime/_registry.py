@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from perdure._errors import RegistrationError, UnregisteredActivityError, UnregisteredOrchestrationError
+from perdure._validate import check_name, parse_version
 from perdure.engine._replay import OrchestrationFunction
 
-__all__ = ["ActivityRegistry", "OrchestrationRegistry", "Registry", "parse_version"]
+__all__ = ["ActivityRegistry", "OrchestrationRegistry", "Registry"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_VERSION = "1.0.0"
-_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
-
-
-def parse_version(version: str) -> tuple[int, int, int, int, str]:
-    """A sort key for a semantic version ``MAJOR.MINOR.PATCH[-pre][+build]``.
-
-    A release sorts after its pre-releases. Raises :class:`RegistrationError` if ``version`` is not
-    a semantic version.
-    """
-    match = _SEMVER.match(version) if isinstance(version, str) else None
-    if match is None:
-        raise RegistrationError(f"{version!r} is not a semantic version (MAJOR.MINOR.PATCH, e.g. '1.0.0')")
-    major, minor, patch, pre = match.groups()
-    return int(major), int(minor), int(patch), 0 if pre else 1, pre or ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +50,11 @@ def _without_input(function: Callable[..., Any]) -> OrchestrationFunction:
 
 
 def _check_name(name: Any, what: str) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise RegistrationError(f"the {what} name must be a non-empty string, got {name!r}")
-    return name
+    # The rule every entry applies, reported as the registration error this module raises.
+    try:
+        return check_name(name, f"{what} name")
+    except (TypeError, ValueError) as exc:
+        raise RegistrationError(str(exc)) from exc
 
 
 class OrchestrationRegistry:
