@@ -150,7 +150,7 @@ class Client:
         if not isinstance(recursive, bool):
             raise TypeError(f"recursive must be a bool, got {type(recursive).__name__}")
         state = await self._require(instance_id)
-        if state.status.is_terminal:
+        if "terminate" not in state.status.allowed_actions:
             return False
         await self._send(instance_id, TerminateRequested(reason=reason, recursive=recursive))
         return True
@@ -164,7 +164,7 @@ class Client:
         """
         _check_reason(reason)
         state = await self._require(instance_id)
-        if state.status not in (OrchestrationStatus.PENDING, OrchestrationStatus.RUNNING):
+        if "suspend" not in state.status.allowed_actions:
             raise InvalidInstanceStateError(f"instance {instance_id!r} is {state.status.value}; it cannot be suspended")
         await self._send(instance_id, OrchestrationSuspended(reason=reason))
 
@@ -177,7 +177,7 @@ class Client:
         """
         _check_reason(reason)
         state = await self._require(instance_id)
-        if state.status is not OrchestrationStatus.SUSPENDED:
+        if "resume" not in state.status.allowed_actions:
             raise InvalidInstanceStateError(f"instance {instance_id!r} is {state.status.value}, not SUSPENDED")
         await self._send(instance_id, OrchestrationResumed(reason=reason))
 
@@ -199,7 +199,7 @@ class Client:
         """
         _check_reason(reason)
         state = await self._require(instance_id)
-        if state.status is not OrchestrationStatus.FAILED:
+        if "rewind" not in state.status.allowed_actions:
             raise InvalidInstanceStateError(
                 f"instance {instance_id!r} is {state.status.value}; only FAILED instances can be rewound"
             )
@@ -220,7 +220,7 @@ class Client:
             InvalidInstanceStateError: if it has not finished (complete, fail or terminate it first).
         """
         state = await self._require(instance_id)
-        if not state.status.is_terminal:
+        if "purge" not in state.status.allowed_actions:
             raise InvalidInstanceStateError(
                 f"instance {instance_id!r} is {state.status.value}; only finished instances can be purged"
             )
@@ -249,7 +249,7 @@ class Client:
             How many instances were purged.
         """
         statuses = [status] if isinstance(status, OrchestrationStatus) else list(status or _FINISHED)
-        if not all(isinstance(s, OrchestrationStatus) and s.is_terminal for s in statuses):
+        if not all(isinstance(s, OrchestrationStatus) and "purge" in s.allowed_actions for s in statuses):
             raise InvalidInstanceStateError("only COMPLETED, FAILED and TERMINATED instances can be purged")
         total = 0
         after: str | None = None
