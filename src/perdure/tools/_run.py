@@ -125,6 +125,9 @@ async def open_store(url: str) -> AsyncIterator[Provider]:
     """Open the store at ``url`` for the length of a command; a store that cannot be reached is exit 1."""
     try:
         provider = await open_provider(url)
+    except ImportError as exc:
+        message = f"PostgreSQL needs the 'postgres' extra: pip install 'perdure[postgres]' ({exc})"
+        raise CommandError(message, EXIT_FAILURE) from None
     except (ProviderError, OSError) as exc:
         # The URL is left out of the message: it may hold a password.
         raise CommandError(f"cannot open the database: {exc}", EXIT_FAILURE) from None
