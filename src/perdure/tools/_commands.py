@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 
-# --- argument types (used by the parser in cli.py) ---------------------------------------------
+# --- argument types (used by the table in cli.py) ----------------------------------------------
 
 
 def parse_status(text: str) -> OrchestrationStatus:
