@@ -9,7 +9,10 @@ from typing import Any
 
 from perdure._errors import ErrorDetails
 
-__all__ = ["OrchestrationDescriptor", "OrchestrationState", "OrchestrationStatus"]
+__all__ = ["ACTIONS", "OrchestrationDescriptor", "OrchestrationState", "OrchestrationStatus"]
+
+ACTIONS = ("terminate", "suspend", "resume", "rewind", "purge", "raise_event")
+"""The management actions on an instance, by the names :attr:`OrchestrationStatus.allowed_actions` uses."""
 
 
 class OrchestrationStatus(enum.Enum):
@@ -30,8 +33,29 @@ class OrchestrationStatus(enum.Enum):
         """Whether the instance has finished (completed, failed or terminated)."""
         return self in _TERMINAL
 
+    @property
+    def allowed_actions(self) -> frozenset[str]:
+        """The management actions (of :data:`ACTIONS`) that apply to an instance in this status.
+
+        ``terminate`` and ``raise_event`` apply until the instance finishes; ``suspend`` to a
+        PENDING or RUNNING instance; ``resume`` to a SUSPENDED one; ``rewind`` to a FAILED one;
+        ``purge`` to a finished one. :class:`~perdure.Client` refuses a suspend, resume, rewind
+        or purge the status does not allow, and a terminate it does not allow changes nothing;
+        an event sent to a finished instance is dropped. The dashboard offers only these.
+        """
+        return _ALLOWED_ACTIONS[self]
+
 
 _TERMINAL = frozenset({OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED, OrchestrationStatus.TERMINATED})
+_UNFINISHED_ACTIONS = frozenset({"terminate", "raise_event"})
+_ALLOWED_ACTIONS = {
+    OrchestrationStatus.PENDING: _UNFINISHED_ACTIONS | {"suspend"},
+    OrchestrationStatus.RUNNING: _UNFINISHED_ACTIONS | {"suspend"},
+    OrchestrationStatus.SUSPENDED: _UNFINISHED_ACTIONS | {"resume"},
+    OrchestrationStatus.COMPLETED: frozenset({"purge"}),
+    OrchestrationStatus.FAILED: frozenset({"rewind", "purge"}),
+    OrchestrationStatus.TERMINATED: frozenset({"purge"}),
+}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

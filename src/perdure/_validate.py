@@ -166,6 +166,6 @@ def check_purge_statuses(status: Any) -> list[OrchestrationStatus]:
         InvalidInstanceStateError: if one of them is not a terminal status.
     """
     statuses = [status] if isinstance(status, OrchestrationStatus) else list(status or _FINISHED)
-    if not all(isinstance(s, OrchestrationStatus) and s.is_terminal for s in statuses):
+    if not all(isinstance(s, OrchestrationStatus) and "purge" in s.allowed_actions for s in statuses):
         raise InvalidInstanceStateError("only COMPLETED, FAILED and TERMINATED instances can be purged")
     return statuses

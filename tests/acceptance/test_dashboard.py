@@ -18,6 +18,7 @@ import pytest
 from tests.acceptance.operator_support import FAST, FLAKY, Seeded, registry, seed
 
 from perdure import Client, OrchestrationState, OrchestrationStatus, Runtime, SqliteProvider
+from perdure._state import ACTIONS
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
@@ -235,6 +236,21 @@ def test_list_pages_with_the_cursor(site: tuple[str, Seeded, Path], page: Page) 
     assert len(seen) == 9 and seen == sorted(set(seen))
     page.click("#first")
     expect(rows(page).first).to_have_attribute("data-instance-id", seen[0])
+
+
+def test_the_api_offers_the_actions_each_status_allows(site: tuple[str, Seeded, Path]) -> None:
+    # Before any worker runs: the seeded store has one instance of each status.
+    url, ids, _ = site
+    seen = set()
+    for instance_id in (ids.pending, ids.running, ids.suspended, ids.completed, ids.failed, ids.terminated):
+        data = httpx.get(url + "api/instance", params={"id": instance_id}).json()
+        status = OrchestrationStatus(data["instance"]["status"])
+        seen.add(status)
+        assert data["can"] == {action: action in status.allowed_actions for action in ACTIONS}
+        assert data["finished"] is status.is_terminal
+    assert seen == set(OrchestrationStatus)
+    failed = httpx.get(url + "api/instance", params={"id": ids.failed}).json()["can"]
+    assert [action for action, allowed in failed.items() if allowed] == ["rewind", "purge"]
 
 
 @needs_browser

@@ -155,7 +155,7 @@ class Client:
         check_reason(reason)
         check_flag(recursive, "recursive")
         state = await self._require(instance_id)
-        if state.status.is_terminal:
+        if "terminate" not in state.status.allowed_actions:
             return False
         await self._send(instance_id, TerminateRequested(reason=reason, recursive=recursive))
         return True
@@ -169,7 +169,7 @@ class Client:
         """
         check_reason(reason)
         state = await self._require(instance_id)
-        if state.status not in (OrchestrationStatus.PENDING, OrchestrationStatus.RUNNING):
+        if "suspend" not in state.status.allowed_actions:
             raise InvalidInstanceStateError(f"instance {instance_id!r} is {state.status.value}; it cannot be suspended")
         await self._send(instance_id, OrchestrationSuspended(reason=reason))
 
@@ -182,7 +182,7 @@ class Client:
         """
         check_reason(reason)
         state = await self._require(instance_id)
-        if state.status is not OrchestrationStatus.SUSPENDED:
+        if "resume" not in state.status.allowed_actions:
             raise InvalidInstanceStateError(f"instance {instance_id!r} is {state.status.value}, not SUSPENDED")
         await self._send(instance_id, OrchestrationResumed(reason=reason))
 
@@ -204,7 +204,7 @@ class Client:
         """
         check_reason(reason)
         state = await self._require(instance_id)
-        if state.status is not OrchestrationStatus.FAILED:
+        if "rewind" not in state.status.allowed_actions:
             raise InvalidInstanceStateError(
                 f"instance {instance_id!r} is {state.status.value}; only FAILED instances can be rewound"
             )
@@ -225,7 +225,7 @@ class Client:
             InvalidInstanceStateError: if it has not finished (complete, fail or terminate it first).
         """
         state = await self._require(instance_id)
-        if not state.status.is_terminal:
+        if "purge" not in state.status.allowed_actions:
             raise InvalidInstanceStateError(
                 f"instance {instance_id!r} is {state.status.value}; only finished instances can be purged"
             )

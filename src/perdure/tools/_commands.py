@@ -1,73 +1,52 @@
 """The operator commands of the ``perdure`` CLI: list, show, start, signal and manage instances.
 
-Each command opens the store named by ``--db`` (``open_provider``), talks to it only through
-:class:`~perdure.Client`, and prints a table (or, with ``--json``, one stable JSON document, see
-:mod:`perdure.tools._format`).
-
-Exit codes (documented in ``docs/operations.md``):
-
-==  =============================================================================
-0   success
-1   any other error (the store cannot be opened, a missing optional dependency…)
-2   usage: a bad option, JSON input that does not parse or is not a JSON value
-3   no instance with that id
-4   refused state change (e.g. suspend a finished instance, rewind a running one)
-5   an instance with that id already exists (``start``)
-==  =============================================================================
+Each command opens the store named by ``--db``, talks to it only through :class:`~perdure.Client`,
+and prints a table (or, with ``--json``, one stable JSON document, see
+:mod:`perdure.tools._format`). They are declared in :mod:`perdure.tools.cli`; what they raise
+becomes an exit code in :mod:`perdure.tools._run`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import wraps
 from typing import Any
 
-from perdure import (
-    Client,
-    InstanceAlreadyExistsError,
-    InstanceNotFoundError,
-    InvalidInstanceStateError,
-    OrchestrationStatus,
-    SerializationError,
-    open_provider,
-)
+from perdure import Client, InstanceNotFoundError, OrchestrationStatus
 from perdure.tools import _format
+from perdure.tools._run import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    CommandError,
+    Handler,
+    open_store,
+    require_db,
+)
 
 __all__ = [
-    "EXIT_CONFLICT",
-    "EXIT_FAILURE",
-    "EXIT_NOT_FOUND",
-    "EXIT_OK",
-    "EXIT_REFUSED",
-    "EXIT_USAGE",
-    "CommandError",
+    "dashboard",
+    "instances_list",
+    "instances_show",
     "parse_moment",
     "parse_status",
-    "run",
+    "purge",
+    "raise_event",
+    "resume",
+    "rewind",
+    "start",
+    "suspend",
+    "terminate",
 ]
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
-EXIT_REFUSED = 4
-EXIT_CONFLICT = 5
 
-
-class CommandError(Exception):
-    """A command failed in a way the user should read; carries the exit code."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-# --- argument types (used by the parser in cli.py) ---------------------------------------------
+# --- argument types (used by the table in cli.py) ----------------------------------------------
 
 
 def parse_status(text: str) -> OrchestrationStatus:
@@ -108,44 +87,16 @@ def _json_arg(text: str | None, option: str) -> Any:
 
 # --- running a command -------------------------------------------------------------------------
 
-Command = Callable[[Client, argparse.Namespace], Awaitable[int]]
 
+def _with_client(command: Callable[[Client, argparse.Namespace], Awaitable[int]]) -> Handler:
+    """A command over a :class:`~perdure.Client` of the ``--db`` store, open while it runs."""
 
-def run(name: str, args: argparse.Namespace) -> int:
-    """Run the operator command ``name``; errors go to stderr and become exit codes."""
-    command = _COMMANDS[name]
-    try:
-        if not args.db:
-            raise CommandError("no database: give --db URL or set PERDURE_DB", EXIT_USAGE)
-        return asyncio.run(_with_client(command, args))
-    except CommandError as exc:
-        return _fail(str(exc), exc.code)
-    except InstanceNotFoundError as exc:
-        return _fail(str(exc), EXIT_NOT_FOUND)
-    except InstanceAlreadyExistsError as exc:
-        return _fail(str(exc), EXIT_CONFLICT)
-    except InvalidInstanceStateError as exc:
-        return _fail(str(exc), EXIT_REFUSED)
-    except (SerializationError, ValueError) as exc:
-        return _fail(str(exc), EXIT_USAGE)
-    except BrokenPipeError:
-        # The reader went away (``perdure … | head``): nothing left to tell anyone.
-        return EXIT_FAILURE
-    except OSError as exc:
-        return _fail(f"cannot open the database: {exc}", EXIT_FAILURE)
+    @wraps(command)
+    async def handle(args: argparse.Namespace) -> int:
+        async with open_store(require_db(args)) as provider:
+            return await command(Client(provider), args)
 
-
-def _fail(message: str, code: int) -> int:
-    print(f"perdure: error: {message}", file=sys.stderr)
-    return code
-
-
-async def _with_client(command: Command, args: argparse.Namespace) -> int:
-    provider = await open_provider(args.db)
-    try:
-        return await command(Client(provider), args)
-    finally:
-        await provider.close()
+    return handle
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> int:
@@ -156,7 +107,8 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> int:
 # --- the commands ------------------------------------------------------------------------------
 
 
-async def _instances_list(client: Client, args: argparse.Namespace) -> int:
+@_with_client
+async def instances_list(client: Client, args: argparse.Namespace) -> int:
     limit = args.limit if args.limit is not None else 50
     if not 1 <= limit <= 9_999:
         raise CommandError("--limit must be from 1 to 9999", EXIT_USAGE)
@@ -180,7 +132,8 @@ async def _instances_list(client: Client, args: argparse.Namespace) -> int:
     return _emit(args, data, text)
 
 
-async def _instances_show(client: Client, args: argparse.Namespace) -> int:
+@_with_client
+async def instances_show(client: Client, args: argparse.Namespace) -> int:
     state = await client.get_status(args.instance_id)
     if state is None:
         raise InstanceNotFoundError(f"no instance with id {args.instance_id!r}")
@@ -194,13 +147,15 @@ async def _instances_show(client: Client, args: argparse.Namespace) -> int:
     return _emit(args, data, _format.show_text(state, history, children))
 
 
-async def _start(client: Client, args: argparse.Namespace) -> int:
+@_with_client
+async def start(client: Client, args: argparse.Namespace) -> int:
     value = _json_arg(args.input, "--input")
     instance_id = await client.start_orchestration(args.instance_id, args.name, value, version=args.version)
     return _emit(args, {"instance_id": instance_id, "name": args.name}, f"Started {args.name} as {instance_id}.")
 
 
-async def _raise_event(client: Client, args: argparse.Namespace) -> int:
+@_with_client
+async def raise_event(client: Client, args: argparse.Namespace) -> int:
     data = _json_arg(args.data, "--data")
     await client.raise_event(args.instance_id, args.event_name, data)
     return _emit(
@@ -210,7 +165,8 @@ async def _raise_event(client: Client, args: argparse.Namespace) -> int:
     )
 
 
-async def _terminate(client: Client, args: argparse.Namespace) -> int:
+@_with_client
+async def terminate(client: Client, args: argparse.Namespace) -> int:
     if not await client.terminate(args.instance_id, args.reason, recursive=not args.no_recursive):
         state = await client.get_status(args.instance_id)
         status = state.status.value if state else "gone"
@@ -218,17 +174,20 @@ async def _terminate(client: Client, args: argparse.Namespace) -> int:
     return _action(args, "terminate", "Termination requested")
 
 
-async def _suspend(client: Client, args: argparse.Namespace) -> int:
+@_with_client
+async def suspend(client: Client, args: argparse.Namespace) -> int:
     await client.suspend(args.instance_id, args.reason)
     return _action(args, "suspend", "Suspension requested")
 
 
-async def _resume(client: Client, args: argparse.Namespace) -> int:
+@_with_client
+async def resume(client: Client, args: argparse.Namespace) -> int:
     await client.resume(args.instance_id, args.reason)
     return _action(args, "resume", "Resumption requested")
 
 
-async def _rewind(client: Client, args: argparse.Namespace) -> int:
+@_with_client
+async def rewind(client: Client, args: argparse.Namespace) -> int:
     await client.rewind(args.instance_id, args.reason)
     return _action(args, "rewind", "Rewind requested")
 
@@ -237,7 +196,8 @@ def _action(args: argparse.Namespace, action: str, done: str) -> int:
     return _emit(args, {"instance_id": args.instance_id, "action": action}, f"{done} for {args.instance_id}.")
 
 
-async def _purge(client: Client, args: argparse.Namespace) -> int:
+@_with_client
+async def purge(client: Client, args: argparse.Namespace) -> int:
     if args.instance_id is not None:
         if args.status or args.created_before is not None:
             raise CommandError("give either an instance id or --status/--created-before, not both", EXIT_USAGE)
@@ -280,7 +240,8 @@ class _Progress:
             print(file=sys.stderr)
 
 
-async def _dashboard(client: Client, args: argparse.Namespace) -> int:
+@_with_client
+async def dashboard(client: Client, args: argparse.Namespace) -> int:
     try:
         from perdure.tools.dashboard import serve
     except ImportError as exc:
@@ -295,17 +256,3 @@ async def _dashboard(client: Client, args: argparse.Namespace) -> int:
         refresh=args.refresh if args.refresh is not None else 1.5,
     )
     return EXIT_OK
-
-
-_COMMANDS: dict[str, Command] = {
-    "instances_list": _instances_list,
-    "instances_show": _instances_show,
-    "start": _start,
-    "raise_event": _raise_event,
-    "terminate": _terminate,
-    "suspend": _suspend,
-    "resume": _resume,
-    "rewind": _rewind,
-    "purge": _purge,
-    "dashboard": _dashboard,
-}

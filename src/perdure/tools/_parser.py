@@ -1,22 +1,70 @@
-"""The argument parsers of the operator commands (``instances``, ``start``, ``purge``, ``dashboard``…).
+"""How a ``perdure`` command is declared: a :class:`Command` and its :class:`Arg` s, built into argparse.
 
-Every option ``--some-option`` may also come from the environment variable
-``PERDURE_SOME_OPTION`` (``--db`` from ``PERDURE_DB``, ``--json`` from ``PERDURE_JSON=1``); the
-command line wins. The commands themselves live in :mod:`perdure.tools._commands`.
+Every option ``--some-option`` may also come from an environment variable, by default
+``PERDURE_SOME_OPTION`` (``--db`` from ``PERDURE_DB``, ``--json`` from ``PERDURE_JSON=1``,
+``--status`` from ``PERDURE_STATUS=failed,terminated``); the command line wins. A usage error is
+one line on stderr and exit code 2, like every other failure (:mod:`perdure.tools._run`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, TypeVar
 
-from perdure import OrchestrationStatus
-from perdure.tools._commands import parse_moment, parse_status, run
+from perdure.tools._run import EXIT_USAGE, Handler, fail
 
-__all__ = ["add_operator_commands", "env_name"]
+__all__ = ["Arg", "Command", "Many", "arg", "build_parser", "env_name", "listed"]
+
+T = TypeVar("T")
 
 _TRUE = {"1", "true", "yes", "on"}
+_BOOLEAN_ACTIONS = ("store_true", argparse.BooleanOptionalAction)
+
+
+@dataclass(frozen=True, slots=True)
+class Arg:
+    """One argument of a command, in the terms of ``argparse``.
+
+    Attributes:
+        name: A positional's name (``instance_id``) or an option's flag (``--status``).
+        help: One line for ``--help``.
+        env: The environment variable an option's default comes from; by default
+            :func:`env_name` of the flag.
+        settings: The other keywords of ``add_argument`` (``type``, ``metavar``, ``action``…).
+    """
+
+    name: str
+    help: str | None = None
+    env: str | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+def arg(name: str, help: str | None = None, *, env: str | None = None, **settings: Any) -> Arg:
+    """Declare an argument: ``arg("--limit", "at most N", type=int, metavar="N")``."""
+    return Arg(name, help, env, settings)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One command of the ``perdure`` CLI.
+
+    Attributes:
+        name: ``start``; or ``instances list`` for the command ``list`` in the group
+            ``instances``, which is declared before it.
+        help: One line for the list of commands.
+        handler: What runs it (see :mod:`perdure.tools._run`); ``None`` for a group.
+        args: Its arguments, in order.
+        description: The text at the top of its own ``--help`` (default: ``help``).
+    """
+
+    name: str
+    help: str
+    handler: Handler | None
+    args: Sequence[Arg] = ()
+    description: str | None = None
 
 
 def env_name(flag: str) -> str:
@@ -24,12 +72,18 @@ def env_name(flag: str) -> str:
     return "PERDURE_" + flag.lstrip("-").replace("-", "_").upper()
 
 
-def _statuses(text: str) -> list[OrchestrationStatus]:
-    return [parse_status(part) for part in text.split(",") if part.strip()]
+def listed(convert: Callable[[str], T]) -> Callable[[str], list[T]]:
+    """An argument type for comma-separated values, each converted by ``convert``."""
+
+    def parse(text: str) -> list[T]:
+        return [convert(part.strip()) for part in text.split(",") if part.strip()]
+
+    parse.__name__ = getattr(convert, "__name__", "value")  # argparse names the type in its errors
+    return parse
 
 
-class _ExtendFresh(argparse.Action):
-    """Collects repeated (or comma-separated) values; values on the command line replace the env default."""
+class Many(argparse.Action):
+    """Collects repeated (or comma-separated, with :func:`listed`) values; given ones replace the env default."""
 
     def __call__(
         self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None
@@ -39,122 +93,41 @@ class _ExtendFresh(argparse.Action):
         setattr(namespace, self.dest, current + list(values))
 
 
-def _option(parser: argparse.ArgumentParser, flag: str, *, help: str, **kwargs: Any) -> None:
-    """Add ``flag`` with its environment variable as the default (converted by argparse like a typed value)."""
-    env = env_name(flag)
+class _Parser(argparse.ArgumentParser):
+    """Reports a usage error as one line, like every other failure."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(fail(f"{message} (see '{self.prog} --help')", EXIT_USAGE))
+
+
+def build_parser(commands: Sequence[Command], *, description: str) -> argparse.ArgumentParser:
+    """The parser of ``commands``; a parsed command carries its handler as ``handler``."""
+    parser = _Parser(prog="perdure", description=description)
+    groups = {"": parser.add_subparsers(dest="command", required=True, metavar="COMMAND")}
+    for command in commands:
+        group, _, leaf = command.name.rpartition(" ")
+        sub = groups[group].add_parser(leaf, help=command.help, description=command.description or command.help)
+        if command.handler is None:
+            dest = command.name.replace(" ", "_") + "_command"
+            groups[command.name] = sub.add_subparsers(dest=dest, required=True, metavar="COMMAND")
+        else:
+            sub.set_defaults(handler=command.handler)
+        for argument in command.args:
+            _add(sub, argument)
+    return parser
+
+
+def _add(parser: argparse.ArgumentParser, argument: Arg) -> None:
+    settings = dict(argument.settings)
+    if not argument.name.startswith("-"):
+        parser.add_argument(argument.name, help=argument.help, **settings)
+        return
+    env = argument.env or env_name(argument.name)
     raw = os.environ.get(env)
-    if kwargs.get("action") == "store_true":
-        kwargs["default"] = raw is not None and raw.strip().lower() in _TRUE
-    elif raw is not None:
-        kwargs["default"] = raw
-    parser.add_argument(flag, help=f"{help} (env {env})", **kwargs)
-
-
-def _common(parser: argparse.ArgumentParser, *, json: bool = True) -> None:
-    _option(parser, "--db", metavar="URL", help="the store: sqlite:///path.db or postgresql://…")
-    if json:
-        _option(parser, "--json", action="store_true", help="print one JSON document instead of text")
-
-
-def _reason(parser: argparse.ArgumentParser) -> None:
-    _option(parser, "--reason", help="why; recorded in the history")
-
-
-def _handler(name: str) -> Any:
-    def handle(args: argparse.Namespace) -> int:
-        return run(name, args)
-
-    return handle
-
-
-def add_operator_commands(commands: Any) -> None:
-    """Add the operator commands to the ``perdure`` sub-command group ``commands``."""
-    instances = commands.add_parser("instances", help="list instances or show one")
-    group = instances.add_subparsers(dest="instances_command", required=True, metavar="COMMAND")
-
-    listing = group.add_parser("list", help="list instances (filters, cursor paging)")
-    _common(listing)
-    _option(
-        listing,
-        "--status",
-        type=_statuses,
-        action=_ExtendFresh,
-        metavar="STATUS",
-        help="only this status; repeat or separate with commas",
-    )
-    _option(listing, "--name", help="only this orchestration name")
-    _option(listing, "--prefix", metavar="TEXT", help="only instance ids starting with TEXT")
-    _option(
-        listing, "--created-after", type=parse_moment, metavar="WHEN", help="ISO 8601 time or an age (30m, 12h, 7d)"
-    )
-    _option(
-        listing, "--created-before", type=parse_moment, metavar="WHEN", help="ISO 8601 time or an age (30m, 12h, 7d)"
-    )
-    _option(listing, "--limit", type=int, metavar="N", help="at most N instances (default 50)")
-    _option(listing, "--after", metavar="CURSOR", help="the next-page cursor a previous listing printed")
-    listing.set_defaults(handler=_handler("instances_list"))
-
-    show = group.add_parser("show", help="state, error, children and history of one instance")
-    show.add_argument("instance_id", metavar="ID")
-    _common(show)
-    _option(show, "--execution", type=int, metavar="N", help="show execution N (default: the current one)")
-    show.set_defaults(handler=_handler("instances_show"))
-
-    start = commands.add_parser("start", help="start an orchestration instance")
-    start.add_argument("name", metavar="NAME", help="the registered orchestration name")
-    _option(start, "--id", dest="instance_id", required="PERDURE_ID" not in os.environ, help="the instance id")
-    _option(start, "--input", metavar="JSON", help="the input, a JSON value")
-    _option(start, "--version", metavar="V", help="pin this version (default: the name's version policy)")
-    _common(start)
-    start.set_defaults(handler=_handler("start"))
-
-    event = commands.add_parser("raise-event", help="deliver an external event to an instance")
-    event.add_argument("instance_id", metavar="ID")
-    event.add_argument("event_name", metavar="NAME")
-    _option(event, "--data", metavar="JSON", help="the event data, a JSON value")
-    _common(event)
-    event.set_defaults(handler=_handler("raise_event"))
-
-    terminate = commands.add_parser("terminate", help="terminate an unfinished instance (and its children)")
-    terminate.add_argument("instance_id", metavar="ID")
-    _reason(terminate)
-    _option(terminate, "--no-recursive", action="store_true", help="leave its children running")
-    _common(terminate)
-    terminate.set_defaults(handler=_handler("terminate"))
-
-    for name, text in (
-        ("suspend", "pause a running instance"),
-        ("resume", "resume a suspended instance"),
-        ("rewind", "retry a failed instance from where it failed"),
-    ):
-        sub = commands.add_parser(name, help=text)
-        sub.add_argument("instance_id", metavar="ID")
-        _reason(sub)
-        _common(sub)
-        sub.set_defaults(handler=_handler(name))
-
-    purge = commands.add_parser(
-        "purge", help="delete a finished instance, or every finished instance matching --status/--created-before"
-    )
-    purge.add_argument("instance_id", metavar="ID", nargs="?", help="one instance (with its children)")
-    _option(purge, "--no-recursive", action="store_true", help="keep the instance's children")
-    _option(
-        purge,
-        "--status",
-        type=_statuses,
-        action=_ExtendFresh,
-        metavar="STATUS",
-        help="bulk: only this terminal status; repeat or separate with commas (default: all three)",
-    )
-    _option(purge, "--created-before", type=parse_moment, metavar="WHEN", help="bulk: created before WHEN")
-    _option(purge, "--batch-size", type=int, metavar="N", help="bulk: instances per transaction (default 500)")
-    _common(purge)
-    purge.set_defaults(handler=_handler("purge"))
-
-    dashboard = commands.add_parser("dashboard", help="serve the web dashboard")
-    _option(dashboard, "--host", help="address to listen on (default 127.0.0.1; others need --token)")
-    _option(dashboard, "--port", type=int, help="port (default 8080; 0 picks a free one)")
-    _option(dashboard, "--token", help="access token required on every request")
-    _option(dashboard, "--refresh", type=float, metavar="SECONDS", help="page refresh interval (default 1.5)")
-    _common(dashboard, json=False)
-    dashboard.set_defaults(handler=_handler("dashboard"), json=False)
+    if raw is not None:
+        # A string default is converted by argparse like a typed value, and its errors reported alike.
+        boolean = settings.get("action") in _BOOLEAN_ACTIONS
+        settings["default"] = raw.strip().lower() in _TRUE if boolean else raw
+        if settings.get("required"):
+            settings["required"] = False
+    parser.add_argument(argument.name, help=f"{argument.help} (env {env})", **settings)

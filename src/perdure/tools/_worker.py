@@ -16,54 +16,54 @@ import signal
 import sys
 from typing import Any
 
-from perdure.providers._open import open_provider
 from perdure.runtime import Registry, Runtime, RuntimeOptions
+from perdure.tools._run import EXIT_OK, EXIT_USAGE, CommandError, open_store, require_db
 
-__all__ = ["add_worker_command", "load_registry", "run_worker"]
+__all__ = ["GRACE_SECONDS", "OPTION_FIELDS", "load_registry", "run_worker", "worker"]
 
 _log = logging.getLogger("perdure.worker")
 
+GRACE_SECONDS = 10.0
+"""How long a stopping worker lets work in progress finish, unless ``--grace`` says otherwise."""
 
-def add_worker_command(commands: Any) -> None:
-    """Add the ``worker`` subcommand to the CLI's subparsers."""
-    worker: argparse.ArgumentParser = commands.add_parser(
-        "worker",
-        help="run the orchestrations and activities of a registry",
-        description="Run the orchestrations and activities of a registry until SIGTERM or SIGINT.",
-    )
-    worker.add_argument("target", metavar="MODULE:REGISTRY", help="where the Registry is, e.g. myapp.flows:registry")
-    worker.add_argument(
-        "--db",
-        default=os.environ.get("PERDURE_DB"),
-        help="database URL: postgresql://… or sqlite:///path.db (env PERDURE_DB)",
-    )
-    worker.add_argument(
-        "--orchestrations",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="run orchestration turns (default: yes)",
-    )
-    worker.add_argument(
-        "--activities", action=argparse.BooleanOptionalAction, default=True, help="run activities (default: yes)"
-    )
-    worker.add_argument(
-        "--queue",
-        action="append",
-        dest="queues",
-        metavar="NAME",
-        help="a worker queue to serve; repeat for several (default: default)",
-    )
-    worker.add_argument("--concurrency", type=int, default=16, help="activities run at once (default: 16)")
-    worker.add_argument(
-        "--orchestration-concurrency", type=int, default=4, help="orchestration turns at once (default: 4)"
-    )
-    worker.add_argument("--lock-seconds", type=float, default=30.0, help="instance lock before take-over (default 30)")
-    worker.add_argument(
-        "--activity-lock-seconds", type=float, default=60.0, help="activity lock, renewed while running (default 60)"
-    )
-    worker.add_argument("--grace", type=float, default=10.0, help="seconds to finish work on shutdown (default 10)")
-    worker.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
-    worker.set_defaults(handler=_command)
+OPTION_FIELDS = (
+    "run_orchestrations",
+    "run_activities",
+    "activity_queues",
+    "activity_concurrency",
+    "orchestration_concurrency",
+    "lock_seconds",
+    "activity_lock_seconds",
+)
+"""The :class:`~perdure.RuntimeOptions` fields the worker's options set (each option's ``dest``)."""
+
+
+async def worker(args: argparse.Namespace) -> int:
+    """``perdure worker``: run a registry's orchestrations and activities until SIGTERM or SIGINT."""
+    db = require_db(args)
+    try:
+        logging.basicConfig(
+            level=args.log_level.upper(), format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+        )
+    except ValueError as exc:
+        raise CommandError(f"--log-level: {exc}", EXIT_USAGE) from None
+    try:
+        registry = load_registry(args.target)
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+        raise CommandError(f"cannot load the registry {args.target}: {exc}", EXIT_USAGE) from None
+    await run_worker(db, registry, runtime_options(args), grace=args.grace)
+    return EXIT_OK
+
+
+def runtime_options(args: argparse.Namespace) -> RuntimeOptions:
+    """The runtime options the command line (or environment) gives; ``RuntimeOptions()`` fills in the rest."""
+    given = {name: getattr(args, name) for name in OPTION_FIELDS if getattr(args, name, None) not in (None, [])}
+    if "activity_queues" in given:
+        given["activity_queues"] = tuple(given["activity_queues"])
+    try:
+        return RuntimeOptions(**given)
+    except ValueError as exc:
+        raise CommandError(f"invalid worker option: {exc}", EXIT_USAGE) from None
 
 
 def load_registry(target: str) -> Registry:
@@ -81,47 +81,21 @@ def load_registry(target: str) -> Registry:
     return value
 
 
-async def run_worker(db: str, registry: Registry, options: RuntimeOptions, *, grace: float = 10.0) -> None:
+async def run_worker(db: str, registry: Registry, options: RuntimeOptions, *, grace: float = GRACE_SECONDS) -> None:
     """Run a runtime on ``db`` until SIGTERM or SIGINT, then shut it down gracefully."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    provider = await open_provider(db)
-    try:
-        runtime = Runtime(provider, registry, options)
-        await runtime.start()
-        _log.info("worker %d ready", os.getpid())
-        await stop.wait()
-        _log.info("worker %d stopping", os.getpid())
-        await runtime.shutdown(grace)
-    finally:
-        await provider.close()
+    async with open_store(db) as provider:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            runtime = Runtime(provider, registry, options)
+            await runtime.start()
+            _log.info("worker %d ready", os.getpid())
+            await stop.wait()
+            _log.info("worker %d stopping", os.getpid())
+            await runtime.shutdown(grace)
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
     _log.info("worker %d stopped", os.getpid())
-
-
-def _command(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
-    )
-    if not args.db:
-        print("perdure worker: give --db URL or set PERDURE_DB", file=sys.stderr)
-        return 2
-    try:
-        registry = load_registry(args.target)
-        options = RuntimeOptions(
-            orchestration_concurrency=args.orchestration_concurrency,
-            activity_concurrency=args.concurrency,
-            activity_queues=tuple(args.queues or ("default",)),
-            run_orchestrations=args.orchestrations,
-            run_activities=args.activities,
-            lock_seconds=args.lock_seconds,
-            activity_lock_seconds=args.activity_lock_seconds,
-        )
-    except (ImportError, AttributeError, TypeError, ValueError) as exc:
-        print(f"perdure worker: {exc}", file=sys.stderr)
-        return 2
-    asyncio.run(run_worker(args.db, registry, options, grace=args.grace))
-    return 0

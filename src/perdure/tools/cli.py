@@ -1,53 +1,213 @@
-"""The ``perdure`` command line."""
+"""The ``perdure`` command line: one table of every command, its arguments and its handler.
+
+How the table becomes a parser (and options come from ``PERDURE_*`` variables):
+:mod:`perdure.tools._parser`. How a handler's failures become one line on stderr and an exit
+code: :mod:`perdure.tools._run`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["main"]
+from perdure.runtime import RuntimeOptions
+from perdure.tools import _commands, _worker
+from perdure.tools._commands import parse_moment, parse_status
+from perdure.tools._parser import Arg, Command, Many, arg, build_parser, listed
+from perdure.tools._run import run
+
+__all__ = ["COMMANDS", "main"]
 
 
-def _demo(args: argparse.Namespace) -> int:
+async def _demo(args: argparse.Namespace) -> int:
+    # Imported on demand: the demo module registers its own orchestrations.
     from perdure.tools.demo import run_demo
 
-    return asyncio.run(run_demo(Path(args.db)))
+    return await run_demo(Path(args.db))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every ``perdure`` command."""
-    parser = argparse.ArgumentParser(prog="perdure", description="Durable orchestrations for Python.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+_RUNTIME = RuntimeOptions()  # the worker's defaults
+_WHEN = "ISO 8601 time or an age (30m, 12h, 7d)"
+_ID = arg("instance_id", metavar="ID")
+_DB = arg("--db", "the store: sqlite:///path.db or postgresql://…", metavar="URL")
+_STORE = (_DB, arg("--json", "print one JSON document instead of text", action="store_true"))
+_REASON = arg("--reason", "why; recorded in the history")
 
-    demo = commands.add_parser("demo", help="provision a demo cloud environment durably, surviving a killed worker")
-    demo.add_argument(
-        "--db",
-        default=os.environ.get("PERDURE_DEMO_DB", "perdure-demo.db"),
-        help="SQLite file for the demo (recreated; env PERDURE_DEMO_DB; default perdure-demo.db)",
-    )
-    demo.set_defaults(handler=_demo)
 
-    from perdure.tools._worker import add_worker_command
+def _statuses(help: str) -> Arg:
+    return arg("--status", help, type=listed(parse_status), action=Many, metavar="STATUS")
 
-    add_worker_command(commands)
 
-    from perdure.tools._parser import add_operator_commands
+def _yes(value: bool) -> str:
+    return "yes" if value else "no"
 
-    add_operator_commands(commands)
-    return parser
+
+_WORKER_ARGS = (
+    arg("target", "where the Registry is, e.g. myapp.flows:registry", metavar="MODULE:REGISTRY"),
+    _DB,
+    arg(
+        "--orchestrations",
+        f"run orchestration turns (default: {_yes(_RUNTIME.run_orchestrations)})",
+        dest="run_orchestrations",
+        action=argparse.BooleanOptionalAction,
+    ),
+    arg(
+        "--activities",
+        f"run activities (default: {_yes(_RUNTIME.run_activities)})",
+        dest="run_activities",
+        action=argparse.BooleanOptionalAction,
+    ),
+    arg(
+        "--queue",
+        f"a worker queue to serve; repeat or separate with commas (default: {','.join(_RUNTIME.activity_queues)})",
+        dest="activity_queues",
+        type=listed(str),
+        action=Many,
+        metavar="NAME",
+    ),
+    arg(
+        "--concurrency",
+        f"activities run at once (default {_RUNTIME.activity_concurrency})",
+        dest="activity_concurrency",
+        type=int,
+        metavar="N",
+    ),
+    arg(
+        "--orchestration-concurrency",
+        f"orchestration turns at once (default {_RUNTIME.orchestration_concurrency})",
+        type=int,
+        metavar="N",
+    ),
+    arg(
+        "--lock-seconds",
+        f"instance lock before take-over (default {_RUNTIME.lock_seconds:g})",
+        type=float,
+        metavar="SECONDS",
+    ),
+    arg(
+        "--activity-lock-seconds",
+        f"activity lock, renewed while running (default {_RUNTIME.activity_lock_seconds:g})",
+        type=float,
+        metavar="SECONDS",
+    ),
+    arg(
+        "--grace",
+        f"seconds to finish work on shutdown (default {_worker.GRACE_SECONDS:g})",
+        type=float,
+        default=_worker.GRACE_SECONDS,
+        metavar="SECONDS",
+    ),
+    arg("--log-level", "logging level (default INFO)", default="INFO", metavar="LEVEL"),
+)
+
+_LIST_ARGS = (
+    _statuses("only this status; repeat or separate with commas"),
+    arg("--name", "only this orchestration name"),
+    arg("--prefix", "only instance ids starting with TEXT", metavar="TEXT"),
+    arg("--created-after", _WHEN, type=parse_moment, metavar="WHEN"),
+    arg("--created-before", _WHEN, type=parse_moment, metavar="WHEN"),
+    arg("--limit", "at most N instances (default 50)", type=int, metavar="N"),
+    arg("--after", "the next-page cursor a previous listing printed", metavar="CURSOR"),
+    *_STORE,
+)
+
+_PURGE_ARGS = (
+    arg("instance_id", "one instance (with its children)", metavar="ID", nargs="?"),
+    arg("--no-recursive", "keep the instance's children", action="store_true"),
+    _statuses("bulk: only this terminal status; repeat or separate with commas (default: all three)"),
+    arg("--created-before", "bulk: created before WHEN", type=parse_moment, metavar="WHEN"),
+    arg("--batch-size", "bulk: instances per transaction (default 500)", type=int, metavar="N"),
+    *_STORE,
+)
+
+_DASHBOARD_ARGS = (
+    arg("--host", "address to listen on (default 127.0.0.1; others need --token)"),
+    arg("--port", "port (default 8080; 0 picks a free one)", type=int),
+    arg("--token", "access token required on every request"),
+    arg("--refresh", "page refresh interval (default 1.5)", type=float, metavar="SECONDS"),
+    _DB,
+)
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "demo",
+        "provision a demo cloud environment durably, surviving a killed worker",
+        _demo,
+        [
+            arg(
+                "--db",
+                "SQLite file for the demo (recreated; default perdure-demo.db)",
+                env="PERDURE_DEMO_DB",
+                default="perdure-demo.db",
+                metavar="PATH",
+            )
+        ],
+    ),
+    Command(
+        "worker",
+        "run the orchestrations and activities of a registry",
+        _worker.worker,
+        _WORKER_ARGS,
+        description="Run the orchestrations and activities of a registry until SIGTERM or SIGINT.",
+    ),
+    Command("instances", "list instances or show one", None),
+    Command("instances list", "list instances (filters, cursor paging)", _commands.instances_list, _LIST_ARGS),
+    Command(
+        "instances show",
+        "state, error, children and history of one instance",
+        _commands.instances_show,
+        (_ID, arg("--execution", "show execution N (default: the current one)", type=int, metavar="N"), *_STORE),
+    ),
+    Command(
+        "start",
+        "start an orchestration instance",
+        _commands.start,
+        (
+            arg("name", "the registered orchestration name", metavar="NAME"),
+            arg("--id", "the instance id", dest="instance_id", required=True),
+            arg("--input", "the input, a JSON value", metavar="JSON"),
+            arg("--version", "pin this version (default: the name's version policy)", metavar="V"),
+            *_STORE,
+        ),
+    ),
+    Command(
+        "raise-event",
+        "deliver an external event to an instance",
+        _commands.raise_event,
+        (
+            _ID,
+            arg("event_name", metavar="NAME"),
+            arg("--data", "the event data, a JSON value", metavar="JSON"),
+            *_STORE,
+        ),
+    ),
+    Command(
+        "terminate",
+        "terminate an unfinished instance (and its children)",
+        _commands.terminate,
+        (_ID, _REASON, arg("--no-recursive", "leave its children running", action="store_true"), *_STORE),
+    ),
+    Command("suspend", "pause a running instance", _commands.suspend, (_ID, _REASON, *_STORE)),
+    Command("resume", "resume a suspended instance", _commands.resume, (_ID, _REASON, *_STORE)),
+    Command("rewind", "retry a failed instance from where it failed", _commands.rewind, (_ID, _REASON, *_STORE)),
+    Command(
+        "purge",
+        "delete a finished instance, or every finished instance matching --status/--created-before",
+        _commands.purge,
+        _PURGE_ARGS,
+    ),
+    Command("dashboard", "serve the web dashboard", _commands.dashboard, _DASHBOARD_ARGS),
+)
+"""Every ``perdure`` command, in the order ``perdure --help`` lists them."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``perdure`` command line; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.handler(args))
-    except KeyboardInterrupt:
-        return 130
+    parser = build_parser(COMMANDS, description="Durable orchestrations for Python.")
+    args = parser.parse_args(argv)
+    return run(args.handler, args)
 
 
 if __name__ == "__main__":

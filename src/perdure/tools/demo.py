@@ -26,7 +26,9 @@ from perdure import (
     ActivityContext,
     Client,
     OrchestrationContext,
+    OrchestrationState,
     OrchestrationStatus,
+    Provider,
     Registry,
     RetryPolicy,
     Runtime,
@@ -34,6 +36,7 @@ from perdure import (
     SqliteProvider,
 )
 from perdure.engine.events import ActivityCompleted, ActivityFailed, ActivityScheduled, HistoryEvent
+from perdure.tools._run import open_store
 
 __all__ = ["registry", "run_demo"]
 
@@ -127,11 +130,6 @@ class _Screen:
         print(f"[{time.monotonic() - self.start:5.1f}s] {text}", flush=True)
 
 
-def _start_worker(db: Path, run_log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PERDURE_DEMO_RUN_LOG": str(run_log)}
-    return subprocess.Popen([sys.executable, "-m", "perdure.tools.demo", "--worker", str(db)], env=env)
-
-
 def _describe(event: HistoryEvent, names: dict[int, str]) -> str | None:
     if isinstance(event, ActivityScheduled):
         names[event.event_id] = event.name
@@ -146,72 +144,104 @@ def _describe(event: HistoryEvent, names: dict[int, str]) -> str | None:
     return None
 
 
-async def run_demo(db: Path) -> int:
-    """Run the whole demo on the SQLite file ``db``; returns the process exit code."""
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
-    run_log = db.with_name(db.name + ".runs.log")
-    run_log.unlink(missing_ok=True)
-    screen = _Screen()
-    provider = await SqliteProvider.open(db)
-    client = Client(provider)
-    instance_id = "provision-demo"
-    screen.say(f"perdure demo — orchestrations stored in {db}")
-    worker = _start_worker(db, run_log)
-    screen.say(f"worker process {worker.pid} started")
-    await client.start_orchestration(instance_id, "ProvisionEnvironment", {"name": "rg-demo", "region": "westeurope"})
-    screen.say(f"started orchestration {instance_id!r}")
-    shown, names = 0, dict[int, str]()
-    killed = approved = False
-    try:
+_INSTANCE = "provision-demo"
+_WHY = {
+    "CreateResourceGroup": "finished before the crash, never repeated",
+    "CreateVirtualNetwork": "finished before the crash, never repeated",
+    "CreateStorageAccount": "its first attempt failed and was retried",
+    "CreateVirtualMachine": "the crash interrupted it, so it ran again: activities run at least once",
+}
+
+
+class _Show:
+    """The demo's one instance, followed on screen, with the worker process it kills once."""
+
+    def __init__(self, db: Path, provider: Provider, screen: _Screen) -> None:
+        self.db = db
+        self.run_log = db.with_name(db.name + ".runs.log")
+        self.provider = provider
+        self.client = Client(provider)
+        self.screen = screen
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.shown = 0
+        self.names: dict[int, str] = {}
+        self.killed = self.approved = False
+
+    def start_worker(self, note: str = "") -> None:
+        env = {**os.environ, "PERDURE_DEMO_RUN_LOG": str(self.run_log)}
+        command = [sys.executable, "-m", "perdure.tools.demo", "--worker", str(self.db)]
+        self.worker = subprocess.Popen(command, env=env)
+        self.screen.say(f"worker process {self.worker.pid} started{note}")
+
+    def stop_worker(self) -> None:
+        if self.worker is None:
+            return
+        self.worker.send_signal(signal.SIGTERM)
+        try:
+            self.worker.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.worker.kill()
+
+    async def follow(self) -> OrchestrationState:
+        """Show the history as it grows, crash the worker once and approve, until the instance ends."""
         while True:
             # State first, then history: the history shown is then at least as new as the state acted on.
-            state = await client.get_status(instance_id)
+            state = await self.client.get_status(_INSTANCE)
             assert state is not None
-            history = await client.get_history(instance_id)
-            for event in history[shown:]:
-                line = _describe(event, names)
+            for event in (await self.client.get_history(_INSTANCE))[self.shown :]:
+                self.shown += 1
+                line = _describe(event, self.names)
                 if line:
-                    screen.say(line)
-            shown = len(history)
+                    self.screen.say(line)
             if state.status.is_terminal:
-                break
-            runs = run_log.read_text(encoding="utf-8") if run_log.exists() else ""
-            if not killed and "CreateVirtualMachine" in runs:
-                await asyncio.sleep(_STEP_SECONDS)  # let it get well into the step
-                worker.send_signal(signal.SIGKILL)
-                worker.wait()
-                killed = True
-                screen.say(f"💥 killed worker {worker.pid} (SIGKILL) in the middle of CreateVirtualMachine")
-                worker = _start_worker(db, run_log)
-                screen.say(f"worker process {worker.pid} started; it resumes from the history once the lock expires")
-            if state.custom_status == "waiting for approval" and not approved:
-                screen.say("⏸ the orchestration waits durably for approval; approving as 'operator'")
-                await client.raise_event(instance_id, "Approval", "operator")
-                approved = True
-            await provider.wait_for_state_change(instance_id, 0.2)
-        final = await client.get_status(instance_id)
-        assert final is not None
+                return state
+            await self._crash_once()
+            if state.custom_status == "waiting for approval" and not self.approved:
+                self.screen.say("⏸ the orchestration waits durably for approval; approving as 'operator'")
+                await self.client.raise_event(_INSTANCE, "Approval", "operator")
+                self.approved = True
+            await self.provider.wait_for_state_change(_INSTANCE, 0.2)
+
+    async def _crash_once(self) -> None:
+        runs = self.run_log.read_text(encoding="utf-8") if self.run_log.exists() else ""
+        if self.killed or "CreateVirtualMachine" not in runs or self.worker is None:
+            return
+        await asyncio.sleep(_STEP_SECONDS)  # let it get well into the step
+        self.worker.send_signal(signal.SIGKILL)
+        self.worker.wait()
+        self.killed = True
+        self.screen.say(f"💥 killed worker {self.worker.pid} (SIGKILL) in the middle of CreateVirtualMachine")
+        self.start_worker("; it resumes from the history once the lock expires")
+
+    def summary(self, final: OrchestrationState) -> int:
+        """How it ended, and how often each step really ran; the exit code."""
         if final.status is not OrchestrationStatus.COMPLETED:
-            screen.say(f"orchestration ended {final.status.value}: {final.error}")
+            self.screen.say(f"orchestration ended {final.status.value}: {final.error}")
             return 1
-        screen.say(f"✔ orchestration COMPLETED: {final.output}")
-        counts = Counter(line.split("\t")[0] for line in run_log.read_text(encoding="utf-8").splitlines())
-        screen.say("how often each step really ran:")
-        for step in ("CreateResourceGroup", "CreateVirtualNetwork", "CreateStorageAccount", "CreateVirtualMachine"):
-            why = {
-                "CreateStorageAccount": "its first attempt failed and was retried",
-                "CreateVirtualMachine": "the crash interrupted it, so it ran again: activities run at least once",
-            }.get(step, "finished before the crash, never repeated")
-            screen.say(f"   {step:22s} {counts[step]}×  ({why})")
+        self.screen.say(f"✔ orchestration COMPLETED: {final.output}")
+        counts = Counter(line.split("\t")[0] for line in self.run_log.read_text(encoding="utf-8").splitlines())
+        self.screen.say("how often each step really ran:")
+        for step, why in _WHY.items():
+            self.screen.say(f"   {step:22s} {counts[step]}×  ({why})")
         return 0
-    finally:
-        worker.send_signal(signal.SIGTERM)
+
+
+async def run_demo(db: Path) -> int:
+    """Run the whole demo on the SQLite file ``db``; returns the process exit code."""
+    for suffix in ("", "-wal", "-shm", ".runs.log"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    screen = _Screen()
+    async with open_store(str(db)) as provider:
+        show = _Show(db, provider, screen)
+        screen.say(f"perdure demo — orchestrations stored in {db}")
+        show.start_worker()
         try:
-            worker.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        await provider.close()
+            spec = {"name": "rg-demo", "region": "westeurope"}
+            await show.client.start_orchestration(_INSTANCE, "ProvisionEnvironment", spec)
+            screen.say(f"started orchestration {_INSTANCE!r}")
+            return show.summary(await show.follow())
+        finally:
+            show.stop_worker()
 
 
 if __name__ == "__main__":  # the worker process the demo starts

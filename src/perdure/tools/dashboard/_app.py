@@ -6,7 +6,9 @@ in; the scripts poll the JSON API and render. The API:
 - ``GET /api/instances?status=…&prefix=…&name=…&after=…&limit=…`` →
   ``{"instances": [...], "next_cursor": str | null}``;
 - ``GET /api/instance?id=…[&execution=N]`` → ``{"instance", "history", "timeline", "children",
-  "can": {"terminate", "suspend", "resume", "rewind", "raise_event"}, "now"}``;
+  "can": {"terminate", "suspend", "resume", "rewind", "purge", "raise_event"}, "finished", "now"}``
+  where ``can`` says which actions the instance's status allows
+  (``OrchestrationStatus.allowed_actions``) and ``finished`` whether that status is terminal;
 - ``POST /api/instance/{terminate|suspend|resume|rewind|raise-event}?id=…`` with a JSON body
   (``{"reason"}``, or ``{"name", "data"}`` for an event) → ``{"ok": true}`` or ``{"error"}`` with
   400, 404 or 409.
@@ -36,6 +38,7 @@ from perdure import (
     OrchestrationStatus,
     SerializationError,
 )
+from perdure._state import ACTIONS
 from perdure.tools import _format
 from perdure.tools.dashboard._security import CSRF_HEADER, SESSION_COOKIE, TOKEN_COOKIE, Guard
 
@@ -110,105 +113,123 @@ class _GuardMiddleware:
 
 def create_app(client: Client, *, token: str | None = None, refresh: float = 1.5) -> Starlette:
     """The dashboard application over ``client`` (the caller owns the client's provider)."""
-    guard = Guard(token)
-    pages = {name: (_STATIC / name).read_text(encoding="utf-8") for name in ("index.html", "instance.html")}
-
-    def page(name: str) -> Any:
-        async def endpoint(request: Request) -> Response:
-            session = request.cookies.get(SESSION_COOKIE) or guard.new_session()
-            html = (
-                pages[name]
-                .replace("__CSRF_TOKEN__", guard.csrf_token(session))
-                .replace("__REFRESH_MS__", str(int(refresh * 1000)))
-            )
-            response = HTMLResponse(html)
-            response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict")
-            return response
-
-        return endpoint
-
-    async def list_instances(request: Request) -> Response:
-        query = request.query_params
-        try:
-            statuses = [OrchestrationStatus(s.upper()) for s in query.getlist("status") if s]
-            limit = int(query.get("limit") or 25)
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, 400)
-        limit = max(1, min(limit, 500))
-        page = await client.list_instances(
-            status=statuses or None,
-            name=query.get("name") or None,
-            instance_id_prefix=query.get("prefix") or None,
-            limit=limit + 1,
-            after=query.get("after") or None,
-        )
-        cursor = page[limit - 1].instance_id if len(page) > limit else None
-        return JSONResponse({"instances": [_format.instance_json(s) for s in page[:limit]], "next_cursor": cursor})
-
-    async def instance(request: Request) -> Response:
-        instance_id = request.query_params.get("id") or ""
-        execution = request.query_params.get("execution")
-        state = await client.get_status(instance_id) if instance_id else None
-        if state is None:
-            return JSONResponse({"error": f"no instance with id {instance_id!r}"}, 404)
-        history = await client.get_history(instance_id, int(execution) if execution else None)
-        children = await client.list_instances(parent_instance_id=instance_id, limit=500)
-        status = state.status
-        return JSONResponse(
-            {
-                "instance": _format.instance_json(state),
-                "history": _format.history_json(history),
-                "timeline": _format.timeline_json(history),
-                "children": [_format.instance_json(c) for c in children],
-                "can": {
-                    "terminate": not status.is_terminal,
-                    "suspend": status in (OrchestrationStatus.PENDING, OrchestrationStatus.RUNNING),
-                    "resume": status is OrchestrationStatus.SUSPENDED,
-                    "rewind": status is OrchestrationStatus.FAILED,
-                    "raise_event": not status.is_terminal,
-                },
-                "now": datetime.now(UTC).isoformat(),
-            }
-        )
-
-    async def action(request: Request) -> Response:
-        name = request.path_params["action"]
-        instance_id = request.query_params.get("id") or ""
-        try:
-            body = json.loads(await request.body() or b"{}")
-        except json.JSONDecodeError as exc:
-            return JSONResponse({"error": f"the request body is not JSON: {exc}"}, 400)
-        if not isinstance(body, dict):
-            return JSONResponse({"error": "the request body must be a JSON object"}, 400)
-        reason = body.get("reason") or None
-        try:
-            if name == "terminate":
-                if not await client.terminate(instance_id, reason):
-                    return JSONResponse({"error": f"instance {instance_id!r} has already finished"}, 409)
-            elif name == "suspend":
-                await client.suspend(instance_id, reason)
-            elif name == "resume":
-                await client.resume(instance_id, reason)
-            elif name == "rewind":
-                await client.rewind(instance_id, reason)
-            elif name == "raise-event":
-                await client.raise_event(instance_id, str(body.get("name") or ""), body.get("data"))
-            else:
-                return JSONResponse({"error": f"unknown action {name!r}"}, 404)
-        except InstanceNotFoundError as exc:
-            return JSONResponse({"error": str(exc)}, 404)
-        except InvalidInstanceStateError as exc:
-            return JSONResponse({"error": str(exc)}, 409)
-        except (SerializationError, ValueError) as exc:
-            return JSONResponse({"error": str(exc)}, 400)
-        return JSONResponse({"ok": True})
-
     routes = [
-        Route("/", page("index.html")),
-        Route("/instance", page("instance.html")),
-        Route("/api/instances", list_instances),
-        Route("/api/instance", instance),
-        Route("/api/instance/{action}", action, methods=["POST"]),
+        Route("/", _page("index.html")),
+        Route("/instance", _page("instance.html")),
+        Route("/api/instances", _list_instances),
+        Route("/api/instance", _instance),
+        Route("/api/instance/{action}", _action, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(_STATIC)), name="static"),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(_GuardMiddleware, guard=guard)])
+    guard = Guard(token)
+    app = Starlette(routes=routes, middleware=[Middleware(_GuardMiddleware, guard=guard)])
+    app.state.client = client
+    app.state.guard = guard
+    app.state.refresh = refresh
+    app.state.pages = {name: (_STATIC / name).read_text(encoding="utf-8") for name in ("index.html", "instance.html")}
+    return app
+
+
+def _client(request: Request) -> Client:
+    client: Client = request.app.state.client
+    return client
+
+
+def _page(name: str) -> Any:
+    async def endpoint(request: Request) -> Response:
+        state = request.app.state
+        session = request.cookies.get(SESSION_COOKIE) or state.guard.new_session()
+        html = (
+            state.pages[name]
+            .replace("__CSRF_TOKEN__", state.guard.csrf_token(session))
+            .replace("__REFRESH_MS__", str(int(state.refresh * 1000)))
+        )
+        response = HTMLResponse(html)
+        response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict")
+        return response
+
+    return endpoint
+
+
+async def _list_instances(request: Request) -> Response:
+    query = request.query_params
+    try:
+        statuses = [OrchestrationStatus(s.upper()) for s in query.getlist("status") if s]
+        limit = int(query.get("limit") or 25)
+    except ValueError as exc:
+        return JSONResponse({"error": str(exc)}, 400)
+    limit = max(1, min(limit, 500))
+    page = await _client(request).list_instances(
+        status=statuses or None,
+        name=query.get("name") or None,
+        instance_id_prefix=query.get("prefix") or None,
+        limit=limit + 1,
+        after=query.get("after") or None,
+    )
+    cursor = page[limit - 1].instance_id if len(page) > limit else None
+    return JSONResponse({"instances": [_format.instance_json(s) for s in page[:limit]], "next_cursor": cursor})
+
+
+async def _instance(request: Request) -> Response:
+    client = _client(request)
+    instance_id = request.query_params.get("id") or ""
+    execution = request.query_params.get("execution")
+    state = await client.get_status(instance_id) if instance_id else None
+    if state is None:
+        return JSONResponse({"error": f"no instance with id {instance_id!r}"}, 404)
+    history = await client.get_history(instance_id, int(execution) if execution else None)
+    children = await client.list_instances(parent_instance_id=instance_id, limit=500)
+    return JSONResponse(
+        {
+            "instance": _format.instance_json(state),
+            "history": _format.history_json(history),
+            "timeline": _format.timeline_json(history),
+            "children": [_format.instance_json(c) for c in children],
+            # The page enables the buttons the status allows; the client refuses the rest anyway.
+            "can": {action: action in state.status.allowed_actions for action in ACTIONS},
+            "finished": state.status.is_terminal,
+            "now": datetime.now(UTC).isoformat(),
+        }
+    )
+
+
+async def _action(request: Request) -> Response:
+    name = request.path_params["action"]
+    if name not in _POSTED_ACTIONS:
+        return JSONResponse({"error": f"unknown action {name!r}"}, 404)
+    instance_id = request.query_params.get("id") or ""
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except json.JSONDecodeError as exc:
+        return JSONResponse({"error": f"the request body is not JSON: {exc}"}, 400)
+    if not isinstance(body, dict):
+        return JSONResponse({"error": "the request body must be a JSON object"}, 400)
+    try:
+        if not await _apply(_client(request), name, instance_id, body):
+            return JSONResponse({"error": f"instance {instance_id!r} has already finished"}, 409)
+    except InstanceNotFoundError as exc:
+        return JSONResponse({"error": str(exc)}, 404)
+    except InvalidInstanceStateError as exc:
+        return JSONResponse({"error": str(exc)}, 409)
+    except (SerializationError, ValueError) as exc:
+        return JSONResponse({"error": str(exc)}, 400)
+    return JSONResponse({"ok": True})
+
+
+_POSTED_ACTIONS = ("terminate", "suspend", "resume", "rewind", "raise-event")
+
+
+async def _apply(client: Client, name: str, instance_id: str, body: dict[str, Any]) -> bool:
+    """Apply one of :data:`_POSTED_ACTIONS`; ``False`` if it changed nothing (a terminate too late)."""
+    reason = body.get("reason") or None
+    if name == "terminate":
+        return await client.terminate(instance_id, reason)
+    if name == "suspend":
+        await client.suspend(instance_id, reason)
+    elif name == "resume":
+        await client.resume(instance_id, reason)
+    elif name == "rewind":
+        await client.rewind(instance_id, reason)
+    else:
+        await client.raise_event(instance_id, str(body.get("name") or ""), body.get("data"))
+    return True

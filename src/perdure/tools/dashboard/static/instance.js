@@ -99,8 +99,7 @@
     const t = (iso) => Date.parse(iso);
     const history = data.history;
     const start = history.length ? t(history[0].timestamp) : t(data.now);
-    const terminal = data.instance.status.match(/COMPLETED|FAILED|TERMINATED/);
-    const finish = terminal && history.length ? t(history[history.length - 1].timestamp) : t(data.now);
+    const finish = data.finished && history.length ? t(history[history.length - 1].timestamp) : t(data.now);
     const end = Math.max(finish, ...spans.map((s) => (s.end ? t(s.end) : finish)), start + 1);
     const labelWidth = 260, width = 960, row = 26, top = 24;
     const scale = (ms) => labelWidth + ((ms - start) / (end - start)) * (width - labelWidth - 16);

@@ -1,0 +1,137 @@
+"""Running a ``perdure`` command: the exit codes and the one path every expected failure takes.
+
+A command is an ``async`` handler of the parsed arguments that returns an exit code. What it
+raises is turned into one line on stderr, ``perdure: error: …``, and an exit code (documented in
+``docs/operations.md``):
+
+===  ============================================================================================
+0    success
+1    any other expected error: the store cannot be opened or fails, a missing optional dependency
+2    usage: a bad option or argument, no ``--db``, JSON that does not parse, a registry not found
+3    no instance with that id
+4    refused state change (e.g. suspend a finished instance, rewind a running one)
+5    an instance with that id already exists (``start``)
+130  interrupted (Ctrl-C)
+===  ============================================================================================
+
+Anything else is a bug: it keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
+
+from perdure import (
+    InstanceAlreadyExistsError,
+    InstanceNotFoundError,
+    InvalidInstanceStateError,
+    Provider,
+    ProviderError,
+    SerializationError,
+    open_provider,
+)
+
+__all__ = [
+    "EXIT_CONFLICT",
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_USAGE",
+    "CommandError",
+    "Handler",
+    "fail",
+    "open_store",
+    "require_db",
+    "run",
+]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_REFUSED = 4
+EXIT_CONFLICT = 5
+EXIT_INTERRUPTED = 130
+
+Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+"""A command: takes the parsed arguments, returns the exit code."""
+
+
+class CommandError(Exception):
+    """A command failed in a way the user should read; carries the exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# Most specific first: the first class the error is an instance of gives the exit code.
+_EXIT_CODES: tuple[tuple[type[Exception], int], ...] = (
+    (InstanceNotFoundError, EXIT_NOT_FOUND),
+    (InstanceAlreadyExistsError, EXIT_CONFLICT),
+    (InvalidInstanceStateError, EXIT_REFUSED),
+    (SerializationError, EXIT_USAGE),
+    (ValueError, EXIT_USAGE),
+    (ProviderError, EXIT_FAILURE),
+    (OSError, EXIT_FAILURE),
+)
+
+
+def run(handler: Handler, args: argparse.Namespace) -> int:
+    """Run ``handler`` to its exit code; an expected failure becomes one line on stderr."""
+    try:
+        return asyncio.run(handler(args))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (``perdure … | head``): nothing left to tell anyone.
+        return EXIT_FAILURE
+    except CommandError as exc:
+        return fail(str(exc), exc.code)
+    except Exception as exc:
+        for kind, code in _EXIT_CODES:
+            if isinstance(exc, kind):
+                return fail(str(exc), code)
+        raise
+
+
+def fail(message: str, code: int) -> int:
+    """Print ``perdure: error: MESSAGE`` on one line of stderr and return ``code``."""
+    print(f"perdure: error: {_LINE_BREAK.sub(' ', message.strip())}", file=sys.stderr)
+    return code
+
+
+_LINE_BREAK = re.compile(r"\s*\n\s*")
+
+
+def require_db(args: argparse.Namespace) -> str:
+    """The ``--db`` URL, or a usage error saying how to give one."""
+    url: str | None = args.db
+    if not url:
+        raise CommandError("no database: give --db URL or set PERDURE_DB", EXIT_USAGE)
+    return url
+
+
+@asynccontextmanager
+async def open_store(url: str) -> AsyncIterator[Provider]:
+    """Open the store at ``url`` for the length of a command; a store that cannot be reached is exit 1."""
+    try:
+        provider = await open_provider(url)
+    except ImportError as exc:
+        message = f"PostgreSQL needs the 'postgres' extra: pip install 'perdure[postgres]' ({exc})"
+        raise CommandError(message, EXIT_FAILURE) from None
+    except (ProviderError, OSError) as exc:
+        # The URL is left out of the message: it may hold a password.
+        raise CommandError(f"cannot open the database: {exc}", EXIT_FAILURE) from None
+    try:
+        yield provider
+    finally:
+        await provider.close()
