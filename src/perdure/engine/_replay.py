@@ -1,7 +1,8 @@
 """The replay engine: (orchestration, history, new events) in, one turn's outcome out.
 
 It is pure and single-threaded: no I/O, no wall clock, no randomness, no asyncio event loop. It
-drives the orchestration coroutine itself with ``send``/``throw``.
+drives the orchestration coroutine itself with ``send``/``throw`` (``_driver``); this module
+matches the code's decisions and tasks against history.
 
 How a turn runs:
 
@@ -20,10 +21,8 @@ action type. The runtime acts on them after the turn is committed.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
@@ -32,13 +31,12 @@ from perdure import _json
 from perdure._errors import (
     ErrorDetails,
     NonDeterminismError,
-    NonDurableAwaitError,
     PerdureError,
-    SerializationError,
     type_name,
 )
 from perdure._state import OrchestrationStatus
-from perdure.engine._context import ContinueAsNew, OrchestrationContext, _ScheduledTask
+from perdure.engine._context import OrchestrationContext, _ScheduledTask
+from perdure.engine._driver import CoroutineDriver, OrchestrationFunction
 from perdure.engine._history import (
     TERMINAL_EVENTS,
     ActivityCompleted,
@@ -69,9 +67,6 @@ from perdure.engine._history import (
 from perdure.engine._tasks import DurableTask
 
 __all__ = ["OrchestrationFunction", "TurnResult", "describe", "run_turn"]
-
-OrchestrationFunction = Callable[[OrchestrationContext, Any], Coroutine[Any, Any, Any]]
-"""An orchestration as the engine calls it: ``fn(ctx, input)`` returning a coroutine."""
 
 _E = TypeVar("_E", bound=HistoryEvent)
 
@@ -163,10 +158,7 @@ class _Turn:
         self.output: Any = None
         self.error: ErrorDetails | None = None
         self.custom_status: Any = None
-        self.ctx: OrchestrationContext | None = None
-        self.coro: Coroutine[Any, Any, Any] | None = None
-        self.awaited: DurableTask[Any] | None = None
-        self.throw_next: BaseException | None = None
+        self.code = CoroutineDriver()
         # decisions the code made while replaying, not yet matched with recorded ones
         self.unmatched: deque[tuple[Decision, DurableTask[Any] | None]] = deque()
         self.scheduled: dict[int, Decision] = {}
@@ -216,7 +208,7 @@ class _Turn:
         except PerdureError as exc:
             return self.failed_by_engine(exc, history, len(new_events))
         finally:
-            self.close_code()
+            self.code.close()
         return TurnResult(
             new_events=self.appended,
             consumed=consumed,
@@ -269,7 +261,7 @@ class _Turn:
         self.check_unmatched(event)
         if isinstance(event, OrchestrationStarted):
             self.start(event)
-        elif self.ctx is None:
+        elif not self.code.started:
             raise NonDeterminismError(f"history does not begin with OrchestrationStarted: found {describe(event)}")
         elif isinstance(event, Completion):
             self.complete(event)
@@ -290,7 +282,7 @@ class _Turn:
 
     def schedule(self, decision: Decision, task: DurableTask[Any] | None) -> None:
         """Called by the context (and by the engine for terminal decisions)."""
-        if self.finished or self.coro is None:
+        if self.finished or not self.code.running:
             raise RuntimeError(f"the orchestration has ended; it cannot schedule {type(decision).__name__} any more")
         if self.replaying:
             self.unmatched.append((decision, task))
@@ -380,73 +372,18 @@ class _Turn:
     # --- running the code ---
 
     def start(self, event: OrchestrationStarted) -> None:
-        if self.ctx is not None:
+        if self.code.started:
             raise NonDeterminismError(f"history starts the orchestration twice: {describe(event)}")
-        self.ctx = OrchestrationContext(self, event, instance_id=self.instance_id, execution_id=self.execution_id)
-        try:
-            coro = self.orchestration(self.ctx, event.input)
-            if not inspect.iscoroutine(coro):
-                raise TypeError(f"orchestration {event.name!r} must be an async function, it returned {coro!r}")
-        except Exception as exc:
-            coro = _raising(exc)  # fails the orchestration like any error in its code
-        self.coro = coro
+        ctx = OrchestrationContext(self, event, instance_id=self.instance_id, execution_id=self.execution_id)
+        self.code.start(self.orchestration, ctx, event)
 
     def run_code(self) -> None:
-        """Resume the coroutine as long as the task it awaits has finished."""
-        while self.coro is not None and not self.finished:
-            if self.awaited is not None and not self.awaited.done():
-                return
-            self.awaited = None
-            error, self.throw_next = self.throw_next, None
-            previous_loop = asyncio.events._get_running_loop()
-            asyncio.events._set_running_loop(_NO_EVENT_LOOP)  # type: ignore[arg-type]
-            try:
-                yielded = self.coro.send(None) if error is None else self.coro.throw(error)
-            except StopIteration as stop:
-                self.code_returned(stop.value)
-                return
-            except ContinueAsNew as signal:
-                self.schedule(OrchestrationContinuedAsNew(input=signal.input, version=signal.version), None)
-                return
-            except NonDeterminismError:
-                raise
-            except (Exception, asyncio.CancelledError) as exc:
-                # CancelledError is no Exception; from orchestration code it must fail the instance,
-                # not escape to the dispatcher, where it would read as the dispatcher being cancelled.
-                self.schedule(OrchestrationFailed(error=ErrorDetails.from_exception(exc)), None)
-                return
-            finally:
-                asyncio.events._set_running_loop(previous_loop)
-            if isinstance(yielded, DurableTask):
-                self.awaited = yielded
-            else:
-                self.throw_next = NonDurableAwaitError(
-                    f"an orchestration awaited {yielded!r}, which is not a durable task; orchestrations may only "
-                    "await tasks from their context (use ctx.create_timer instead of asyncio.sleep, and "
-                    "activities for I/O)"
-                )
-
-    def code_returned(self, output: Any) -> None:
-        try:
-            _json.check_json(output, f"output of orchestration {self.ctx.name if self.ctx else '?'!r}")
-        except SerializationError as exc:
-            self.schedule(OrchestrationFailed(error=ErrorDetails.from_exception(exc)), None)
+        """Resume the code as long as the task it awaits has finished, and record how it ended, if it did."""
+        if self.finished:
             return
-        self.schedule(OrchestrationCompleted(output=output), None)
-
-    def close_code(self) -> None:
-        """Close the coroutine: nothing of an orchestration stays in memory between turns."""
-        coro, self.coro = self.coro, None
-        if coro is None:
-            return
-        previous_loop = asyncio.events._get_running_loop()
-        asyncio.events._set_running_loop(_NO_EVENT_LOOP)  # type: ignore[arg-type]
-        try:
-            coro.close()
-        except BaseException:
-            pass
-        finally:
-            asyncio.events._set_running_loop(previous_loop)
+        ending = self.code.resume()
+        if ending is not None:
+            self.schedule(ending, None)
 
     def failed_by_engine(self, exc: PerdureError, history: Sequence[HistoryEvent], message_count: int) -> TurnResult:
         """The turn cannot be trusted: record only the failure, and consume every message."""
@@ -465,10 +402,6 @@ class _Turn:
             error=error,
             custom_status=custom_status,
         )
-
-
-async def _raising(exc: Exception) -> Any:
-    raise exc
 
 
 def _same_decision(made: Decision, recorded: Decision) -> bool:
@@ -510,16 +443,3 @@ def describe(event: HistoryEvent | None) -> str:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-class _NoEventLoop:
-    """Installed as the running loop while orchestration code runs, so asyncio calls fail clearly."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise NonDurableAwaitError(
-            f"orchestration code used the asyncio event loop (loop.{name}); orchestrations must only await "
-            "durable tasks from their context: ctx.create_timer instead of asyncio.sleep, activities for I/O"
-        )
-
-
-_NO_EVENT_LOOP = _NoEventLoop()

@@ -31,7 +31,6 @@ class Dispatcher(abc.ABC, Generic[Item]):
         self.idle_timeout = idle_timeout
         self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
-        self._busy: set[asyncio.Task[None]] = set()
 
     @abc.abstractmethod
     async def fetch(self) -> Item | None:

@@ -17,12 +17,13 @@ from perdure.engine._history import (
     OrchestrationTerminated,
 )
 from perdure.engine._replay import describe
-from perdure.providers._base import LockLostError, OrchestrationItem, Provider, TurnCommit
+from perdure.providers._base import LockLostError, OrchestrationItem, Provider
 from perdure.runtime._dispatcher import Dispatcher
 from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._registry import OrchestrationRegistry
-from perdure.runtime._turn import Abandon, TurnPlan, children_to_rewind, plan_turn
+from perdure.runtime._rewind import children_to_rewind
+from perdure.runtime._turn import Abandon, TurnPlan, plan_turn
 
 __all__ = ["OrchestrationDispatcher"]
 
@@ -100,7 +101,7 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         self.metrics.record("turn.duration", time.perf_counter() - began)
         terminal = commit.history[-1] if commit.history else None
         if isinstance(terminal, TERMINAL_EVENTS):
-            self._ended(item, commit, terminal)
+            self._ended(item, plan, terminal)
 
     async def _child_to_rewind(self, instance_id: str) -> OrchestrationState | None:
         """A child's state for a rewind; ``None`` when it must be started again (purged, or never ran)."""
@@ -113,14 +114,14 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
     async def release(self, item: OrchestrationItem) -> None:
         await self.provider.abandon_orchestration_item(item)
 
-    def _ended(self, item: OrchestrationItem, commit: TurnCommit, terminal: HistoryEvent) -> None:
+    def _ended(self, item: OrchestrationItem, plan: TurnPlan, terminal: HistoryEvent) -> None:
         """Count an execution that ended, and emit its span."""
         status = _ENDED_AS.get(type(terminal), "completed")
         self.metrics.count("orchestrations", status)
         if self.tracer is None:
             return
-        rewritten = bool(commit.history) and commit.history[0].event_id == 1
-        history = list(commit.history) if rewritten else [*(item.history or []), *commit.history]
+        commit = plan.commit
+        history = list(commit.history) if plan.rewound else [*(item.history or []), *commit.history]
         started = history[0] if history else None
         if not isinstance(started, OrchestrationStarted):
             return

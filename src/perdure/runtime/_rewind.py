@@ -1,4 +1,4 @@
-"""Rewind: the history a failed execution continues from. Pure functions over history events.
+"""Rewind: the history a failed execution continues from, and what its rewind turn sends. All pure.
 
 A failed execution is rewound into a new execution whose history is the failed one minus:
 
@@ -15,26 +15,44 @@ decisions, so a rewound run never meets a non-determinism error. The failed task
 event stays, so the task is simply *open* again: the rewind turn dispatches every open task once
 more (activities, timers, children). Failures the code caught and handled are part of its logic
 and are kept, as is the custom status and ``OrchestrationStarted`` with its original timestamp.
+
+The rest of this module is what a rewind turn needs besides the turn rules: which children's
+states to read first, the writes that reopen the open tasks, the answer a finished child gives a
+rewound parent, and the start of an instance that failed before it ever ran.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
+from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure.engine._history import (
     ActivityFailed,
     ActivityScheduled,
     Completion,
     Decision,
+    ExecutionRewound,
     HistoryEvent,
     OrchestrationFailed,
+    OrchestrationStarted,
+    StartRequested,
     SubOrchestrationFailed,
     SubOrchestrationScheduled,
     TimerCreated,
     TimerFired,
 )
+from perdure.providers._base import Message, OrchestrationItem, QueuedMessage
+from perdure.runtime._outbox import Outbox, Sender, decision_writes, parent_of, reply_to_parent
 
-__all__ = ["open_tasks", "rewound_history"]
+__all__ = [
+    "answer_again",
+    "children_to_rewind",
+    "open_tasks",
+    "reopened_task_writes",
+    "rewound_history",
+    "start_from_row",
+]
 
 _TASKS = (ActivityScheduled, TimerCreated, SubOrchestrationScheduled)
 
@@ -116,3 +134,49 @@ def _renumber(events: list[HistoryEvent]) -> list[HistoryEvent]:
             changes["source_event_id"] = new_ids[event.source_event_id]
         renumbered.append(replace(event, **changes))  # type: ignore[arg-type]
     return renumbered
+
+
+# --- the rewind turn ----------------------------------------------------------------------------
+
+
+def children_to_rewind(item: OrchestrationItem) -> list[str]:
+    """Instance ids of the children whose state a rewind turn of ``item`` needs."""
+    state, history = item.state, item.history
+    if state is None or state.status is not OrchestrationStatus.FAILED or not history:
+        return []
+    if not any(isinstance(m.event, ExecutionRewound) for m in item.messages):
+        return []
+    return [t.instance_id for t in open_tasks(rewound_history(history)) if isinstance(t, SubOrchestrationScheduled)]
+
+
+def reopened_task_writes(
+    kept: list[HistoryEvent], sender: Sender, child_states: Mapping[str, OrchestrationState | None]
+) -> Outbox:
+    """Queue writes that restart the tasks a failed run left open, for the new execution.
+
+    A child with a state rewinds itself, or answers again, to the new execution; a child without
+    one (purged, or failed before it ran) is started again.
+    """
+    rewound = {child for child, state in child_states.items() if state is not None}
+    return decision_writes(open_tasks(kept), sender, rewound_children=rewound)
+
+
+def answer_again(
+    state: OrchestrationState, history: list[HistoryEvent] | None, request: ExecutionRewound
+) -> Message | None:
+    """How a finished child ended, told to a rewound parent's new execution (``None``: nothing to tell)."""
+    started = history[0] if history else None
+    parent = parent_of(started, [request]) if isinstance(started, OrchestrationStarted) else None
+    if parent is None or request.parent_execution_id is None:
+        return None
+    if state.status is OrchestrationStatus.COMPLETED:
+        return reply_to_parent(parent, output=state.output)
+    if state.error is not None:
+        return reply_to_parent(parent, error=state.error)
+    return None
+
+
+def start_from_row(state: OrchestrationState, rewind: QueuedMessage) -> QueuedMessage:
+    """The rewind of an instance that never ran, as a start from what its row recorded."""
+    request = StartRequested(name=state.name, version=state.version, input=state.input)
+    return replace(rewind, event=request, execution_id=state.execution_id)

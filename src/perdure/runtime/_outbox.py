@@ -1,0 +1,262 @@
+"""What a turn sends: the queue writes that carry out its decisions, and its answers to others.
+
+Pure translation, in one place for both paths that need it: an ordinary turn sends what its code
+decided, and a rewind turn sends again the tasks the failed run left open.
+
+- ``ActivityScheduled``: a work item on its worker queue;
+- ``TimerCreated``: a ``TimerFired`` message to the instance itself, visible at ``fire_at``;
+- ``SubOrchestrationScheduled``: a ``StartRequested`` message to the child (to a child that a
+  rewind finds existing, an ``ExecutionRewound`` message instead);
+- ``OrchestrationChained``: a ``StartRequested`` message, without a parent;
+- ``EventSent``: an ``EventRaised`` message to the other instance.
+
+The end of an execution sends the start of the next one (continue-as-new), the answer to the
+parent that awaits it, and, for a recursive terminate, the terminations of its open children.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from perdure._errors import ErrorDetails, InstanceAlreadyExistsError
+from perdure.engine._history import (
+    ActivityScheduled,
+    Decision,
+    EventRaised,
+    EventSent,
+    ExecutionRewound,
+    HistoryEvent,
+    OrchestrationChained,
+    OrchestrationCompleted,
+    OrchestrationContinuedAsNew,
+    OrchestrationFailed,
+    OrchestrationStarted,
+    OrchestrationTerminated,
+    StartRequested,
+    SubOrchestrationCompleted,
+    SubOrchestrationFailed,
+    SubOrchestrationScheduled,
+    TerminateRequested,
+    TimerCreated,
+    TimerFired,
+)
+from perdure.engine._replay import TurnResult
+from perdure.providers._base import ActivityRequest, Message
+
+__all__ = [
+    "Outbox",
+    "Parent",
+    "Sender",
+    "decision_writes",
+    "end_writes",
+    "parent_of",
+    "reply_taken",
+    "reply_to_parent",
+]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Sender:
+    """The execution whose decisions are sent.
+
+    Attributes:
+        instance_id: The instance.
+        execution_id: The execution that made the decisions: timers and answers come back to it.
+        started: Its start, as recorded: the name and version its activities report.
+        trace_context: The span context handed to its activities and children (``None``: untraced).
+    """
+
+    instance_id: str
+    execution_id: int
+    started: OrchestrationStarted
+    trace_context: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outbox:
+    """Queue writes: messages to orchestration instances and work items for the worker queues."""
+
+    messages: list[Message] = field(default_factory=list)
+    worker_items: list[ActivityRequest] = field(default_factory=list)
+
+
+def decision_writes(
+    decisions: Iterable[Decision], sender: Sender, *, rewound_children: Container[str] = frozenset()
+) -> Outbox:
+    """The queue writes that carry out ``decisions``, in their order.
+
+    A child in ``rewound_children`` exists already: rather than being started again, it is told
+    that its parent was rewound, so that it rewinds itself, or answers again, to ``sender``.
+    """
+    outbox = Outbox()
+    for decision in decisions:
+        if isinstance(decision, ActivityScheduled):
+            outbox.worker_items.append(_activity_request(decision, sender))
+        elif isinstance(decision, TimerCreated):
+            outbox.messages.append(_timer(decision, sender))
+        elif isinstance(decision, SubOrchestrationScheduled):
+            rewound = decision.instance_id in rewound_children
+            outbox.messages.append(_parent_rewound(decision, sender) if rewound else _child_start(decision, sender))
+        elif isinstance(decision, OrchestrationChained):
+            outbox.messages.append(_chained_start(decision, sender))
+        elif isinstance(decision, EventSent):
+            event = EventRaised(name=decision.name, data=decision.data)
+            outbox.messages.append(Message(instance_id=decision.instance_id, execution_id=None, event=event))
+    return outbox
+
+
+def _activity_request(decision: ActivityScheduled, sender: Sender) -> ActivityRequest:
+    return ActivityRequest(
+        instance_id=sender.instance_id,
+        execution_id=sender.execution_id,
+        source_event_id=decision.event_id,
+        name=decision.name,
+        input=decision.input,
+        queue=decision.queue,
+        attempt=decision.attempt,
+        orchestration_name=sender.started.name,
+        orchestration_version=sender.started.version,
+        trace_context=sender.trace_context,
+    )
+
+
+def _timer(decision: TimerCreated, sender: Sender) -> Message:
+    fired = TimerFired(source_event_id=decision.event_id, fire_at=decision.fire_at)
+    return Message(
+        instance_id=sender.instance_id, execution_id=sender.execution_id, event=fired, visible_at=decision.fire_at
+    )
+
+
+def _child_start(decision: SubOrchestrationScheduled, sender: Sender) -> Message:
+    request = StartRequested(
+        name=decision.name,
+        version=decision.version,
+        input=decision.input,
+        parent_instance=sender.instance_id,
+        parent_id=decision.event_id,
+        parent_execution_id=sender.execution_id,
+        trace_context=sender.trace_context,
+    )
+    return Message(instance_id=decision.instance_id, execution_id=None, event=request)
+
+
+def _parent_rewound(decision: SubOrchestrationScheduled, sender: Sender) -> Message:
+    rewind = ExecutionRewound(reason="the parent was rewound", parent_execution_id=sender.execution_id)
+    return Message(instance_id=decision.instance_id, execution_id=None, event=rewind)
+
+
+def _chained_start(decision: OrchestrationChained, sender: Sender) -> Message:
+    request = StartRequested(
+        name=decision.name, version=decision.version, input=decision.input, trace_context=sender.trace_context
+    )
+    return Message(instance_id=decision.instance_id, execution_id=None, event=request)
+
+
+# --- the end of an execution --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Parent:
+    """Who awaits an instance: the parent instance, its scheduling event, the execution to answer."""
+
+    instance_id: str
+    event_id: int
+    execution_id: int | None
+
+
+def parent_of(started: HistoryEvent | None, events: Sequence[HistoryEvent]) -> Parent | None:
+    """Who awaits this instance: the parent from its start, at the parent's latest (rewound) execution."""
+    if not isinstance(started, OrchestrationStarted | StartRequested):
+        return None
+    if started.parent_instance is None or started.parent_id is None:
+        return None
+    execution_id = started.parent_execution_id
+    for event in events:
+        if isinstance(event, ExecutionRewound) and event.parent_execution_id is not None:
+            execution_id = event.parent_execution_id
+    return Parent(started.parent_instance, started.parent_id, execution_id)
+
+
+def reply_to_parent(parent: Parent, *, output: Any = None, error: ErrorDetails | None = None) -> Message:
+    """The child's completion, addressed to the parent execution that awaits it."""
+    event: HistoryEvent
+    if error is None:
+        event = SubOrchestrationCompleted(source_event_id=parent.event_id, result=output)
+    else:
+        event = SubOrchestrationFailed(source_event_id=parent.event_id, error=error)
+    return Message(instance_id=parent.instance_id, execution_id=parent.execution_id, event=event)
+
+
+def reply_taken(instance_id: str, request: StartRequested) -> Message | None:
+    """The answer to a would-be parent whose child id ``instance_id`` is taken (``None``: no parent)."""
+    if request.parent_instance is None or request.parent_id is None:
+        return None
+    error = ErrorDetails.from_exception(
+        InstanceAlreadyExistsError(f"an instance with id {instance_id!r} already exists")
+    )
+    return Message(
+        instance_id=request.parent_instance,
+        execution_id=request.parent_execution_id,
+        event=SubOrchestrationFailed(source_event_id=request.parent_id, error=error),
+    )
+
+
+def end_writes(
+    sender: Sender,
+    result: TurnResult,
+    history: Sequence[HistoryEvent],
+    parent: Parent | None,
+    *,
+    carried: Sequence[HistoryEvent],
+    recursive: bool,
+) -> list[Message]:
+    """What the end of an execution sends, if the turn in ``result`` (run on ``history``) ended it.
+
+    After continue-as-new: the next execution's start, then the ``carried`` events it inherits.
+    After an end: the answer to the ``parent``; after a ``recursive`` terminate, the terminations
+    of the children that have not reported back.
+    """
+    terminal = result.terminal_event
+    messages: list[Message] = []
+    if isinstance(terminal, OrchestrationContinuedAsNew):
+        messages.extend(_continuation(sender, terminal, parent, carried))
+    elif isinstance(terminal, OrchestrationCompleted) and parent is not None:
+        messages.append(reply_to_parent(parent, output=terminal.output))
+    elif isinstance(terminal, OrchestrationFailed | OrchestrationTerminated) and parent is not None:
+        assert result.error is not None
+        messages.append(reply_to_parent(parent, error=result.error))
+    if isinstance(terminal, OrchestrationTerminated) and recursive:
+        messages.extend(_terminate_children([*history, *result.new_events], terminal.reason))
+    return messages
+
+
+def _continuation(
+    sender: Sender, terminal: OrchestrationContinuedAsNew, parent: Parent | None, carried: Iterable[HistoryEvent]
+) -> list[Message]:
+    """The start of the next execution, then the events it inherits, in order."""
+    started = sender.started
+    request = StartRequested(
+        name=started.name,
+        version=terminal.version or started.version,  # the upgrade point is explicit
+        input=terminal.input,
+        parent_instance=started.parent_instance,
+        parent_id=started.parent_id,
+        parent_execution_id=parent.execution_id if parent else None,
+        trace_context=started.trace_context,
+    )
+    start = Message(instance_id=sender.instance_id, execution_id=sender.execution_id + 1, event=request)
+    return [start, *(Message(instance_id=sender.instance_id, execution_id=None, event=e) for e in carried)]
+
+
+def _terminate_children(history: Sequence[HistoryEvent], reason: str | None) -> list[Message]:
+    """Terminations for the children scheduled in ``history`` that have not reported back."""
+    children = {e.event_id: e.instance_id for e in history if isinstance(e, SubOrchestrationScheduled)}
+    for event in history:
+        if isinstance(event, SubOrchestrationCompleted | SubOrchestrationFailed):
+            children.pop(event.source_event_id, None)
+    return [
+        Message(instance_id=child, execution_id=None, event=TerminateRequested(reason=reason))
+        for child in children.values()
+    ]

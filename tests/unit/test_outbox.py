@@ -1,0 +1,150 @@
+"""What a turn sends: decisions and the end of an execution, translated into queue writes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from perdure import ErrorDetails, OrchestrationStatus
+from perdure.engine import TurnResult
+from perdure.engine.events import (
+    ActivityScheduled,
+    CustomStatusUpdated,
+    EventRaised,
+    EventSent,
+    ExecutionRewound,
+    HistoryEvent,
+    OrchestrationChained,
+    OrchestrationCompleted,
+    OrchestrationContinuedAsNew,
+    OrchestrationStarted,
+    OrchestrationTerminated,
+    StartRequested,
+    SubOrchestrationCompleted,
+    SubOrchestrationFailed,
+    SubOrchestrationScheduled,
+    TerminateRequested,
+    TimerCreated,
+    TimerFired,
+)
+from perdure.providers._base import ActivityRequest, Message
+from perdure.runtime._outbox import Parent, Sender, decision_writes, end_writes, parent_of
+
+T = datetime(2026, 1, 1, tzinfo=UTC)
+TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+STARTED = OrchestrationStarted(
+    event_id=1, timestamp=T, name="o", version="2.0.0", parent_instance="p", parent_id=7, parent_execution_id=1
+)
+SENDER = Sender(instance_id="i", execution_id=3, started=STARTED, trace_context=TRACE)
+E = TypeVar("E", bound=HistoryEvent)
+
+
+def numbered(*events: E, first: int = 1) -> list[E]:
+    return [replace(e, event_id=n, timestamp=T) for n, e in enumerate(events, start=first)]
+
+
+def test_each_decision_becomes_its_queue_write_in_the_order_decided() -> None:
+    due = T + timedelta(minutes=5)
+    decisions = numbered(
+        ActivityScheduled(name="A", input=1, queue="gpu", attempt=2),
+        TimerCreated(fire_at=due),
+        CustomStatusUpdated(value="x"),  # recorded in history only
+        SubOrchestrationScheduled(name="c", version="1.0.0", instance_id="child", input=2),
+        OrchestrationChained(name="d", instance_id="detached", input=3),
+        EventSent(instance_id="peer", name="ping", data=4),
+        first=2,
+    )
+    outbox = decision_writes(decisions, SENDER)
+    assert outbox.worker_items == [
+        ActivityRequest(
+            instance_id="i",
+            execution_id=3,
+            source_event_id=2,
+            name="A",
+            input=1,
+            queue="gpu",
+            attempt=2,
+            orchestration_name="o",
+            orchestration_version="2.0.0",
+            trace_context=TRACE,
+        )
+    ]
+    child = StartRequested(
+        name="c", version="1.0.0", input=2, parent_instance="i", parent_id=5, parent_execution_id=3, trace_context=TRACE
+    )
+    chained = StartRequested(name="d", input=3, trace_context=TRACE)  # no parent: nobody awaits it
+    assert outbox.messages == [
+        Message(instance_id="i", execution_id=3, event=TimerFired(source_event_id=3, fire_at=due), visible_at=due),
+        Message(instance_id="child", execution_id=None, event=child),
+        Message(instance_id="detached", execution_id=None, event=chained),
+        Message(instance_id="peer", execution_id=None, event=EventRaised(name="ping", data=4)),
+    ]
+
+
+def test_a_reopened_child_that_exists_is_told_of_the_rewind_and_a_missing_one_is_started() -> None:
+    children = numbered(
+        SubOrchestrationScheduled(name="c", instance_id="alive"),
+        SubOrchestrationScheduled(name="c", instance_id="purged"),
+        first=5,
+    )
+    outbox = decision_writes(children, SENDER, rewound_children={"alive"})
+    alive, purged = outbox.messages
+    assert alive == Message(
+        instance_id="alive",
+        execution_id=None,
+        event=ExecutionRewound(reason="the parent was rewound", parent_execution_id=3),
+    )
+    assert purged.instance_id == "purged" and isinstance(purged.event, StartRequested)
+    assert (purged.event.parent_id, purged.event.parent_execution_id) == (6, 3)
+
+
+def test_the_parent_is_answered_at_its_latest_rewound_execution() -> None:
+    assert parent_of(STARTED, []) == Parent("p", 7, 1)
+    parent = parent_of(STARTED, [ExecutionRewound(parent_execution_id=2), ExecutionRewound(parent_execution_id=4)])
+    assert parent is not None
+    completed = OrchestrationCompleted(event_id=5, timestamp=T, output="done")
+    result = TurnResult(new_events=[completed], consumed=[], status=OrchestrationStatus.COMPLETED, output="done")
+    assert end_writes(SENDER, result, [], parent, carried=[], recursive=False) == [
+        Message(instance_id="p", execution_id=4, event=SubOrchestrationCompleted(source_event_id=7, result="done"))
+    ]
+    assert parent_of(replace(STARTED, parent_instance=None), []) is None
+
+
+def test_continue_as_new_sends_the_next_start_then_the_inherited_events_in_order() -> None:
+    terminal = OrchestrationContinuedAsNew(event_id=4, timestamp=T, input=9, version="3.0.0")
+    result = TurnResult(new_events=[terminal], consumed=[], status=OrchestrationStatus.RUNNING)
+    carried = [EventRaised(name="a", data=1), EventRaised(name="b", data=2)]
+    traced = replace(SENDER, started=replace(STARTED, trace_context=TRACE))
+    start, *inherited = end_writes(traced, result, [], parent_of(STARTED, []), carried=carried, recursive=False)
+    # The new version is the one asked for; the parent stays the parent, and the trace continues.
+    request = StartRequested(
+        name="o",
+        version="3.0.0",
+        input=9,
+        parent_instance="p",
+        parent_id=7,
+        parent_execution_id=1,
+        trace_context=TRACE,
+    )
+    assert start == Message(instance_id="i", execution_id=4, event=request)
+    assert inherited == [Message(instance_id="i", execution_id=None, event=e) for e in carried]
+
+
+def test_a_recursive_terminate_reaches_only_the_children_that_have_not_answered() -> None:
+    history = numbered(
+        STARTED,
+        SubOrchestrationScheduled(name="c", instance_id="done"),
+        SubOrchestrationScheduled(name="c", instance_id="failed"),
+        SubOrchestrationScheduled(name="c", instance_id="running"),
+        SubOrchestrationCompleted(source_event_id=2),
+        SubOrchestrationFailed(source_event_id=3, error=ErrorDetails(type="E", message="m")),
+    )
+    terminated = OrchestrationTerminated(event_id=7, timestamp=T, reason="stop")
+    error = ErrorDetails(type="Terminated", message="stop")
+    result = TurnResult(new_events=[terminated], consumed=[0], status=OrchestrationStatus.TERMINATED, error=error)
+    answer, *terminations = end_writes(SENDER, result, history, parent_of(STARTED, []), carried=[], recursive=True)
+    assert answer.event == SubOrchestrationFailed(source_event_id=7, error=error)
+    assert terminations == [Message(instance_id="running", execution_id=None, event=TerminateRequested(reason="stop"))]
+    alone = end_writes(SENDER, result, history, None, carried=[], recursive=False)
+    assert alone == []

@@ -1,0 +1,68 @@
+"""Planning a turn says whether it rewound the instance, so the dispatcher need not infer it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from perdure import ErrorDetails, OrchestrationContext, OrchestrationState, OrchestrationStatus, Registry
+from perdure.engine.events import (
+    ActivityFailed,
+    ActivityScheduled,
+    ExecutionRewound,
+    HistoryEvent,
+    OrchestrationFailed,
+    OrchestrationStarted,
+    StartRequested,
+)
+from perdure.providers._base import OrchestrationItem, QueuedMessage
+from perdure.runtime import RuntimeOptions
+from perdure.runtime._turn import TurnPlan, plan_turn
+
+T = datetime(2026, 1, 1, tzinfo=UTC)
+ESCAPED = ErrorDetails(type="perdure.ActivityFailedError", message="activity failed: ConnectionError: down")
+
+registry = Registry()
+
+
+@registry.orchestration("o", version="1.0.0")
+async def o(ctx: OrchestrationContext, _: Any) -> Any:
+    return await ctx.call_activity("A")
+
+
+def plan(status: OrchestrationStatus, history: list[HistoryEvent], event: HistoryEvent) -> TurnPlan:
+    state = OrchestrationState(
+        instance_id="i", name="o", version="1.0.0", status=status, execution_id=1, created_at=T, updated_at=T
+    )
+    message = QueuedMessage(message_id=1, instance_id="i", execution_id=None, event=event, dequeue_count=1)
+    item = OrchestrationItem(instance_id="i", lock_token="t", messages=[message], state=state, history=history)
+    planned = plan_turn(item, registry.orchestrations, RuntimeOptions(), T)
+    assert isinstance(planned, TurnPlan)
+    return planned
+
+
+def test_a_rewind_turn_is_marked_and_writes_the_new_executions_whole_history() -> None:
+    failed: list[HistoryEvent] = [
+        OrchestrationStarted(event_id=1, timestamp=T, name="o", version="1.0.0"),
+        ActivityScheduled(event_id=2, timestamp=T, name="A"),
+        ActivityFailed(event_id=3, timestamp=T, source_event_id=2, error=ESCAPED),
+        OrchestrationFailed(event_id=4, timestamp=T, error=ESCAPED),
+    ]
+    rewound = plan(OrchestrationStatus.FAILED, failed, ExecutionRewound(reason="fixed"))
+    assert rewound.rewound
+    assert rewound.commit.execution_id == 2
+    assert [type(e).__name__ for e in rewound.commit.history] == [
+        "OrchestrationStarted",
+        "ActivityScheduled",
+        "ExecutionRewound",
+    ]
+    assert [e.event_id for e in rewound.commit.history] == [1, 2, 3]
+    [again] = rewound.commit.worker_items  # the failed activity is open again, for execution 2
+    assert (again.name, again.execution_id, again.source_event_id) == ("A", 2, 2)
+
+
+def test_an_ordinary_first_turn_is_not_marked_as_a_rewind() -> None:
+    first = plan(OrchestrationStatus.PENDING, [], StartRequested(name="o"))
+    assert not first.rewound
+    assert first.commit.history[0].event_id == 1  # also starts at 1: why the flag is needed
+    assert [w.name for w in first.commit.worker_items] == ["A"]
