@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from perdure.engine._history import ExecutionRewound, HistoryEvent, OrchestrationStarted
+from perdure.engine.events import ExecutionRewound, HistoryEvent, OrchestrationStarted
 
 __all__ = [
     "Tracer",

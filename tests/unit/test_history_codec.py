@@ -10,7 +10,7 @@ import pytest
 
 from perdure import ErrorDetails, HistoryFormatError
 from perdure.engine import FORMAT_VERSION, decode_event, encode_event
-from perdure.engine._history import EVENT_TYPES, event_from_dict, event_to_dict
+from perdure.engine._codec import EVENT_TYPES, event_from_dict, event_to_dict
 from perdure.engine.events import (
     ActivityCompleted,
     ActivityFailed,

@@ -25,7 +25,7 @@ from perdure._validate import (
     check_timeout,
     check_version,
 )
-from perdure.engine._history import (
+from perdure.engine.events import (
     EventRaised,
     ExecutionRewound,
     HistoryEvent,

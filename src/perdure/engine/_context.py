@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 from perdure import _json
 from perdure._errors import ActivityFailedError, ErrorDetails, SubOrchestrationFailedError, TaskFailedError
 from perdure._validate import MAX_NAME_LENGTH, check_instance_id, check_name, check_version
-from perdure.engine._history import (
+from perdure.engine._retry import RetryPolicy
+from perdure.engine._tasks import DurableTask, WhenAllTask, WhenAnyTask
+from perdure.engine.events import (
     ActivityScheduled,
     CustomStatusUpdated,
     Decision,
@@ -21,11 +23,9 @@ from perdure.engine._history import (
     SubOrchestrationScheduled,
     TimerCreated,
 )
-from perdure.engine._retry import RetryPolicy
-from perdure.engine._tasks import DurableTask, WhenAllTask, WhenAnyTask
 
 if TYPE_CHECKING:
-    from perdure.engine._history import OrchestrationStarted
+    from perdure.engine.events import OrchestrationStarted
 
 __all__ = ["ContinueAsNew", "OrchestrationContext"]
 

@@ -16,13 +16,13 @@ from typing import Any
 from perdure import _json
 from perdure._errors import ErrorDetails, NonDeterminismError, NonDurableAwaitError, SerializationError
 from perdure.engine._context import ContinueAsNew, OrchestrationContext
-from perdure.engine._history import (
+from perdure.engine._tasks import DurableTask
+from perdure.engine.events import (
     OrchestrationCompleted,
     OrchestrationContinuedAsNew,
     OrchestrationFailed,
     OrchestrationStarted,
 )
-from perdure.engine._tasks import DurableTask
 
 __all__ = ["CoroutineDriver", "OrchestrationFunction"]
 

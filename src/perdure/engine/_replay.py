@@ -37,7 +37,8 @@ from perdure._errors import (
 from perdure._state import OrchestrationStatus
 from perdure.engine._context import OrchestrationContext, _ScheduledTask
 from perdure.engine._driver import CoroutineDriver, OrchestrationFunction
-from perdure.engine._history import (
+from perdure.engine._tasks import DurableTask
+from perdure.engine.events import (
     TERMINAL_EVENTS,
     ActivityCompleted,
     ActivityFailed,
@@ -64,7 +65,6 @@ from perdure.engine._history import (
     TimerCreated,
     TimerFired,
 )
-from perdure.engine._tasks import DurableTask
 
 __all__ = ["OrchestrationFunction", "TurnResult", "describe", "run_turn"]
 

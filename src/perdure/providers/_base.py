@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from perdure._errors import ErrorDetails, PerdureError
 from perdure._state import OrchestrationState, OrchestrationStatus
-from perdure.engine._history import HistoryEvent
+from perdure.engine.events import HistoryEvent
 
 __all__ = [
     "ActivityRequest",

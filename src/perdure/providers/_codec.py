@@ -10,7 +10,8 @@ from typing import Any
 from perdure import _json
 from perdure._errors import ErrorDetails, HistoryFormatError
 from perdure._state import OrchestrationState, OrchestrationStatus
-from perdure.engine._history import HistoryEvent, decode_event
+from perdure.engine._codec import decode_event, error_from_dict, error_to_dict
+from perdure.engine.events import HistoryEvent
 from perdure.providers._base import ActivityRequest, OrchestrationItem, QueuedMessage
 
 __all__ = [
@@ -56,15 +57,14 @@ def encode_error(error: ErrorDetails | None) -> str | None:
     """An error column."""
     if error is None:
         return None
-    return _json.dumps({"type": error.type, "message": error.message, "traceback": error.traceback})
+    return _json.dumps(error_to_dict(error))
 
 
 def decode_error(text: str | None) -> ErrorDetails | None:
     """The inverse of :func:`encode_error`."""
     if text is None:
         return None
-    raw = _json.loads(text)
-    return ErrorDetails(type=raw["type"], message=raw["message"], traceback=raw.get("traceback"))
+    return error_from_dict(_json.loads(text))
 
 
 def encode_request(request: ActivityRequest) -> str:

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure._tracing import Tracer, execution_parent, execution_trace_context
-from perdure.engine._history import (
+from perdure.engine._replay import describe
+from perdure.engine.events import (
     TERMINAL_EVENTS,
     HistoryEvent,
     OrchestrationContinuedAsNew,
@@ -16,7 +17,6 @@ from perdure.engine._history import (
     OrchestrationStarted,
     OrchestrationTerminated,
 )
-from perdure.engine._replay import describe
 from perdure.providers._base import LockLostError, OrchestrationItem, Provider
 from perdure.runtime._dispatcher import Dispatcher
 from perdure.runtime._metrics import Metrics

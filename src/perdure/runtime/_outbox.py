@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from perdure._errors import ErrorDetails, InstanceAlreadyExistsError
-from perdure.engine._history import (
+from perdure.engine._replay import TurnResult
+from perdure.engine.events import (
     ActivityScheduled,
     Decision,
     EventRaised,
@@ -42,7 +43,6 @@ from perdure.engine._history import (
     TimerCreated,
     TimerFired,
 )
-from perdure.engine._replay import TurnResult
 from perdure.providers._base import ActivityRequest, Message
 
 __all__ = [

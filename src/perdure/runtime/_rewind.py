@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from perdure._state import OrchestrationState, OrchestrationStatus
-from perdure.engine._history import (
+from perdure.engine.events import (
     ActivityFailed,
     ActivityScheduled,
     Completion,

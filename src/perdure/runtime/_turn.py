@@ -29,7 +29,8 @@ from perdure._errors import (
 )
 from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure._tracing import execution_trace_context
-from perdure.engine._history import (
+from perdure.engine._replay import OrchestrationFunction, TurnResult, run_turn
+from perdure.engine.events import (
     EventRaised,
     ExecutionRewound,
     HistoryEvent,
@@ -40,7 +41,6 @@ from perdure.engine._history import (
     StartRequested,
     TerminateRequested,
 )
-from perdure.engine._replay import OrchestrationFunction, TurnResult, run_turn
 from perdure.providers._base import InstanceUpdate, Message, OrchestrationItem, QueuedMessage, TurnCommit
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._outbox import Sender, decision_writes, end_writes, parent_of, reply_taken, reply_to_parent

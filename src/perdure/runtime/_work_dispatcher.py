@@ -14,7 +14,7 @@ from typing import Any
 from perdure import _json
 from perdure._errors import ErrorDetails, PoisonMessageError, UnregisteredActivityError
 from perdure._tracing import Tracer
-from perdure.engine._history import ActivityCompleted, ActivityFailed, HistoryEvent
+from perdure.engine.events import ActivityCompleted, ActivityFailed, HistoryEvent
 from perdure.providers._base import ActivityRequest, LockLostError, Message, Provider, WorkItem
 from perdure.runtime._activity import ActivityContext
 from perdure.runtime._dispatcher import Dispatcher

@@ -31,7 +31,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from perdure._errors import HistoryFormatError, InstanceAlreadyExistsError, ProviderError
 from perdure._state import OrchestrationState
-from perdure.engine._history import HistoryEvent, StartRequested, decode_event, encode_event
+from perdure.engine._codec import decode_event, encode_event
+from perdure.engine.events import HistoryEvent, StartRequested
 from perdure.providers._base import (
     InstanceFilter,
     LockLostError,
