@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from perdure import SerializationError
+from perdure import ErrorDetails, SerializationError
 from perdure._json import MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH, check_json, dumps, loads
 from perdure.engine import decode_event, encode_event
 from perdure.engine.events import ActivityCompleted, ActivityScheduled
@@ -122,6 +122,16 @@ def test_dumps_refuses_lone_surrogates_the_stores_could_not_encode() -> None:
     with pytest.raises(ValueError, match="lone surrogate"):
         dumps({"event": "\ud800"})
     assert dumps("\U0001f600") == '"\U0001f600"'
+
+
+def test_error_details_escape_lone_surrogates_so_a_failure_can_be_stored() -> None:
+    try:
+        raise ValueError("bad \ud800 value")
+    except ValueError as exc:
+        details = ErrorDetails.from_exception(exc)
+    assert details.message == "bad \\ud800 value"
+    assert details.traceback is not None and "\\ud800" in details.traceback
+    dumps([details.type, details.message, details.traceback])
 
 
 @contextmanager
