@@ -63,14 +63,21 @@ class ErrorDetails:
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> ErrorDetails:
-        """Describe ``exc``, keeping its traceback text."""
+        """Describe ``exc``, keeping its traceback text (lone surrogates escaped, so that it can be stored)."""
         tb = "".join(_traceback.format_exception(exc)) if exc.__traceback__ is not None else None
-        return cls(type=type_name(exc), message=str(exc), traceback=tb)
+        return cls(
+            type=_storable(type_name(exc)), message=_storable(str(exc)), traceback=None if tb is None else _storable(tb)
+        )
 
     def is_type(self, candidate: builtins.type[BaseException] | str) -> bool:
         """Whether this failure was raised as ``candidate`` (a type or a type name)."""
         name = candidate if isinstance(candidate, str) else type_name_of_class(candidate)
         return self.type == name or self.type.rsplit(".", 1)[-1] == name
+
+
+def _storable(text: str) -> str:
+    """``text`` with any lone surrogate written as an escape: the stores keep UTF-8, which has none."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode()
 
 
 def type_name_of_class(cls: type[BaseException]) -> str:

@@ -2,9 +2,10 @@
 
 One rule for instance ids and for orchestration, activity, event and queue names (see
 ``docs/management.md``, "Names and limits"): a ``str`` (else ``TypeError``) that is not empty, not
-whitespace only, at most :data:`MAX_NAME_LENGTH` characters and free of control characters (else
-``ValueError``). The limit keeps a name and an id together inside one PostgreSQL index entry even
-in four-byte UTF-8 (the stores index ``(name, instance_id)`` and ``(queue, …)``). Version tags are
+whitespace only, at most :data:`MAX_NAME_LENGTH` characters and free of control characters and of
+lone surrogates, which UTF-8 cannot store (else ``ValueError``). The limit keeps a name and an id
+together inside one PostgreSQL index entry even in four-byte UTF-8 (the stores index
+``(name, instance_id)`` and ``(queue, …)``). Version tags are
 semantic versions of at most :data:`MAX_NAME_LENGTH` characters; a bad one raises
 :class:`~perdure.RegistrationError`, as it always has.
 
@@ -21,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from perdure._errors import InvalidInstanceStateError, RegistrationError
+from perdure._json import lone_surrogate
 from perdure._state import OrchestrationStatus
 
 __all__ = [
@@ -72,7 +74,15 @@ def check_name(value: Any, what: str) -> str:
         raise ValueError(
             f"the {what} must not contain control characters, got {control.group()!r} at position {control.start()}"
         )
+    _check_encodable(value, what)
     return value
+
+
+def _check_encodable(text: str, what: str) -> None:
+    """Refuse text with a lone surrogate: the stores keep UTF-8, which cannot encode one."""
+    surrogate = lone_surrogate(text)
+    if surrogate is not None:
+        raise ValueError(f"the {what} must not contain a lone surrogate, got {surrogate!r}")
 
 
 def check_instance_id(value: Any) -> str:
@@ -110,6 +120,8 @@ def check_reason(reason: Any) -> None:
         raise TypeError(f"the reason must be a string or None, got {type(reason).__name__}")
     if reason is not None and len(reason) > MAX_REASON_LENGTH:
         raise ValueError(f"a reason is at most {MAX_REASON_LENGTH:,} characters")
+    if reason is not None:
+        _check_encodable(reason, "reason")
 
 
 def check_execution_id(execution_id: Any) -> None:

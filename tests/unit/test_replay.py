@@ -222,6 +222,74 @@ def test_timer_refuses_naive_datetime_and_other_types() -> None:
     assert failed.error.type == "TypeError"
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda ctx: ctx.create_timer(float("nan")),
+        lambda ctx: ctx.create_timer(float("inf")),
+        lambda ctx: ctx.create_timer(float("-inf")),
+        lambda ctx: ctx.create_timer(1e300),
+        lambda ctx: ctx.create_timer(-(10**400)),
+        lambda ctx: ctx.create_timer(timedelta.max),
+        lambda ctx: ctx.wait_for_event("ping", timeout=float("nan")),
+        lambda ctx: ctx.wait_for_event("ping", timeout=float("inf")),
+        lambda ctx: ctx.wait_for_event("ping", timeout=-1),
+        lambda ctx: ctx.wait_for_event("ping", timeout=timedelta(microseconds=-1)),
+        lambda ctx: ctx.wait_for_event("ping", timeout=timedelta(days=4_000_000)),
+    ],
+    ids=[
+        "timer-nan",
+        "timer-inf",
+        "timer-minus-inf",
+        "timer-1e300",
+        "timer-huge-int",
+        "timer-timedelta-max",
+        "timeout-nan",
+        "timeout-inf",
+        "timeout-negative",
+        "timeout-negative-timedelta",
+        "timeout-past-9999",
+    ],
+)
+def test_a_timer_that_cannot_be_computed_raises_value_error_at_the_call(call: Any) -> None:
+    async def orch(ctx: Ctx, _: Any) -> Any:
+        try:
+            call(ctx)
+        except ValueError as exc:
+            refused = str(exc)
+        else:
+            return "accepted"
+        # Nothing of the refused call is left behind: not a timer, not a wait that takes the event.
+        return [refused, await ctx.wait_for_event("ping")]
+
+    driver = Driver(orch).start()
+    assert driver.turn().decisions == []
+    result = driver.turn(EventRaised(name="ping", data="pong"))
+    refused, event = result.output
+    assert event == "pong"
+    assert ("create_timer" in refused or "wait_for_event" in refused) and "convert" not in refused
+
+
+def test_timer_and_timeout_bounds_that_stay_accepted() -> None:
+    async def orch(ctx: Ctx, _: Any) -> Any:
+        await ctx.create_timer(-5)  # in the past: due now
+        try:
+            return await ctx.wait_for_event("ping", timeout=0)
+        except TimeoutError:
+            return "timed out"
+
+    assert Driver(orch).start().run().output == "timed out"
+
+
+def test_wait_for_event_refuses_a_timeout_of_another_type() -> None:
+    async def orch(ctx: Ctx, _: Any) -> None:
+        await ctx.wait_for_event("ping", timeout="5")  # type: ignore[arg-type]
+
+    failed = Driver(orch).start().run()
+    assert failed.error is not None
+    assert failed.error.type == "TypeError"
+
+
 @pytest.mark.parametrize("first", ["timer", "event"])
 def test_when_any_of_a_timer_and_an_event(first: str) -> None:
     async def orch(ctx: Ctx, _: Any) -> Any:

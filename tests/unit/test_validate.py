@@ -61,6 +61,8 @@ def test_valid_names_are_returned_unchanged(value: str) -> None:
         ("tab\t", r"must not contain control characters"),
         ("del\x7f", r"must not contain control characters"),
         ("c1\x85", r"must not contain control characters"),
+        ("half\ud83d", r"the event name must not contain a lone surrogate, got '\\ud83d'"),
+        ("\udfff", r"must not contain a lone surrogate"),
     ],
 )
 def test_invalid_names_raise_value_error(value: str, message: str) -> None:
@@ -100,6 +102,9 @@ def test_reasons() -> None:
         check_reason("r" * (MAX_REASON_LENGTH + 1))
     with pytest.raises(TypeError, match="got int"):
         check_reason(5)
+    check_reason("é 𝄞")
+    with pytest.raises(ValueError, match="the reason must not contain a lone surrogate"):
+        check_reason("cancelled \ud800")
 
 
 def test_the_clients_other_arguments() -> None:

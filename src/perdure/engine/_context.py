@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import uuid
 from collections.abc import MutableMapping, Sequence
 from datetime import datetime, timedelta
@@ -144,15 +145,20 @@ class OrchestrationContext:
         return attempt(1) if retry is None else _RetryTask(self, retry, attempt)
 
     def create_timer(self, fire_at: float | timedelta | datetime) -> DurableTask[None]:
-        """A durable timer: a delay in seconds, a ``timedelta``, or an aware ``datetime``."""
+        """A durable timer: a delay in seconds, a ``timedelta``, or an aware ``datetime``.
+
+        A moment in the past, or a negative delay, fires at once.
+
+        Raises:
+            TypeError: if ``fire_at`` is none of these.
+            ValueError: for a naive datetime, or a delay that is NaN, infinite, or reaches past the year 9999.
+        """
         if isinstance(fire_at, datetime):
             if fire_at.tzinfo is None:
                 raise ValueError("create_timer needs an aware datetime (with tzinfo), not a naive one")
             due = fire_at
-        elif isinstance(fire_at, timedelta):
-            due = self.now() + fire_at
-        elif isinstance(fire_at, int | float) and not isinstance(fire_at, bool):
-            due = self.now() + timedelta(seconds=fire_at)
+        elif isinstance(fire_at, timedelta | int | float) and not isinstance(fire_at, bool):
+            due = self._after(fire_at, "the delay of create_timer")
         else:
             raise TypeError(f"create_timer takes seconds, a timedelta or a datetime, not {type(fire_at).__name__}")
         task: DurableTask[None] = _ScheduledTask(TaskFailedError, "timer")
@@ -169,13 +175,25 @@ class OrchestrationContext:
         event came in time, and the wait is withdrawn: a later event stays for the next wait.
         Prefer this to racing a plain wait against a timer with ``when_any``, whose losing wait
         would still take the next event of that name.
+
+        Raises:
+            TypeError: if ``timeout`` is not ``None``, a number of seconds or a ``timedelta``.
+            ValueError: for a bad name, or a ``timeout`` that is negative, NaN, infinite, or reaches
+                past the year 9999.
         """
         check_name(name, "event name")
+        due = None
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, timedelta | int | float):
+                raise TypeError(f"wait_for_event takes seconds or a timedelta as timeout, not {type(timeout).__name__}")
+            due = self._after(timeout, "the timeout of wait_for_event")
+            if due < self.now():
+                raise ValueError(f"the timeout of wait_for_event must not be negative, got {timeout!r}")
         task: DurableTask[Any] = DurableTask()
         self._turn.wait_event(name, task)
-        if timeout is None:
+        if due is None:
             return task
-        return _EventWithTimeout(self._turn, name, task, self.create_timer(timeout))
+        return _EventWithTimeout(self._turn, name, task, self.create_timer(due))
 
     def call_sub_orchestration(
         self,
@@ -255,6 +273,15 @@ class OrchestrationContext:
     def when_any(tasks: Sequence[DurableTask[Any]]) -> DurableTask[DurableTask[Any]]:
         """A task that finishes with the first of ``tasks`` to finish (the task itself, not its result)."""
         return WhenAnyTask(_check_tasks(tasks))
+
+    def _after(self, delay: float | timedelta, what: str) -> datetime:
+        """The moment ``delay`` (seconds or a ``timedelta``) from now; ``what`` names it in errors."""
+        if isinstance(delay, float) and not math.isfinite(delay):
+            raise ValueError(f"{what} must be a finite number of seconds, got {delay!r}")
+        try:
+            return self.now() + (delay if isinstance(delay, timedelta) else timedelta(seconds=delay))
+        except OverflowError:  # from timedelta() or from the addition
+            raise ValueError(f"{what} ({delay!r}) reaches outside the years 1 to 9999") from None
 
     def _next_child_id(self) -> str:
         self._child_counter += 1
