@@ -22,13 +22,14 @@ from perdure.engine._history import (
     StartRequested,
     TerminateRequested,
 )
-from perdure.providers._base import InstanceFilter, Message, Provider
+from perdure.providers._base import InstanceFilter, Message, NewInstance, Provider
 from perdure.runtime._registry import parse_version
 from perdure.runtime._tracing import Tracer
 
 __all__ = ["Client"]
 
 _FINISHED = (OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED, OrchestrationStatus.TERMINATED)
+_OPERATOR_REQUESTS = (OrchestrationSuspended, OrchestrationResumed, TerminateRequested)
 
 
 class Client:
@@ -80,14 +81,14 @@ class Client:
         tracer = self._tracing()
         if tracer is None:
             start = StartRequested(name=name, version=version, input=input)
-            await self.provider.create_instance(Message(instance_id=instance_id, execution_id=None, event=start))
+            await self.provider.create_instance(_start_message(instance_id, start))
             return instance_id
         attributes = {"perdure.type": "create_orchestration", "perdure.name": name, "perdure.instance_id": instance_id}
         if version is not None:
             attributes["perdure.version"] = version
         with tracer.client_span(f"create_orchestration:{name}", attributes) as trace_context:
             start = StartRequested(name=name, version=version, input=input, trace_context=trace_context)
-            await self.provider.create_instance(Message(instance_id=instance_id, execution_id=None, event=start))
+            await self.provider.create_instance(_start_message(instance_id, start))
         return instance_id
 
     async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
@@ -357,7 +358,15 @@ class Client:
         return state
 
     async def _send(self, instance_id: str, event: HistoryEvent) -> None:
-        await self.provider.enqueue_messages([Message(instance_id=instance_id, execution_id=None, event=event)])
+        # Operator requests reach an instance even while it is suspended; everything else waits.
+        control = isinstance(event, _OPERATOR_REQUESTS)
+        message = Message(instance_id=instance_id, execution_id=None, event=event, control=control)
+        await self.provider.enqueue_messages([message])
+
+
+def _start_message(instance_id: str, start: StartRequested) -> Message:
+    new = NewInstance(name=start.name, input=start.input)
+    return Message(instance_id=instance_id, execution_id=None, event=start, new_instance=new)
 
 
 def _check_reason(reason: Any) -> None:

@@ -55,6 +55,7 @@ from perdure.providers._base import (
     ActivityRequest,
     InstanceUpdate,
     Message,
+    NewInstance,
     OrchestrationItem,
     QueuedMessage,
     TurnCommit,
@@ -398,7 +399,9 @@ class _Planner:
         if isinstance(terminal, OrchestrationTerminated) and self.terminate_recursively(accepted, result):
             full = [*history, *result.new_events]
             messages.extend(
-                Message(instance_id=child, execution_id=None, event=TerminateRequested(reason=terminal.reason))
+                Message(
+                    instance_id=child, execution_id=None, event=TerminateRequested(reason=terminal.reason), control=True
+                )
                 for child in _open_children(full)
             )
         commit = TurnCommit(
@@ -447,7 +450,10 @@ class _Planner:
                     input=decision.input,
                     trace_context=self.trace_context(started, execution_id),
                 )
-                messages.append(Message(instance_id=decision.instance_id, execution_id=None, event=request))
+                new = NewInstance(name=decision.name, input=decision.input)
+                messages.append(
+                    Message(instance_id=decision.instance_id, execution_id=None, event=request, new_instance=new)
+                )
             elif isinstance(decision, EventSent):
                 event = EventRaised(name=decision.name, data=decision.data)
                 messages.append(Message(instance_id=decision.instance_id, execution_id=None, event=event))
@@ -487,7 +493,8 @@ class _Planner:
             parent_execution_id=execution_id,
             trace_context=self.trace_context(started, execution_id),
         )
-        return Message(instance_id=decision.instance_id, execution_id=None, event=request)
+        new = NewInstance(name=decision.name, input=decision.input, parent_instance_id=self.item.instance_id)
+        return Message(instance_id=decision.instance_id, execution_id=None, event=request, new_instance=new)
 
     # --- rewind ----------------------------------------------------------------------------------
 
