@@ -19,7 +19,7 @@ from perdure import (
     RuntimeOptions,
 )
 from perdure.engine.events import StartRequested
-from perdure.providers._base import Message
+from perdure.providers import Message, NewInstance
 from perdure.runtime._orchestration_dispatcher import OrchestrationDispatcher
 
 
@@ -94,7 +94,8 @@ async def test_a_stray_start_does_not_hijack_the_next_execution(provider: Provid
     item = await provider.fetch_orchestration_item(30)  # the turn that continues as new…
     assert item is not None
     stray = StartRequested(name="Other", input="intruder")  # …while someone starts "c" again
-    await provider.enqueue_messages([Message(instance_id="c", execution_id=None, event=stray)])
+    new = NewInstance(name="Other", input="intruder")
+    await provider.enqueue_messages([Message(instance_id="c", execution_id=None, event=stray, new_instance=new)])
     await OrchestrationDispatcher(provider, registry.orchestrations, FAST).process(item)
     async with running(provider, registry):
         await wait_until(lambda: _status(client, "c", OrchestrationStatus.RUNNING), what="execution 2 runs")

@@ -16,13 +16,20 @@ import psycopg
 from tests.conftest import POSTGRES_URL
 
 from perdure import Client, OrchestrationStatus, ProviderError, Registry, Runtime, RuntimeOptions, open_provider
-from perdure.engine.events import EventRaised, StartRequested
-from perdure.providers._base import InstanceUpdate, Message, TurnCommit
+from perdure.engine import encode_event
+from perdure.engine.events import EventRaised, OrchestrationResumed, StartRequested
+from perdure.providers import InstanceUpdate, Message, NewInstance, TurnCommit
 from perdure.providers._sql import read_sql
-from perdure.providers.postgres import PostgresProvider
+from perdure.providers.postgres import PostgresProvider, _migrate
 from perdure.providers.postgres._migrate import apply_migrations, migrations
 
 pytestmark = pytest.mark.postgres
+
+
+def _start(instance_id: str) -> Message:
+    return Message(
+        instance_id=instance_id, execution_id=None, event=StartRequested(name="N"), new_instance=NewInstance(name="N")
+    )
 
 
 @pytest.fixture
@@ -78,6 +85,36 @@ async def test_the_migrations_produce_the_canonical_schema(
     assert migrated_shape == canonical_shape
 
 
+async def test_control_messages_queued_before_they_were_flagged_still_reach_a_suspended_instance(
+    admin: psycopg.AsyncConnection[Any], schemas: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schema = schemas[0]
+    # The schema as version 2 left it, with what that version queued: the event type as the kind.
+    monkeypatch.setattr(_migrate, "migrations", lambda: [m for m in migrations() if m.version <= 2])
+    await apply_migrations(admin, schema)
+    monkeypatch.undo()
+    async with admin.transaction():
+        await admin.execute(f'SET LOCAL search_path TO "{schema}"')
+        await admin.execute(
+            "INSERT INTO instances (instance_id, name, status, execution_id, created_at, updated_at)"
+            " VALUES ('held', 'N', 'SUSPENDED', 1, now(), now()), ('resumed', 'N', 'SUSPENDED', 1, now(), now())"
+        )
+        await admin.execute(
+            "INSERT INTO orchestrator_queue (instance_id, execution_id, kind, event, visible_at)"
+            " VALUES ('held', 1, 'EventRaised', %s, now()), ('resumed', 1, 'OrchestrationResumed', %s, now())",
+            (encode_event(EventRaised(name="e")), encode_event(OrchestrationResumed())),
+        )
+
+    provider = await PostgresProvider.connect(POSTGRES_URL, schema=schema)  # applies the rest
+    try:
+        item = await provider.fetch_orchestration_item(30)
+        assert item is not None and item.instance_id == "resumed"
+        assert [m.event for m in item.messages] == [OrchestrationResumed()]
+        assert await provider.fetch_orchestration_item(30) is None, "the event still waits for the resume"
+    finally:
+        await provider.close()
+
+
 async def test_migrations_apply_once_even_when_many_workers_start_together(schemas: list[str]) -> None:
     schema = schemas[0]
     providers = await asyncio.gather(*(PostgresProvider.connect(POSTGRES_URL, schema=schema) for _ in range(6)))
@@ -96,7 +133,7 @@ async def test_the_schema_comes_from_the_url_or_the_argument(schemas: list[str])
     try:
         assert isinstance(from_url, PostgresProvider)
         assert (from_url.schema, from_argument.schema) == (schemas[0], schemas[1])
-        await from_url.create_instance(Message(instance_id="x", execution_id=None, event=StartRequested(name="N")))
+        await from_url.create_instance(_start("x"))
         assert await from_argument.get_state("x") is None, "schemas are separate tenants"
         assert await from_url.get_state("x") is not None
     finally:
@@ -131,7 +168,7 @@ async def test_a_notification_wakes_another_process_at_once(schemas: list[str]) 
         await asyncio.sleep(0.2)
         assert not waiting.done()
         began = time.monotonic()
-        await writer.create_instance(Message(instance_id="x", execution_id=None, event=StartRequested(name="N")))
+        await writer.create_instance(_start("x"))
         await asyncio.wait_for(waiting, 5)
         assert time.monotonic() - began < 5
 

@@ -25,12 +25,13 @@ from perdure.engine.events import (
     StartRequested,
     TerminateRequested,
 )
-from perdure.providers._base import (
+from perdure.providers import (
     ActivityRequest,
     InstanceFilter,
     InstanceUpdate,
     LockLostError,
     Message,
+    NewInstance,
     OrchestrationItem,
     TurnCommit,
     WorkItem,
@@ -42,8 +43,13 @@ T = TypeVar("T")
 # --- helpers -------------------------------------------------------------------------------------------
 
 
-def start(instance_id: str, name: str = "Orch", input: object = None) -> Message:
-    return Message(instance_id=instance_id, execution_id=None, event=StartRequested(name=name, input=input))
+def start(instance_id: str, name: str = "Orch", input: object = None, parent: str | None = None) -> Message:
+    return Message(
+        instance_id=instance_id,
+        execution_id=None,
+        event=StartRequested(name=name, input=input, parent_instance=parent),
+        new_instance=NewInstance(name=name, input=input, parent_instance_id=parent),
+    )
 
 
 def raised(instance_id: str, name: str, data: object = None, visible_at: datetime | None = None) -> Message:
@@ -162,15 +168,17 @@ async def test_create_instance_twice_raises_and_changes_nothing(provider: Provid
     assert len(item.messages) == 1
 
 
+async def test_create_instance_needs_the_instance_row(provider: Provider) -> None:
+    bare = Message(instance_id="a", execution_id=None, event=StartRequested(name="Orch"))
+    with pytest.raises(ValueError, match="new_instance"):
+        await provider.create_instance(bare)
+    assert await provider.get_state("a") is None
+    assert await provider.fetch_orchestration_item(30) is None
+
+
 async def test_enqueued_start_creates_a_missing_instance_only(provider: Provider) -> None:
     await provider.create_instance(start("existing", input="original"))
-    child = StartRequested(name="Child", input=5, parent_instance="parent", parent_id=3)
-    await provider.enqueue_messages(
-        [
-            Message(instance_id="child", execution_id=None, event=child),
-            Message(instance_id="existing", execution_id=None, event=StartRequested(name="X", input="other")),
-        ]
-    )
+    await provider.enqueue_messages([start("child", name="Child", input=5, parent="parent"), start("existing", "X")])
 
     state = await provider.get_state("child")
     assert state is not None
@@ -182,6 +190,25 @@ async def test_enqueued_start_creates_a_missing_instance_only(provider: Provider
     )
     existing = await provider.get_state("existing")
     assert existing is not None and (existing.name, existing.input) == ("Orch", "original")
+    item = await fetch(provider)
+    assert item.instance_id == "existing" and len(item.messages) == 2, "the second start is queued all the same"
+
+
+async def test_only_the_record_says_what_a_message_creates(provider: Provider) -> None:
+    # The provider never looks into the event: a start without new_instance creates nothing, and
+    # new_instance creates the row whatever the event is.
+    await provider.enqueue_messages(
+        [
+            Message(instance_id="bare", execution_id=None, event=StartRequested(name="Orch")),
+            Message(
+                instance_id="made", execution_id=None, event=EventRaised(name="e"), new_instance=NewInstance(name="N")
+            ),
+        ]
+    )
+
+    assert await provider.get_state("bare") is None
+    made = await provider.get_state("made")
+    assert made is not None and (made.name, made.status) == ("N", OrchestrationStatus.PENDING)
 
 
 async def test_messages_for_an_unknown_instance_are_fetched_without_state(provider: Provider) -> None:
@@ -346,17 +373,23 @@ async def test_a_suspended_instance_is_fetched_only_for_control_messages(provide
     await provider.create_instance(start("a"))
     await run_start_turn(provider, "a", status=OrchestrationStatus.SUSPENDED)
     await provider.enqueue_messages([raised("a", "held")])
+    # What counts is the flag, not the event: an unflagged resume waits like anything else.
+    await provider.enqueue_messages([Message(instance_id="a", execution_id=1, event=OrchestrationResumed())])
     assert await provider.fetch_orchestration_item(30) is None
 
-    await provider.enqueue_messages([Message(instance_id="a", execution_id=1, event=OrchestrationResumed())])
+    await provider.enqueue_messages(
+        [Message(instance_id="a", execution_id=1, event=OrchestrationResumed(reason="go"), control=True)]
+    )
     item = await fetch(provider)
-    assert [type(m.event) for m in item.messages] == [EventRaised, OrchestrationResumed]
+    assert [type(m.event) for m in item.messages] == [EventRaised, OrchestrationResumed, OrchestrationResumed]
 
 
 async def test_a_terminate_request_reaches_a_suspended_instance(provider: Provider) -> None:
     await provider.create_instance(start("a"))
     await run_start_turn(provider, "a", status=OrchestrationStatus.SUSPENDED)
-    await provider.enqueue_messages([Message(instance_id="a", execution_id=1, event=TerminateRequested())])
+    await provider.enqueue_messages(
+        [Message(instance_id="a", execution_id=1, event=TerminateRequested(), control=True)]
+    )
 
     item = await fetch(provider)
     assert [type(m.event) for m in item.messages] == [TerminateRequested]
@@ -394,6 +427,20 @@ async def test_work_items_are_fetched_once_and_acked_with_their_completion(provi
     assert [(m.execution_id, m.event) for m in item.messages] == [(1, completion)]
     await provider.abandon_work_item(second)
     assert (await fetch_work(provider)).request == second.request
+
+
+async def test_a_completion_that_would_create_an_instance_is_refused(provider: Provider) -> None:
+    await _enqueue_work(provider, request("a"))
+    item = await fetch_work(provider)
+    completion = ActivityCompleted(source_event_id=2, result="done")
+    spawning = Message(instance_id="b", execution_id=1, event=completion, new_instance=NewInstance(name="Orch"))
+
+    with pytest.raises(ValueError, match="cannot create"):
+        await provider.ack_work_item(item, spawning)
+    assert await provider.get_state("b") is None
+    assert await provider.fetch_orchestration_item(30) is None, "nothing was enqueued"
+    await provider.ack_work_item(item, Message(instance_id="a", execution_id=1, event=completion))
+    assert [m.event for m in (await fetch(provider)).messages] == [completion]
 
 
 async def test_work_items_are_fetched_only_from_the_given_queues(provider: Provider) -> None:
@@ -475,9 +522,7 @@ async def test_purge_deletes_only_finished_instances_with_everything_they_own(pr
 async def test_list_instances_filters_and_pages(provider: Provider) -> None:
     for instance_id, name in [("job-1", "Job"), ("job-2", "Job"), ("job-3", "Other"), ("task-1", "Job")]:
         await provider.create_instance(start(instance_id, name=name))
-    await provider.enqueue_messages(
-        [Message(instance_id="child-1", execution_id=None, event=StartRequested(name="Job", parent_instance="job-1"))]
-    )
+    await provider.enqueue_messages([start("child-1", name="Job", parent="job-1")])
     await drain_orchestrations(provider)
     item_states = {s.instance_id: s for s in await provider.list_instances(InstanceFilter())}
     assert list(item_states) == ["child-1", "job-1", "job-2", "job-3", "task-1"]

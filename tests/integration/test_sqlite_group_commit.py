@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from perdure.providers.sqlite._connection import transaction
 from perdure.providers.sqlite._group_commit import GroupCommit
-from perdure.providers.sqlite._provider import _transaction
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -20,7 +20,7 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 def insert(db: sqlite3.Connection, value: str) -> str:
-    with _transaction(db):
+    with transaction(db):
         db.execute("INSERT INTO t (v) VALUES (?)", (value,))
         if value.startswith("bad"):
             raise ValueError(value)
@@ -75,10 +75,12 @@ async def test_a_lock_held_too_long_fails_the_batch_with_a_provider_error(tmp_pa
 async def test_closing_fails_queued_writes_instead_of_leaving_them_hanging(tmp_path: Path) -> None:
     from perdure import ProviderError, SqliteProvider
     from perdure.engine.events import StartRequested
-    from perdure.providers._base import Message
+    from perdure.providers import Message, NewInstance
 
     provider = await SqliteProvider.open(tmp_path / "p.db")
-    start = Message(instance_id="i", execution_id=None, event=StartRequested(name="o"))
+    start = Message(
+        instance_id="i", execution_id=None, event=StartRequested(name="o"), new_instance=NewInstance(name="o")
+    )
     queued = asyncio.ensure_future(provider.create_instance(start))
     await asyncio.sleep(0)  # queued, not yet flushed
     await provider.close()

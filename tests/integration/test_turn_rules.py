@@ -41,10 +41,11 @@ from perdure.engine.events import (
     OrchestrationStarted,
     StartRequested,
 )
-from perdure.providers._base import (
+from perdure.providers import (
     InstanceUpdate,
     LockLostError,
     Message,
+    NewInstance,
     OrchestrationItem,
     TurnCommit,
 )
@@ -235,7 +236,14 @@ async def test_an_expired_instance_lock_is_taken_over_and_the_stale_ack_writes_n
         execution_id=1,
         history=[OrchestrationCompleted(event_id=len(history) + 1, timestamp=locked_at, output="stale")],
         state=InstanceUpdate(name="one_step", version="1.0.0", status=COMPLETED, execution_id=1, output="stale"),
-        messages=[Message(instance_id="spawned-by-stale", execution_id=None, event=StartRequested(name="waiter"))],
+        messages=[
+            Message(
+                instance_id="spawned-by-stale",
+                execution_id=None,
+                event=StartRequested(name="waiter"),
+                new_instance=NewInstance(name="waiter"),
+            )
+        ],
         consumed=[m.message_id for m in stale.messages],
     )
     with pytest.raises(LockLostError):
@@ -313,7 +321,10 @@ async def test_a_duplicate_start_is_a_no_op(provider: Provider, caplog: pytest.L
         await client.start_orchestration("once", "waiter")
         await wait_until(lambda: history_has(client, "once", OrchestrationStarted), what="the instance started")
         duplicate = StartRequested(name="one_step", input=99)
-        await provider.enqueue_messages([Message(instance_id="once", execution_id=None, event=duplicate)])
+        new = NewInstance(name="one_step", input=99)
+        await provider.enqueue_messages(
+            [Message(instance_id="once", execution_id=None, event=duplicate, new_instance=new)]
+        )
         await wait_until(lambda: _logged(caplog, "already started"), what="the duplicate start was dropped")
         await client.raise_event("once", "go", "went")
         state = await client.wait_for_orchestration("once", timeout=10)

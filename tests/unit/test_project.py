@@ -55,6 +55,39 @@ def test_public_api_is_exactly_this() -> None:
         assert hasattr(perdure, name), name
 
 
+def test_the_provider_contract_is_public() -> None:
+    # A provider is written from these names alone: the contract and every record it takes or returns.
+    import perdure.providers
+
+    assert sorted(perdure.providers.__all__) == sorted(
+        [
+            "ActivityRequest",
+            "InstanceFilter",
+            "InstanceUpdate",
+            "LockLostError",
+            "Message",
+            "NewInstance",
+            "OrchestrationItem",
+            "Provider",
+            "QueueKind",
+            "QueuedMessage",
+            "SqliteProvider",
+            "TurnCommit",
+            "WorkItem",
+            "open_provider",
+        ]
+    )
+    for name in perdure.providers.__all__:
+        assert hasattr(perdure.providers, name), name
+
+
+def test_the_provider_conformance_suite_imports_only_public_names() -> None:
+    suite = (ROOT / "tests" / "integration" / "test_provider_contract.py").read_text(encoding="utf-8")
+    imported = re.findall(r"^\s*(?:from|import) (perdure\S*)", suite, re.MULTILINE)
+    assert imported, "the suite imports perdure"
+    assert [module for module in imported if "._" in module] == []
+
+
 def test_errors_share_one_root_and_read_as_public_names() -> None:
     for name in perdure.__all__:
         value = getattr(perdure, name)

@@ -35,9 +35,11 @@ from perdure.engine.events import (
     StartRequested,
     TerminateRequested,
 )
-from perdure.providers._base import InstanceFilter, Message, Provider
+from perdure.providers._base import InstanceFilter, Message, NewInstance, Provider
 
 __all__ = ["Client"]
+
+_OPERATOR_REQUESTS = (OrchestrationSuspended, OrchestrationResumed, TerminateRequested)
 
 
 class Client:
@@ -88,14 +90,14 @@ class Client:
         tracer = self._tracing()
         if tracer is None:
             start = StartRequested(name=name, version=version, input=input)
-            await self.provider.create_instance(Message(instance_id=instance_id, execution_id=None, event=start))
+            await self.provider.create_instance(_start_message(instance_id, start))
             return instance_id
         attributes = {"perdure.type": "create_orchestration", "perdure.name": name, "perdure.instance_id": instance_id}
         if version is not None:
             attributes["perdure.version"] = version
         with tracer.client_span(f"create_orchestration:{name}", attributes) as trace_context:
             start = StartRequested(name=name, version=version, input=input, trace_context=trace_context)
-            await self.provider.create_instance(Message(instance_id=instance_id, execution_id=None, event=start))
+            await self.provider.create_instance(_start_message(instance_id, start))
         return instance_id
 
     async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
@@ -330,7 +332,15 @@ class Client:
         return state
 
     async def _send(self, instance_id: str, event: HistoryEvent) -> None:
-        await self.provider.enqueue_messages([Message(instance_id=instance_id, execution_id=None, event=event)])
+        # Operator requests reach an instance even while it is suspended; everything else waits.
+        control = isinstance(event, _OPERATOR_REQUESTS)
+        message = Message(instance_id=instance_id, execution_id=None, event=event, control=control)
+        await self.provider.enqueue_messages([message])
+
+
+def _start_message(instance_id: str, start: StartRequested) -> Message:
+    new = NewInstance(name=start.name, input=start.input)
+    return Message(instance_id=instance_id, execution_id=None, event=start, new_instance=new)
 
 
 async def _descendants(provider: Provider, instance_id: str) -> list[str]:

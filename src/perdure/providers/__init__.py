@@ -1,7 +1,39 @@
-"""Storage providers: the contract, the embedded SQLite provider, and the URL factory."""
+"""Storage providers: the contract and its records, the embedded SQLite provider, and the URL factory.
 
-from perdure.providers._base import Provider
+Everything a provider takes and returns is exported here, so a provider can be written (or
+wrapped) from public names alone; ``perdure.engine.events`` holds the history event types.
+"""
+
+from perdure.providers._base import (
+    ActivityRequest,
+    InstanceFilter,
+    InstanceUpdate,
+    LockLostError,
+    Message,
+    NewInstance,
+    OrchestrationItem,
+    Provider,
+    QueuedMessage,
+    QueueKind,
+    TurnCommit,
+    WorkItem,
+)
 from perdure.providers._open import open_provider
 from perdure.providers.sqlite import SqliteProvider
 
-__all__ = ["Provider", "SqliteProvider", "open_provider"]
+__all__ = [
+    "ActivityRequest",
+    "InstanceFilter",
+    "InstanceUpdate",
+    "LockLostError",
+    "Message",
+    "NewInstance",
+    "OrchestrationItem",
+    "Provider",
+    "QueueKind",
+    "QueuedMessage",
+    "SqliteProvider",
+    "TurnCommit",
+    "WorkItem",
+    "open_provider",
+]

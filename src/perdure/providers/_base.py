@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from perdure._errors import ErrorDetails, PerdureError
 from perdure._state import OrchestrationState, OrchestrationStatus
-from perdure.engine.events import HistoryEvent
+from perdure.engine import HistoryEvent
 
 __all__ = [
     "ActivityRequest",
@@ -31,6 +31,7 @@ __all__ = [
     "InstanceUpdate",
     "LockLostError",
     "Message",
+    "NewInstance",
     "OrchestrationItem",
     "Provider",
     "QueueKind",
@@ -47,20 +48,43 @@ class LockLostError(PerdureError):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class NewInstance:
+    """The instance row a start message creates (PENDING, execution 1) when its instance does not exist.
+
+    Attributes:
+        name: The orchestration name.
+        input: The orchestration's input (a JSON value).
+        parent_instance_id: The instance that started it as a child, if any.
+    """
+
+    name: str
+    input: Any = None
+    parent_instance_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Message:
     """A message for the orchestrator queue.
+
+    A provider stores ``event`` without looking into it: what it must act on is said by the other fields.
 
     Attributes:
         instance_id: The instance it is addressed to.
         execution_id: The execution it belongs to; ``None`` for whichever execution is current.
         event: What it carries (becomes a history event when the turn consumes it).
         visible_at: When it may be dequeued (timers); ``None`` for at once.
+        new_instance: Set on a start: the instance row to create if the instance does not exist
+            yet (an existing instance is left as it is; the message is queued either way).
+        control: Delivered even while the instance is SUSPENDED (suspend, resume, terminate);
+            every other message waits until the instance is resumed.
     """
 
     instance_id: str
     execution_id: int | None
     event: HistoryEvent
     visible_at: datetime | None = None
+    new_instance: NewInstance | None = None
+    control: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -146,7 +170,7 @@ class TurnCommit:
         state: The new instance state (``None``: unchanged).
         worker_items: Activities to enqueue.
         messages: Orchestrator messages to enqueue (timers, children, events, replies to a parent).
-            A ``StartRequested`` for an instance that does not exist creates it (PENDING).
+            One with ``new_instance`` for an instance that does not exist creates it (PENDING).
         consumed: Ids of the dequeued messages to delete; the others stay queued.
     """
 
@@ -180,15 +204,16 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     async def create_instance(self, start: Message) -> None:
-        """Create a PENDING instance and enqueue its start message, atomically.
+        """Create a PENDING instance from ``start.new_instance`` and enqueue ``start``, atomically.
 
         Raises:
+            ValueError: if ``start.new_instance`` is not set.
             InstanceAlreadyExistsError: if the instance exists.
         """
 
     @abc.abstractmethod
     async def enqueue_messages(self, messages: Sequence[Message]) -> None:
-        """Enqueue orchestrator messages."""
+        """Enqueue orchestrator messages; each with ``new_instance`` creates its instance if it is missing."""
 
     @abc.abstractmethod
     async def get_state(self, instance_id: str) -> OrchestrationState | None:
@@ -219,8 +244,7 @@ class Provider(abc.ABC):
     async def fetch_orchestration_item(self, lock_seconds: float) -> OrchestrationItem | None:
         """Lock one instance that has visible messages and return it, or ``None`` if there is none.
 
-        A SUSPENDED instance is returned only when a message that acts on it is queued (resume,
-        terminate, suspend).
+        A SUSPENDED instance is returned only when a ``control`` message of it is visible.
         """
 
     @abc.abstractmethod
@@ -246,6 +270,7 @@ class Provider(abc.ABC):
         """Delete the item and enqueue its completion, atomically.
 
         Raises:
+            ValueError: if ``completion`` would create an instance (``new_instance`` is set).
             LockLostError: if the lock expired and was taken over; nothing is written.
         """
 

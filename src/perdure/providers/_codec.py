@@ -1,20 +1,21 @@
-"""Row encoding shared by the SQL providers: JSON payloads, error details, times and state rows."""
+"""Row encoding shared by the SQL providers: payloads, errors, times, and the records a fetch returns."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from perdure import _json
 from perdure._errors import ErrorDetails, HistoryFormatError
 from perdure._state import OrchestrationState, OrchestrationStatus
-from perdure.engine._codec import decode_event, error_from_dict, error_to_dict
-from perdure.engine.events import HistoryEvent
-from perdure.providers._base import ActivityRequest, OrchestrationItem, QueuedMessage
+from perdure.engine import HistoryEvent, decode_event
+from perdure.engine._codec import error_from_dict, error_to_dict
+from perdure.providers._base import ActivityRequest, Message, OrchestrationItem, QueuedMessage, WorkItem
 
 __all__ = [
+    "MessageRow",
     "decode_error",
     "decode_request",
     "decode_value",
@@ -22,10 +23,11 @@ __all__ = [
     "encode_request",
     "encode_value",
     "from_epoch",
+    "message_kind",
     "orchestration_item",
-    "queued_message",
     "state_from_row",
     "to_epoch",
+    "work_item",
 ]
 
 _REQUEST_FIELDS = {f.name for f in dataclasses.fields(ActivityRequest)}
@@ -124,10 +126,40 @@ def state_from_row(row: Sequence[Any]) -> OrchestrationState:
     )
 
 
-def queued_message(
-    message_id: int, instance_id: str, execution_id: int | None, text: str, dequeue_count: int
+MessageRow = tuple[int, int | None, str, int]
+"""A queued message as stored: message id, execution id, event text, delivery count."""
+
+
+def orchestration_item(
+    instance_id: str,
+    lock_token: str,
+    messages: Iterable[MessageRow],
+    state: Sequence[Any] | None,
+    history: Sequence[str],
+) -> OrchestrationItem:
+    """A fetched instance from its stored rows (``state`` holds the ``select_state`` columns).
+
+    A message that cannot be decoded comes back with ``event=None`` and why; a history that cannot
+    be decoded comes back as ``None`` and why. Either fails one instance, never the dispatcher.
+    """
+    try:
+        events: list[HistoryEvent] | None = [decode_event(text) for text in history]
+        history_error = None
+    except HistoryFormatError as exc:
+        events, history_error = None, str(exc)
+    return OrchestrationItem(
+        instance_id=instance_id,
+        lock_token=lock_token,
+        messages=[_queued_message(instance_id, *row) for row in messages],
+        state=None if state is None else state_from_row(state),
+        history=events,
+        history_error=history_error,
+    )
+
+
+def _queued_message(
+    instance_id: str, message_id: int, execution_id: int | None, text: str, dequeue_count: int
 ) -> QueuedMessage:
-    """A dequeued message; a row that cannot be decoded comes back with ``event=None`` and why."""
     try:
         event: HistoryEvent | None = decode_event(text)
         error = None
@@ -143,24 +175,16 @@ def queued_message(
     )
 
 
-def orchestration_item(
-    instance_id: str,
-    lock_token: str,
-    messages: list[QueuedMessage],
-    state: OrchestrationState | None,
-    history: Sequence[str],
-) -> OrchestrationItem:
-    """A fetched instance; a history that cannot be decoded comes back as ``None`` and why."""
+def work_item(item_id: int, lock_token: str, text: str, dequeue_count: int) -> WorkItem:
+    """A fetched work item from its stored row; one that cannot be decoded comes back with ``request=None`` and why."""
     try:
-        events: list[HistoryEvent] | None = [decode_event(text) for text in history]
-        history_error = None
+        request: ActivityRequest | None = decode_request(text)
+        error = None
     except HistoryFormatError as exc:
-        events, history_error = None, str(exc)
-    return OrchestrationItem(
-        instance_id=instance_id,
-        lock_token=lock_token,
-        messages=messages,
-        state=state,
-        history=events,
-        history_error=history_error,
-    )
+        request, error = None, str(exc)
+    return WorkItem(item_id=item_id, lock_token=lock_token, request=request, dequeue_count=dequeue_count, error=error)
+
+
+def message_kind(message: Message) -> str:
+    """The stored ``kind`` of a message: ``"control"`` if it reaches a suspended instance."""
+    return "control" if message.control else "message"

@@ -43,7 +43,7 @@ from perdure.engine.events import (
     TimerCreated,
     TimerFired,
 )
-from perdure.providers._base import ActivityRequest, Message
+from perdure.providers._base import ActivityRequest, Message, NewInstance
 
 __all__ = [
     "Outbox",
@@ -139,7 +139,8 @@ def _child_start(decision: SubOrchestrationScheduled, sender: Sender) -> Message
         parent_execution_id=sender.execution_id,
         trace_context=sender.trace_context,
     )
-    return Message(instance_id=decision.instance_id, execution_id=None, event=request)
+    new = NewInstance(name=decision.name, input=decision.input, parent_instance_id=sender.instance_id)
+    return Message(instance_id=decision.instance_id, execution_id=None, event=request, new_instance=new)
 
 
 def _parent_rewound(decision: SubOrchestrationScheduled, sender: Sender) -> Message:
@@ -151,7 +152,8 @@ def _chained_start(decision: OrchestrationChained, sender: Sender) -> Message:
     request = StartRequested(
         name=decision.name, version=decision.version, input=decision.input, trace_context=sender.trace_context
     )
-    return Message(instance_id=decision.instance_id, execution_id=None, event=request)
+    new = NewInstance(name=decision.name, input=decision.input)
+    return Message(instance_id=decision.instance_id, execution_id=None, event=request, new_instance=new)
 
 
 # --- the end of an execution --------------------------------------------------------------------
@@ -257,6 +259,6 @@ def _terminate_children(history: Sequence[HistoryEvent], reason: str | None) -> 
         if isinstance(event, SubOrchestrationCompleted | SubOrchestrationFailed):
             children.pop(event.source_event_id, None)
     return [
-        Message(instance_id=child, execution_id=None, event=TerminateRequested(reason=reason))
+        Message(instance_id=child, execution_id=None, event=TerminateRequested(reason=reason), control=True)
         for child in children.values()
     ]

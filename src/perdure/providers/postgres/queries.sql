@@ -5,7 +5,7 @@
 -- Insert the instance and its start message only if the instance is new; returns a row if it was.
 WITH created AS (
     INSERT INTO instances (instance_id, name, status, execution_id, input, parent_instance_id, created_at, updated_at)
-    VALUES (%(instance_id)s, %(name)s, 'PENDING', 1, %(input)s, NULL, now(), now())
+    VALUES (%(instance_id)s, %(name)s, 'PENDING', 1, %(input)s, %(parent_instance_id)s, now(), now())
     ON CONFLICT (instance_id) DO NOTHING
     RETURNING instance_id
 ), queued AS (

@@ -35,7 +35,7 @@ CREATE TABLE orchestrator_queue (
     message_id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     instance_id   text NOT NULL,
     execution_id  integer,
-    kind          text NOT NULL,
+    kind          text NOT NULL,  -- 'control' (reaches a suspended instance) or 'message'
     event         text NOT NULL,
     visible_at    timestamptz NOT NULL,
     dequeue_count integer NOT NULL DEFAULT 0
@@ -62,8 +62,8 @@ CREATE TABLE worker_queue (
 CREATE INDEX worker_queue_by_visible ON worker_queue (queue, visible_at, item_id);
 CREATE INDEX worker_queue_by_instance ON worker_queue (instance_id);
 
--- Enqueue orchestrator messages; a StartRequested for an unknown instance creates it (PENDING).
--- The p_start_* arrays list those starts. p_notify, when given, wakes listeners in other processes.
+-- Enqueue orchestrator messages, first creating (PENDING) each instance of the p_start_* arrays
+-- that does not exist yet. p_notify, when given, wakes listeners in other processes.
 CREATE FUNCTION enqueue_messages(
     p_instances text[], p_executions integer[], p_kinds text[], p_events text[], p_visible timestamptz[],
     p_start_instances text[], p_start_names text[], p_start_inputs text[], p_start_parents text[],
@@ -113,7 +113,7 @@ BEGIN
         SELECT q.instance_id FROM orchestrator_queue q
         WHERE q.visible_at <= now()
           AND NOT EXISTS (SELECT 1 FROM instance_locks l WHERE l.instance_id = q.instance_id AND l.locked_until > now())
-          AND (q.kind IN ('OrchestrationResumed', 'OrchestrationSuspended', 'TerminateRequested')
+          AND (q.kind = 'control'
                OR NOT EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = q.instance_id AND i.status = 'SUSPENDED'))
         ORDER BY q.visible_at, q.message_id
         LIMIT 64

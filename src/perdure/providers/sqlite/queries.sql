@@ -6,6 +6,7 @@ VALUES (:instance_id, :name, 'PENDING', 1, :input, :parent_instance_id, :now, :n
 ON CONFLICT (instance_id) DO NOTHING
 
 -- name: insert_message
+-- kind is 'control' for a message that reaches a suspended instance, else 'message'.
 INSERT INTO orchestrator_queue (instance_id, execution_id, kind, event, visible_at)
 VALUES (:instance_id, :execution_id, :kind, :event, :visible_at)
 
@@ -23,11 +24,11 @@ WHERE h.instance_id = :instance_id ORDER BY h.event_id
 
 -- name: next_orchestration_instance
 -- The instance with the oldest visible message that no live lock holds. A suspended instance is
--- only taken for a message that acts on it.
+-- only taken for a control message.
 SELECT q.instance_id FROM orchestrator_queue q
 WHERE q.visible_at <= :now
   AND NOT EXISTS (SELECT 1 FROM instance_locks l WHERE l.instance_id = q.instance_id AND l.locked_until > :now)
-  AND (q.kind IN ('OrchestrationResumed', 'OrchestrationSuspended', 'TerminateRequested')
+  AND (q.kind = 'control'
        OR NOT EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = q.instance_id AND i.status = 'SUSPENDED'))
 ORDER BY q.visible_at, q.message_id
 LIMIT 1
@@ -40,7 +41,7 @@ ON CONFLICT (instance_id) DO UPDATE SET lock_token = excluded.lock_token, locked
 -- Counts the delivery and returns the messages in one statement (RETURNING order is not defined).
 UPDATE orchestrator_queue SET dequeue_count = dequeue_count + 1
 WHERE instance_id = :instance_id AND visible_at <= :now
-RETURNING message_id, instance_id, execution_id, event, dequeue_count
+RETURNING message_id, execution_id, event, dequeue_count
 
 -- name: reset_dequeue
 -- After a successful turn, messages it left queued (held back while suspended) start counting afresh.
@@ -91,7 +92,7 @@ UPDATE worker_queue SET visible_at = :locked_until WHERE item_id = :item_id AND 
 -- When the next message becomes fetchable: visible, its instance unlocked, and not held by suspension.
 SELECT MIN(MAX(q.visible_at, COALESCE(l.locked_until, 0))) FROM orchestrator_queue q
 LEFT JOIN instance_locks l ON l.instance_id = q.instance_id
-WHERE q.kind IN ('OrchestrationResumed', 'OrchestrationSuspended', 'TerminateRequested')
+WHERE q.kind = 'control'
    OR NOT EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = q.instance_id AND i.status = 'SUSPENDED')
 
 -- name: earliest_worker_due
@@ -117,3 +118,9 @@ SELECT COUNT(*) FROM orchestrator_queue WHERE visible_at <= :now
 
 -- name: worker_queue_depths
 SELECT queue, COUNT(*) FROM worker_queue WHERE visible_at <= :now GROUP BY queue ORDER BY queue
+
+-- name: mark_control_messages
+-- Files from before messages said whether they are control messages stored their event type as
+-- the kind: the queued messages of the types that reach a suspended instance become 'control'.
+UPDATE orchestrator_queue SET kind = 'control'
+WHERE kind IN ('OrchestrationResumed', 'OrchestrationSuspended', 'TerminateRequested')

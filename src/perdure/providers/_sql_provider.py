@@ -1,0 +1,220 @@
+"""``SqlProvider``: the half of a SQL provider that does not depend on the database.
+
+Each public operation is a template method: it checks its arguments, calls one dialect hook
+(an abstract ``_method`` a backend implements as one transaction, speaking only SQL and returning
+stored rows), turns what comes back into records or errors, and then wakes this process's waiters.
+So the contract's rules (what is refused, when a lock counts as lost, how a row that cannot be
+decoded travels, who is woken after a commit) are written once, and SQLite and PostgreSQL differ
+only in their hooks.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import uuid
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from perdure._errors import InstanceAlreadyExistsError
+from perdure._state import OrchestrationState
+from perdure.engine import HistoryEvent, decode_event
+from perdure.providers._base import (
+    InstanceFilter,
+    LockLostError,
+    Message,
+    OrchestrationItem,
+    Provider,
+    QueueKind,
+    TurnCommit,
+    WorkItem,
+)
+from perdure.providers._codec import MessageRow, orchestration_item, state_from_row, work_item
+from perdure.providers._signal import SignalBoard
+
+__all__ = ["LockedInstance", "SqlProvider", "WorkRow"]
+
+WorkRow = tuple[int, str, int]
+"""A locked work item as stored: item id, request text, delivery count."""
+
+
+class LockedInstance(NamedTuple):
+    """What a backend read while locking an instance, undecoded."""
+
+    instance_id: str
+    messages: Sequence[MessageRow]
+    """Its visible messages, in queue order, delivery counts already incremented."""
+    state: Sequence[Any] | None
+    """The ``select_state`` columns; ``None`` if the instance does not exist."""
+    history: Sequence[str]
+    """The current execution's events, in order."""
+
+
+class SqlProvider(Provider):
+    """The contract's rules, once; a backend subclasses it and implements the dialect hooks."""
+
+    #: Longest a dispatcher sleeps without looking at the store (work written by other processes
+    #: that no signal announced is noticed this late); a backend that cannot hear others sets it.
+    _work_poll_seconds: float = math.inf
+    #: The same for a client waiting on an instance's state.
+    _state_poll_seconds: float = math.inf
+
+    def __init__(self) -> None:
+        self._signals = SignalBoard()
+
+    # --- instances and history -----------------------------------------------------------------
+
+    async def create_instance(self, start: Message) -> None:
+        if start.new_instance is None:
+            raise ValueError("create_instance needs a message with new_instance set")
+        if not await self._insert_instance(start):
+            raise InstanceAlreadyExistsError(f"an instance with id {start.instance_id!r} already exists")
+        self._signals.work("orchestrator")
+
+    async def enqueue_messages(self, messages: Sequence[Message]) -> None:
+        if messages:
+            await self._insert_messages(list(messages))
+            self._signals.work("orchestrator", len(messages))
+
+    async def get_state(self, instance_id: str) -> OrchestrationState | None:
+        row = await self._select_state(instance_id)
+        return None if row is None else state_from_row(row)
+
+    async def get_history(self, instance_id: str, execution_id: int | None = None) -> list[HistoryEvent]:
+        return [decode_event(text) for text in await self._select_history(instance_id, execution_id)]
+
+    async def list_instances(self, where: InstanceFilter) -> list[OrchestrationState]:
+        return [state_from_row(row) for row in await self._select_states(where)]
+
+    async def purge_instances(self, instance_ids: Sequence[str]) -> int:
+        return await self._delete_instances(list(instance_ids)) if instance_ids else 0
+
+    # --- orchestrator queue --------------------------------------------------------------------
+
+    async def fetch_orchestration_item(self, lock_seconds: float) -> OrchestrationItem | None:
+        token = uuid.uuid4().hex
+        locked = await self._lock_instance(lock_seconds, token)
+        if locked is None:
+            return None
+        return orchestration_item(locked.instance_id, token, locked.messages, locked.state, locked.history)
+
+    async def ack_orchestration_item(self, item: OrchestrationItem, commit: TurnCommit) -> None:
+        if not await self._commit_turn(item, commit):
+            raise LockLostError(f"the lock on instance {item.instance_id!r} expired and was taken over")
+        self._signals.instance(item.instance_id)
+        self._signals.work("orchestrator", len(commit.messages))
+        self._signals.work("worker", len(commit.worker_items))
+
+    async def abandon_orchestration_item(self, item: OrchestrationItem, delay: float = 0.0) -> None:
+        await self._release_instance(item, delay)
+        self._signals.work("orchestrator")
+
+    # --- worker queues -------------------------------------------------------------------------
+
+    async def fetch_work_item(self, queues: Sequence[str], lock_seconds: float) -> WorkItem | None:
+        token = uuid.uuid4().hex
+        row = await self._lock_work_item(list(queues), lock_seconds, token)
+        return None if row is None else work_item(row[0], token, row[1], row[2])
+
+    async def ack_work_item(self, item: WorkItem, completion: Message) -> None:
+        if completion.new_instance is not None:
+            raise ValueError("an activity completion cannot create an instance")
+        if not await self._complete_work_item(item, completion):
+            raise _work_item_lost(item)
+        self._signals.work("orchestrator")
+
+    async def abandon_work_item(self, item: WorkItem, delay: float = 0.0) -> None:
+        if not await self._release_work_item(item, delay):
+            raise _work_item_lost(item)
+        self._signals.work("worker")
+
+    async def renew_work_item(self, item: WorkItem, lock_seconds: float) -> None:
+        if not await self._renew_work_item(item, lock_seconds):
+            raise _work_item_lost(item)
+
+    # --- waiting -------------------------------------------------------------------------------
+
+    async def wait_for_work(self, kind: QueueKind, timeout: float, queues: Sequence[str] = ()) -> None:
+        self._watch()
+        timeout = min(timeout, self._work_poll_seconds)
+        due = await self._seconds_until_due(kind, list(queues))
+        if due is not None:
+            timeout = min(timeout, max(0.0, due))
+        await self._signals.queues[kind].wait(timeout)
+
+    async def wait_for_state_change(self, instance_id: str, timeout: float) -> None:
+        self._watch()
+        await self._signals.wait_instance(instance_id, min(timeout, self._state_poll_seconds))
+
+    # --- dialect hooks: each one transaction ---------------------------------------------------
+
+    def _watch(self) -> None:
+        """Make sure commits by other processes will wake this process's waiters (called before each wait)."""
+
+    @abc.abstractmethod
+    async def _insert_instance(self, start: Message) -> bool:
+        """Insert the instance row ``start.new_instance`` and queue ``start``, unless the instance exists.
+
+        Returns:
+            Whether the instance was created; ``False`` means nothing was written.
+        """
+
+    @abc.abstractmethod
+    async def _insert_messages(self, messages: list[Message]) -> None:
+        """Queue ``messages``, first creating each missing instance one of them names in ``new_instance``."""
+
+    @abc.abstractmethod
+    async def _select_state(self, instance_id: str) -> Sequence[Any] | None:
+        """The ``select_state`` columns of an instance, or ``None``."""
+
+    @abc.abstractmethod
+    async def _select_history(self, instance_id: str, execution_id: int | None) -> list[str]:
+        """The stored events of one execution (the current one for ``None``), in order."""
+
+    @abc.abstractmethod
+    async def _select_states(self, where: InstanceFilter) -> list[Sequence[Any]]:
+        """The ``select_state`` columns of the instances ``where`` asks for (see ``_sql.instance_query``)."""
+
+    @abc.abstractmethod
+    async def _delete_instances(self, instance_ids: list[str]) -> int:
+        """Delete the finished ones of these instances with every row they own; how many were deleted."""
+
+    @abc.abstractmethod
+    async def _lock_instance(self, lock_seconds: float, token: str) -> LockedInstance | None:
+        """Lock the next fetchable instance with ``token``, count the delivery of its visible messages, read it."""
+
+    @abc.abstractmethod
+    async def _commit_turn(self, item: OrchestrationItem, commit: TurnCommit) -> bool:
+        """Write ``commit`` and release the lock, if the lock is still ``item``'s.
+
+        Returns:
+            ``False`` if the lock was taken over; then nothing was written.
+        """
+
+    @abc.abstractmethod
+    async def _release_instance(self, item: OrchestrationItem, delay: float) -> None:
+        """Release ``item``'s lock (if still held), or with a delay hold the instance until then."""
+
+    @abc.abstractmethod
+    async def _lock_work_item(self, queues: list[str], lock_seconds: float, token: str) -> WorkRow | None:
+        """Lock the oldest visible work item of ``queues`` with ``token`` and count the delivery."""
+
+    @abc.abstractmethod
+    async def _complete_work_item(self, item: WorkItem, completion: Message) -> bool:
+        """Delete the item and queue ``completion`` if the lock is still ``item``'s; else ``False``, writing nothing."""
+
+    @abc.abstractmethod
+    async def _release_work_item(self, item: WorkItem, delay: float) -> bool:
+        """Unlock the item, visible again after ``delay`` seconds; ``False`` if the lock was taken over."""
+
+    @abc.abstractmethod
+    async def _renew_work_item(self, item: WorkItem, lock_seconds: float) -> bool:
+        """Extend the item's lock; ``False`` if it was taken over."""
+
+    @abc.abstractmethod
+    async def _seconds_until_due(self, kind: QueueKind, queues: list[str]) -> float | None:
+        """Seconds until something in the queue becomes fetchable by the clock alone, or ``None``."""
+
+
+def _work_item_lost(item: WorkItem) -> LockLostError:
+    return LockLostError(f"the lock on work item {item.item_id} expired and was taken over")

@@ -1,0 +1,88 @@
+"""Reaching PostgreSQL: the URL and schema, migrations at connect, and the connection pool."""
+
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+from perdure._errors import ProviderError
+from perdure.providers.postgres._migrate import apply_migrations
+
+__all__ = ["Connection", "migrate", "open_pool", "resolve_schema"]
+
+Connection = psycopg.AsyncConnection[TupleRow]
+
+_log = logging.getLogger("perdure.providers.postgres")
+_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def resolve_schema(url: str, schema: str | None) -> tuple[str, str]:
+    """The libpq connection string without perdure's own ``schema`` parameter, and the schema to use.
+
+    Raises:
+        ValueError: for a URL that is not PostgreSQL's, or a missing, conflicting or invalid schema name.
+    """
+    conninfo, url_schema = _split_url(url)
+    if schema is not None and url_schema is not None and schema != url_schema:
+        raise ValueError(f"the URL names schema {url_schema!r} but schema={schema!r} was given")
+    if schema is None:
+        schema = "perdure" if url_schema is None else url_schema
+    if not _SCHEMA_NAME.match(schema):
+        raise ValueError(f"invalid schema name {schema!r}: use letters, digits and '_' (at most 63)")
+    return conninfo, schema
+
+
+def _split_url(url: str) -> tuple[str, str | None]:
+    """The libpq URL without perdure's own ``schema`` parameter, and that parameter."""
+    if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
+        raise ValueError(f"not a PostgreSQL URL: {url!r} (expected postgresql://user@host:port/dbname)")
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [value for key, value in query if key == "schema"]
+    rest = [(key, value) for key, value in query if key != "schema"]
+    if len(schemas) > 1:
+        raise ValueError("the URL names more than one schema")
+    return urlunsplit(parts._replace(query=urlencode(rest))), (schemas[0] if schemas else None)
+
+
+async def migrate(conninfo: str, schema: str) -> None:
+    """Create the schema or bring it up to date (see ``_migrate``)."""
+    try:
+        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+            applied = await apply_migrations(conn, schema)
+    except psycopg.Error as exc:
+        raise ProviderError(f"cannot prepare schema {schema!r} on PostgreSQL: {exc}") from exc
+    if applied:
+        _log.info("schema %r migrated to version %d", schema, applied[-1])
+
+
+async def open_pool(conninfo: str, schema: str, min_size: int, max_size: int) -> AsyncConnectionPool[Connection]:
+    """An open pool of autocommit connections whose search path is ``schema`` and time zone UTC."""
+    set_session = sql.SQL("SET search_path TO {}; SET timezone TO 'UTC'").format(sql.Identifier(schema))
+
+    async def configure(conn: Connection) -> None:
+        await conn.execute(set_session)
+
+    pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+        conninfo,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"autocommit": True},
+        configure=configure,
+        timeout=10.0,
+        reconnect_timeout=0,  # never give up: a server restart must not leave the pool empty
+        open=False,
+        name=f"perdure-{schema}",
+    )
+    try:
+        await pool.open(wait=True, timeout=30.0)
+    except psycopg.Error as exc:
+        await pool.close()
+        raise ProviderError(f"cannot connect to PostgreSQL: {exc}") from exc
+    return pool

@@ -1,0 +1,97 @@
+"""The SQLite connection: opening a file, transactions, and waiting out other processes' locks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from perdure._errors import ProviderError
+from perdure.providers._sql import load_queries, read_sql
+from perdure.providers.sqlite._group_commit import is_busy
+
+__all__ = ["BUSY_GIVE_UP_SECONDS", "Q", "connect", "data_version", "transaction", "waiting_out_locks"]
+
+T = TypeVar("T")
+Q = load_queries("perdure.providers.sqlite")
+"""The named queries of ``queries.sql``."""
+BUSY_GIVE_UP_SECONDS = 300.0
+"""How long a call waits for another process's lock before it raises :class:`ProviderError`."""
+_FILE_VERSION = 1  # PRAGMA user_version once the file's stored rows are in today's form
+
+
+async def waiting_out_locks(function: Callable[..., T], *args: Any) -> T:
+    """Call ``function(*args)``; while another connection holds a lock it needs, sleep on the loop and retry."""
+    deadline = time.monotonic() + BUSY_GIVE_UP_SECONDS
+    pause = 0.001
+    while True:
+        try:
+            return function(*args)
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                raise ProviderError(f"SQLite failed: {exc}") from exc
+            if time.monotonic() > deadline:
+                raise ProviderError(f"the SQLite database stayed locked for {BUSY_GIVE_UP_SECONDS:.0f} s") from exc
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
+async def connect(path: str, synchronous: str) -> sqlite3.Connection:
+    """Open ``path``, create the schema if needed, and bring older files up to date."""
+    # Other processes may be opening or writing the same file: wait out their locks here too.
+    return await waiting_out_locks(_connect, path, synchronous)
+
+
+def _connect(path: str, synchronous: str) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
+    try:
+        _prepare(connection, path, synchronous)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _prepare(connection: sqlite3.Connection, path: str, synchronous: str) -> None:
+    mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if mode not in ("wal", "memory"):  # readers must never block the writer: that needs WAL
+        raise ProviderError(f"SQLite could not switch {path!r} to WAL mode (it stays in {mode!r} mode)")
+    connection.execute(f"PRAGMA synchronous={synchronous}")
+    connection.execute("PRAGMA busy_timeout=0")  # never block the loop: callers retry asynchronously
+    connection.executescript(read_sql("perdure.providers.sqlite", "schema.sql"))
+    if connection.execute("PRAGMA user_version").fetchone()[0] < _FILE_VERSION:
+        with transaction(connection):
+            connection.execute(Q["mark_control_messages"])
+            connection.execute(f"PRAGMA user_version={_FILE_VERSION}")
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write operation: a savepoint inside a group commit, else its own BEGIN IMMEDIATE."""
+    if db.in_transaction:
+        db.execute("SAVEPOINT operation")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK TO operation")
+            db.execute("RELEASE operation")
+            raise
+        db.execute("RELEASE operation")
+        return
+    # Taken at once (IMMEDIATE), so the transaction cannot meet a lock halfway and deadlock.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:  # a failed COMMIT leaves it open: close it, so a retry starts clean
+            db.execute("ROLLBACK")
+        raise
+
+
+def data_version(db: sqlite3.Connection) -> int:
+    """Changes whenever another connection commits to the file."""
+    return int(db.execute("PRAGMA data_version").fetchone()[0])

@@ -1,0 +1,226 @@
+"""The SQLite provider's transactions. Each takes the connection first and runs inside a group
+commit (writes) or on its own (reads); times are seconds since the epoch, from this host's clock."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from perdure import _json
+from perdure.engine import encode_event
+from perdure.providers._base import (
+    InstanceFilter,
+    InstanceUpdate,
+    Message,
+    OrchestrationItem,
+    QueueKind,
+    TurnCommit,
+    WorkItem,
+)
+from perdure.providers._codec import encode_error, encode_request, encode_value, message_kind, to_epoch
+from perdure.providers._sql import SqlStyle, instance_query
+from perdure.providers._sql_provider import LockedInstance, WorkRow
+from perdure.providers.sqlite._connection import Q, transaction
+
+__all__ = [
+    "commit_turn",
+    "complete_work_item",
+    "delete_instances",
+    "earliest_due",
+    "insert_instance",
+    "insert_messages",
+    "lock_instance",
+    "lock_work_item",
+    "queue_depths",
+    "release_instance",
+    "select_history",
+    "select_state",
+    "select_states",
+    "update_work_item",
+]
+
+_STYLE = SqlStyle(placeholder=":{}", instance_id="instance_id", time=to_epoch)
+
+
+def _message_row(message: Message, now: float) -> dict[str, Any]:
+    return {
+        "instance_id": message.instance_id,
+        "execution_id": message.execution_id,
+        "kind": message_kind(message),
+        "event": encode_event(message.event),
+        "visible_at": now if message.visible_at is None else to_epoch(message.visible_at),
+    }
+
+
+def _instance_row(message: Message, now: float) -> dict[str, Any]:
+    new = message.new_instance
+    assert new is not None
+    return {
+        "instance_id": message.instance_id,
+        "name": new.name,
+        "input": encode_value(new.input),
+        "parent_instance_id": new.parent_instance_id,
+        "now": now,
+    }
+
+
+def _enqueue(db: sqlite3.Connection, messages: Sequence[Message], now: float) -> None:
+    db.executemany(Q["insert_instance"], [_instance_row(m, now) for m in messages if m.new_instance is not None])
+    db.executemany(Q["insert_message"], [_message_row(m, now) for m in messages])
+
+
+def insert_messages(db: sqlite3.Connection, messages: Sequence[Message]) -> None:
+    with transaction(db):
+        _enqueue(db, messages, time.time())
+
+
+def insert_instance(db: sqlite3.Connection, start: Message) -> bool:
+    now = time.time()
+    with transaction(db):
+        if db.execute(Q["insert_instance"], _instance_row(start, now)).rowcount == 0:
+            return False
+        db.execute(Q["insert_message"], _message_row(start, now))
+    return True
+
+
+def select_state(db: sqlite3.Connection, instance_id: str) -> Sequence[Any] | None:
+    row: Sequence[Any] | None = db.execute(Q["select_state"], {"instance_id": instance_id}).fetchone()
+    return row
+
+
+def select_history(db: sqlite3.Connection, instance_id: str, execution_id: int | None) -> list[str]:
+    if execution_id is None:
+        rows = db.execute(Q["select_current_history"], {"instance_id": instance_id})
+    else:
+        rows = db.execute(Q["select_history"], {"instance_id": instance_id, "execution_id": execution_id})
+    return [text for (text,) in rows]
+
+
+def select_states(db: sqlite3.Connection, where: InstanceFilter) -> list[Sequence[Any]]:
+    sql, params = instance_query(Q["select_state"], where, _STYLE)
+    rows: list[Sequence[Any]] = db.execute(sql, params).fetchall()
+    return rows
+
+
+def delete_instances(db: sqlite3.Connection, instance_ids: list[str]) -> int:
+    purged = 0
+    with transaction(db):
+        for instance_id in instance_ids:
+            key = {"instance_id": instance_id}
+            if db.execute(Q["purge_instance"], key).rowcount:
+                purged += 1
+                for query in ("purge_history", "purge_messages", "purge_work_items", "purge_lock"):
+                    db.execute(Q[query], key)
+    return purged
+
+
+def lock_instance(db: sqlite3.Connection, lock_seconds: float, token: str) -> LockedInstance | None:
+    now = time.time()
+    with transaction(db):
+        row = db.execute(Q["next_orchestration_instance"], {"now": now}).fetchone()
+        if row is None:
+            return None
+        instance_id = row[0]
+        db.execute(
+            Q["lock_instance"], {"instance_id": instance_id, "lock_token": token, "locked_until": now + lock_seconds}
+        )
+        key = {"instance_id": instance_id, "now": now}
+        messages = sorted(db.execute(Q["take_visible_messages"], key).fetchall())
+        state = db.execute(Q["select_state"], key).fetchone()
+        history = [] if state is None else select_history(db, instance_id, state[4])
+    return LockedInstance(instance_id, messages, state, history)
+
+
+def commit_turn(db: sqlite3.Connection, item: OrchestrationItem, commit: TurnCommit) -> bool:
+    now = time.time()
+    instance_id = item.instance_id
+    with transaction(db):
+        # First: a lost lock writes nothing.
+        if db.execute(Q["delete_lock"], {"instance_id": instance_id, "lock_token": item.lock_token}).rowcount == 0:
+            return False
+        execution = {"instance_id": instance_id, "execution_id": commit.execution_id}
+        events = [{**execution, "event_id": e.event_id, "event": encode_event(e)} for e in commit.history]
+        db.executemany(Q["insert_history"], events)
+        db.executemany(
+            Q["insert_work_item"],
+            [
+                {"queue": r.queue, "instance_id": r.instance_id, "request": encode_request(r), "now": now}
+                for r in commit.worker_items
+            ],
+        )
+        _enqueue(db, commit.messages, now)
+        if commit.state is not None:
+            db.execute(Q["update_instance"], _state_row(instance_id, commit.state, now))
+        db.executemany(Q["delete_message"], [{"message_id": m} for m in commit.consumed])
+        db.execute(Q["reset_dequeue"], {"instance_id": instance_id})
+    return True
+
+
+def _state_row(instance_id: str, state: InstanceUpdate, now: float) -> dict[str, Any]:
+    return {
+        "instance_id": instance_id,
+        "name": state.name,
+        "version": state.version,
+        "status": state.status.value,
+        "execution_id": state.execution_id,
+        "input": encode_value(state.input),
+        "output": encode_value(state.output),
+        "error": encode_error(state.error),
+        "custom_status": encode_value(state.custom_status),
+        "parent_instance_id": state.parent_instance_id,
+        "now": now,
+    }
+
+
+def release_instance(db: sqlite3.Connection, item: OrchestrationItem, delay: float) -> None:
+    key = {"instance_id": item.instance_id, "lock_token": item.lock_token, "locked_until": time.time() + delay}
+    with transaction(db):
+        # A delay holds the whole instance back, not just these messages: what arrives meanwhile
+        # must not overtake them.
+        db.execute(Q["hold_instance" if delay > 0 else "delete_lock"], key)
+
+
+def lock_work_item(db: sqlite3.Connection, queues: list[str], lock_seconds: float, token: str) -> WorkRow | None:
+    now = time.time()
+    with transaction(db):
+        row = db.execute(Q["next_work_item"], {"queues": _json.dumps(queues), "now": now}).fetchone()
+        if row is None:
+            return None
+        db.execute(Q["lock_work_item"], {"item_id": row[0], "lock_token": token, "locked_until": now + lock_seconds})
+    return (row[0], row[1], row[2])
+
+
+def complete_work_item(db: sqlite3.Connection, item: WorkItem, completion: Message) -> bool:
+    now = time.time()
+    with transaction(db):
+        if db.execute(Q["delete_work_item"], {"item_id": item.item_id, "lock_token": item.lock_token}).rowcount == 0:
+            return False
+        _enqueue(db, [completion], now)
+    return True
+
+
+def update_work_item(db: sqlite3.Connection, query: str, item: WorkItem, seconds: float) -> bool:
+    """Release (``release_work_item``) or renew (``renew_work_item``) the item's lock, ``seconds`` from now."""
+    until = time.time() + seconds
+    params = {"item_id": item.item_id, "lock_token": item.lock_token, "visible_at": until, "locked_until": until}
+    with transaction(db):
+        return bool(db.execute(Q[query], params).rowcount)
+
+
+def queue_depths(db: sqlite3.Connection) -> dict[str, int]:
+    now = time.time()
+    depths = {"orchestrator": int(db.execute(Q["orchestrator_queue_depth"], {"now": now}).fetchone()[0])}
+    for queue, count in db.execute(Q["worker_queue_depths"], {"now": now}):
+        depths[f"worker:{queue}"] = int(count)
+    return depths
+
+
+def earliest_due(db: sqlite3.Connection, kind: QueueKind, queues: list[str]) -> float | None:
+    """Seconds until the earliest message or work item becomes fetchable (it may be past: negative)."""
+    if kind == "orchestrator":
+        row = db.execute(Q["earliest_orchestrator_due"]).fetchone()
+    else:
+        row = db.execute(Q["earliest_worker_due"], {"queues": _json.dumps(queues)}).fetchone()
+    return None if row is None or row[0] is None else float(row[0]) - time.time()
