@@ -107,3 +107,81 @@ def test_readme_starts_with_the_two_set_up_commands_and_ci_runs_the_second() -> 
     assert len(commands) == 2
     assert "perdure demo" in commands[0]
     assert commands[1] in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+# --- the shape of the package (docs/architecture.md, "Rooms") ------------------------------------
+
+SRC = ROOT / "src" / "perdure"
+_LEAVES = {"_errors", "_json", "_state", "_validate"}
+# What each room may import from perdure, besides itself. Rooms not listed (tools, the package's
+# own __init__) sit on top and may import anything.
+_MAY_IMPORT = {
+    "leaf": set(),
+    "engine": {"leaf"},
+    "providers": {"leaf", "engine"},
+    "_tracing": {"leaf", "engine"},
+    "client": {"leaf", "engine", "providers", "_tracing"},
+    "runtime": {"leaf", "engine", "providers", "_tracing"},
+}
+
+
+def _room(module: str) -> str:
+    """The room of a dotted module name below ``perdure``: its first component (leaf modules share one)."""
+    first = module.split(".")[1] if "." in module else ""
+    return "leaf" if first in _LEAVES else first
+
+
+def _imports(path: Path) -> set[str]:
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module == "perdure":
+            found.update(f"perdure.{alias.name}" for alias in node.names)  # from perdure import _json
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name == "perdure" or name.startswith("perdure.")}
+
+
+def test_rooms_import_only_what_sits_below_them() -> None:
+    climbing = []
+    for path in SRC.rglob("*.py"):
+        module = "perdure." + ".".join(path.relative_to(SRC).with_suffix("").parts)
+        room = _room(module)
+        if room not in _MAY_IMPORT:
+            continue
+        for imported in _imports(path):
+            target = _room(imported)
+            if target != room and target not in _MAY_IMPORT[room]:
+                climbing.append(f"{module} imports {imported}")
+    assert not climbing, "\n".join(sorted(climbing))
+
+
+def _too_long(path: Path) -> list[str]:
+    """Functions over 60 lines, classes over 300 and modules over 500, unless their docstring says why."""
+    import ast
+
+    text = path.read_text(encoding="utf-8")
+    tree = ast.parse(text)
+    found = []
+
+    def excused(node: ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+        return "long because" in (ast.get_docstring(node) or "")
+
+    if len(text.splitlines()) > 500 and not excused(tree):
+        found.append(f"{path.name}: {len(text.splitlines())} lines")
+    for node in ast.walk(tree):
+        limit = 60 if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) else 300
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            length = (node.end_lineno or node.lineno) - node.lineno + 1
+            if length > limit and not excused(node):
+                found.append(f"{path.name}: {node.name} is {length} lines")
+    return found
+
+
+def test_functions_classes_and_modules_stay_small() -> None:
+    # A docstring that says why ("… long because …") excuses one; everything else stays readable in one screen or two.
+    found = [problem for path in SRC.rglob("*.py") for problem in _too_long(path)]
+    assert not found, "\n".join(found)
