@@ -160,6 +160,7 @@ class _Turn:
         self.next_event_id = 1
         self.status = OrchestrationStatus.RUNNING
         self.finished = False  # a terminal event has been recorded
+        self.terminate_pending = False  # a terminate came with the start: the code must not run first
         self.output: Any = None
         self.error: ErrorDetails | None = None
         self.custom_status: Any = None
@@ -194,7 +195,8 @@ class _Turn:
                 decision, task = self.unmatched.popleft()
                 self.record(self.append(decision), task)
             held_back = False
-            for index, event in enumerate(new_events):
+            for index in self.application_order(new_events):
+                event = new_events[index]
                 if isinstance(self.last_terminal, OrchestrationContinuedAsNew):
                     break  # the rest stays queued for the next execution
                 if self.finished:
@@ -227,6 +229,20 @@ class _Turn:
             carryover=carryover,
             dropped=dropped,
         )
+
+    def application_order(self, new_events: Sequence[HistoryEvent]) -> list[int]:
+        """The order to apply the new events in: arrival order, except that a terminate queued
+        behind the start of a new execution wins over it, so the code never runs."""
+        order = list(range(len(new_events)))
+        if not new_events or not isinstance(new_events[0], OrchestrationStarted):
+            return order
+        terminate = next((i for i, e in enumerate(new_events) if isinstance(e, TerminateRequested)), None)
+        if terminate is None:
+            return order
+        self.terminate_pending = True
+        order.remove(terminate)
+        order.insert(1, terminate)
+        return order
 
     @property
     def last_terminal(self) -> HistoryEvent | None:
@@ -266,6 +282,10 @@ class _Turn:
         if isinstance(event, Decision):
             self.match_recorded(event)
             return
+        if isinstance(event, OrchestrationTerminated):
+            # A terminate may stop the code before it decides anything (one that came with the
+            # start): on replay, what the code would have decided is not history's to match.
+            self.unmatched.clear()
         self.check_unmatched(event)
         if isinstance(event, OrchestrationStarted):
             self.start(event)
@@ -393,7 +413,7 @@ class _Turn:
 
     def run_code(self) -> None:
         """Resume the coroutine as long as the task it awaits has finished."""
-        while self.coro is not None and not self.finished:
+        while self.coro is not None and not self.finished and not self.terminate_pending:
             if self.awaited is not None and not self.awaited.done():
                 return
             self.awaited = None
