@@ -31,6 +31,7 @@ from perdure._errors import (
 from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure.engine._history import (
     ActivityScheduled,
+    Completion,
     Decision,
     EventRaised,
     EventSent,
@@ -242,6 +243,9 @@ class _Planner:
             if isinstance(started, PerdureError):
                 unresolved = started
                 return self.unregistered(unresolved, lambda: self.fail_without_replay(unresolved))
+            # What a continue-as-new handed over is addressed to this execution; it was raised before
+            # what is addressed to whichever execution is current, though it was queued after it.
+            accepted.sort(key=lambda m: m.execution_id is None)
             accepted.insert(0, start)
             new_events: list[HistoryEvent] = [started, *_events(accepted[1:])]
         else:
@@ -382,14 +386,17 @@ class _Planner:
                 trace_context=started.trace_context,
             )
             messages.append(Message(instance_id=item.instance_id, execution_id=next_execution, event=request))
-            # Unawaited events first, then what arrived behind the continue-as-new, all in arrival order;
-            # leaving the latter queued would let them overtake the former.
+            # Unawaited events first, then what arrived behind the continue-as-new, all in arrival order,
+            # addressed to the new execution so that they go before what is still queued for the instance.
             used = set(result.consumed)
             left = [m for i, m in enumerate(accepted) if i not in used]
             consumed.update(m.message_id for m in left)
             carried: list[HistoryEvent] = [EventRaised(name=e.name, data=e.data) for e in result.carryover]
-            carried += [m.event for m in left if m.execution_id is None and m.event is not None]
-            messages.extend(Message(instance_id=item.instance_id, execution_id=None, event=e) for e in carried)
+            # A completion answers a task of the execution that ends here; everything else carries over.
+            carried += [m.event for m in left if m.event is not None and not isinstance(m.event, Completion)]
+            messages.extend(
+                Message(instance_id=item.instance_id, execution_id=next_execution, event=e) for e in carried
+            )
         elif isinstance(terminal, OrchestrationCompleted) and parent is not None:
             messages.append(_reply_to_parent(parent, output=terminal.output))
         elif isinstance(terminal, OrchestrationFailed | OrchestrationTerminated) and parent is not None:
