@@ -531,13 +531,14 @@ class PostgresProvider(Provider):
             row = await cursor.fetchone()
             return None if row is None or row[0] is None else float(row[0])
 
-        try:
-            due = await self._run(tx, retry=False)
-        except ProviderError:
-            due = None  # the database is unreachable: sleep the poll interval, then the caller retries
-        if due is not None:
-            timeout = min(timeout, max(0.0, due))
-        await self._signals.queues[kind].wait(timeout)
+        with self._signals.queues[kind].waiter() as waiter:  # before the read, so no wake-up falls between
+            try:
+                due = await self._run(tx, retry=False)
+            except ProviderError:
+                due = None  # the database is unreachable: sleep the poll interval, then the caller retries
+            if due is not None:
+                timeout = min(timeout, max(0.0, due))
+            await waiter.wait(timeout)
 
     async def wait_for_state_change(self, instance_id: str, timeout: float) -> None:
         # Every committed state change notifies, so the fallback poll can be slow; thousands of
