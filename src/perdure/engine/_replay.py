@@ -379,23 +379,23 @@ class _Turn:
             task._resolve(getattr(event, "result", None))
 
     def wait_event(self, name: str, task: DurableTask[Any]) -> None:
-        buffered = self.buffered.get(name)
+        buffered = self.buffered.get(_event_key(name))
         if buffered:
             task._resolve(buffered.popleft().data)
         else:
-            self.waiters.setdefault(name, deque()).append(task)
+            self.waiters.setdefault(_event_key(name), deque()).append(task)
 
     def withdraw_wait(self, name: str, task: DurableTask[Any]) -> None:
-        waiters = self.waiters.get(name)
+        waiters = self.waiters.get(_event_key(name))
         if waiters and task in waiters:
             waiters.remove(task)
 
     def deliver(self, event: EventRaised) -> None:
-        waiters = self.waiters.get(event.name)
+        waiters = self.waiters.get(_event_key(event.name))
         if waiters:
             waiters.popleft()._resolve(event.data)
         else:
-            self.buffered.setdefault(event.name, deque()).append(event)
+            self.buffered.setdefault(_event_key(event.name), deque()).append(event)
 
     # --- running the code ---
 
@@ -499,8 +499,13 @@ def _same_decision(made: Decision, recorded: Decision) -> bool:
         return made.name == recorded_named.name and _same_value(made.input, recorded_named.input)
     if isinstance(made, EventSent):
         assert isinstance(recorded, EventSent)
-        return (made.instance_id, made.name) == (recorded.instance_id, recorded.name)
+        return made.instance_id == recorded.instance_id and _event_key(made.name) == _event_key(recorded.name)
     return True
+
+
+def _event_key(name: str) -> str:
+    """External event names match case-insensitively, as in the Durable Task family."""
+    return name.casefold()
 
 
 def _same_value(a: Any, b: Any) -> bool:
