@@ -1,14 +1,14 @@
 """Events, terminate requests and wake-ups on a real store: order across continue-as-new, buffered
 events and the timeout form of the wait, a terminate before the first turn, event names in any
-case, and idle dispatchers woken at once rather than by their fallback poll."""
+case, and idle dispatchers and waiting clients woken at once rather than by their fallback poll."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from runtime_support import DelegatingProvider, running
+from runtime_support import DelegatingProvider, running, wait_until
 
 from perdure import (
     ActivityContext,
@@ -170,3 +170,44 @@ async def test_idle_dispatchers_of_a_fresh_runtime_are_woken_not_polled(provider
             if latency >= 0.1:
                 slow.append((run, kind, round(latency, 3)))
     assert slow == [], f"picked up late (run, kind, seconds): {slow}"
+
+
+class _SlowFirstRead(DelegatingProvider):
+    """The first state read answers only after ``meanwhile`` ran: what it read is stale by then."""
+
+    def __init__(self, inner: Provider, meanwhile: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(inner)
+        self.meanwhile: Callable[[], Awaitable[None]] | None = meanwhile
+
+    async def get_state(self, instance_id: str) -> Any:
+        state = await self.inner.get_state(instance_id)
+        if self.meanwhile is not None:
+            meanwhile, self.meanwhile = self.meanwhile, None
+            await meanwhile()
+        return state
+
+
+async def test_waiting_for_an_instance_is_woken_by_a_change_made_while_its_state_was_read(provider: Provider) -> None:
+    registry = Registry()
+
+    @registry.orchestration("AwaitGo")
+    async def await_go(ctx: OrchestrationContext, _: Any) -> Any:
+        return await ctx.wait_for_event("go")
+
+    async with running(provider, registry) as client:
+        await client.start_orchestration("go", "AwaitGo")
+
+        async def finish() -> None:
+            await client.raise_event("go", "go", "went")
+            await wait_until(lambda: _finished(client, "go"), what="the instance finished")
+
+        waiting = Client(_SlowFirstRead(provider, finish))
+        started = time.monotonic()
+        state = await waiting.wait_for_orchestration("go", timeout=10)
+    assert (state.status, state.output) == (OrchestrationStatus.COMPLETED, "went")
+    assert time.monotonic() - started < 1.0  # woken by the change, not by the fallback poll
+
+
+async def _finished(client: Client, instance_id: str) -> bool:
+    state = await client.get_status(instance_id)
+    return state is not None and state.status.is_terminal

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -128,13 +129,20 @@ class Client:
             raise TypeError(f"execution_id must be an int or None, got {type(execution_id).__name__}")
         deadline = time.monotonic() + timeout
         while True:
-            state = await self._require(instance_id)
-            if state.status.is_terminal and state.execution_id >= (execution_id or 0):
-                return state
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"instance {instance_id!r} is still {state.status.value} after {timeout} s")
-            await self.provider.wait_for_state_change(instance_id, remaining)
+            # Listen before reading: a change committed after the read wakes the wait, none falls between.
+            change = asyncio.ensure_future(
+                self.provider.wait_for_state_change(instance_id, max(deadline - time.monotonic(), 0.0))
+            )
+            await asyncio.sleep(0)  # the wait listens from its first step
+            try:
+                state = await self._require(instance_id)
+                if state.status.is_terminal and state.execution_id >= (execution_id or 0):
+                    return state
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"instance {instance_id!r} is still {state.status.value} after {timeout} s")
+                await change
+            finally:
+                change.cancel()
 
     async def terminate(self, instance_id: str, reason: str | None = None, *, recursive: bool = True) -> bool:
         """Terminate a pending, running or suspended instance (and its unfinished children).
