@@ -28,7 +28,7 @@ from perdure.engine.events import (
     TimerCreated,
     TimerFired,
 )
-from perdure.providers._base import ActivityRequest, Message
+from perdure.providers import ActivityRequest, Message, NewInstance
 from perdure.runtime._outbox import Parent, Sender, decision_writes, end_writes, parent_of
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
@@ -76,8 +76,18 @@ def test_each_decision_becomes_its_queue_write_in_the_order_decided() -> None:
     chained = StartRequested(name="d", input=3, trace_context=TRACE)  # no parent: nobody awaits it
     assert outbox.messages == [
         Message(instance_id="i", execution_id=3, event=TimerFired(source_event_id=3, fire_at=due), visible_at=due),
-        Message(instance_id="child", execution_id=None, event=child),
-        Message(instance_id="detached", execution_id=None, event=chained),
+        Message(
+            instance_id="child",
+            execution_id=None,
+            event=child,
+            new_instance=NewInstance(name="c", input=2, parent_instance_id="i"),
+        ),
+        Message(
+            instance_id="detached",
+            execution_id=None,
+            event=chained,
+            new_instance=NewInstance(name=chained.name, input=chained.input),
+        ),
         Message(instance_id="peer", execution_id=None, event=EventRaised(name="ping", data=4)),
     ]
 
@@ -128,7 +138,8 @@ def test_continue_as_new_sends_the_next_start_then_the_inherited_events_in_order
         trace_context=TRACE,
     )
     assert start == Message(instance_id="i", execution_id=4, event=request)
-    assert inherited == [Message(instance_id="i", execution_id=None, event=e) for e in carried]
+    # Addressed to the new execution, so that they go before events raised while this turn ran.
+    assert inherited == [Message(instance_id="i", execution_id=4, event=e) for e in carried]
 
 
 def test_a_recursive_terminate_reaches_only_the_children_that_have_not_answered() -> None:
@@ -145,6 +156,8 @@ def test_a_recursive_terminate_reaches_only_the_children_that_have_not_answered(
     result = TurnResult(new_events=[terminated], consumed=[0], status=OrchestrationStatus.TERMINATED, error=error)
     answer, *terminations = end_writes(SENDER, result, history, parent_of(STARTED, []), carried=[], recursive=True)
     assert answer.event == SubOrchestrationFailed(source_event_id=7, error=error)
-    assert terminations == [Message(instance_id="running", execution_id=None, event=TerminateRequested(reason="stop"))]
+    assert terminations == [
+        Message(instance_id="running", execution_id=None, event=TerminateRequested(reason="stop"), control=True)
+    ]
     alone = end_writes(SENDER, result, history, None, carried=[], recursive=False)
     assert alone == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -134,15 +135,8 @@ class Client:
         """
         check_timeout(timeout)
         check_execution_id(execution_id)
-        deadline = time.monotonic() + timeout
-        while True:
-            state = await self._require(instance_id)
-            if state.status.is_terminal and state.execution_id >= (execution_id or 0):
-                return state
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"instance {instance_id!r} is still {state.status.value} after {timeout} s")
-            await self.provider.wait_for_state_change(instance_id, remaining)
+        check_instance_id(instance_id)
+        return await _wait_until_ended(self.provider, instance_id, timeout, execution_id or 0)
 
     async def terminate(self, instance_id: str, reason: str | None = None, *, recursive: bool = True) -> bool:
         """Terminate a pending, running or suspended instance (and its unfinished children).
@@ -336,6 +330,30 @@ class Client:
         control = isinstance(event, _OPERATOR_REQUESTS)
         message = Message(instance_id=instance_id, execution_id=None, event=event, control=control)
         await self.provider.enqueue_messages([message])
+
+
+async def _wait_until_ended(
+    provider: Provider, instance_id: str, timeout: float, execution_id: int
+) -> OrchestrationState:
+    """The state once execution ``execution_id`` (or a later one) of the instance has ended."""
+    deadline = time.monotonic() + timeout
+    while True:
+        # Listen before reading: a change committed after the read wakes the wait, none falls between.
+        change = asyncio.ensure_future(
+            provider.wait_for_state_change(instance_id, max(deadline - time.monotonic(), 0.0))
+        )
+        await asyncio.sleep(0)  # the wait listens from its first step
+        try:
+            state = await provider.get_state(instance_id)
+            if state is None:
+                raise InstanceNotFoundError(f"no instance with id {instance_id!r}")
+            if state.status.is_terminal and state.execution_id >= execution_id:
+                return state
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"instance {instance_id!r} is still {state.status.value} after {timeout} s")
+            await change
+        finally:
+            change.cancel()
 
 
 def _start_message(instance_id: str, start: StartRequested) -> Message:

@@ -169,7 +169,8 @@ class OrchestrationContext:
         """Wait for the external event ``name``; the task's result is the event's data.
 
         An event raised before anyone waits for it is kept, and delivered to the first wait of
-        that name (events of one name are delivered in arrival order).
+        that name (events of one name are delivered in arrival order). Names match
+        case-insensitively, as in the Durable Task family: ``"Approval"`` satisfies ``"approval"``.
 
         With ``timeout`` (seconds or a ``timedelta``), the task fails with ``TimeoutError`` if no
         event came in time, and the wait is withdrawn: a later event stays for the next wait.

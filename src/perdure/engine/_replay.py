@@ -155,6 +155,7 @@ class _Turn:
         self.next_event_id = 1
         self.status = OrchestrationStatus.RUNNING
         self.finished = False  # a terminal event has been recorded
+        self.terminate_pending = False  # a terminate came with the start: the code must not run first
         self.output: Any = None
         self.error: ErrorDetails | None = None
         self.custom_status: Any = None
@@ -186,7 +187,8 @@ class _Turn:
                 decision, task = self.unmatched.popleft()
                 self.record(self.append(decision), task)
             held_back = False
-            for index, event in enumerate(new_events):
+            for index in self.application_order(new_events):
+                event = new_events[index]
                 if isinstance(self.last_terminal, OrchestrationContinuedAsNew):
                     break  # the rest stays queued for the next execution
                 if self.finished:
@@ -219,6 +221,20 @@ class _Turn:
             carryover=carryover,
             dropped=dropped,
         )
+
+    def application_order(self, new_events: Sequence[HistoryEvent]) -> list[int]:
+        """The order to apply the new events in: arrival order, except that a terminate queued
+        behind the start of a new execution wins over it, so the code never runs."""
+        order = list(range(len(new_events)))
+        if not new_events or not isinstance(new_events[0], OrchestrationStarted):
+            return order
+        terminate = next((i for i, e in enumerate(new_events) if isinstance(e, TerminateRequested)), None)
+        if terminate is None:
+            return order
+        self.terminate_pending = True
+        order.remove(terminate)
+        order.insert(1, terminate)
+        return order
 
     @property
     def last_terminal(self) -> HistoryEvent | None:
@@ -258,6 +274,10 @@ class _Turn:
         if isinstance(event, Decision):
             self.match_recorded(event)
             return
+        if isinstance(event, OrchestrationTerminated):
+            # A terminate may stop the code before it decides anything (one that came with the
+            # start): on replay, what the code would have decided is not history's to match.
+            self.unmatched.clear()
         self.check_unmatched(event)
         if isinstance(event, OrchestrationStarted):
             self.start(event)
@@ -351,23 +371,23 @@ class _Turn:
             task._resolve(getattr(event, "result", None))
 
     def wait_event(self, name: str, task: DurableTask[Any]) -> None:
-        buffered = self.buffered.get(name)
+        buffered = self.buffered.get(_event_key(name))
         if buffered:
             task._resolve(buffered.popleft().data)
         else:
-            self.waiters.setdefault(name, deque()).append(task)
+            self.waiters.setdefault(_event_key(name), deque()).append(task)
 
     def withdraw_wait(self, name: str, task: DurableTask[Any]) -> None:
-        waiters = self.waiters.get(name)
+        waiters = self.waiters.get(_event_key(name))
         if waiters and task in waiters:
             waiters.remove(task)
 
     def deliver(self, event: EventRaised) -> None:
-        waiters = self.waiters.get(event.name)
+        waiters = self.waiters.get(_event_key(event.name))
         if waiters:
             waiters.popleft()._resolve(event.data)
         else:
-            self.buffered.setdefault(event.name, deque()).append(event)
+            self.buffered.setdefault(_event_key(event.name), deque()).append(event)
 
     # --- running the code ---
 
@@ -379,7 +399,7 @@ class _Turn:
 
     def run_code(self) -> None:
         """Resume the code as long as the task it awaits has finished, and record how it ended, if it did."""
-        if self.finished:
+        if self.finished or self.terminate_pending:
             return
         ending = self.code.resume()
         if ending is not None:
@@ -412,8 +432,13 @@ def _same_decision(made: Decision, recorded: Decision) -> bool:
         return made.name == recorded_named.name and _same_value(made.input, recorded_named.input)
     if isinstance(made, EventSent):
         assert isinstance(recorded, EventSent)
-        return (made.instance_id, made.name) == (recorded.instance_id, recorded.name)
+        return made.instance_id == recorded.instance_id and _event_key(made.name) == _event_key(recorded.name)
     return True
+
+
+def _event_key(name: str) -> str:
+    """External event names match case-insensitively, as in the Durable Task family."""
+    return name.casefold()
 
 
 def _same_value(a: Any, b: Any) -> bool:

@@ -60,6 +60,10 @@ class DurableTask(Generic[T]):
     # --- engine side ---
 
     def _add_listener(self, listener: Callable[[DurableTask[Any]], None]) -> None:
+        """Call ``listener`` when the task finishes, or at once if it already has."""
+        if self._done:
+            listener(self)
+            return
         if self._listeners is None:
             self._listeners = []
         self._listeners.append(listener)

@@ -308,7 +308,11 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     async def wait_for_state_change(self, instance_id: str, timeout: float) -> None:
-        """Sleep until the instance's state may have changed, or ``timeout`` seconds pass."""
+        """Sleep until the instance's state may have changed, or ``timeout`` seconds pass.
+
+        It listens from its first step, before it first suspends: a caller may start it, read the
+        state, then await it, and so miss no change made after the read.
+        """
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+from collections.abc import Iterator
 
-__all__ = ["Signal", "SignalBoard", "WorkSignal"]
+__all__ = ["Signal", "SignalBoard", "Waiter", "WorkSignal"]
 
 
 class Signal:
@@ -47,22 +48,41 @@ class WorkSignal:
                 waiter.set_result(None)
                 woken += 1
 
+    @contextlib.contextmanager
+    def waiter(self) -> Iterator[Waiter]:
+        """A waiter registered now, for the length of the block.
+
+        Register before reading what decides how long to sleep: a ``set`` during the read then
+        wakes the waiter at once instead of finding nobody to wake.
+        """
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            yield Waiter(future)
+        finally:
+            if not future.done():
+                future.cancel()
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(future)
+
+
+class Waiter:
+    """One registration with a :class:`WorkSignal`; remembers a wake-up that came before :meth:`wait`."""
+
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        self._future = future
+
     async def wait(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds; True if woken by :meth:`set`."""
+        """Wait up to ``timeout`` seconds; True if woken (also by a wake-up since registration)."""
+        if self._future.done():
+            return True
         if timeout <= 0:
             return False
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
         try:
-            await asyncio.wait_for(waiter, timeout)
+            await asyncio.wait_for(self._future, timeout)
             return True
         except TimeoutError:
             return False
-        finally:
-            if not waiter.done():
-                waiter.cancel()
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(waiter)
 
 
 class SignalBoard:

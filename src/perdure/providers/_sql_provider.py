@@ -137,10 +137,11 @@ class SqlProvider(Provider):
     async def wait_for_work(self, kind: QueueKind, timeout: float, queues: Sequence[str] = ()) -> None:
         self._watch()
         timeout = min(timeout, self._work_poll_seconds)
-        due = await self._seconds_until_due(kind, list(queues))
-        if due is not None:
-            timeout = min(timeout, max(0.0, due))
-        await self._signals.queues[kind].wait(timeout)
+        with self._signals.queues[kind].waiter() as waiter:  # before the read, so no wake-up falls between
+            due = await self._seconds_until_due(kind, list(queues))
+            if due is not None:
+                timeout = min(timeout, max(0.0, due))
+            await waiter.wait(timeout)
 
     async def wait_for_state_change(self, instance_id: str, timeout: float) -> None:
         self._watch()

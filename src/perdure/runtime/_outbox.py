@@ -249,7 +249,9 @@ def _continuation(
         trace_context=started.trace_context,
     )
     start = Message(instance_id=sender.instance_id, execution_id=sender.execution_id + 1, event=request)
-    return [start, *(Message(instance_id=sender.instance_id, execution_id=None, event=e) for e in carried)]
+    # Addressed to the new execution, so that they go before what is still queued for the instance.
+    next_execution = sender.execution_id + 1
+    return [start, *(Message(instance_id=sender.instance_id, execution_id=next_execution, event=e) for e in carried)]
 
 
 def _terminate_children(history: Sequence[HistoryEvent], reason: str | None) -> list[Message]:

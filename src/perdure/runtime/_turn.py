@@ -31,6 +31,7 @@ from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure._tracing import execution_trace_context
 from perdure.engine._replay import OrchestrationFunction, TurnResult, run_turn
 from perdure.engine.events import (
+    Completion,
     EventRaised,
     ExecutionRewound,
     HistoryEvent,
@@ -229,6 +230,9 @@ class _Planner:
             if isinstance(started, PerdureError):
                 unresolved = started
                 return self.unregistered(unresolved, lambda: self.fail_without_replay(unresolved))
+            # What a continue-as-new handed over is addressed to this execution; it was raised before
+            # what is addressed to whichever execution is current, though it was queued after it.
+            accepted.sort(key=lambda m: m.execution_id is None)
             accepted.insert(0, start)
             new_events: list[HistoryEvent] = [started, *_events(accepted[1:])]
         else:
@@ -319,13 +323,14 @@ class _Planner:
         terminal = result.terminal_event
         carried: list[HistoryEvent] = []
         if isinstance(terminal, OrchestrationContinuedAsNew):
-            # Unawaited events first, then what arrived behind the continue-as-new, all in arrival order;
-            # leaving the latter queued would let them overtake the former.
+            # Unawaited events first, then what arrived behind the continue-as-new, all in arrival order,
+            # addressed to the new execution so that they go before what is still queued for the instance.
             used = set(result.consumed)
             left = [m for i, m in enumerate(accepted) if i not in used]
             consumed.update(m.message_id for m in left)
             carried = [EventRaised(name=e.name, data=e.data) for e in result.carryover]
-            carried += [m.event for m in left if m.execution_id is None and m.event is not None]
+            # A completion answers a task of the execution that ends here; everything else carries over.
+            carried += [m.event for m in left if m.event is not None and not isinstance(m.event, Completion)]
         recursive = isinstance(terminal, OrchestrationTerminated) and self.terminate_recursively(accepted, result)
         parent = parent_of(started, [*history, *result.new_events, *self.rewinds()])
         ending = end_writes(sender, result, history, parent, carried=carried, recursive=recursive)

@@ -129,20 +129,30 @@ WHERE item_id = %(item_id)s AND lock_token = %(lock_token)s
 RETURNING item_id
 
 -- name: earliest_orchestrator_due
--- Seconds (on the database clock) until the next timer falls due, or a lock on an instance with
+-- Seconds (on the database clock) until a message can be fetched: none if one can be now (it came
+-- after the caller's fetch found nothing; the caller registered its waiter before this read, so
+-- later messages wake it), else until the next timer falls due or a lock on an instance with
 -- queued messages expires (held back after a put-back, or left by a crashed worker). Locks of turns
 -- in progress are released by their ack, which notifies.
 SELECT extract(epoch FROM min(due) - now())::double precision FROM (
-    SELECT min(visible_at) AS due FROM orchestrator_queue WHERE visible_at > now()
+    (SELECT now() AS due FROM orchestrator_queue q
+     WHERE q.visible_at <= now()
+       AND NOT EXISTS (SELECT 1 FROM instance_locks l WHERE l.instance_id = q.instance_id AND l.locked_until > now())
+       AND (q.kind = 'control'
+            OR NOT EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = q.instance_id AND i.status = 'SUSPENDED'))
+     LIMIT 1)
+    UNION ALL
+    SELECT min(visible_at) FROM orchestrator_queue WHERE visible_at > now()
     UNION ALL
     SELECT min(l.locked_until) FROM instance_locks l
     WHERE l.locked_until > now() AND EXISTS (SELECT 1 FROM orchestrator_queue q WHERE q.instance_id = l.instance_id)
 ) AS d
 
 -- name: earliest_worker_due
--- Seconds until the next delayed or expiring work item becomes visible.
+-- Seconds until a work item is visible: none if one is now (it came after the caller's fetch found
+-- nothing), else until the next delayed or expiring one is.
 SELECT extract(epoch FROM min(visible_at) - now())::double precision FROM worker_queue
-WHERE queue = ANY (%(queues)s::text[]) AND visible_at > now()
+WHERE queue = ANY (%(queues)s::text[])
 
 -- name: queue_depths
 -- Messages and work items due now, by queue (for the queue-depth metric).
