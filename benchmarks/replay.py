@@ -1,7 +1,7 @@
 """Replay cost against history length: it must grow linearly, not quadratically.
 
 Builds the history of one orchestration that runs N sequential activities (2N + 2 events), the
-way the runtime would, turn by turn. Then times a full replay of that history (``run_turn`` with
+way the runtime would, turn by turn. Then times a full replay of that history (``replay`` with
 no new events), which is what every turn of a long-running instance pays, and checks the replay
 reproduces the right output.
 
@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from perdure import OrchestrationContext, OrchestrationStatus
-from perdure.engine import run_turn
+from perdure.engine import replay
 from perdure.engine.events import (
     ActivityCompleted,
     ActivityScheduled,
@@ -71,7 +71,7 @@ def check_build(count: int) -> None:
     history: list[HistoryEvent] = []
     messages: list[HistoryEvent] = [OrchestrationStarted(name="Sequential", version="1.0.0", input=count)]
     for i in range(count + 1):
-        result = run_turn(
+        result = replay(
             sequential,
             instance_id="bench",
             execution_id=1,
@@ -92,7 +92,7 @@ def time_replay(history: list[HistoryEvent], count: int, runs: int) -> float:
     for _ in range(runs):
         gc.collect()
         start = time.perf_counter()
-        result = run_turn(
+        result = replay(
             sequential, instance_id="bench", execution_id=1, history=history, new_events=[], now=history[-1].timestamp
         )
         timings.append(time.perf_counter() - start)

@@ -135,7 +135,7 @@ class _PickupClock(DelegatingProvider):
 
     async def ack_orchestration_item(self, item: OrchestrationItem, commit: TurnCommit) -> None:
         await self.inner.ack_orchestration_item(item, commit)
-        if commit.worker_items:
+        if commit.activity_items:
             self.ready.setdefault("activity", time.monotonic())
 
     async def fetch_work_item(self, queues: Sequence[str], lock_seconds: float) -> WorkItem | None:

@@ -135,16 +135,16 @@ async def test_an_unregistered_orchestration_fails_after_the_attempts(provider: 
 
 async def test_a_poison_message_fails_its_instance(provider: Provider, monkeypatch: pytest.MonkeyPatch) -> None:
     """A turn that keeps crashing (a bug) fails its instance instead of looping; others are unaffected."""
-    real_run_turn = _turn.run_turn
+    real_replay = _turn.replay
     crashes: list[str] = []
 
-    def run_turn(*args: Any, **kwargs: Any) -> Any:
+    def replay(*args: Any, **kwargs: Any) -> Any:
         if kwargs["instance_id"] == "poison":
             crashes.append("poison")
             raise RuntimeError("a bug in a turn")
-        return real_run_turn(*args, **kwargs)
+        return real_replay(*args, **kwargs)
 
-    monkeypatch.setattr(_turn, "run_turn", run_turn)
+    monkeypatch.setattr(_turn, "replay", replay)
     registry = Registry()
 
     @registry.orchestration()
@@ -170,14 +170,14 @@ async def test_a_poison_message_mid_run_records_the_failure_in_history(
     provider: Provider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A message that crashes a later turn fails the instance; the history stays sound."""
-    real_run_turn = _turn.run_turn
+    real_replay = _turn.replay
 
-    def run_turn(*args: Any, **kwargs: Any) -> Any:
+    def replay(*args: Any, **kwargs: Any) -> Any:
         if kwargs["history"] and any(getattr(e, "name", None) == "boom" for e in kwargs["new_events"]):
             raise RuntimeError("this event crashes the turn")
-        return real_run_turn(*args, **kwargs)
+        return real_replay(*args, **kwargs)
 
-    monkeypatch.setattr(_turn, "run_turn", run_turn)
+    monkeypatch.setattr(_turn, "replay", replay)
     registry = Registry()
 
     @registry.orchestration()

@@ -319,7 +319,7 @@ async def test_queue_depths_count_the_work_waiting_by_queue(provider: Provider) 
         client = Client(provider)
         for n, queue in enumerate(["default", "default", "default", "slow"]):
             await client.start_orchestration(f"q-{n}", "Waits", queue)
-        expected = {"orchestrator": 0, "worker:default": 3, "worker:slow": 1}
+        expected = {"orchestrator": 0, "activity:default": 3, "activity:slow": 1}
         await wait_until(lambda: runtime.metrics.snapshot()["queue.depth"] == expected, what=f"depths {expected}")
     await client.raise_event("q-0", "nobody-waits")
     assert (await provider.queue_depths())["orchestrator"] == 1

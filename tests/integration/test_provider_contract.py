@@ -221,7 +221,7 @@ async def test_messages_for_an_unknown_instance_are_fetched_without_state(provid
 
 async def test_ack_writes_history_state_and_queues_in_one_commit(provider: Provider) -> None:
     await provider.create_instance(start("a"))
-    await run_start_turn(provider, "a", worker_items=[request("a")], messages=[raised("other", "hello", 7)])
+    await run_start_turn(provider, "a", activity_items=[request("a")], messages=[raised("other", "hello", 7)])
 
     state = await provider.get_state("a")
     assert state is not None and state.status is OrchestrationStatus.RUNNING
@@ -342,7 +342,7 @@ async def test_an_expired_lock_is_taken_over_and_the_stale_ack_writes_nothing(pr
                 execution_id=1,
                 history=[OrchestrationStarted(event_id=1, name="Orch", version="1.0.0")],
                 state=update(OrchestrationStatus.COMPLETED),
-                worker_items=[request("a")],
+                activity_items=[request("a")],
                 messages=[raised("b", "x")],
                 consumed=[m.message_id for m in stale.messages],
             ),
@@ -410,7 +410,7 @@ async def test_a_timer_message_is_invisible_until_due(provider: Provider) -> Non
 
 async def _enqueue_work(provider: Provider, *requests: ActivityRequest) -> None:
     await provider.create_instance(start("a"))
-    await run_start_turn(provider, "a", worker_items=list(requests))
+    await run_start_turn(provider, "a", activity_items=list(requests))
 
 
 async def test_work_items_are_fetched_once_and_acked_with_their_completion(provider: Provider) -> None:
@@ -504,7 +504,7 @@ async def test_renewing_keeps_a_work_item_locked(provider: Provider) -> None:
 async def test_purge_deletes_only_finished_instances_with_everything_they_own(provider: Provider) -> None:
     for instance_id in ("done", "running"):
         await provider.create_instance(start(instance_id))
-    await run_start_turn(provider, "done", status=OrchestrationStatus.COMPLETED, worker_items=[request("done")])
+    await run_start_turn(provider, "done", status=OrchestrationStatus.COMPLETED, activity_items=[request("done")])
     await run_start_turn(provider, "running")
     await provider.enqueue_messages([raised("done", "late"), raised("running", "e")])
 
@@ -587,14 +587,14 @@ async def test_state_round_trips_every_field(provider: Provider) -> None:
 
 async def test_wait_for_work_wakes_when_work_is_enqueued(provider: Provider) -> None:
     orchestrator = asyncio.create_task(provider.wait_for_work("orchestrator", 30))
-    worker = asyncio.create_task(provider.wait_for_work("worker", 30, ["default"]))
+    worker = asyncio.create_task(provider.wait_for_work("activity", 30, ["default"]))
     await asyncio.sleep(0.1)  # let both waiters go to sleep first
     assert not orchestrator.done() and not worker.done()
 
     await provider.create_instance(start("a"))
     await asyncio.wait_for(orchestrator, 5)
     assert not worker.done()
-    await run_start_turn(provider, "a", worker_items=[request("a")])
+    await run_start_turn(provider, "a", activity_items=[request("a")])
     await asyncio.wait_for(worker, 5)
 
 
@@ -608,7 +608,7 @@ async def test_wait_for_work_returns_when_a_timer_falls_due(provider: Provider) 
 
 async def test_wait_for_work_times_out_when_idle(provider: Provider) -> None:
     began = time.monotonic()
-    await provider.wait_for_work("worker", 0.2, ["default"])
+    await provider.wait_for_work("activity", 0.2, ["default"])
     assert 0.15 <= time.monotonic() - began < 5
 
 

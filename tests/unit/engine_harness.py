@@ -1,4 +1,4 @@
-"""A fake runtime for engine tests: drives ``run_turn`` the way the dispatcher does, in memory.
+"""A fake runtime for engine tests: drives ``replay`` the way the dispatcher does, in memory.
 
 ``Driver`` keeps one instance's history and message queue. Each ``turn()`` hands the queued
 messages to the engine, appends what it returns, and removes exactly the consumed messages.
@@ -19,7 +19,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from perdure import ErrorDetails, OrchestrationStatus
-from perdure.engine import TurnResult, run_turn
+from perdure.engine import ReplayOutcome
+from perdure.engine import replay as engine_replay
 from perdure.engine._replay import OrchestrationFunction
 from perdure.engine.events import (
     ActivityCompleted,
@@ -68,11 +69,11 @@ def replay(
     instance_id: str = "inst",
     execution_id: int = 1,
     now: datetime | None = None,
-) -> TurnResult:
-    """One ``run_turn`` over ``history`` (stamped with the last event's time unless ``now`` is given)."""
+) -> ReplayOutcome:
+    """One engine replay over ``history`` (stamped with the last event's time unless ``now`` is given)."""
     if now is None:
         now = history[-1].timestamp if history else T0
-    return run_turn(
+    return engine_replay(
         orchestration,
         instance_id=instance_id,
         execution_id=execution_id,
@@ -117,7 +118,7 @@ class Driver:
         self.history: list[HistoryEvent] = []
         self.queue: list[HistoryEvent] = []
         self.outstanding: dict[int, Decision] = {}  # scheduled tasks whose completion was not sent yet
-        self.results: list[TurnResult] = []
+        self.results: list[ReplayOutcome] = []
         self.executions: list[list[HistoryEvent]] = []  # histories of earlier executions
         self.sent: list[EventSent] = []
         self.chained: list[OrchestrationChained] = []
@@ -197,11 +198,11 @@ class Driver:
 
     # --- turns ---
 
-    def turn(self, *messages: HistoryEvent) -> TurnResult:
+    def turn(self, *messages: HistoryEvent) -> ReplayOutcome:
         """Run one turn over the queue (plus ``messages``) and commit its outcome."""
         self.queue.extend(messages)
         self.now += self.tick
-        result = run_turn(
+        result = engine_replay(
             self.orchestration,
             instance_id=self.instance_id,
             execution_id=self.execution_id,
@@ -232,7 +233,7 @@ class Driver:
             self.queue = [started, *result.carryover, *self.queue]
         return result
 
-    def check_replay(self, result: TurnResult) -> None:
+    def check_replay(self, result: ReplayOutcome) -> None:
         again = replay(self.orchestration, self.history, instance_id=self.instance_id, execution_id=self.execution_id)
         assert again.new_events == [], f"replaying a committed turn decided again: {again.new_events}"
         assert (again.status, again.output, again.error, again.custom_status) == (
@@ -243,14 +244,14 @@ class Driver:
         )
 
     @property
-    def result(self) -> TurnResult:
+    def result(self) -> ReplayOutcome:
         return self.results[-1]
 
     @property
     def status(self) -> OrchestrationStatus:
         return self.results[-1].status if self.results else OrchestrationStatus.PENDING
 
-    def run(self, *, max_turns: int = 10_000) -> TurnResult:
+    def run(self, *, max_turns: int = 10_000) -> ReplayOutcome:
         """Turn until the instance ends or waits on something only the test can send (an event)."""
         for _ in range(max_turns):
             if self.queue:

@@ -9,7 +9,7 @@ import pytest
 from engine_harness import T0, Driver, replay
 
 from perdure import OrchestrationContext, OrchestrationStatus
-from perdure.engine import TurnResult
+from perdure.engine import ReplayOutcome
 from perdure.engine.events import (
     ActivityCompleted,
     ActivityScheduled,
@@ -39,7 +39,7 @@ async def child(ctx: Ctx, value: Any) -> Any:
     return value
 
 
-def assert_nondeterminism(result: TurnResult, history: list[HistoryEvent], *fragments: str) -> str:
+def assert_nondeterminism(result: ReplayOutcome, history: list[HistoryEvent], *fragments: str) -> str:
     assert result.status is OrchestrationStatus.FAILED
     assert result.error is not None
     assert result.error.type == "perdure.NonDeterminismError"
@@ -376,7 +376,7 @@ def test_unchanged_code_replays_without_failing() -> None:
 def test_an_engine_failure_on_a_finished_history_appends_no_second_terminal_event() -> None:
     from datetime import UTC, datetime
 
-    from perdure.engine import run_turn
+    from perdure.engine import replay
     from perdure.engine.events import (
         ActivityScheduled,
         CustomStatusUpdated,
@@ -396,7 +396,7 @@ def test_an_engine_failure_on_a_finished_history_appends_no_second_terminal_even
         ctx.set_custom_status("not stored")
         await ctx.call_activity("B")
 
-    result = run_turn(diverges, instance_id="i", execution_id=1, history=history, new_events=[], now=now)
+    result = replay(diverges, instance_id="i", execution_id=1, history=history, new_events=[], now=now)
     assert result.error is not None and "NonDeterminismError" in result.error.type
     assert result.new_events == []
     assert result.custom_status == "stored"

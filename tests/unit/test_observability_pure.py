@@ -97,7 +97,7 @@ def test_a_turn_hands_its_execution_span_context_to_activities_and_children() ->
     started = plan.commit.history[0]
     assert isinstance(started, OrchestrationStarted) and started.trace_context == CLIENT
     mine = execution_trace_context("i", 1, started)
-    [activity] = plan.commit.worker_items
+    [activity] = plan.commit.activity_items
     assert activity.trace_context == mine
     starts = {m.instance_id: m.event for m in plan.commit.messages if isinstance(m.event, StartRequested)}
     assert {k: v.trace_context for k, v in starts.items()} == {"child": mine}
@@ -105,12 +105,12 @@ def test_a_turn_hands_its_execution_span_context_to_activities_and_children() ->
 
 def test_an_untraced_start_stays_untraced_unless_the_worker_traces() -> None:
     plan = _first_turn(StartRequested(name="o"), tracing=False)
-    assert plan.commit.worker_items[0].trace_context is None
+    assert plan.commit.activity_items[0].trace_context is None
     assert all(getattr(m.event, "trace_context", None) is None for m in plan.commit.messages)
     traced = _first_turn(StartRequested(name="o"), tracing=True)
     started = traced.commit.history[0]
     assert isinstance(started, OrchestrationStarted) and started.trace_context is None
-    assert traced.commit.worker_items[0].trace_context == execution_trace_context("i", 1, started)
+    assert traced.commit.activity_items[0].trace_context == execution_trace_context("i", 1, started)
 
 
 def test_metrics_count_in_process() -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from perdure import ErrorDetails, OrchestrationStatus
-from perdure.engine import TurnResult
+from perdure.engine import ReplayOutcome
 from perdure.engine.events import (
     ActivityScheduled,
     CustomStatusUpdated,
@@ -56,7 +56,7 @@ def test_each_decision_becomes_its_queue_write_in_the_order_decided() -> None:
         first=2,
     )
     outbox = decision_writes(decisions, SENDER)
-    assert outbox.worker_items == [
+    assert outbox.activity_items == [
         ActivityRequest(
             instance_id="i",
             execution_id=3,
@@ -114,7 +114,7 @@ def test_the_parent_is_answered_at_its_latest_rewound_execution() -> None:
     parent = parent_of(STARTED, [ExecutionRewound(parent_execution_id=2), ExecutionRewound(parent_execution_id=4)])
     assert parent is not None
     completed = OrchestrationCompleted(event_id=5, timestamp=T, output="done")
-    result = TurnResult(new_events=[completed], consumed=[], status=OrchestrationStatus.COMPLETED, output="done")
+    result = ReplayOutcome(new_events=[completed], consumed=[], status=OrchestrationStatus.COMPLETED, output="done")
     assert end_writes(SENDER, result, [], parent, carried=[], recursive=False) == [
         Message(instance_id="p", execution_id=4, event=SubOrchestrationCompleted(source_event_id=7, result="done"))
     ]
@@ -123,7 +123,7 @@ def test_the_parent_is_answered_at_its_latest_rewound_execution() -> None:
 
 def test_continue_as_new_sends_the_next_start_then_the_inherited_events_in_order() -> None:
     terminal = OrchestrationContinuedAsNew(event_id=4, timestamp=T, input=9, version="3.0.0")
-    result = TurnResult(new_events=[terminal], consumed=[], status=OrchestrationStatus.RUNNING)
+    result = ReplayOutcome(new_events=[terminal], consumed=[], status=OrchestrationStatus.RUNNING)
     carried = [EventRaised(name="a", data=1), EventRaised(name="b", data=2)]
     traced = replace(SENDER, started=replace(STARTED, trace_context=TRACE))
     start, *inherited = end_writes(traced, result, [], parent_of(STARTED, []), carried=carried, recursive=False)
@@ -153,7 +153,7 @@ def test_a_recursive_terminate_reaches_only_the_children_that_have_not_answered(
     )
     terminated = OrchestrationTerminated(event_id=7, timestamp=T, reason="stop")
     error = ErrorDetails(type="Terminated", message="stop")
-    result = TurnResult(new_events=[terminated], consumed=[0], status=OrchestrationStatus.TERMINATED, error=error)
+    result = ReplayOutcome(new_events=[terminated], consumed=[0], status=OrchestrationStatus.TERMINATED, error=error)
     answer, *terminations = end_writes(SENDER, result, history, parent_of(STARTED, []), carried=[], recursive=True)
     assert answer.event == SubOrchestrationFailed(source_event_id=7, error=error)
     assert terminations == [

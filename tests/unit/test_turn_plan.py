@@ -57,7 +57,7 @@ def test_a_rewind_turn_is_marked_and_writes_the_new_executions_whole_history() -
         "ExecutionRewound",
     ]
     assert [e.event_id for e in rewound.commit.history] == [1, 2, 3]
-    [again] = rewound.commit.worker_items  # the failed activity is open again, for execution 2
+    [again] = rewound.commit.activity_items  # the failed activity is open again, for execution 2
     assert (again.name, again.execution_id, again.source_event_id) == ("A", 2, 2)
 
 
@@ -65,4 +65,4 @@ def test_an_ordinary_first_turn_is_not_marked_as_a_rewind() -> None:
     first = plan(OrchestrationStatus.PENDING, [], StartRequested(name="o"))
     assert not first.rewound
     assert first.commit.history[0].event_id == 1  # also starts at 1: why the flag is needed
-    assert [w.name for w in first.commit.worker_items] == ["A"]
+    assert [w.name for w in first.commit.activity_items] == ["A"]

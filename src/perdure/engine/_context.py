@@ -34,7 +34,7 @@ _GUID_NAMESPACE = uuid.UUID("9b0d5a52-8a8e-4c55-9d6e-5f0e0a4d7c11")
 _logger = logging.getLogger("perdure.orchestration")
 
 
-class _Turn(Protocol):
+class _Engine(Protocol):
     """What the context needs from the engine (implemented by ``perdure.engine._replay``)."""
 
     replaying: bool
@@ -86,8 +86,8 @@ class OrchestrationContext:
     from the call, and nothing is scheduled.
     """
 
-    def __init__(self, turn: _Turn, started: OrchestrationStarted, *, instance_id: str, execution_id: int) -> None:
-        self._turn = turn
+    def __init__(self, engine: _Engine, started: OrchestrationStarted, *, instance_id: str, execution_id: int) -> None:
+        self._engine = engine
         self._guid_counter = 0
         self._child_counter = 0
         self.instance_id = instance_id
@@ -108,11 +108,11 @@ class OrchestrationContext:
     @property
     def is_replaying(self) -> bool:
         """True while the code re-executes steps already recorded in history."""
-        return self._turn.replaying
+        return self._engine.replaying
 
     def now(self) -> datetime:
         """The current time, deterministic: when the event being processed was recorded (UTC)."""
-        return self._turn.current_time
+        return self._engine.current_time
 
     def new_guid(self) -> uuid.UUID:
         """A UUID that is the same on every replay (derived from instance, execution and a counter)."""
@@ -139,7 +139,7 @@ class OrchestrationContext:
 
         def attempt(number: int) -> DurableTask[Any]:
             task = _ScheduledTask(ActivityFailedError, f"activity {name!r}")
-            self._turn.schedule(ActivityScheduled(name=name, input=input, queue=queue, attempt=number), task)
+            self._engine.schedule(ActivityScheduled(name=name, input=input, queue=queue, attempt=number), task)
             return task
 
         return attempt(1) if retry is None else _RetryTask(self, retry, attempt)
@@ -162,7 +162,7 @@ class OrchestrationContext:
         else:
             raise TypeError(f"create_timer takes seconds, a timedelta or a datetime, not {type(fire_at).__name__}")
         task: DurableTask[None] = _ScheduledTask(TaskFailedError, "timer")
-        self._turn.schedule(TimerCreated(fire_at=max(due, self.now())), task)
+        self._engine.schedule(TimerCreated(fire_at=max(due, self.now())), task)
         return task
 
     def wait_for_event(self, name: str, timeout: float | timedelta | None = None) -> DurableTask[Any]:
@@ -191,10 +191,10 @@ class OrchestrationContext:
             if due < self.now():
                 raise ValueError(f"the timeout of wait_for_event must not be negative, got {timeout!r}")
         task: DurableTask[Any] = DurableTask()
-        self._turn.wait_event(name, task)
+        self._engine.wait_event(name, task)
         if due is None:
             return task
-        return _EventWithTimeout(self._turn, name, task, self.create_timer(due))
+        return _EventWithTimeout(self._engine, name, task, self.create_timer(due))
 
     def call_sub_orchestration(
         self,
@@ -223,7 +223,7 @@ class OrchestrationContext:
                 child_id = self._next_child_id() if instance_id is None else _derived_id(f"{instance_id}:{number}")
             task = _ScheduledTask(SubOrchestrationFailedError, f"sub-orchestration {name!r} ({child_id})")
             decision = SubOrchestrationScheduled(name=name, version=version, instance_id=child_id, input=input)
-            self._turn.schedule(decision, task)
+            self._engine.schedule(decision, task)
             return task
 
         return attempt(1) if retry is None else _RetryTask(self, retry, attempt)
@@ -239,7 +239,7 @@ class OrchestrationContext:
         _json.check_json(input, f"input of orchestration {name!r}")
         if instance_id is None:  # derived last: a refused call must not use up a child number
             instance_id = self._next_child_id()
-        self._turn.schedule(
+        self._engine.schedule(
             OrchestrationChained(name=name, version=version, instance_id=instance_id, input=input), None
         )
         return instance_id
@@ -249,12 +249,12 @@ class OrchestrationContext:
         check_instance_id(instance_id)
         check_name(name, "event name")
         _json.check_json(data, f"data of event {name!r}")
-        self._turn.schedule(EventSent(instance_id=instance_id, name=name, data=data), None)
+        self._engine.schedule(EventSent(instance_id=instance_id, name=name, data=data), None)
 
     def set_custom_status(self, value: Any) -> None:
         """Publish a JSON value that clients see as ``OrchestrationState.custom_status``."""
         _json.check_json(value, "custom status")
-        self._turn.schedule(CustomStatusUpdated(value=value), None)
+        self._engine.schedule(CustomStatusUpdated(value=value), None)
 
     def continue_as_new(self, input: Any = None, *, version: str | None = None) -> NoReturn:
         """End this execution now and start a new one with ``input`` (and maybe another version).
@@ -306,11 +306,11 @@ class _ScheduledTask(DurableTask[Any]):
 class _EventWithTimeout(DurableTask[Any]):
     """An event wait that gives up when its timer fires first, and then stops waiting for real."""
 
-    __slots__ = ("_name", "_turn", "_wait")
+    __slots__ = ("_engine", "_name", "_wait")
 
-    def __init__(self, turn: _Turn, name: str, wait: DurableTask[Any], timer: DurableTask[None]) -> None:
+    def __init__(self, engine: _Engine, name: str, wait: DurableTask[Any], timer: DurableTask[None]) -> None:
         super().__init__()
-        self._turn, self._name, self._wait = turn, name, wait
+        self._engine, self._name, self._wait = engine, name, wait
         wait._add_listener(self._event_came)
         timer._add_listener(self._timed_out)
 
@@ -320,7 +320,7 @@ class _EventWithTimeout(DurableTask[Any]):
     def _timed_out(self, _: DurableTask[Any]) -> None:
         if self._done:
             return
-        self._turn.withdraw_wait(self._name, self._wait)
+        self._engine.withdraw_wait(self._name, self._wait)
         self._fail(TimeoutError(f"no event {self._name!r} arrived in time"))
 
 

@@ -66,7 +66,7 @@ from perdure.engine.events import (
     TimerFired,
 )
 
-__all__ = ["OrchestrationFunction", "TurnResult", "describe", "run_turn"]
+__all__ = ["OrchestrationFunction", "ReplayOutcome", "describe", "replay"]
 
 _E = TypeVar("_E", bound=HistoryEvent)
 
@@ -81,8 +81,8 @@ _CONTROL_EVENTS = (OrchestrationSuspended, OrchestrationResumed, OrchestrationTe
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class TurnResult:
-    """The outcome of one turn.
+class ReplayOutcome:
+    """What one replay produced: the events to append and what the code decided.
 
     Attributes:
         new_events: Events to append to history, numbered and time-stamped, in order.
@@ -116,7 +116,7 @@ class TurnResult:
         return last if isinstance(last, TERMINAL_EVENTS) else None
 
 
-def run_turn(
+def replay(
     orchestration: OrchestrationFunction,
     *,
     instance_id: str,
@@ -124,8 +124,8 @@ def run_turn(
     history: Sequence[HistoryEvent],
     new_events: Sequence[HistoryEvent],
     now: datetime,
-) -> TurnResult:
-    """Replay ``history``, apply ``new_events`` and return what the turn decided.
+) -> ReplayOutcome:
+    """Replay ``history``, apply ``new_events`` and return what the code decided.
 
     Args:
         orchestration: The orchestration function of the pinned name and version.
@@ -138,11 +138,11 @@ def run_turn(
 
     Non-determinism and internal inconsistencies do not raise: the result fails the instance.
     """
-    return _Turn(orchestration, instance_id, execution_id, now).run(history, new_events)
+    return _Replay(orchestration, instance_id, execution_id, now).run(history, new_events)
 
 
-class _Turn:
-    """The state of one turn. Implements the ``_Turn`` protocol the context uses."""
+class _Replay:
+    """The state of one replay. Implements the ``_Engine`` protocol the context uses."""
 
     def __init__(self, orchestration: OrchestrationFunction, instance_id: str, execution_id: int, now: datetime):
         self.orchestration = orchestration
@@ -169,7 +169,7 @@ class _Turn:
 
     # --- driving the turn ---
 
-    def run(self, history: Sequence[HistoryEvent], new_events: Sequence[HistoryEvent]) -> TurnResult:
+    def run(self, history: Sequence[HistoryEvent], new_events: Sequence[HistoryEvent]) -> ReplayOutcome:
         consumed: list[int] = []
         dropped: list[tuple[int, str]] = []
         carryover: list[EventRaised] = []
@@ -211,7 +211,7 @@ class _Turn:
             return self.failed_by_engine(exc, history, len(new_events))
         finally:
             self.code.close()
-        return TurnResult(
+        return ReplayOutcome(
             new_events=self.appended,
             consumed=consumed,
             status=self.status,
@@ -405,7 +405,7 @@ class _Turn:
         if ending is not None:
             self.schedule(ending, None)
 
-    def failed_by_engine(self, exc: PerdureError, history: Sequence[HistoryEvent], message_count: int) -> TurnResult:
+    def failed_by_engine(self, exc: PerdureError, history: Sequence[HistoryEvent], message_count: int) -> ReplayOutcome:
         """The turn cannot be trusted: record only the failure, and consume every message."""
         error = ErrorDetails(type=type_name(exc), message=str(exc))
         # The custom status is what the stored history says; the part of this turn is thrown away.
@@ -415,7 +415,7 @@ class _Turn:
         if not ended:  # an execution records one terminal event, never a second
             next_id = history[-1].event_id + 1 if history else 1
             new_events = [OrchestrationFailed(event_id=next_id, timestamp=self.now, error=error)]
-        return TurnResult(
+        return ReplayOutcome(
             new_events=new_events,
             consumed=list(range(message_count)),
             status=OrchestrationStatus.FAILED,

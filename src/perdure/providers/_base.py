@@ -40,7 +40,7 @@ __all__ = [
     "WorkItem",
 ]
 
-QueueKind = Literal["orchestrator", "worker"]
+QueueKind = Literal["orchestrator", "activity"]
 
 
 class LockLostError(PerdureError):
@@ -168,7 +168,7 @@ class TurnCommit:
         execution_id: The execution ``history`` is appended to.
         history: New history events, numbered after the stored ones.
         state: The new instance state (``None``: unchanged).
-        worker_items: Activities to enqueue.
+        activity_items: Activities to enqueue.
         messages: Orchestrator messages to enqueue (timers, children, events, replies to a parent).
             One with ``new_instance`` for an instance that does not exist creates it (PENDING).
         consumed: Ids of the dequeued messages to delete; the others stay queued.
@@ -177,7 +177,7 @@ class TurnCommit:
     execution_id: int
     history: Sequence[HistoryEvent] = ()
     state: InstanceUpdate | None = None
-    worker_items: Sequence[ActivityRequest] = ()
+    activity_items: Sequence[ActivityRequest] = ()
     messages: Sequence[Message] = ()
     consumed: Sequence[int] = ()
 
@@ -291,7 +291,7 @@ class Provider(abc.ABC):
     async def queue_depths(self) -> dict[str, int]:
         """How many messages and work items are visible (due) now, by queue.
 
-        Keys are ``"orchestrator"`` and ``"worker:<queue name>"``. Sampled for the queue-depth
+        Keys are ``"orchestrator"`` and ``"activity:<queue name>"``. Sampled for the queue-depth
         metric; a provider that cannot count cheaply may keep this default (no samples).
         """
         return {}

@@ -89,7 +89,7 @@ class SignalBoard:
     """The signals of one provider: one per queue kind, and one per instance someone waits on."""
 
     def __init__(self) -> None:
-        self.queues = {"orchestrator": WorkSignal(), "worker": WorkSignal()}
+        self.queues = {"orchestrator": WorkSignal(), "activity": WorkSignal()}
         self._instances: dict[str, tuple[Signal, int]] = {}
 
     def work(self, kind: str, count: int = 1) -> None:

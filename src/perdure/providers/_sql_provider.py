@@ -103,7 +103,7 @@ class SqlProvider(Provider):
             raise LockLostError(f"the lock on instance {item.instance_id!r} expired and was taken over")
         self._signals.instance(item.instance_id)
         self._signals.work("orchestrator", len(commit.messages))
-        self._signals.work("worker", len(commit.worker_items))
+        self._signals.work("activity", len(commit.activity_items))
 
     async def abandon_orchestration_item(self, item: OrchestrationItem, delay: float = 0.0) -> None:
         await self._release_instance(item, delay)
@@ -126,7 +126,7 @@ class SqlProvider(Provider):
     async def abandon_work_item(self, item: WorkItem, delay: float = 0.0) -> None:
         if not await self._release_work_item(item, delay):
             raise _work_item_lost(item)
-        self._signals.work("worker")
+        self._signals.work("activity")
 
     async def renew_work_item(self, item: WorkItem, lock_seconds: float) -> None:
         if not await self._renew_work_item(item, lock_seconds):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from perdure._errors import ErrorDetails, InstanceAlreadyExistsError
-from perdure.engine._replay import TurnResult
+from perdure.engine._replay import ReplayOutcome
 from perdure.engine.events import (
     ActivityScheduled,
     Decision,
@@ -79,7 +79,7 @@ class Outbox:
     """Queue writes: messages to orchestration instances and work items for the worker queues."""
 
     messages: list[Message] = field(default_factory=list)
-    worker_items: list[ActivityRequest] = field(default_factory=list)
+    activity_items: list[ActivityRequest] = field(default_factory=list)
 
 
 def decision_writes(
@@ -93,7 +93,7 @@ def decision_writes(
     outbox = Outbox()
     for decision in decisions:
         if isinstance(decision, ActivityScheduled):
-            outbox.worker_items.append(_activity_request(decision, sender))
+            outbox.activity_items.append(_activity_request(decision, sender))
         elif isinstance(decision, TimerCreated):
             outbox.messages.append(_timer(decision, sender))
         elif isinstance(decision, SubOrchestrationScheduled):
@@ -207,7 +207,7 @@ def reply_taken(instance_id: str, request: StartRequested) -> Message | None:
 
 def end_writes(
     sender: Sender,
-    result: TurnResult,
+    result: ReplayOutcome,
     history: Sequence[HistoryEvent],
     parent: Parent | None,
     *,

@@ -29,7 +29,7 @@ from perdure._errors import (
 )
 from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure._tracing import execution_trace_context
-from perdure.engine._replay import OrchestrationFunction, TurnResult, run_turn
+from perdure.engine._replay import OrchestrationFunction, ReplayOutcome, replay
 from perdure.engine.events import (
     Completion,
     EventRaised,
@@ -67,7 +67,7 @@ class TurnPlan:
     """
 
     commit: TurnCommit
-    result: TurnResult | None = None
+    result: ReplayOutcome | None = None
     warnings: list[str] = field(default_factory=list)
     replayed: Sequence[HistoryEvent] = ()
     notes: list[str] = field(default_factory=list)
@@ -123,7 +123,7 @@ class _Planner:
     def planned(
         self,
         commit: TurnCommit,
-        result: TurnResult | None = None,
+        result: ReplayOutcome | None = None,
         replayed: Sequence[HistoryEvent] = (),
         *,
         rewound: bool = False,
@@ -305,7 +305,7 @@ class _Planner:
         """Run the engine; ``rewritten`` replaces the stored history (rewind) and is written in full."""
         item = self.item
         history = item.history or [] if rewritten is None else rewritten
-        result = run_turn(
+        result = replay(
             function,
             instance_id=item.instance_id,
             execution_id=execution_id,
@@ -338,13 +338,13 @@ class _Planner:
             execution_id=execution_id,
             history=result.new_events if rewritten is None else [*rewritten, *result.new_events],
             state=_instance_update(started, result, execution_id),
-            worker_items=outbox.worker_items,
+            activity_items=outbox.activity_items,
             messages=[*self.replies, *outbox.messages, *ending],
             consumed=sorted(consumed),
         )
         return self.planned(commit, result, history, rewound=rewritten is not None)
 
-    def terminate_recursively(self, accepted: list[QueuedMessage], result: TurnResult) -> bool:
+    def terminate_recursively(self, accepted: list[QueuedMessage], result: ReplayOutcome) -> bool:
         return any(
             isinstance(accepted[i].event, TerminateRequested) and accepted[i].event.recursive  # type: ignore[union-attr]
             for i in result.consumed
@@ -379,7 +379,7 @@ class _Planner:
         commit = replace(
             plan.commit,
             messages=[*plan.commit.messages, *reopened.messages],
-            worker_items=[*plan.commit.worker_items, *reopened.worker_items],
+            activity_items=[*plan.commit.activity_items, *reopened.activity_items],
         )
         return replace(plan, commit=commit)
 
@@ -408,7 +408,7 @@ def _pinned_start(registry: OrchestrationRegistry, request: StartRequested) -> O
     )
 
 
-def _instance_update(started: OrchestrationStarted, result: TurnResult, execution_id: int) -> InstanceUpdate:
+def _instance_update(started: OrchestrationStarted, result: ReplayOutcome, execution_id: int) -> InstanceUpdate:
     """The instance row after a turn that ran the code; after continue-as-new, it describes the next execution."""
     terminal = result.terminal_event
     instance_input = started.input

@@ -34,7 +34,7 @@ class WorkDispatcher(Dispatcher[WorkItem]):
     renewed while an activity runs, so long activities are not taken over.
     """
 
-    kind = "worker"
+    kind = "activity"
 
     def __init__(
         self,
@@ -58,7 +58,7 @@ class WorkDispatcher(Dispatcher[WorkItem]):
         return await self.provider.fetch_work_item(self.queues, self.options.activity_lock_seconds)
 
     async def idle(self) -> None:
-        await self.provider.wait_for_work("worker", self.idle_timeout, self.queues)
+        await self.provider.wait_for_work("activity", self.idle_timeout, self.queues)
 
     async def release(self, item: WorkItem) -> None:
         with contextlib.suppress(LockLostError):

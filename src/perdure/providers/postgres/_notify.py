@@ -64,7 +64,7 @@ class Listener:
             if origin == self._origin:
                 return
             self._signals.work("orchestrator", int(orchestrator))
-            self._signals.work("worker", int(worker))
+            self._signals.work("activity", int(worker))
         except ValueError:
             self._signals.everything()
             return

@@ -219,7 +219,7 @@ class PostgresProvider(SqlProvider):
         params = turn_params(item, commit)
         params["notify"] = self._listener.notice(
             orchestrator=len(commit.messages),
-            worker=len(commit.worker_items),
+            worker=len(commit.activity_items),
             instance=item.instance_id if commit.state is not None else None,
         )
         row = await self._fetchone(_Q["ack_orchestration_item"], params)

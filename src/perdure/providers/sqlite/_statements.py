@@ -147,7 +147,7 @@ def commit_turn(db: sqlite3.Connection, item: OrchestrationItem, commit: TurnCom
             Q["insert_work_item"],
             [
                 {"queue": r.queue, "instance_id": r.instance_id, "request": encode_request(r), "now": now}
-                for r in commit.worker_items
+                for r in commit.activity_items
             ],
         )
         _enqueue(db, commit.messages, now)
@@ -213,7 +213,7 @@ def queue_depths(db: sqlite3.Connection) -> dict[str, int]:
     now = time.time()
     depths = {"orchestrator": int(db.execute(Q["orchestrator_queue_depth"], {"now": now}).fetchone()[0])}
     for queue, count in db.execute(Q["worker_queue_depths"], {"now": now}):
-        depths[f"worker:{queue}"] = int(count)
+        depths[f"activity:{queue}"] = int(count)
     return depths
 
 
