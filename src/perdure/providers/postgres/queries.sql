@@ -158,4 +158,4 @@ WHERE queue = ANY (%(queues)s::text[])
 -- Messages and work items due now, by queue (for the queue-depth metric).
 SELECT 'orchestrator', count(*) FROM orchestrator_queue WHERE visible_at <= now()
 UNION ALL
-SELECT 'worker:' || queue, count(*) FROM worker_queue WHERE visible_at <= now() GROUP BY queue
+SELECT 'activity:' || queue, count(*) FROM worker_queue WHERE visible_at <= now() GROUP BY queue
