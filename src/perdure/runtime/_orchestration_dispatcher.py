@@ -17,7 +17,7 @@ from perdure.engine.events import (
     OrchestrationStarted,
     OrchestrationTerminated,
 )
-from perdure.providers._base import LockLostError, OrchestrationItem, Provider
+from perdure.providers._base import InstanceUpdate, LockLostError, OrchestrationItem, Provider
 from perdure.runtime._dispatcher import Dispatcher
 from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
@@ -99,6 +99,8 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
             return
         self.metrics.count("turns", "committed")
         self.metrics.record("turn.duration", time.perf_counter() - began)
+        if commit.state is not None and commit.state.status is OrchestrationStatus.FAILED:
+            _log_failure(item.instance_id, commit.execution_id, commit.state)
         terminal = commit.history[-1] if commit.history else None
         if isinstance(terminal, TERMINAL_EVENTS):
             self._ended(item, plan, terminal)
@@ -176,3 +178,25 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
                 "event_ids": [e.event_id for e in new],
             },
         )
+
+
+def _log_failure(instance_id: str, execution_id: int, state: InstanceUpdate) -> None:
+    """Say that an instance failed, with what an alert needs as ``extra`` fields too."""
+    error = state.error
+    error_type, message = (error.type, error.message) if error is not None else ("unknown", "")
+    what = state.name if state.version is None else f"{state.name}@{state.version}"  # None: it never started
+    _log.warning(
+        "instance %r of %s failed: %s: %s",
+        instance_id,
+        what,
+        error_type,
+        message,
+        extra={
+            "instance_id": instance_id,
+            "execution_id": execution_id,
+            "orchestration": state.name,
+            "version": state.version,
+            "error_type": error_type,
+            "error_message": message,
+        },
+    )
