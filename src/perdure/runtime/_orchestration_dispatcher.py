@@ -24,6 +24,7 @@ from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._registry import OrchestrationRegistry
 from perdure.runtime._rewind import children_to_rewind
 from perdure.runtime._turn import Abandon, TurnPlan, plan_turn
+from perdure.runtime._watchdog import Running, Work
 
 __all__ = ["OrchestrationDispatcher"]
 
@@ -49,8 +50,10 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         options: RuntimeOptions,
         metrics: Metrics | None = None,
         tracer: Tracer | None = None,
+        running: Running | None = None,
     ) -> None:
         super().__init__(provider, options.orchestration_concurrency, options.idle_timeout)
+        self.running = running or Running()
         self.registry = registry
         self.options = options
         self.metrics = metrics or Metrics()
@@ -66,9 +69,11 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         try:
             # A rewind restarts the failed run's children: read their states here, so planning stays pure.
             children = {child: await self._child_to_rewind(child) for child in children_to_rewind(item)}
-            plan = plan_turn(
-                item, self.registry, self.options, datetime.now(UTC), children, tracing=self.tracer is not None
-            )
+            turn = Work(item.instance_id, item.state.execution_id if item.state else None)
+            with self.running.doing(turn):  # the watchdog names it if orchestration code blocks the loop
+                plan = plan_turn(
+                    item, self.registry, self.options, datetime.now(UTC), children, tracing=self.tracer is not None
+                )
         except Exception:
             # A bug or a misbehaving registry: put it back; the attempt count makes it poison eventually.
             attempts = max((m.dequeue_count for m in item.messages), default=1)
