@@ -390,6 +390,40 @@ async def test_log_records_carry_the_instance_execution_and_event_ids(
     mine = [r for r in caplog.records if getattr(r, "instance_id", None) == "ids-1"]
     # The replay-safe orchestration logger logs each line once, however often the code is replayed.
     assert [r.getMessage() for r in mine if r.name == "perdure.orchestration"] == ["before", "after"]
-    [failure] = [r for r in mine if r.name == "perdure.runtime" and "failed" in r.getMessage()]
+    [failure] = [r for r in mine if r.name == "perdure.runtime" and getattr(r, "activity", None) == "Step"]
     assert failure.execution_id == 1 and failure.event_id == 4  # type: ignore[attr-defined]
     assert "ConnectionError: B is down" in failure.getMessage()
+
+
+async def test_a_failed_instance_is_logged_as_a_warning_with_its_name_version_and_error(
+    provider: Provider, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="perdure")
+    registry = Registry()
+
+    @registry.orchestration("Refund", version="2.1.0")
+    async def refund(ctx: OrchestrationContext, amount: int) -> int:
+        if amount < 0:
+            raise ValueError(f"cannot refund {amount}")
+        return amount
+
+    async with Runtime(provider, registry, FAST):
+        client = Client(provider)
+        await client.start_orchestration("refund-ok", "Refund", 5)
+        await client.start_orchestration("refund-bad", "Refund", -5)
+        await client.wait_for_orchestration("refund-ok")
+        await client.wait_for_orchestration("refund-bad")
+
+    warnings = [r for r in caplog.records if r.name == "perdure.runtime" and r.levelno >= logging.WARNING]
+    [failure] = warnings  # one line for the failed instance, none for the completed one
+    assert failure.levelno == logging.WARNING
+    assert failure.getMessage() == "instance 'refund-bad' of Refund@2.1.0 failed: ValueError: cannot refund -5"
+    fields = ("instance_id", "execution_id", "orchestration", "version", "error_type", "error_message")
+    assert {field: getattr(failure, field) for field in fields} == {
+        "instance_id": "refund-bad",
+        "execution_id": 1,
+        "orchestration": "Refund",
+        "version": "2.1.0",
+        "error_type": "ValueError",
+        "error_message": "cannot refund -5",
+    }

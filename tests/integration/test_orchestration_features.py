@@ -7,6 +7,7 @@ import threading
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from runtime_support import assert_history_sound, events_of, history_has, running, wait_until
 
 from perdure import (
@@ -439,6 +440,56 @@ async def test_retry_policy_retries_a_failing_activity(provider: Provider) -> No
     assert [e.attempt for e in events_of(history, ActivityScheduled)] == [1, 2, 3]
     assert len(events_of(history, TimerCreated)) == 2
     assert len(events_of(history, ActivityFailed)) == 2
+
+
+class Declined(Exception):
+    """A failure that no retry can fix."""
+
+
+@pytest.mark.parametrize("non_retryable", ["Declined", Declined], ids=["by name", "by class"])
+async def test_non_retryable_errors_fail_activities_and_children_at_once(
+    provider: Provider, non_retryable: Any
+) -> None:
+    registry = Registry()
+
+    @registry.activity()
+    def charge(ctx: ActivityContext, outcome: str) -> str:
+        if outcome == "declined":
+            raise Declined("card declined")
+        if ctx.attempt < 3:
+            raise ConnectionError("bank unreachable")
+        return f"charged on attempt {ctx.attempt}"
+
+    @registry.orchestration()
+    async def payment(ctx: OrchestrationContext, outcome: str) -> str:
+        raise Declined("card declined") if outcome == "declined" else ConnectionError("bank unreachable")
+
+    @registry.orchestration()
+    async def checkout(ctx: OrchestrationContext) -> list[str]:
+        policy = RetryPolicy(max_attempts=3, initial_interval=0.01, non_retryable_errors=[non_retryable])
+        results = []
+        for outcome in ("declined", "flaky"):
+            try:
+                results.append(await ctx.call_activity("charge", outcome, retry=policy))
+            except ActivityFailedError as exc:
+                results.append(exc.details.type.rsplit(".", 1)[-1])
+        for outcome in ("declined", "flaky"):
+            try:
+                results.append(await ctx.call_sub_orchestration("payment", outcome, retry=policy))
+            except SubOrchestrationFailedError as exc:
+                results.append(exc.details.type.rsplit(".", 1)[-1])
+        return results
+
+    async with running(provider, registry) as client:
+        await client.start_orchestration("checkout", "checkout")
+        state = await client.wait_for_orchestration("checkout", timeout=20)
+
+    assert state.output == ["Declined", "charged on attempt 3", "Declined", "ConnectionError"]
+    history = await client.get_history("checkout")
+    assert_history_sound(history)
+    # A non-retryable failure is one attempt; a retryable one runs the policy's three.
+    assert [e.input for e in events_of(history, ActivityScheduled)] == ["declined", "flaky", "flaky", "flaky"]
+    assert [e.input for e in events_of(history, SubOrchestrationScheduled)] == ["declined", "flaky", "flaky", "flaky"]
 
 
 async def test_custom_status_is_visible_to_clients(provider: Provider) -> None:

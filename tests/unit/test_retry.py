@@ -65,6 +65,26 @@ def test_validation(kwargs: dict[str, Any], message: str) -> None:
         RetryPolicy(**kwargs)
 
 
+@pytest.mark.parametrize(
+    ("kinds", "error", "message"),
+    [
+        ("KeyError", TypeError, "not one string"),
+        (["KeyError", 42], TypeError, "not 42"),
+        ([dict], TypeError, "not <class 'dict'>"),
+        (["  "], ValueError, "must not hold an empty name"),
+    ],
+)
+def test_non_retryable_errors_are_names_or_exception_classes(kinds: Any, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        RetryPolicy(non_retryable_errors=kinds)
+
+
+def test_non_retryable_errors_are_kept_as_a_tuple_so_the_policy_is_hashable() -> None:
+    policy = RetryPolicy(non_retryable_errors=["KeyError", ValueError])
+    assert policy.non_retryable_errors == ("KeyError", ValueError)
+    assert hash(policy) == hash(RetryPolicy(non_retryable_errors=("KeyError", ValueError)))
+
+
 def test_defaults() -> None:
     policy = RetryPolicy()
     assert (policy.max_attempts, policy.delay_before(2), policy.delay_before(3)) == (3, 1.0, 2.0)
@@ -90,6 +110,17 @@ def test_should_retry() -> None:
     assert not policy.should_retry(1, ErrorDetails(type="other.module.Boom", message=""))  # by last component
     assert policy.should_retry(1, ErrorDetails(type="other.module.Fatal", message=""))  # a qualified name is exact
     assert policy.should_retry(1, ErrorDetails(type="app.NotFatal", message=""))
+
+
+def test_should_retry_matches_a_class_by_its_qualified_name_and_not_its_subclasses() -> None:
+    policy = RetryPolicy(max_attempts=3, non_retryable_errors=[Transient])
+    assert not policy.should_retry(1, ErrorDetails.from_exception(Transient()))
+    assert policy.should_retry(1, ErrorDetails(type="elsewhere.Transient", message=""))  # another class, same name
+
+    class Narrower(Transient):
+        pass
+
+    assert policy.should_retry(1, ErrorDetails.from_exception(Narrower()))
 
 
 # --- retries in an orchestration -----------------------------------------------------------------
@@ -152,6 +183,30 @@ def test_non_retryable_error_fails_at_once(non_retryable: Any) -> None:
     assert "KeyError" in result.error.message
     assert sum(isinstance(e, ActivityScheduled) for e in driver.history) == 1
     assert not any(isinstance(e, TimerCreated) for e in driver.history)
+
+
+@pytest.mark.parametrize("non_retryable", ["KeyError", KeyError])
+def test_non_retryable_child_failure_fails_at_once_and_others_are_retried(non_retryable: Any) -> None:
+    async def child(ctx: Ctx, error: str) -> Any:
+        if error == "KeyError":
+            raise KeyError("gone")
+        raise Transient("later")
+
+    async def orch(ctx: Ctx, _: Any) -> Any:
+        policy = RetryPolicy(max_attempts=3, initial_interval=1, non_retryable_errors=[non_retryable])
+        failures = []
+        for error in ("KeyError", "Transient"):
+            try:
+                await ctx.call_sub_orchestration("Child", error, retry=policy)
+            except SubOrchestrationFailedError as exc:
+                failures.append(exc.details.type)
+        return failures
+
+    driver = Driver(orch, children={"Child": child}).start()
+    result = driver.run()
+    assert result.output == ["KeyError", f"{__name__}.Transient"]
+    scheduled = [e.input for e in driver.history if isinstance(e, SubOrchestrationScheduled)]
+    assert scheduled == ["KeyError", "Transient", "Transient", "Transient"]
 
 
 def test_retry_replays_identically_from_every_committed_turn() -> None:

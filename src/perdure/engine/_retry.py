@@ -23,8 +23,12 @@ class RetryPolicy:
         initial_interval: Wait before the second attempt.
         backoff_coefficient: Each later wait is the previous one times this.
         max_interval: Upper bound of a single wait (``None``: unbounded).
-        non_retryable_errors: Error type names (or types) that fail at once, without retry.
-            A name matches the error's qualified name or its last component.
+        non_retryable_errors: Error types that fail at once, without retry: names (``"KeyError"``,
+            ``"app.errors.Declined"``) or exception classes. A name matches an error whose
+            qualified type name is that name, or whose last component is (``"Declined"`` matches
+            ``app.errors.Declined``); a class matches by its qualified name. Only the exact type
+            raised is compared, not its base classes. For a child orchestration, the type is that
+            of the exception its code raised.
     """
 
     max_attempts: int = 3
@@ -42,6 +46,7 @@ class RetryPolicy:
             raise ValueError("backoff_coefficient must be >= 1")
         if self.max_interval is not None and _seconds(self.max_interval) < 0:
             raise ValueError("max_interval must not be negative")
+        object.__setattr__(self, "non_retryable_errors", _error_types(self.non_retryable_errors))
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before ``attempt`` (2 for the first retry)."""
@@ -55,6 +60,19 @@ class RetryPolicy:
         if failed_attempt >= self.max_attempts:
             return False
         return not any(error.is_type(kind) for kind in self.non_retryable_errors)
+
+
+def _error_types(kinds: Sequence[str | type[BaseException]]) -> tuple[str | type[BaseException], ...]:
+    """``kinds`` as a tuple (so the policy stays hashable), each checked to be a name or an exception class."""
+    if isinstance(kinds, str):  # one name is a sequence of one-letter names: refuse it rather than match "r"
+        raise TypeError("non_retryable_errors must be a sequence of error types, not one string")
+    for kind in kinds:
+        if isinstance(kind, str):
+            if not kind.strip():
+                raise ValueError("non_retryable_errors must not hold an empty name")
+        elif not (isinstance(kind, type) and issubclass(kind, BaseException)):
+            raise TypeError(f"non_retryable_errors takes type names or exception classes, not {kind!r}")
+    return tuple(kinds)
 
 
 def _seconds(value: timedelta | float) -> float:

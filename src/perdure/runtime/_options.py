@@ -40,6 +40,8 @@ class RuntimeOptions:
         meter_provider: The OpenTelemetry meter provider for metrics; ``None`` uses the global
             one. ``Runtime.metrics`` counts in-process either way.
         queue_depth_interval: Seconds between samples of the queue depths (``0`` disables them).
+        blocked_loop_warning: Log a warning (logger ``perdure.watchdog``) naming the activity or
+            turn that blocks the event loop for longer than this many seconds (``0`` disables it).
     """
 
     orchestration_concurrency: int = 4
@@ -57,6 +59,7 @@ class RuntimeOptions:
     tracer_provider: Any = None
     meter_provider: Any = None
     queue_depth_interval: float = 10.0
+    blocked_loop_warning: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("orchestration_concurrency", "activity_concurrency", "max_dispatch_attempts"):
@@ -66,8 +69,9 @@ class RuntimeOptions:
         for name in ("lock_seconds", "activity_lock_seconds", "idle_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        if self.queue_depth_interval < 0:
-            raise ValueError("queue_depth_interval must be >= 0")
+        for name in ("queue_depth_interval", "blocked_loop_warning"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
         if isinstance(self.activity_queues, str):
             raise TypeError("activity_queues must be a sequence of queue names, not one string")
         for queue in self.activity_queues:

@@ -17,13 +17,14 @@ from perdure.engine.events import (
     OrchestrationStarted,
     OrchestrationTerminated,
 )
-from perdure.providers._base import LockLostError, OrchestrationItem, Provider
+from perdure.providers._base import InstanceUpdate, LockLostError, OrchestrationItem, Provider
 from perdure.runtime._dispatcher import Dispatcher
 from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._registry import OrchestrationRegistry
 from perdure.runtime._rewind import children_to_rewind
 from perdure.runtime._turn import Abandon, TurnPlan, plan_turn
+from perdure.runtime._watchdog import Running, Work
 
 __all__ = ["OrchestrationDispatcher"]
 
@@ -49,8 +50,10 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         options: RuntimeOptions,
         metrics: Metrics | None = None,
         tracer: Tracer | None = None,
+        running: Running | None = None,
     ) -> None:
         super().__init__(provider, options.orchestration_concurrency, options.idle_timeout)
+        self.running = running or Running()
         self.registry = registry
         self.options = options
         self.metrics = metrics or Metrics()
@@ -66,9 +69,11 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         try:
             # A rewind restarts the failed run's children: read their states here, so planning stays pure.
             children = {child: await self._child_to_rewind(child) for child in children_to_rewind(item)}
-            plan = plan_turn(
-                item, self.registry, self.options, datetime.now(UTC), children, tracing=self.tracer is not None
-            )
+            turn = Work(item.instance_id, item.state.execution_id if item.state else None)
+            with self.running.doing(turn):  # the watchdog names it if orchestration code blocks the loop
+                plan = plan_turn(
+                    item, self.registry, self.options, datetime.now(UTC), children, tracing=self.tracer is not None
+                )
         except Exception:
             # A bug or a misbehaving registry: put it back; the attempt count makes it poison eventually.
             attempts = max((m.dequeue_count for m in item.messages), default=1)
@@ -99,6 +104,8 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
             return
         self.metrics.count("turns", "committed")
         self.metrics.record("turn.duration", time.perf_counter() - began)
+        if commit.state is not None and commit.state.status is OrchestrationStatus.FAILED:
+            _log_failure(item.instance_id, commit.execution_id, commit.state)
         terminal = commit.history[-1] if commit.history else None
         if isinstance(terminal, TERMINAL_EVENTS):
             self._ended(item, plan, terminal)
@@ -176,3 +183,25 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
                 "event_ids": [e.event_id for e in new],
             },
         )
+
+
+def _log_failure(instance_id: str, execution_id: int, state: InstanceUpdate) -> None:
+    """Say that an instance failed, with what an alert needs as ``extra`` fields too."""
+    error = state.error
+    error_type, message = (error.type, error.message) if error is not None else ("unknown", "")
+    what = state.name if state.version is None else f"{state.name}@{state.version}"  # None: it never started
+    _log.warning(
+        "instance %r of %s failed: %s: %s",
+        instance_id,
+        what,
+        error_type,
+        message,
+        extra={
+            "instance_id": instance_id,
+            "execution_id": execution_id,
+            "orchestration": state.name,
+            "version": state.version,
+            "error_type": error_type,
+            "error_message": message,
+        },
+    )

@@ -13,6 +13,7 @@ from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._orchestration_dispatcher import OrchestrationDispatcher
 from perdure.runtime._registry import Registry
+from perdure.runtime._watchdog import Running, Watchdog
 from perdure.runtime._work_dispatcher import WorkDispatcher
 
 __all__ = ["Runtime"]
@@ -43,6 +44,7 @@ class Runtime:
         self.metrics = Metrics(self.options.meter_provider)
         self._dispatchers: list[OrchestrationDispatcher | WorkDispatcher] = []
         self._sampler: asyncio.Task[None] | None = None
+        self._watchdog: Watchdog | None = None
 
     @property
     def running(self) -> bool:
@@ -59,14 +61,20 @@ class Runtime:
             turn_log = logging.getLogger("perdure.turn")
             if turn_log.level == logging.NOTSET:
                 turn_log.setLevel(logging.DEBUG)  # the switch is the opt-in; let the records through
+        running = Running()
         if options.run_orchestrations:
             self._dispatchers.append(
-                OrchestrationDispatcher(self.provider, self.registry.orchestrations, options, self.metrics, tracer)
+                OrchestrationDispatcher(
+                    self.provider, self.registry.orchestrations, options, self.metrics, tracer, running
+                )
             )
         if options.run_activities:
             self._dispatchers.append(
-                WorkDispatcher(self.provider, self.registry.activities, options, self.metrics, tracer)
+                WorkDispatcher(self.provider, self.registry.activities, options, self.metrics, tracer, running)
             )
+        if options.blocked_loop_warning > 0:
+            self._watchdog = Watchdog(running, options.blocked_loop_warning)
+            self._watchdog.start()
         for dispatcher in self._dispatchers:
             dispatcher.start()
         if options.queue_depth_interval > 0:
@@ -100,6 +108,9 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await sampler
         await asyncio.gather(*(dispatcher.stop(timeout) for dispatcher in dispatchers))
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:  # last: a shutdown held up by blocking code is still reported
+            watchdog.stop()
 
     async def __aenter__(self) -> Runtime:
         await self.start()

@@ -21,6 +21,7 @@ from perdure.runtime._dispatcher import Dispatcher
 from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._registry import ActivityRegistry, RegisteredActivity
+from perdure.runtime._watchdog import Running, Work
 
 __all__ = ["WorkDispatcher"]
 
@@ -43,8 +44,10 @@ class WorkDispatcher(Dispatcher[WorkItem]):
         options: RuntimeOptions,
         metrics: Metrics | None = None,
         tracer: Tracer | None = None,
+        running: Running | None = None,
     ) -> None:
         super().__init__(provider, options.activity_concurrency, options.idle_timeout)
+        self.running = running or Running()
         self.registry = registry
         self.options = options
         self.metrics = metrics or Metrics()
@@ -164,7 +167,8 @@ class WorkDispatcher(Dispatcher[WorkItem]):
     async def _call(self, activity: RegisteredActivity, ctx: ActivityContext, input: Any) -> Any:
         args = (ctx, input) if activity.takes_input else (ctx,)
         if activity.is_async:
-            return await activity.function(*args)
+            with self.running.doing(Work(ctx.instance_id, ctx.execution_id, ctx.name)):  # named if it blocks the loop
+                return await activity.function(*args)
         call = functools.partial(contextvars.copy_context().run, activity.function, *args)
         return await asyncio.get_running_loop().run_in_executor(self._threads, call)
 
