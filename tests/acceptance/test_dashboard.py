@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from tests.acceptance.operator_support import FAST, FLAKY, Seeded, registry, seed
+from tests.acceptance.operator_support import FAST, FLAKY, Seeded, registry, seed, wait_status
 
 from perdure import Client, OrchestrationState, OrchestrationStatus, Runtime, SqliteProvider
 from perdure._state import ACTIONS
@@ -427,3 +428,184 @@ def test_the_pages_load_nothing_from_other_hosts() -> None:
         text = asset.read_text(encoding="utf-8")
         assert not re.search(r"(src|href)=\"(https?:)?//", text), asset.name
         assert "http://" not in text.replace("http://www.w3.org/2000/svg", ""), asset.name
+
+
+# --- bad parameters ----------------------------------------------------------------------------
+
+BAD_QUERIES = [
+    ("api/instances", {"status": "bogus"}),
+    ("api/instances", {"status": "running,bogus"}),
+    ("api/instances", {"limit": "-1"}),
+    ("api/instances", {"limit": "0"}),
+    ("api/instances", {"limit": "abc"}),
+    ("api/instances", {"limit": "1e3"}),
+    ("api/instances", {"limit": str(10**9)}),
+    ("api/instances", {"limit": "9" * 5000}),
+    ("api/instances", {"after": "order-\x1b[2J"}),
+    ("api/instances", {"after": "x" * 300}),
+    ("api/instances", {"prefix": "order-\x00"}),
+    ("api/instances", {"name": "Greeting\x9b"}),
+    ("api/instances", {"created_after": "yesterday"}),
+    ("api/instances", {"created_after": "2024-13-45"}),
+    ("api/instances", {"created_before": "99999999999w"}),
+    ("api/instance", {}),
+    ("api/instance", {"id": "order-\x1b]0;pwned\x07"}),
+    ("api/instance", {"id": "x" * 300}),
+    ("api/instance", {"id": "order-completed", "execution": "abc"}),
+    ("api/instance", {"id": "order-completed", "execution": "-1"}),
+    ("api/instance", {"id": "order-completed", "execution": "0"}),
+    ("api/instance", {"id": "order-completed", "execution": "2"}),  # it has one execution
+    ("api/instance", {"id": "order-completed", "execution": "9" * 30}),
+    ("api/download", {"id": "order-completed"}),
+    ("api/download", {"id": "order-completed", "field": "secrets"}),
+    ("api/download", {"field": "input"}),
+    ("api/download", {"id": "\x9b", "field": "input"}),
+]
+
+
+def assert_short_error(response: httpx.Response, status: int) -> None:
+    assert response.status_code == status, response.text[:300]
+    error = response.json()["error"]
+    assert isinstance(error, str) and 0 < len(error) < 300, error
+
+
+@pytest.mark.parametrize(("path", "params"), BAD_QUERIES)
+def test_a_bad_parameter_is_a_short_400(site: tuple[str, Seeded, Path], path: str, params: dict[str, str]) -> None:
+    assert_short_error(httpx.get(site[0] + path, params=params), 400)
+
+
+def test_good_edge_values_are_accepted(site: tuple[str, Seeded, Path]) -> None:
+    url, ids, _ = site
+    for params in ({"limit": "500"}, {"limit": "1"}, {"status": "running,COMPLETED"}, {"created_after": "7d"}):
+        assert httpx.get(url + "api/instances", params=params).status_code == 200, params
+    data = httpx.get(url + "api/instance", params={"id": ids.completed, "execution": "1"}).json()
+    assert data["history"][0]["type"] == "OrchestrationStarted"
+
+
+def test_an_unknown_instance_is_404(site: tuple[str, Seeded, Path]) -> None:
+    url, _, _ = site
+    assert_short_error(httpx.get(url + "api/instance", params={"id": "ghost"}), 404)
+    assert_short_error(httpx.get(url + "api/download", params={"id": "ghost", "field": "input"}), 404)
+
+
+def test_an_action_with_a_bad_parameter_or_body_is_a_short_400(site: tuple[str, Seeded, Path]) -> None:
+    url, ids, _ = site
+    with httpx.Client() as browser_like:
+        headers = {"Origin": url.rstrip("/"), "X-Perdure-CSRF": csrf_of(browser_like.get(url).text)}
+
+        def post(action: str, query: str, body: bytes) -> httpx.Response:
+            return browser_like.post(f"{url}api/instance/{action}{query}", headers=headers, content=body)
+
+        for action, query, body in [
+            ("suspend", "", b"{}"),
+            ("suspend", "?id=", b"{}"),
+            ("suspend", "?id=order-%1b%5b2J", b"{}"),
+            ("suspend", f"?id={ids.running}", b"[]"),
+            ("suspend", f"?id={ids.running}", b"\xff"),
+            ("suspend", f"?id={ids.running}", b'{"reason": 5}'),
+            ("terminate", f"?id={ids.running}", b'{"reason": ["x"]}'),
+            ("raise-event", f"?id={ids.running}", b'{"name": 5}'),
+            ("raise-event", f"?id={ids.running}", b'{"name": "go\\u001b"}'),
+        ]:
+            assert_short_error(post(action, query, body), 400)
+        assert_short_error(post("suspend", "?id=ghost", b"{}"), 404)
+    status = httpx.get(url + "api/instance", params={"id": ids.running}).json()["instance"]["status"]
+    assert status != "SUSPENDED"
+
+
+# --- big values --------------------------------------------------------------------------------
+
+BIG = "x" * (1 << 20)  # 1 MiB of text: its JSON is 2 characters longer
+
+
+async def seed_big(path: Path) -> None:
+    """Three instances whose inputs (and output, error) are 1 MiB each."""
+    failing, FLAKY["fail"] = FLAKY["fail"], True
+    provider = await SqliteProvider.open(path)
+    try:
+        client = Client(provider)
+        async with Runtime(provider, registry, FAST):
+            await client.start_orchestration("big-greeting", "Greeting", BIG)
+            await client.start_orchestration("big-failure", "Flaky", BIG)
+            await client.start_orchestration("big-waiter", "Waiter", BIG)
+            await client.wait_for_orchestration("big-greeting", timeout=30)
+            await client.wait_for_orchestration("big-failure", timeout=30)
+            await wait_status(client, "big-waiter", OrchestrationStatus.RUNNING, timeout=30)
+    finally:
+        await provider.close()
+        FLAKY["fail"] = failing
+
+
+@pytest.fixture(scope="module")
+def big_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    db = tmp_path_factory.mktemp("big") / "perdure.db"
+    # In a thread of its own: the browser's event loop may already run in this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, seed_big(db)).result(120)
+    process, url = start_dashboard(db)
+    try:
+        yield url
+    finally:
+        stop_process(process)
+
+
+def test_the_list_sends_summaries_not_whole_values(big_site: str) -> None:
+    response = httpx.get(big_site + "api/instances")
+    assert response.status_code == 200
+    assert len(response.content) < 8_000  # three instances holding 1 MiB each (6 MiB before)
+    instances = {i["instance_id"]: i for i in response.json()["instances"]}
+    assert set(instances) == {"big-greeting", "big-failure", "big-waiter"}
+    greeting = instances["big-greeting"]
+    assert not {"input", "output", "error", "custom_status"} & set(greeting)
+    assert greeting["input_preview"] == {"text": '"' + "x" * 199, "truncated": True, "length": len(BIG) + 2}
+    assert greeting["output_preview"]["truncated"] and greeting["output_preview"]["text"].startswith('"Hello, xxx')
+    assert greeting["custom_status_preview"] == {"text": '{"step": "greeting"}', "truncated": False, "length": 20}
+    error = instances["big-failure"]["error_preview"]
+    assert error["type"] == "perdure.ActivityFailedError" and error["truncated"] and len(error["text"]) == 200
+    assert instances["big-waiter"]["error_preview"] is None and instances["big-waiter"]["output_preview"] is None
+
+
+def test_an_instance_sends_each_value_cut_at_64_kib(big_site: str) -> None:
+    response = httpx.get(big_site + "api/instance", params={"id": "big-failure"})
+    assert response.status_code == 200
+    assert len(response.content) < 300_000  # input, error message and traceback cut; history fields cut
+    data = response.json()
+    assert data["values"]["input"] == {"text": '"' + "x" * 65_535, "truncated": True, "length": len(BIG) + 2}
+    assert data["values"]["output"] is None
+    error = data["error"]
+    assert error["message"]["truncated"] and len(error["message"]["text"]) == 65_536
+    assert error["message"]["text"].startswith("activity 'Charge' failed: RuntimeError: card declined for xxx")
+    failed = next(e for e in data["history"] if e["type"] == "ActivityFailed")["details"]["error"]
+    assert failed["message"].endswith(f"… ({len('card declined for ') + len(BIG):,} characters)")
+    started = data["history"][0]["details"]
+    assert started["input"] == "x" * 1_000 + f"… ({len(BIG):,} characters)"
+
+
+def test_a_download_gives_the_whole_value(big_site: str) -> None:
+    response = httpx.get(big_site + "api/download", params={"id": "big-failure", "field": "error"})
+    assert response.status_code == 200
+    assert response.headers["content-disposition"].startswith("attachment;")
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()
+    assert error["type"] == "perdure.ActivityFailedError" and error["message"].endswith(BIG)
+    assert "Traceback (most recent call last)" in error["traceback"]
+    response = httpx.get(big_site + "api/download", params={"id": "big-waiter", "field": "input"})
+    assert response.json() == BIG
+    assert httpx.get(big_site + "api/download", params={"id": "big-waiter", "field": "output"}).json() is None
+
+
+@needs_browser
+def test_the_page_shows_64_kib_of_a_value_and_downloads_the_whole(big_site: str, page: Page) -> None:
+    page.goto(big_site + "?prefix=big-")
+    expect(rows(page)).to_have_count(3)
+    failure = page.locator('#rows tr[data-instance-id="big-failure"]')
+    expect(failure.locator("td.error-preview")).to_contain_text("perdure.ActivityFailedError: activity 'Charge'")
+    page.goto(big_site + "instance?id=big-greeting")
+    expect(page.locator("#input-note")).to_contain_text(f"Showing 65,536 of {len(BIG) + 2:,} characters.")
+    assert len(page.locator("#input").text_content() or "") == 65_537  # and an ellipsis
+    expect(page.locator("#custom-status-note")).not_to_contain_text("Showing")
+    with page.expect_download() as info:
+        page.locator("#input-note a").click()
+    download = info.value
+    assert download.suggested_filename == "big-greeting-input.json"
+    assert json.loads(Path(download.path()).read_text(encoding="utf-8")) == BIG

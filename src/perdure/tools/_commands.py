@@ -65,15 +65,18 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 def parse_moment(text: str) -> datetime:
     """An ISO 8601 time (naive means UTC), or an age such as ``30m``, ``12h``, ``7d`` (that long ago)."""
     match = _DURATION.match(text.strip())
-    if match:
-        return datetime.now(UTC) - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
     try:
+        if match:
+            return datetime.now(UTC) - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
         moment = datetime.fromisoformat(text.strip())
+        # In UTC now: a time at the edge of the calendar fails here rather than in the store.
+        return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).astimezone(UTC)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is neither an ISO 8601 time (2024-05-01T12:00:00Z) nor an age (30m, 12h, 7d)"
         ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text!r} is too far in the past or the future") from None
 
 
 def _json_arg(text: str | None, option: str) -> Any:
@@ -100,7 +103,9 @@ def _with_client(command: Callable[[Client, argparse.Namespace], Awaitable[int]]
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> int:
-    print(_format.dumps(data) if args.json else text)
+    # The formatters escape what they show; escaping the whole text again makes sure nothing a
+    # terminal would obey reaches it (escaping twice changes nothing).
+    print(_format.dumps(data) if args.json else _format.inert_lines(text))
     return EXIT_OK
 
 
@@ -137,14 +142,19 @@ async def instances_show(client: Client, args: argparse.Namespace) -> int:
     state = await client.get_status(args.instance_id)
     if state is None:
         raise InstanceNotFoundError(f"no instance with id {args.instance_id!r}")
-    history = _format.history_json(await client.get_history(args.instance_id, args.execution))
+    execution = args.execution
+    if execution is not None and not 1 <= execution <= state.execution_id:
+        raise CommandError(
+            f"--execution must be from 1 to {state.execution_id}, the executions of {args.instance_id!r}", EXIT_USAGE
+        )
+    history = _format.history_json(await client.get_history(args.instance_id, execution))
     children = await client.list_instances(parent_instance_id=args.instance_id, limit=1000)
     data = {
         "instance": _format.instance_json(state),
         "history": history,
         "children": [_format.instance_json(c) for c in children],
     }
-    return _emit(args, data, _format.show_text(state, history, children))
+    return _emit(args, data, _format.show_text(state, history, children, execution))
 
 
 @_with_client

@@ -1,6 +1,7 @@
 """How the operator tools show instances and histories: stable JSON shapes and plain-text tables.
 
-The JSON shapes are the contract for scripts (``perdure … --json``) and the dashboard's API:
+The JSON shapes are the contract for scripts (``perdure … --json``); the dashboard's API uses the
+events and spans, and sends instances as summaries (:mod:`perdure.tools._preview`):
 
 - an instance: ``{"instance_id", "name", "version", "status", "execution_id", "input", "output",
   "error": {"type", "message", "traceback"} | null, "custom_status", "parent_instance_id",
@@ -11,12 +12,18 @@ The JSON shapes are the contract for scripts (``perdure … --json``) and the da
 - a timeline span: ``{"kind": "activity" | "timer" | "child", "label", "event_id", "start",
   "end", "outcome": "completed" | "failed" | "pending", "instance_id"}`` (``instance_id`` only for
   children; ``end`` is null while pending).
+
+Text output is inert: every character a terminal would obey rather than show (``ESC``, the other
+C0 and C1 controls, bidirectional overrides) is escaped by :func:`inert` before it is printed, so
+an id, an output or an error message cannot retitle the window or clear the screen. In JSON
+(:func:`dumps`) the same characters are written as ``\\uXXXX`` escapes, which decode to the same text.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -40,6 +47,8 @@ __all__ = [
     "format_offset",
     "history_json",
     "history_table",
+    "inert",
+    "inert_lines",
     "instance_json",
     "instances_table",
     "show_text",
@@ -49,8 +58,16 @@ __all__ = [
 
 
 def dumps(value: Any) -> str:
-    """Indented JSON with sorted keys: stable output for scripts and diffs."""
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=_default)
+    """Indented JSON with sorted keys: stable output for scripts and diffs.
+
+    Inert in a terminal: the characters JSON may leave raw that a terminal would obey (C1
+    controls, bidirectional overrides) are written as ``\\uXXXX``, which decodes to the same text.
+    """
+    return _inert_json(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=_default))
+
+
+def _inert_json(text: str) -> str:
+    return _UNSAFE_IN_JSON.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def _default(value: Any) -> Any:
@@ -154,9 +171,38 @@ def _span(kind: str, label: str, event: HistoryEvent) -> dict[str, Any]:
 
 # --- text --------------------------------------------------------------------------------------
 
+# C0 controls, then DEL, C1 controls and the invisible characters that reorder or break a line
+# (bidirectional marks, overrides and isolates; line and paragraph separators).
+_BEYOND_C0 = "\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_UNSAFE = re.compile(f"[\x00-\x1f{_BEYOND_C0}]")
+_UNSAFE_IN_JSON = re.compile(f"[{_BEYOND_C0}]")  # JSON escapes C0 controls itself
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def inert(text: str) -> str:
+    """``text`` with every character a terminal would obey rather than show escaped, line breaks too.
+
+    ``"\\x1b]0;title\\x07"`` becomes ``"\\\\x1b]0;title\\\\x07"``; ``"\\x9b"`` becomes ``"\\\\x9b"``,
+    ``"\\u202e"`` ``"\\\\u202e"``. Backslashes are kept as they are, so escaping twice changes nothing.
+    """
+    return _UNSAFE.sub(_escape, text)
+
+
+def inert_lines(text: str) -> str:
+    """Like :func:`inert`, but keeps the line breaks: for text of several lines."""
+    return "\n".join(inert(line) for line in text.split("\n"))
+
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain-text table with aligned columns (the last column is not padded)."""
+    """A plain-text table with aligned columns (the last column is not padded); every cell :func:`inert`."""
+    headers = [inert(h) for h in headers]
+    rows = [[inert(cell) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
@@ -172,8 +218,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _short(value: Any, width: int = 60) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=_default)
-    text = text.replace("\n", " ")
+    """One inert line of at most ``width`` characters."""
+    text = value if isinstance(value, str) else _inert_json(json.dumps(value, ensure_ascii=False, default=_default))
+    text = inert(text.replace("\n", " "))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -224,33 +271,39 @@ def history_table(events: Sequence[dict[str, Any]]) -> str:
 
 
 def show_text(
-    state: OrchestrationState, events: Sequence[dict[str, Any]], children: Sequence[OrchestrationState]
+    state: OrchestrationState,
+    events: Sequence[dict[str, Any]],
+    children: Sequence[OrchestrationState],
+    execution: int | None = None,
 ) -> str:
-    """Everything ``perdure instances show`` prints about one instance."""
+    """Everything ``perdure instances show`` prints about one instance (``events``: of ``execution``).
+
+    Every value is :func:`inert`; only the traceback spans several lines.
+    """
     lines = [
-        f"Instance:      {state.instance_id}",
-        f"Name:          {state.name}" + (f" @ {state.version}" if state.version else ""),
+        f"Instance:      {inert(state.instance_id)}",
+        f"Name:          {inert(state.name)}" + (f" @ {inert(state.version)}" if state.version else ""),
         f"Status:        {state.status.value}",
         f"Execution:     {state.execution_id}",
         f"Created:       {state.created_at.isoformat()}",
         f"Updated:       {state.updated_at.isoformat()}",
     ]
     if state.parent_instance_id:
-        lines.append(f"Parent:        {state.parent_instance_id}")
+        lines.append(f"Parent:        {inert(state.parent_instance_id)}")
     lines.append(f"Input:         {_short(state.input, 100)}")
     if state.output is not None:
         lines.append(f"Output:        {_short(state.output, 100)}")
     if state.custom_status is not None:
         lines.append(f"Custom status: {_short(state.custom_status, 100)}")
     if state.error is not None:
-        lines.append(f"Error:         {state.error.type}: {state.error.message}")
+        lines.append(f"Error:         {inert(state.error.type)}: {inert(state.error.message)}")
         if state.error.traceback:
             lines.append("Traceback:")
-            lines += ["    " + t for t in state.error.traceback.rstrip().splitlines()]
+            lines += ["    " + inert(t) for t in state.error.traceback.rstrip().split("\n")]
     if children:
         lines.append("Children:")
         lines += ["    " + line for line in instances_table(children).splitlines()]
     lines.append("")
-    lines.append(f"History (execution {state.execution_id}):")
+    lines.append(f"History (execution {execution or state.execution_id}):")
     lines.append(history_table(events) if events else "    (no events yet)")
     return "\n".join(lines)

@@ -33,9 +33,11 @@ from perdure import (
     InvalidInstanceStateError,
     Provider,
     ProviderError,
+    RegistrationError,
     SerializationError,
     open_provider,
 )
+from perdure.tools._format import inert
 
 __all__ = [
     "EXIT_CONFLICT",
@@ -79,6 +81,7 @@ _EXIT_CODES: tuple[tuple[type[Exception], int], ...] = (
     (InstanceAlreadyExistsError, EXIT_CONFLICT),
     (InvalidInstanceStateError, EXIT_REFUSED),
     (SerializationError, EXIT_USAGE),
+    (RegistrationError, EXIT_USAGE),  # a bad --version
     (ValueError, EXIT_USAGE),
     (ProviderError, EXIT_FAILURE),
     (OSError, EXIT_FAILURE),
@@ -104,8 +107,12 @@ def run(handler: Handler, args: argparse.Namespace) -> int:
 
 
 def fail(message: str, code: int) -> int:
-    """Print ``perdure: error: MESSAGE`` on one line of stderr and return ``code``."""
-    print(f"perdure: error: {_LINE_BREAK.sub(' ', message.strip())}", file=sys.stderr)
+    """Print ``perdure: error: MESSAGE`` on one line of stderr and return ``code``.
+
+    The message is :func:`~perdure.tools._format.inert`: it may quote what the user typed or
+    what the store holds.
+    """
+    print(f"perdure: error: {inert(_LINE_BREAK.sub(' ', message.strip()))}", file=sys.stderr)
     return code
 
 

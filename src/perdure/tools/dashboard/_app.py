@@ -3,25 +3,33 @@
 Pages (``/`` and ``/instance?id=…``) are static HTML from ``static/`` with the CSRF token filled
 in; the scripts poll the JSON API and render. The API:
 
-- ``GET /api/instances?status=…&prefix=…&name=…&after=…&limit=…`` →
-  ``{"instances": [...], "next_cursor": str | null}``;
-- ``GET /api/instance?id=…[&execution=N]`` → ``{"instance", "history", "timeline", "children",
-  "can": {"terminate", "suspend", "resume", "rewind", "purge", "raise_event"}, "finished", "now"}``
-  where ``can`` says which actions the instance's status allows
+- ``GET /api/instances?status=…&prefix=…&name=…&created_after=…&created_before=…&after=…&limit=…``
+  → ``{"instances": [SUMMARY…], "next_cursor": str | null}``: summaries with previews of the
+  values, never the values themselves (they may be megabytes each, and the list is polled);
+- ``GET /api/instance?id=…[&execution=N]`` → ``{"instance": SUMMARY, "values": {"input",
+  "output", "custom_status"}, "error", "history", "timeline", "children": [SUMMARY…], "can":
+  {"terminate", "suspend", "resume", "rewind", "purge", "raise_event"}, "finished", "now"}`` where
+  each value is cut at 64 KiB, ``can`` says which actions the instance's status allows
   (``OrchestrationStatus.allowed_actions``) and ``finished`` whether that status is terminal;
+- ``GET /api/download?id=…&field=input|output|custom_status|error`` → the whole value as a JSON
+  file;
 - ``POST /api/instance/{terminate|suspend|resume|rewind|raise-event}?id=…`` with a JSON body
-  (``{"reason"}``, or ``{"name", "data"}`` for an event) → ``{"ok": true}`` or ``{"error"}`` with
-  400, 404 or 409.
+  (``{"reason"}``, or ``{"name", "data"}`` for an event) → ``{"ok": true}``.
 
-Shapes of instances, events and spans: :mod:`perdure.tools._format`.
+A refused parameter or body is answered with 400, an unknown instance with 404, a refused action
+with 409, each as ``{"error": message}``. Shapes of summaries and cut values:
+:mod:`perdure.tools._preview`; of events and spans: :mod:`perdure.tools._format`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import wraps
 from importlib import resources
 from typing import Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -31,15 +39,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from perdure import (
-    Client,
-    InstanceNotFoundError,
-    InvalidInstanceStateError,
-    OrchestrationStatus,
-    SerializationError,
-)
+from perdure import Client, InstanceNotFoundError, InvalidInstanceStateError, OrchestrationState, SerializationError
 from perdure._state import ACTIONS
-from perdure.tools import _format
+from perdure.tools import _format, _preview
+from perdure.tools.dashboard import _params
+from perdure.tools.dashboard._params import BadParameter
 from perdure.tools.dashboard._security import CSRF_HEADER, SESSION_COOKIE, TOKEN_COOKIE, Guard
 
 __all__ = ["create_app"]
@@ -118,6 +122,7 @@ def create_app(client: Client, *, token: str | None = None, refresh: float = 1.5
         Route("/instance", _page("instance.html")),
         Route("/api/instances", _list_instances),
         Route("/api/instance", _instance),
+        Route("/api/download", _download),
         Route("/api/instance/{action}", _action, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(_STATIC)), name="static"),
     ]
@@ -151,40 +156,69 @@ def _page(name: str) -> Any:
     return endpoint
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _api(endpoint: Endpoint) -> Endpoint:
+    """An API endpoint whose refused parameters are 400 and unknown instances 404, never 500."""
+
+    @wraps(endpoint)
+    async def handle(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except BadParameter as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        except InstanceNotFoundError as exc:
+            return JSONResponse({"error": str(exc)}, 404)
+
+    return handle
+
+
+async def _state(client: Client, instance_id: str) -> OrchestrationState:
+    state = await client.get_status(instance_id)
+    if state is None:
+        raise InstanceNotFoundError(f"no instance with id {instance_id!r}")
+    return state
+
+
+@_api
 async def _list_instances(request: Request) -> Response:
     query = request.query_params
-    try:
-        statuses = [OrchestrationStatus(s.upper()) for s in query.getlist("status") if s]
-        limit = int(query.get("limit") or 25)
-    except ValueError as exc:
-        return JSONResponse({"error": str(exc)}, 400)
-    limit = max(1, min(limit, 500))
+    limit = _params.number(query, "limit", low=1, high=500) or 25
     page = await _client(request).list_instances(
-        status=statuses or None,
-        name=query.get("name") or None,
-        instance_id_prefix=query.get("prefix") or None,
+        status=_params.statuses(query) or None,
+        name=_params.text(query, "name"),
+        instance_id_prefix=_params.prefix(query),
+        created_after=_params.moment(query, "created_after"),
+        created_before=_params.moment(query, "created_before"),
         limit=limit + 1,
-        after=query.get("after") or None,
+        after=_params.instance_id(query, "after", required=False),
     )
+    # The provider reads whole states; only their summaries go out.
     cursor = page[limit - 1].instance_id if len(page) > limit else None
-    return JSONResponse({"instances": [_format.instance_json(s) for s in page[:limit]], "next_cursor": cursor})
+    return JSONResponse({"instances": [_preview.instance_summary(s) for s in page[:limit]], "next_cursor": cursor})
 
 
+@_api
 async def _instance(request: Request) -> Response:
     client = _client(request)
-    instance_id = request.query_params.get("id") or ""
-    execution = request.query_params.get("execution")
-    state = await client.get_status(instance_id) if instance_id else None
-    if state is None:
-        return JSONResponse({"error": f"no instance with id {instance_id!r}"}, 404)
-    history = await client.get_history(instance_id, int(execution) if execution else None)
+    instance_id = _params.instance_id(request.query_params) or ""
+    state = await _state(client, instance_id)
+    execution = _params.number(request.query_params, "execution", low=1, high=state.execution_id)
+    history = await client.get_history(instance_id, execution)
     children = await client.list_instances(parent_instance_id=instance_id, limit=500)
     return JSONResponse(
         {
-            "instance": _format.instance_json(state),
-            "history": _format.history_json(history),
+            "instance": _preview.instance_summary(state),
+            "values": {
+                "input": _preview.value_page_json(state.input),
+                "output": _preview.value_page_json(state.output),
+                "custom_status": _preview.value_page_json(state.custom_status),
+            },
+            "error": _preview.error_page_json(state.error),
+            "history": _preview.history_page_json(history),
             "timeline": _format.timeline_json(history),
-            "children": [_format.instance_json(c) for c in children],
+            "children": [_preview.instance_summary(c) for c in children],
             # The page enables the buttons the status allows; the client refuses the rest anyway.
             "can": {action: action in state.status.allowed_actions for action in ACTIONS},
             "finished": state.status.is_terminal,
@@ -193,25 +227,44 @@ async def _instance(request: Request) -> Response:
     )
 
 
+_FIELDS = ("input", "output", "custom_status", "error")
+
+
+@_api
+async def _download(request: Request) -> Response:
+    """One whole value of an instance, as a JSON file (the page shows at most 64 KiB of it)."""
+    instance_id = _params.instance_id(request.query_params) or ""
+    field = _params.choice(request.query_params, "field", _FIELDS)
+    state = await _state(_client(request), instance_id)
+    value = _format.error_json(state.error) if field == "error" else getattr(state, field)
+    filename = f"{instance_id}-{field}.json"
+    disposition = f"attachment; filename=\"{field}.json\"; filename*=UTF-8''{quote(filename, safe='')}"
+    return Response(
+        _preview.json_text(value, indent=2),
+        media_type="application/json",
+        headers={"Content-Disposition": disposition},
+    )
+
+
+@_api
 async def _action(request: Request) -> Response:
     name = request.path_params["action"]
     if name not in _POSTED_ACTIONS:
         return JSONResponse({"error": f"unknown action {name!r}"}, 404)
-    instance_id = request.query_params.get("id") or ""
+    instance_id = _params.instance_id(request.query_params) or ""
     try:
         body = json.loads(await request.body() or b"{}")
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         return JSONResponse({"error": f"the request body is not JSON: {exc}"}, 400)
     if not isinstance(body, dict):
         return JSONResponse({"error": "the request body must be a JSON object"}, 400)
     try:
         if not await _apply(_client(request), name, instance_id, body):
             return JSONResponse({"error": f"instance {instance_id!r} has already finished"}, 409)
-    except InstanceNotFoundError as exc:
-        return JSONResponse({"error": str(exc)}, 404)
     except InvalidInstanceStateError as exc:
         return JSONResponse({"error": str(exc)}, 409)
     except (SerializationError, ValueError) as exc:
+        # The client's checks: an empty or too long event name or reason, data that is not JSON…
         return JSONResponse({"error": str(exc)}, 400)
     return JSONResponse({"ok": True})
 
@@ -221,7 +274,7 @@ _POSTED_ACTIONS = ("terminate", "suspend", "resume", "rewind", "raise-event")
 
 async def _apply(client: Client, name: str, instance_id: str, body: dict[str, Any]) -> bool:
     """Apply one of :data:`_POSTED_ACTIONS`; ``False`` if it changed nothing (a terminate too late)."""
-    reason = body.get("reason") or None
+    reason = _body_text(body, "reason")
     if name == "terminate":
         return await client.terminate(instance_id, reason)
     if name == "suspend":
@@ -231,5 +284,12 @@ async def _apply(client: Client, name: str, instance_id: str, body: dict[str, An
     elif name == "rewind":
         await client.rewind(instance_id, reason)
     else:
-        await client.raise_event(instance_id, str(body.get("name") or ""), body.get("data"))
+        await client.raise_event(instance_id, _body_text(body, "name") or "", body.get("data"))
     return True
+
+
+def _body_text(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise BadParameter(f"{key} must be text, got {type(value).__name__}")
+    return value or None

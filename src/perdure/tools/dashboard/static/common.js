@@ -47,7 +47,12 @@ const perdure = (() => {
     return el("a", { href: `/instance?id=${encodeURIComponent(id)}`, className: "mono", text: id });
   }
 
-  const pretty = (value) => (value === null || value === undefined ? "–" : JSON.stringify(value, null, 2));
+  // A value the API cut to a preview ({text, truncated}): one short line, the whole preview on hover.
+  function clipped(preview, lead = "") {
+    if (!preview) return "–";
+    const text = lead + preview.text + (preview.truncated ? "…" : "");
+    return el("span", { title: text, text: text.length > 48 ? `${text.slice(0, 47)}…` : text });
+  }
 
   function offset(seconds) {
     if (seconds < 60) return `+${seconds.toFixed(3)}s`;
@@ -76,5 +81,5 @@ const perdure = (() => {
     };
   }
 
-  return { getJson, post, el, when, badge, instanceLink, pretty, offset, poll };
+  return { getJson, post, el, when, badge, instanceLink, clipped, offset, poll };
 })();

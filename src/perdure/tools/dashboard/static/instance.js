@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { getJson, post, el, when, badge, instanceLink, pretty, offset, poll } = perdure;
+  const { getJson, post, el, when, badge, instanceLink, offset, poll } = perdure;
   const SVG = "http://www.w3.org/2000/svg";
   const params = new URLSearchParams(location.search);
   const instanceId = params.get("id") || "";
@@ -11,6 +11,9 @@
 
   document.getElementById("title").textContent = instanceId;
   document.title = `perdure · ${instanceId}`;
+  for (const link of document.querySelectorAll(".value-note a")) {
+    link.href = `/api/download?id=${encodeURIComponent(instanceId)}&field=${link.dataset.field}`;
+  }
 
   function fact(term, ...value) {
     return [el("dt", { text: term }), el("dd", {}, ...value)];
@@ -33,13 +36,18 @@
     for (const button of document.querySelectorAll("#actions button")) {
       button.disabled = !data.can[button.dataset.action.replace("-", "_")];
     }
-    document.getElementById("input").textContent = pretty(i.input);
-    document.getElementById("output").textContent = pretty(i.output);
-    document.getElementById("custom-status").textContent = pretty(i.custom_status);
-    document.getElementById("error-section").hidden = !i.error;
-    if (i.error) {
-      document.getElementById("error-message").textContent = `${i.error.type}: ${i.error.message}`;
-      document.getElementById("traceback").textContent = i.error.traceback || "(no traceback)";
+    showValue("input", data.values.input);
+    showValue("output", data.values.output);
+    showValue("custom-status", data.values.custom_status);
+    const error = data.error;
+    document.getElementById("error-section").hidden = !error;
+    if (error) {
+      document.getElementById("error-message").textContent = `${error.type}: ${cut(error.message)}`;
+      document.getElementById("traceback").textContent = error.traceback ? cut(error.traceback) : "(no traceback)";
+      const note = [error.message, error.traceback].some((part) => part && part.truncated)
+        ? "The error is too long to show here in full."
+        : "";
+      document.getElementById("error-note").querySelector("span").textContent = note;
     }
     document.getElementById("children-section").hidden = data.children.length === 0;
     document.getElementById("children").replaceChildren(
@@ -69,6 +77,18 @@
     );
     renderTimeline(data);
     document.getElementById("error").hidden = true;
+  }
+
+  const cut = (clip) => clip.text + (clip.truncated ? "…" : "");
+  const count = (n) => n.toLocaleString("en");
+
+  // A value as the API cut it ({text, truncated, length} or null), and its download link.
+  function showValue(id, value) {
+    document.getElementById(id).textContent = value ? cut(value) : "–";
+    const note = document.getElementById(`${id}-note`);
+    note.hidden = !value;
+    note.querySelector("span").textContent =
+      value && value.truncated ? `Showing ${count([...value.text].length)} of ${count(value.length)} characters.` : "";
   }
 
   function describe(details) {

@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { getJson, el, when, badge, instanceLink, poll } = perdure;
+  const { getJson, el, when, badge, instanceLink, clipped, poll } = perdure;
   const STATUSES = ["PENDING", "RUNNING", "SUSPENDED", "COMPLETED", "FAILED", "TERMINATED"];
   const params = new URLSearchParams(location.search);
   const state = {
@@ -87,8 +87,10 @@
         el("td", { text: i.name }),
         el("td", { text: i.version || "–" }),
         el("td", {}, badge(i.status)),
-        el("td", { text: when(i.created_at) }),
-        el("td", { text: when(i.updated_at) }),
+        el("td", { className: "preview" }, clipped(i.custom_status_preview)),
+        el("td", { className: "preview error-preview" }, clipped(i.error_preview, i.error_preview && `${i.error_preview.type}: `)),
+        el("td", { className: "when", text: when(i.created_at) }),
+        el("td", { className: "when", text: when(i.updated_at) }),
       ),
     );
     document.getElementById("rows").replaceChildren(...rows);
