@@ -162,11 +162,16 @@ async def test_the_cli_and_the_dashboard_show_an_instance_at_the_depth_limit(tmp
         async with httpx.AsyncClient(base_url=url) as http:
             listed = await http.get("api/instances")
             one = await http.get("api/instance", params={"id": "deep"})
+            whole = await http.get("api/download", params={"id": "deep", "field": "output"})
     finally:
         stop_process(process)
-    assert listed.status_code == one.status_code == 200
-    assert [i["input"] for i in listed.json()["instances"]] == [DEEPEST]
-    assert one.json()["instance"]["output"] == DEEPEST
+    assert listed.status_code == one.status_code == whole.status_code == 200
+    # The list shows previews; the instance page a clip of the indented JSON; the download the value itself.
+    [summary] = listed.json()["instances"]
+    assert summary["instance_id"] == "deep" and summary["input_preview"]["length"] > 0
+    output = one.json()["values"]["output"]
+    assert not output["truncated"] and json.loads(output["text"]) == DEEPEST
+    assert json.loads(whole.content) == DEEPEST
 
 
 # --- values that cannot be stored -------------------------------------------------------------
