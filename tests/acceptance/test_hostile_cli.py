@@ -22,7 +22,7 @@ from tests.acceptance.operator_support import FAST
 
 from perdure import ActivityContext, Client, OrchestrationContext, Registry, Runtime, SqliteProvider
 from perdure.engine.events import StartRequested
-from perdure.providers._base import Message
+from perdure.providers import Message, NewInstance
 
 # Sets the window title, clears the screen, then a C1 CSI (a one-byte ESC [) and a right-to-left override.
 HOSTILE = "\x1b]0;pwned\x07\x1b[2J\x9b6n\u202e"
@@ -61,7 +61,8 @@ async def fill(path: Path) -> None:
             await client.wait_for_orchestration("loud", timeout=10)
             await client.wait_for_orchestration("broken", timeout=10)
         start = StartRequested(name="Ghost" + HOSTILE, input=HOSTILE)
-        await provider.create_instance(Message(instance_id=GHOST, execution_id=None, event=start))
+        new = NewInstance(name=start.name, input=start.input)
+        await provider.create_instance(Message(instance_id=GHOST, execution_id=None, event=start, new_instance=new))
     finally:
         await provider.close()
 
