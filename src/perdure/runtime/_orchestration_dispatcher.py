@@ -90,6 +90,8 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
             return
         commit = plan.commit
         ids["execution_id"] = commit.execution_id
+        for error in plan.errors:
+            _log.error("%s", error, extra=ids)
         for warning in plan.warnings:
             _log.warning("%s", warning, extra=ids)
         for note in plan.notes:
