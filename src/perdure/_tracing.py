@@ -12,6 +12,10 @@ the span id from the trace id, instance id and execution id. Any turn in any pro
 compute the execution's span context without storing it, and parent activity spans and child
 executions under it before the span itself is exported. The engine never sees any of this: trace
 context is data in events and requests.
+
+A rewound execution gets a span of its own in the original trace, where the execution would hang
+had it not failed, with a span link to the failed execution's span; a child rewound by its parent
+hangs under the parent's rewound execution, derived in the same way from the child's start.
 """
 
 from __future__ import annotations
@@ -20,14 +24,16 @@ import contextlib
 import contextvars
 import hashlib
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from perdure.engine.events import ExecutionRewound, HistoryEvent, OrchestrationStarted
 
 __all__ = [
+    "ExecutionSpan",
     "Tracer",
-    "execution_parent",
+    "execution_span",
     "execution_trace_context",
     "format_traceparent",
     "parse_traceparent",
@@ -73,22 +79,61 @@ def execution_trace_context(instance_id: str, execution_id: int, started: Orches
         trace_id, sampled = _derive(128, "trace", instance_id, started.timestamp.isoformat()), True
     else:
         trace_id, _, sampled = parent
-    span_id = _derive(64, "span", f"{trace_id:032x}", instance_id, str(execution_id))
-    return format_traceparent(trace_id, span_id, sampled)
+    return format_traceparent(trace_id, _span_id(trace_id, instance_id, execution_id), sampled)
 
 
-def execution_parent(
-    instance_id: str, execution_id: int, started: OrchestrationStarted, history: list[HistoryEvent]
-) -> tuple[str | None, datetime, bool]:
-    """``(parent traceparent, start time, rewound)`` of an execution's span.
+def _span_id(trace_id: int, instance_id: str, execution_id: int) -> int:
+    return _derive(64, "span", f"{trace_id:032x}", instance_id, str(execution_id))
 
-    A rewound execution's span starts at the rewind and is a child of the failed execution's span
-    (the one before it), so the rerun work shows up inside the original trace.
+
+@dataclass(frozen=True, slots=True)
+class ExecutionSpan:
+    """Where an execution's span goes.
+
+    Attributes:
+        context: Its own ``traceparent`` (see :func:`execution_trace_context`).
+        parent: The ``traceparent`` it is a child of (``None``: it heads its trace).
+        start: When it starts: the execution's start, or the rewind that began it.
+        rewound_from: For a rewound execution, the ``traceparent`` of the failed execution's span,
+            which it links to.
     """
-    rewind = next((e for e in reversed(history) if isinstance(e, ExecutionRewound)), None)
-    if rewind is not None and execution_id > 1:
-        return execution_trace_context(instance_id, execution_id - 1, started), rewind.timestamp, True
-    return started.trace_context, started.timestamp, False
+
+    context: str
+    parent: str | None
+    start: datetime
+    rewound_from: str | None = None
+
+
+def execution_span(
+    instance_id: str, execution_id: int, started: OrchestrationStarted, history: list[HistoryEvent]
+) -> ExecutionSpan:
+    """Where the span of the execution with ``history`` goes (pure).
+
+    A rewound execution's span starts at the rewind. It sits in the original trace where the
+    execution would sit had it not failed (under the client's span, or the parent's execution),
+    not under the failed execution, which it links to instead: a failed span stays a leaf of
+    what failed, and the rerun reads as a sibling that picks up from it. A child rewound by its
+    parent hangs under the parent's new, rewound execution.
+    """
+    context = execution_trace_context(instance_id, execution_id, started)
+    rewind = next((e for e in history if isinstance(e, ExecutionRewound)), None)  # recorded by the rewind turn
+    if rewind is None or execution_id == 1:
+        return ExecutionSpan(context, started.trace_context, started.timestamp)
+    parent = started.trace_context
+    if rewind.parent_execution_id is not None:
+        parent = _parent_execution(started, rewind.parent_execution_id) or parent
+    failed = execution_trace_context(instance_id, execution_id - 1, started)
+    return ExecutionSpan(context, parent, rewind.timestamp, rewound_from=failed)
+
+
+def _parent_execution(started: OrchestrationStarted, parent_execution_id: int) -> str | None:
+    """The span context of execution ``parent_execution_id`` of a child's parent, or ``None`` if
+    the child's start carried no trace context (its parent was not traced)."""
+    parent = parse_traceparent(started.trace_context)
+    if parent is None or started.parent_instance is None:
+        return None
+    trace_id, _, sampled = parent  # a parent's executions share its trace: the one handed to the child
+    return format_traceparent(trace_id, _span_id(trace_id, started.parent_instance, parent_execution_id), sampled)
 
 
 class Tracer:
@@ -117,13 +162,17 @@ class Tracer:
     def _context(self, traceparent: str | None) -> Any:
         from opentelemetry.context import Context
 
-        parsed = parse_traceparent(traceparent)
-        if parsed is None:
+        if parse_traceparent(traceparent) is None:
             return Context()
+        parent = self._span_context(traceparent)
+        return self._api.set_span_in_context(self._api.NonRecordingSpan(parent), Context())
+
+    def _span_context(self, traceparent: str | None) -> Any:
+        parsed = parse_traceparent(traceparent)
+        assert parsed is not None
         trace_id, span_id, sampled = parsed
         flags = self._api.TraceFlags(self._api.TraceFlags.SAMPLED if sampled else self._api.TraceFlags.DEFAULT)
-        parent = self._api.SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags)
-        return self._api.set_span_in_context(self._api.NonRecordingSpan(parent), Context())
+        return self._api.SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags)
 
     def _traceparent(self, span: Any) -> str | None:
         context = span.get_span_context()
@@ -138,32 +187,27 @@ class Tracer:
             yield self._traceparent(span)
 
     def emit_execution(
-        self,
-        name: str,
-        traceparent: str,
-        parent: str | None,
-        start: datetime,
-        end: datetime,
-        attributes: Mapping[str, Any],
-        error: str | None,
+        self, name: str, span: ExecutionSpan, end: datetime, attributes: Mapping[str, Any], error: str | None
     ) -> None:
         """Export the finished span of an execution, with its derived ids and recorded times."""
-        parsed = parse_traceparent(traceparent)
+        parsed = parse_traceparent(span.context)
         assert parsed is not None
+        links = [self._api.Link(self._span_context(span.rewound_from))] if span.rewound_from is not None else []
         token = _FORCED_IDS.set(parsed[:2])
         try:
-            span = self._tracer.start_span(
+            emitted = self._tracer.start_span(
                 name,
-                context=self._context(parent),
+                context=self._context(span.parent),
                 kind=self._api.SpanKind.SERVER,
                 attributes=attributes,
-                start_time=_nanoseconds(start),
+                links=links,
+                start_time=_nanoseconds(span.start),
             )
         finally:
             _FORCED_IDS.reset(token)
         if error is not None:
-            span.set_status(self._api.Status(self._api.StatusCode.ERROR, error))
-        span.end(end_time=max(_nanoseconds(end), _nanoseconds(start)))
+            emitted.set_status(self._api.Status(self._api.StatusCode.ERROR, error))
+        emitted.end(end_time=max(_nanoseconds(end), _nanoseconds(span.start)))
 
     @contextlib.contextmanager
     def activity_span(self, name: str, parent: str | None, attributes: Mapping[str, Any]) -> Iterator[Any]:

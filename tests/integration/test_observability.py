@@ -82,6 +82,11 @@ def span_id(span: ReadableSpan) -> int:
     return span.context.span_id
 
 
+def linked(span: ReadableSpan) -> list[int]:
+    """The span ids ``span`` links to."""
+    return [link.context.span_id for link in span.links]
+
+
 def trace_ids(spans: list[ReadableSpan]) -> set[int]:
     return {s.context.trace_id for s in spans if s.context is not None}
 
@@ -189,7 +194,9 @@ async def test_a_rewound_run_gets_a_new_span_in_the_original_trace_with_only_the
     assert first.attributes["perdure.status"] == "failed"  # type: ignore[index]
     assert first.status.status_code is StatusCode.ERROR
     assert "B is down" in (first.status.description or "")
-    assert parent_id(second) == span_id(first)
+    # The rerun is a sibling of the failed run in the original trace, linked to it rather than its child.
+    assert parent_id(second) == span_id(create)
+    assert linked(second) == [span_id(first)] and linked(first) == []
     assert second.attributes["perdure.rewound"] is True  # type: ignore[index]
     assert second.attributes["perdure.execution_id"] == 2  # type: ignore[index]
     assert second.attributes["perdure.status"] == "completed"  # type: ignore[index]
@@ -200,6 +207,58 @@ async def test_a_rewound_run_gets_a_new_span_in_the_original_trace_with_only_the
 
     assert inputs_under(first) == [(2, "UNSET"), (4, "ERROR")]  # A, then B failed
     assert inputs_under(second) == [(4, "UNSET"), (7, "UNSET")]  # only B again, then C (after the rewind marker)
+
+
+async def test_a_rewound_child_hangs_under_its_parents_rewound_run(
+    provider: Provider, tracer_provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    broken = {"Y"}
+    async with Runtime(provider, steps_registry(broken), traced(tracer_provider)):
+        client = Client(provider, tracer_provider=tracer_provider)
+        await client.start_orchestration("rw-parent", "Parent")
+        assert (await client.wait_for_orchestration("rw-parent")).status is OrchestrationStatus.FAILED
+        await spans_named(exporter, "orchestration:Parent", 1)
+        broken.clear()
+        execution = await client.rewind("rw-parent", "Y is back")
+        assert (await client.wait_for_orchestration("rw-parent", execution_id=execution)).output == "pxy"
+        spans = await spans_named(exporter, "orchestration:Parent", 2)
+
+    assert len(trace_ids(spans)) == 1
+    [create] = by_name(spans, "create_orchestration:Parent")
+    parent_1, parent_2 = sorted(by_name(spans, "orchestration:Parent"), key=lambda s: s.start_time or 0)
+    child_1, child_2 = sorted(by_name(spans, "orchestration:Steps"), key=lambda s: s.start_time or 0)
+
+    def under(span: ReadableSpan) -> list[str]:
+        """What hangs under ``span``: orchestrations by execution, activities by input and outcome."""
+        found = []
+        for s in spans:
+            if parent_id(s) == span_id(span):
+                attributes: Any = s.attributes
+                if s.name.startswith("orchestration:"):
+                    found.append(f"{s.name} {attributes['perdure.execution_id']}")
+                else:
+                    found.append(f"{s.name} {attributes['perdure.event_id']} {s.status.status_code.name}")
+        return sorted(found)
+
+    # The failed run, as it was: P, then the child that failed at Y.
+    assert parent_id(parent_1) == span_id(create)
+    assert under(parent_1) == ["activity:Step 2 UNSET", "orchestration:Steps 1"]
+    assert under(child_1) == ["activity:Step 2 UNSET", "activity:Step 4 ERROR"]
+    # The rewound parent: a new span beside the failed one, linked to it; only the rerun under it.
+    assert parent_id(parent_2) == span_id(create)
+    assert linked(parent_2) == [span_id(parent_1)]
+    assert under(parent_2) == ["orchestration:Steps 2"]
+    # The child it rewound hangs under it, not under the child's failed execution, which it links to.
+    assert parent_id(child_2) == span_id(parent_2)
+    assert linked(child_2) == [span_id(child_1)]
+    assert under(child_2) == ["activity:Step 4 UNSET"]  # only Y again; X is not redone
+    for span, execution, status in ((parent_2, 2, "completed"), (child_2, 2, "completed")):
+        assert span.attributes["perdure.rewound"] is True  # type: ignore[index]
+        assert span.attributes["perdure.execution_id"] == execution  # type: ignore[index]
+        assert span.attributes["perdure.status"] == status  # type: ignore[index]
+    assert "perdure.rewound" not in (parent_1.attributes or {}) and "perdure.rewound" not in (child_1.attributes or {})
+    # Each rerun starts at its rewind, after the failed run ended.
+    assert parent_1.end_time <= parent_2.start_time <= child_2.start_time  # type: ignore[operator]
 
 
 async def test_a_traced_worker_roots_the_trace_of_an_untraced_start(

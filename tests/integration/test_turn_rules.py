@@ -316,6 +316,43 @@ async def test_a_stale_completion_from_a_previous_execution_is_ignored(
     await _nothing_queued(provider)
 
 
+async def test_a_completion_for_an_execution_that_does_not_exist_yet_is_dropped_with_an_error(
+    provider: Provider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A parent's id reused after a purge while its child still ran: the child answers execution 2
+    of an instance that is at execution 1. Nothing can apply it; the error names both executions."""
+    registry = _registry()
+
+    @registry.orchestration()
+    async def adopts_in_round_2(ctx: OrchestrationContext, round: int) -> Any:
+        if round == 1:
+            ctx.continue_as_new(2)
+        return await ctx.call_sub_orchestration("waiter", instance_id="orphan")
+
+    async with running(provider, registry) as client:
+        await client.start_orchestration("reused", "adopts_in_round_2", 1)
+        await wait_until(lambda: history_has(client, "orphan", OrchestrationStarted), what="the child started")
+        await client.terminate("reused", recursive=False)
+        await client.wait_for_orchestration("reused", timeout=10)
+        assert await client.purge("reused", recursive=False) == 1  # the child runs on
+        await client.start_orchestration("reused", "waiter")
+        await wait_until(lambda: history_has(client, "reused", OrchestrationStarted), what="the new instance started")
+        await client.raise_event("orphan", "go", "late")
+        assert (await client.wait_for_orchestration("orphan", timeout=10)).status is COMPLETED
+        newer = "it is addressed to execution 2, after the current 1"
+        await wait_until(lambda: _logged(caplog, newer), what="the answer to execution 2 was dropped")
+        await client.raise_event("reused", "go", "mine")
+        state = await client.wait_for_orchestration("reused", timeout=10)
+
+    assert (state.status, state.execution_id, state.output) == (COMPLETED, 1, ["reused", "mine"])
+    [record] = [r for r in caplog.records if newer in r.getMessage()]
+    assert record.levelno == logging.ERROR
+    assert record.getMessage().startswith("dropped SubOrchestrationCompleted for instance 'reused'")
+    assert (record.instance_id, record.execution_id) == ("reused", 1)  # type: ignore[attr-defined]
+    assert_history_sound(await client.get_history("reused"))
+    await _nothing_queued(provider)
+
+
 async def test_a_duplicate_start_is_a_no_op(provider: Provider, caplog: pytest.LogCaptureFixture) -> None:
     async with running(provider, _registry()) as client:
         await client.start_orchestration("once", "waiter")

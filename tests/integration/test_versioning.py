@@ -131,6 +131,44 @@ async def test_descriptor_of_a_root_and_a_child_comes_from_history(provider: Pro
         assert type(scheduled).__name__ == "SubOrchestrationScheduled"
 
 
+async def test_the_descriptor_is_readable_between_a_continue_as_new_and_the_next_first_turn(
+    provider: Provider,
+) -> None:
+    def registry_for(*versions: str) -> Registry:
+        registry = Registry()
+
+        async def upgrade(ctx: OrchestrationContext, _: Any) -> str:
+            ctx.continue_as_new("again", version="2.0.0")
+
+        async def upgraded(ctx: OrchestrationContext, _: Any) -> str:
+            return "upgraded"
+
+        functions = {"1.0.0": upgrade, "2.0.0": upgraded}
+        for version in versions:
+            registry.orchestrations.add("Upgrade", functions[version], version)
+        return registry
+
+    patient = dataclasses.replace(FAST, max_dispatch_attempts=1000)
+    async with running(provider, registry_for("1.0.0"), patient) as client:
+        await client.start_orchestration("upgrading", "Upgrade", version="1.0.0")
+
+        async def continued() -> bool:
+            state = await client.get_status("upgrading")
+            return state is not None and state.execution_id == 2
+
+        await wait_until(continued, what="the continue-as-new")
+    # No worker here has 2.0.0: execution 2 has not started, and the state still shows 1.0.0.
+    state = await client.get_status("upgrading")
+    assert state is not None and (state.status, state.version) == (OrchestrationStatus.RUNNING, "1.0.0")
+    assert await provider.get_history("upgrading", 2) == []
+    v1 = OrchestrationDescriptor(name="Upgrade", version="1.0.0", parent_instance=None, parent_id=None)
+    assert await client.get_orchestration_descriptor("upgrading") == v1
+
+    async with running(provider, registry_for("1.0.0", "2.0.0")) as client:
+        assert (await client.wait_for_orchestration("upgrading")).output == "upgraded"
+        assert await client.get_orchestration_descriptor("upgrading") == dataclasses.replace(v1, version="2.0.0")
+
+
 async def test_a_child_pinned_to_a_version_no_worker_has_fails_and_its_parent_sees_it(provider: Provider) -> None:
     ran_v2 = []
 

@@ -270,11 +270,11 @@ def test_new_event_is_still_checked_after_a_changed_code_fails_on_replay() -> No
         ),
         (
             TimerFired(source_event_id=42, fire_at=T0),
-            ["TimerFired for event 42 (event 3)", "but event 42 scheduled no task"],
+            ["TimerFired for event 42 (new in this turn)", "but event 42 scheduled no task"],
         ),
         (
             ActivityCompleted(source_event_id=1, result=1),
-            ["ActivityCompleted for event 1 (event 3)", "but event 1 scheduled no task"],
+            ["ActivityCompleted for event 1 (new in this turn)", "but event 1 scheduled no task"],
         ),
     ],
     ids=["timer-for-activity", "child-for-activity", "timer-never-created", "completes-the-start"],
@@ -294,7 +294,7 @@ def test_activity_completion_for_a_timer() -> None:
     assert_nondeterminism(
         replay(sleeps, history, [ActivityCompleted(source_event_id=2)]),
         history,
-        "ActivityCompleted for event 2 (event 3) does not match TimerCreated due",
+        "ActivityCompleted for event 2 (new in this turn) does not match TimerCreated due",
     )
 
 
@@ -307,9 +307,26 @@ def test_completion_for_a_decision_without_a_task() -> None:
     assert_nondeterminism(
         replay(status_then_wait, history, [TimerFired(source_event_id=2, fire_at=T0)]),
         history,
-        "TimerFired for event 2 (event 3)",
+        "TimerFired for event 2 (new in this turn)",
         "event 2 scheduled no task",
     )
+
+
+def test_the_message_names_only_event_ids_that_the_failed_turn_stores() -> None:
+    """A new message that does not fit is not stored: the failure takes the id it would have had,
+    so naming it by that id would point at the wrong event."""
+
+    async def two_steps(ctx: Ctx, _: Any) -> None:
+        await ctx.call_activity("A", 1)
+        await ctx.call_activity("B", 2)
+
+    history = recorded(two_steps, complete=1)  # 1 start, 2 A, 3 A done, 4 B
+    result = replay(two_steps, history, [TimerFired(source_event_id=4, fire_at=T0)])
+    message = assert_nondeterminism(result, history, "TimerFired for event 4 (new in this turn) does not match")
+    stored = {e.event_id: e for e in [*history, *result.new_events]}
+    assert isinstance(stored[5], OrchestrationFailed)
+    assert "(event 5)" not in message
+    assert "ActivityScheduled 'B' with input 2 (event 4)" in message  # stored events keep their ids
 
 
 def test_mismatched_completion_stored_in_history() -> None:

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from perdure import OrchestrationContext, OrchestrationState, OrchestrationStatus, Registry, RuntimeOptions
 from perdure._tracing import (
+    ExecutionSpan,
     Tracer,
+    execution_span,
     execution_trace_context,
     format_traceparent,
     parse_traceparent,
 )
-from perdure.engine.events import OrchestrationStarted, StartRequested
+from perdure.engine.events import ActivityScheduled, ExecutionRewound, OrchestrationStarted, StartRequested
 from perdure.providers._base import ActivityRequest, OrchestrationItem, QueuedMessage
 from perdure.providers._codec import decode_request, encode_request
 from perdure.runtime._metrics import Metrics
@@ -47,6 +49,46 @@ def test_an_executions_span_context_is_derived_the_same_everywhere() -> None:
     root = OrchestrationStarted(event_id=1, timestamp=NOW, name="o", version="1.0.0")
     assert execution_trace_context("i", 1, root) == execution_trace_context("i", 1, root)
     assert parse_traceparent(execution_trace_context("i", 1, root))[0] != trace_id  # type: ignore[index]
+
+
+def test_a_rewound_execution_sits_where_it_would_have_and_links_to_the_failed_one() -> None:
+    started = OrchestrationStarted(event_id=1, timestamp=NOW, name="o", version="1.0.0", trace_context=CLIENT)
+    scheduled = ActivityScheduled(event_id=2, timestamp=NOW, name="A")
+    first = execution_span("i", 1, started, [started, scheduled])
+    assert first == ExecutionSpan(execution_trace_context("i", 1, started), CLIENT, NOW)
+    later = NOW + timedelta(hours=1)
+    rewound = execution_span("i", 2, started, [started, scheduled, ExecutionRewound(event_id=3, timestamp=later)])
+    assert rewound == ExecutionSpan(
+        context=execution_trace_context("i", 2, started),
+        parent=CLIENT,  # the client's span, like the failed run, not the failed run's span
+        start=later,
+        rewound_from=first.context,
+    )
+
+
+def test_a_child_rewound_by_its_parent_hangs_under_the_parents_rewound_execution() -> None:
+    parent = OrchestrationStarted(event_id=1, timestamp=NOW, name="p", version="1.0.0", trace_context=CLIENT)
+    child = OrchestrationStarted(
+        event_id=1,
+        timestamp=NOW,
+        name="c",
+        version="1.0.0",
+        parent_instance="p",
+        parent_id=2,
+        parent_execution_id=1,
+        trace_context=execution_trace_context("p", 1, parent),  # what the parent's first run handed on
+    )
+    told = ExecutionRewound(event_id=3, timestamp=NOW, parent_execution_id=2)
+    span = execution_span("c", 2, child, [child, told])
+    # The parent's rewound execution, derived from the child's start alone, as the parent derives it.
+    assert span.parent == execution_trace_context("p", 2, parent)
+    assert span.rewound_from == execution_trace_context("c", 1, child)
+    # Rewound on its own (no parent execution named), it stays under the parent's run that started it.
+    alone = execution_span("c", 2, child, [child, ExecutionRewound(event_id=3, timestamp=NOW)])
+    assert alone.parent == child.trace_context
+    # A child started untraced has no parent span to hang under: it keeps heading its own trace.
+    untraced = replace(child, trace_context=None)
+    assert execution_span("c", 2, untraced, [untraced, told]).parent is None
 
 
 def test_an_activity_request_without_trace_context_reads_as_before() -> None:

@@ -304,10 +304,19 @@ class Client:
     async def get_orchestration_descriptor(self, instance_id: str) -> OrchestrationDescriptor | None:
         """Name, pinned version and parent of an instance, read from its history.
 
+        Between a continue-as-new and the new execution's first turn (which pins its version), the
+        new execution has no history yet: the descriptor is then the previous execution's, as
+        :meth:`get_status` shows it too.
+
         Returns ``None`` for an unknown instance, or one that has not started yet.
         """
         check_instance_id(instance_id)
-        history = await self.provider.get_history(instance_id)
+        state = await self.provider.get_state(instance_id)
+        if state is None:
+            return None
+        history = await self.provider.get_history(instance_id, state.execution_id)
+        if not history and state.execution_id > 1:
+            history = await self.provider.get_history(instance_id, state.execution_id - 1)
         started = history[0] if history else None
         if not isinstance(started, OrchestrationStarted):
             return None

@@ -153,6 +153,7 @@ class _Replay:
         self.current_time = now
         self.appended: list[HistoryEvent] = []
         self.next_event_id = 1
+        self.last_stored_id = 0  # events after it are this turn's, and are not stored if the turn fails
         self.status = OrchestrationStatus.RUNNING
         self.finished = False  # a terminal event has been recorded
         self.terminate_pending = False  # a terminate came with the start: the code must not run first
@@ -173,6 +174,7 @@ class _Replay:
         consumed: list[int] = []
         dropped: list[tuple[int, str]] = []
         carryover: list[EventRaised] = []
+        self.last_stored_id = history[-1].event_id if history else 0
         try:
             for event in history:
                 self.check_position(event)
@@ -282,7 +284,7 @@ class _Replay:
         if isinstance(event, OrchestrationStarted):
             self.start(event)
         elif not self.code.started:
-            raise NonDeterminismError(f"history does not begin with OrchestrationStarted: found {describe(event)}")
+            raise NonDeterminismError(f"history does not begin with OrchestrationStarted: found {self.name(event)}")
         elif isinstance(event, Completion):
             self.complete(event)
         elif isinstance(event, EventRaised):
@@ -295,7 +297,7 @@ class _Replay:
             self.finish(OrchestrationStatus.TERMINATED)
             self.error = ErrorDetails(type="Terminated", message=event.reason or "terminated")
         elif not isinstance(event, ExecutionRewound):
-            raise NonDeterminismError(f"unexpected {describe(event)}")
+            raise NonDeterminismError(f"unexpected {self.name(event)}")
         self.run_code()
 
     # --- decisions ---
@@ -344,6 +346,13 @@ class _Replay:
             where = f"history recorded {describe(event)} there" if event else "history has no further decisions"
             raise NonDeterminismError(f"the orchestration code made the decision {describe(decision)}, but {where}")
 
+    def name(self, event: HistoryEvent) -> str:
+        """``describe(event)`` for an error message. An event of this turn goes unnamed by id: when the
+        turn fails, only ``OrchestrationFailed`` is recorded, under the id the event would have had."""
+        if event.event_id <= self.last_stored_id:
+            return describe(event)
+        return f"{describe(replace(event, event_id=0))} (new in this turn)"
+
     def code_position(self) -> str:
         return " (the code has already finished)" if self.finished else ""
 
@@ -357,13 +366,15 @@ class _Replay:
         source = self.scheduled.get(event.source_event_id)
         if source is None:
             raise NonDeterminismError(
-                f"history has {describe(event)}, but event {event.source_event_id} scheduled no task"
+                f"{self.name(event)} claims to complete a task, but event {event.source_event_id} scheduled no task"
             )
         if not isinstance(event, _COMPLETED_BY[type(source)]):
-            raise NonDeterminismError(f"{describe(event)} does not match {describe(source)} that it claims to complete")
+            raise NonDeterminismError(
+                f"{self.name(event)} does not match {self.name(source)} that it claims to complete"
+            )
         task = self.open_tasks.pop(event.source_event_id, None)
         if task is None:
-            raise NonDeterminismError(f"history completes {describe(source)} twice: {describe(event)}")
+            raise NonDeterminismError(f"history completes {self.name(source)} twice: {self.name(event)}")
         if isinstance(event, ActivityFailed | SubOrchestrationFailed):
             assert isinstance(task, _ScheduledTask)
             task._fail_with(event.error)
@@ -393,7 +404,7 @@ class _Replay:
 
     def start(self, event: OrchestrationStarted) -> None:
         if self.code.started:
-            raise NonDeterminismError(f"history starts the orchestration twice: {describe(event)}")
+            raise NonDeterminismError(f"history starts the orchestration twice: {self.name(event)}")
         ctx = OrchestrationContext(self, event, instance_id=self.instance_id, execution_id=self.execution_id)
         self.code.start(self.orchestration, ctx, event)
 

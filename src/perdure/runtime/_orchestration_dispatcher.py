@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime
 
 from perdure._state import OrchestrationState, OrchestrationStatus
-from perdure._tracing import Tracer, execution_parent, execution_trace_context
+from perdure._tracing import Tracer, execution_span
 from perdure.engine._replay import describe
 from perdure.engine.events import (
     TERMINAL_EVENTS,
@@ -90,6 +90,8 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
             return
         commit = plan.commit
         ids["execution_id"] = commit.execution_id
+        for error in plan.errors:
+            _log.error("%s", error, extra=ids)
         for warning in plan.warnings:
             _log.warning("%s", warning, extra=ids)
         for note in plan.notes:
@@ -133,7 +135,7 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         if not isinstance(started, OrchestrationStarted):
             return
         execution_id = commit.execution_id
-        parent, start, rewound = execution_parent(item.instance_id, execution_id, started, history)
+        span = execution_span(item.instance_id, execution_id, started, history)
         attributes: dict[str, str | int | bool] = {
             "perdure.type": "orchestration",
             "perdure.name": started.name,
@@ -142,7 +144,7 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
             "perdure.execution_id": execution_id,
             "perdure.status": status,
         }
-        if rewound:
+        if span.rewound_from is not None:
             attributes["perdure.rewound"] = True
         if started.parent_instance is not None:
             attributes["perdure.parent_instance_id"] = started.parent_instance
@@ -150,15 +152,7 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         if isinstance(terminal, OrchestrationFailed):
             error = f"{terminal.error.type}: {terminal.error.message}"
         try:
-            self.tracer.emit_execution(
-                f"orchestration:{started.name}",
-                execution_trace_context(item.instance_id, execution_id, started),
-                parent,
-                start,
-                terminal.timestamp,
-                attributes,
-                error,
-            )
+            self.tracer.emit_execution(f"orchestration:{started.name}", span, terminal.timestamp, attributes, error)
         except Exception:  # tracing must never break a committed turn
             _log.exception("emitting the span of instance %r failed", item.instance_id)
 

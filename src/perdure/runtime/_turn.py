@@ -6,7 +6,8 @@ decisions (built by ``_outbox``; a rewind's history and reopened tasks come from
 The dispatcher does the I/O around it (fetch, ack or abandon).
 
 Turn rules:
-- a message for another execution (a stale completion) is dropped with a warning;
+- a message for an earlier execution (a stale completion) is dropped with a warning; one for a
+  later execution than the current one is dropped with an error naming both (docs/turns.md);
 - a start for an instance that has already started is dropped with a warning (a child's parent is
   told the child id is taken);
 - messages to a finished instance, or to an instance that does not exist, are dropped;
@@ -74,6 +75,8 @@ class TurnPlan:
     """Routine events worth a debug line (e.g. a late timer dropped after the instance finished)."""
     rewound: bool = False
     """The turn rewound the instance: ``commit.history`` is the new execution's whole history."""
+    errors: list[str] = field(default_factory=list)
+    """What no correct run produces (e.g. a message for an execution that does not exist yet)."""
 
 
 def plan_turn(
@@ -117,6 +120,7 @@ class _Planner:
         self.tracing = tracing
         self.warnings: list[str] = []
         self.notes: list[str] = []  # routine drops: a timer that lost a race, a second delivery
+        self.errors: list[str] = []
         self.replies: list[Message] = []  # answers to would-be parents of a duplicate start
         self.consumed: list[int] = []  # message ids consumed before the engine runs
 
@@ -128,13 +132,14 @@ class _Planner:
         *,
         rewound: bool = False,
     ) -> TurnPlan:
-        return TurnPlan(commit, result, self.warnings, replayed, self.notes, rewound)
+        return TurnPlan(commit, result, self.warnings, replayed, self.notes, rewound, self.errors)
 
-    def drop(self, message: QueuedMessage, why: str, *, expected: bool = False) -> None:
-        """Consume a message without recording it; ``expected`` drops are routine (logged at debug level)."""
+    def drop(self, message: QueuedMessage, why: str, *, expected: bool = False, error: bool = False) -> None:
+        """Consume a message without recording it; ``expected`` drops are routine (logged at debug level),
+        ``error`` ones are not explained by any correct run."""
         self.consumed.append(message.message_id)
         note = f"dropped {_kind(message)} for instance {self.item.instance_id!r}: {why}"
-        (self.notes if expected else self.warnings).append(note)
+        (self.errors if error else self.notes if expected else self.warnings).append(note)
 
     def plan(self) -> TurnPlan | Abandon:
         item, state = self.item, self.item.state
@@ -205,7 +210,12 @@ class _Planner:
         start: QueuedMessage | None = None
         accepted: list[QueuedMessage] = []
         for message in messages:
-            if message.execution_id is not None and message.execution_id != state.execution_id:
+            if message.execution_id is not None and message.execution_id > state.execution_id:
+                # No turn addresses an execution before it exists: the store is damaged, or the id was
+                # reused after a purge while a child of the purged instance still ran (docs/turns.md).
+                newer = f"it is addressed to execution {message.execution_id}, after the current {state.execution_id}"
+                self.drop(message, newer, error=True)
+            elif message.execution_id is not None and message.execution_id != state.execution_id:
                 self.drop(message, f"it belongs to execution {message.execution_id}, not {state.execution_id}")
             elif isinstance(message.event, StartRequested):
                 # After continue-as-new only the start addressed to the new execution may begin it.
