@@ -1,0 +1,268 @@
+"""perdure beside DBOS: the same shapes, on the same backends, in one run, as ratios.
+
+Run: ``python benchmarks/peers/run.py [--backend postgres|sqlite|both] [--n 300] [--shapes …]
+[--repeat 1] [--json]``.
+
+DBOS is installed by this script into a throw-away virtual environment (``.peers/dbos`` at the
+top of the repository, ignored by git) the first time it runs. Each side runs each shape in a
+subprocess of its own (the runtime or executor and its caller in one process) on a database made
+for that run alone: a fresh schema (perdure) or database (DBOS) on the same PostgreSQL server, or
+fresh files in a temporary directory. Both sides check every result: a wrong or missing one fails
+the whole run and no figure is printed.
+
+The sides of one shape run back to back (their order alternating between repeats), so both see
+the same load on a shared machine; the ratio is the figure that means something.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from shapes import SHAPES
+
+HERE = Path(__file__).resolve().parent
+DBOS_VERSION = "3.4.0"
+DEFAULT_VENV = HERE.parent.parent / ".peers" / "dbos"
+SIDE_TIMEOUT = 1800
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """What a run compares, from the command line."""
+
+    url: str
+    n: int
+    repeat: int
+    dbos_python: Path
+    dbos_styles: tuple[str, ...]
+    dbos_fan_out: str
+    perdure_synchronous: str
+
+
+def ensure_dbos(venv: Path) -> Path:
+    """Return the virtual environment's interpreter, creating it and installing DBOS if needed."""
+    python = venv / "bin" / "python"
+    if python.exists():
+        probe = subprocess.run(
+            [str(python), "-c", "from importlib.metadata import version; print(version('dbos'))"],
+            capture_output=True,
+            text=True,
+        )
+        if probe.stdout.strip() == DBOS_VERSION:
+            return python
+    print(f"installing dbos=={DBOS_VERSION} into {venv}", file=sys.stderr, flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", f"dbos=={DBOS_VERSION}"], check=True, stdout=sys.stderr
+    )
+    return python
+
+
+def _with_path(url: str, database: str, scheme: str | None = None) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((scheme or parts.scheme, parts.netloc, f"/{database}", parts.query, ""))
+
+
+def server_facts(url: str) -> dict[str, str]:
+    """The PostgreSQL server's version and durability setting; refuse to measure without it."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        facts = {
+            name: str(conn.execute(f"SHOW {name}").fetchone()[0])  # type: ignore[index]
+            for name in ("server_version", "synchronous_commit", "fsync")
+        }
+    if facts["synchronous_commit"] != "on" or facts["fsync"] != "on":
+        raise SystemExit(f"PostgreSQL must run with synchronous_commit=on and fsync=on, not {facts}")
+    return facts
+
+
+def _run_side(command: list[str], env: dict[str, str]) -> dict[str, Any]:
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=HERE, timeout=SIDE_TIMEOUT)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    figure: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figure
+
+
+@contextmanager
+def fresh_schema(url: str) -> Iterator[str]:
+    """A schema name of its own for one perdure run, dropped afterwards."""
+    schema = f"peers_{uuid.uuid4().hex[:10]}"
+    try:
+        yield schema
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')  # type: ignore[arg-type]
+
+
+@contextmanager
+def fresh_database(url: str) -> Iterator[str]:
+    """A database name of its own for one DBOS run (DBOS creates it), dropped afterwards."""
+    database = f"peers_dbos_{uuid.uuid4().hex[:10]}"
+    maintenance = _with_path(url, "postgres")
+    try:
+        yield database
+    finally:
+        with psycopg.connect(maintenance, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+def run_perdure(backend: str, shape: str, settings: Settings) -> dict[str, Any]:
+    """One run of one shape by perdure, in a subprocess on a fresh database."""
+    command = [sys.executable, "perdure_side.py", "--shape", shape, "--n", str(settings.n)]
+    if backend == "postgres":
+        with fresh_schema(settings.url) as schema:
+            return _run_side([*command, "--postgres", settings.url, "--schema", schema], dict(os.environ))
+    with tempfile.TemporaryDirectory() as tmp:
+        command += ["--sqlite", str(Path(tmp) / "perdure.db"), "--synchronous", settings.perdure_synchronous]
+        return _run_side(command, dict(os.environ))
+
+
+def run_dbos(backend: str, shape: str, style: str, settings: Settings) -> dict[str, Any]:
+    """One run of one shape by DBOS, in its virtual environment on a fresh database."""
+    command = [str(settings.dbos_python), "dbos_side.py", "--shape", shape, "--n", str(settings.n)]
+    command += ["--style", style, "--fan-out", settings.dbos_fan_out]
+    # Only the virtual environment's own packages: nothing of perdure on the path.
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    if backend == "postgres":
+        with fresh_database(settings.url) as database:
+            url = _with_path(settings.url, database, scheme="postgresql+psycopg")
+            return _run_side([*command, "--url", url], env)
+    with tempfile.TemporaryDirectory() as tmp:
+        return _run_side([*command, "--url", f"sqlite:///{Path(tmp) / 'dbos.sqlite'}"], env)
+
+
+def dbos_styles_for(shape: str, settings: Settings) -> tuple[str, ...]:
+    """The DBOS styles to run for a shape: the fan-out variant decides its own."""
+    if shape == "fan_out":
+        return ("async",) if settings.dbos_fan_out == "steps" else ("sync",)
+    return settings.dbos_styles
+
+
+def measure_shape(backend: str, shape: str, settings: Settings) -> dict[str, Any]:
+    """Every run of one shape on one backend, and the best figure of each side."""
+    runs: list[dict[str, Any]] = []
+    for attempt in range(settings.repeat):
+        sides: list[tuple[str, str]] = [("perdure", "")]
+        sides += [("dbos", style) for style in dbos_styles_for(shape, settings)]
+        if attempt % 2:
+            sides.reverse()
+        for side, style in sides:
+            figure = (
+                run_perdure(backend, shape, settings)
+                if side == "perdure"
+                else run_dbos(backend, shape, style, settings)
+            )
+            figure["side"] = side
+            runs.append(figure)
+            print(f"  {backend} {shape} {side} {figure.get('style', '')}: {figure['rate']:.0f} /s", file=sys.stderr)
+    best = {side: max((r for r in runs if r["side"] == side), key=lambda r: r["rate"]) for side in ("perdure", "dbos")}
+    return {
+        "shape": shape,
+        "unit": SHAPES[shape].unit,
+        "perdure": best["perdure"]["rate"],
+        "dbos": best["dbos"]["rate"],
+        "dbos_style": best["dbos"].get("fan_out", best["dbos"].get("style")),
+        "ratio": best["perdure"]["rate"] / best["dbos"]["rate"],
+        "runs": runs,
+    }
+
+
+def table(backend: str, rows: list[dict[str, Any]], settings: Settings) -> str:
+    """A Markdown table of one backend's figures."""
+    lines = [
+        f"{backend}, N = {settings.n}, best of {settings.repeat}:",
+        "",
+        "| shape | perdure | DBOS | perdure / DBOS |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        unit = "steps/s" if row["unit"] == "steps" else "/s"
+        lines.append(
+            f"| {SHAPES[row['shape']].title} | {row['perdure']:.0f} {unit} | {row['dbos']:.0f} {unit} "
+            f"({row['dbos_style']}) | **{row['ratio']:.2f}×** |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=["postgres", "sqlite", "both"], default="both")
+    parser.add_argument("--n", type=int, default=300, help="size of every shape")
+    parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
+    parser.add_argument("--repeat", type=int, default=1, help="runs per side and shape; the best counts")
+    parser.add_argument(
+        "--url", default=os.environ.get("PERDURE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    )
+    parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="DBOS's throw-away virtual environment")
+    parser.add_argument(
+        "--dbos-style",
+        choices=["sync", "async", "both"],
+        default="both",
+        help="DBOS workflows as plain def, async def, or both (the faster counts)",
+    )
+    parser.add_argument(
+        "--dbos-fan-out",
+        choices=["steps", "queue"],
+        default="steps",
+        help="DBOS fan-out: asyncio.gather of steps in one workflow, or a queue of child workflows",
+    )
+    parser.add_argument(
+        "--perdure-synchronous",
+        choices=["FULL", "NORMAL"],
+        default="FULL",
+        help="perdure's SQLite synchronous setting (DBOS runs SQLite's default, FULL)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+    args = parser.parse_args()
+
+    settings = Settings(
+        url=args.url,
+        n=args.n,
+        repeat=args.repeat,
+        dbos_python=ensure_dbos(args.venv),
+        dbos_styles=("sync", "async") if args.dbos_style == "both" else (args.dbos_style,),
+        dbos_fan_out=args.dbos_fan_out,
+        perdure_synchronous=args.perdure_synchronous,
+    )
+    backends = ["postgres", "sqlite"] if args.backend == "both" else [args.backend]
+    document: dict[str, Any] = {
+        "machine": {
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_at_start": os.getloadavg(),
+        },
+        "n": args.n,
+        "repeat": args.repeat,
+        "backends": {},
+    }
+    if "postgres" in backends:
+        document["postgres"] = server_facts(args.url)
+    for backend in backends:
+        rows = [measure_shape(backend, shape, settings) for shape in args.shapes]
+        document["backends"][backend] = rows
+        if not args.json:
+            print(table(backend, rows, settings), end="\n\n", flush=True)
+    document["machine"]["load_average_at_end"] = os.getloadavg()
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        print(f"load average at start {document['machine']['load_average_at_start']}, at end {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
