@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import sqlite3
 import time
+from contextlib import closing
 from importlib import metadata
 from typing import Any
 
@@ -161,7 +162,18 @@ def main() -> None:
     settings: dict[str, object] = {"style": args.style, "versions": _versions()}
     if args.shape == "fan_out":
         settings["fan_out"] = args.fan_out
+    if args.url.startswith("sqlite:///"):
+        settings.update(_sqlite_settings(args.url.removeprefix("sqlite:///")))
     report(args.shape, args.n, seconds, **settings)
+
+
+def _sqlite_settings(path: str) -> dict[str, object]:
+    """The journal mode DBOS left in its file, and the synchronous level a connection gets by
+    default (DBOS sets neither, so SQLite's defaults apply)."""
+    with closing(sqlite3.connect(path)) as conn:
+        journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        level = conn.execute("PRAGMA synchronous").fetchone()[0]
+    return {"journal_mode": journal, "synchronous": {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}[level]}
 
 
 def _versions() -> dict[str, str]:

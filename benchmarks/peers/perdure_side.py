@@ -116,7 +116,7 @@ async def main() -> None:
         await provider.close()
     settings: dict[str, object] = {"versions": _versions()}
     if args.sqlite:
-        settings["synchronous"] = args.synchronous
+        settings.update(journal_mode="wal", synchronous=args.synchronous)
     report(args.shape, args.n, seconds, **settings)
 
 

@@ -168,7 +168,8 @@ def measure_shape(backend: str, shape: str, settings: Settings) -> dict[str, Any
             )
             figure["side"] = side
             runs.append(figure)
-            print(f"  {backend} {shape} {side} {figure.get('style', '')}: {figure['rate']:.0f} /s", file=sys.stderr)
+            label = f"{side} {style}" if side == "dbos" else side
+            print(f"  {backend} {shape} {label}: {figure['rate']:.0f} {SHAPES[shape].unit}/s", file=sys.stderr)
     best = {side: max((r for r in runs if r["side"] == side), key=lambda r: r["rate"]) for side in ("perdure", "dbos")}
     return {
         "shape": shape,
@@ -195,6 +196,26 @@ def table(backend: str, rows: list[dict[str, Any]], settings: Settings) -> str:
             f"| {SHAPES[row['shape']].title} | {row['perdure']:.0f} {unit} | {row['dbos']:.0f} {unit} "
             f"({row['dbos_style']}) | **{row['ratio']:.2f}×** |"
         )
+    return "\n".join(lines)
+
+
+def describe(document: dict[str, Any]) -> str:
+    """The versions and settings a run measured, read back from the sides' reports."""
+    runs = [run for rows in document["backends"].values() for row in rows for run in row["runs"]]
+    lines = []
+    for side in ("perdure", "dbos"):
+        mine = [run for run in runs if run["side"] == side]
+        versions = ", ".join(f"{name} {version}" for name, version in mine[-1]["versions"].items())
+        lines.append(f"{side}: {versions}")
+        sqlite = {(run["journal_mode"], run["synchronous"]) for run in mine if "journal_mode" in run}
+        lines += [f"  SQLite journal_mode={journal}, synchronous={level}" for journal, level in sorted(sqlite)]
+    if "postgres" in document:
+        lines.append("PostgreSQL " + ", ".join(f"{name}={value}" for name, value in document["postgres"].items()))
+    machine = document["machine"]
+    lines.append(
+        f"{machine['machine']}, {machine['cpus']} CPUs, Python {machine['python']}; load average "
+        f"{machine['load_average_at_start'][0]:.1f} at start, {machine['load_average_at_end'][0]:.1f} at end"
+    )
     return "\n".join(lines)
 
 
@@ -258,10 +279,7 @@ def main() -> None:
         if not args.json:
             print(table(backend, rows, settings), end="\n\n", flush=True)
     document["machine"]["load_average_at_end"] = os.getloadavg()
-    if args.json:
-        print(json.dumps(document, indent=2))
-    else:
-        print(f"load average at start {document['machine']['load_average_at_start']}, at end {os.getloadavg()}")
+    print(json.dumps(document, indent=2) if args.json else describe(document))
 
 
 if __name__ == "__main__":
