@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sqlite3
-import time
 from contextlib import closing
 from importlib import metadata
 from typing import Any
 
 from dbos import DBOS
-from shapes import SEQUENCE_LENGTH, SHAPES, expected, report
+from shapes import SEQUENCE_LENGTH, SHAPES, Stopwatch, expected, report
 
 QUEUE_POLLING_SECONDS = 0.01
 """How often the fan-out queue is polled (DBOS's default is 1 s, which would dominate)."""
@@ -117,23 +116,23 @@ async def run_async(shape: str, n: int) -> None:
 # pools and first-call costs are paid before the clock starts.
 
 
-def timed_sync(shape: str, n: int) -> float:
-    """Seconds :func:`run_sync` takes, after a warm-up."""
+def timed_sync(shape: str, n: int) -> Stopwatch:
+    """:func:`run_sync`, timed after a warm-up."""
     for k in range(3):
         _check("warm-up", DBOS.start_workflow(one, k).get_result(), k + 1)
-    began = time.perf_counter()
-    run_sync(shape, n)
-    return time.perf_counter() - began
+    with Stopwatch() as watch:
+        run_sync(shape, n)
+    return watch
 
 
-async def timed_async(shape: str, n: int) -> float:
-    """Seconds :func:`run_async` takes, after a warm-up."""
+async def timed_async(shape: str, n: int) -> Stopwatch:
+    """:func:`run_async`, timed after a warm-up."""
     for k in range(3):
         handle = await DBOS.start_workflow_async(one_async, k)
         _check("warm-up", await handle.get_result(), k + 1)
-    began = time.perf_counter()
-    await run_async(shape, n)
-    return time.perf_counter() - began
+    with Stopwatch() as watch:
+        await run_async(shape, n)
+    return watch
 
 
 def main() -> None:
@@ -154,9 +153,9 @@ def main() -> None:
         if args.shape == "fan_out" and args.fan_out == "queue":
             DBOS.register_queue("fan-out", polling_interval_sec=QUEUE_POLLING_SECONDS)
         if args.style == "async":
-            seconds = asyncio.run(timed_async(args.shape, args.n))
+            watch = asyncio.run(timed_async(args.shape, args.n))
         else:
-            seconds = timed_sync(args.shape, args.n)
+            watch = timed_sync(args.shape, args.n)
     finally:
         DBOS.destroy()
     settings: dict[str, object] = {"style": args.style, "versions": _versions()}
@@ -164,7 +163,7 @@ def main() -> None:
         settings["fan_out"] = args.fan_out
     if args.url.startswith("sqlite:///"):
         settings.update(_sqlite_settings(args.url.removeprefix("sqlite:///")))
-    report(args.shape, args.n, seconds, **settings)
+    report(args.shape, args.n, watch, **settings)
 
 
 def _sqlite_settings(path: str) -> dict[str, object]:

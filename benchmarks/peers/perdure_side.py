@@ -11,11 +11,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sqlite3
-import time
 from importlib import metadata
 from typing import Any
 
-from shapes import SEQUENCE_LENGTH, SHAPES, expected, report
+from shapes import SEQUENCE_LENGTH, SHAPES, Stopwatch, expected, report
 
 from perdure import (
     ActivityContext,
@@ -109,15 +108,14 @@ async def main() -> None:
             for k in range(3):
                 await client.start_orchestration(f"warm-up-{k}", "One", k)
                 await _finish(client, f"warm-up-{k}", k + 1)
-            began = time.perf_counter()
-            await run_shape(client, args.shape, args.n)
-            seconds = time.perf_counter() - began
+            with Stopwatch() as watch:
+                await run_shape(client, args.shape, args.n)
     finally:
         await provider.close()
     settings: dict[str, object] = {"versions": _versions()}
     if args.sqlite:
         settings.update(journal_mode="wal", synchronous=args.synchronous)
-    report(args.shape, args.n, seconds, **settings)
+    report(args.shape, args.n, watch, **settings)
 
 
 def _versions() -> dict[str, str]:

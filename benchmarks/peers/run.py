@@ -178,6 +178,8 @@ def measure_shape(backend: str, shape: str, settings: Settings) -> dict[str, Any
         "dbos": best["dbos"]["rate"],
         "dbos_style": best["dbos"].get("fan_out", best["dbos"].get("style")),
         "ratio": best["perdure"]["rate"] / best["dbos"]["rate"],
+        "perdure_cpu_ms": best["perdure"]["cpu_ms_per_unit"],
+        "dbos_cpu_ms": best["dbos"]["cpu_ms_per_unit"],
         "runs": runs,
     }
 
@@ -187,14 +189,15 @@ def table(backend: str, rows: list[dict[str, Any]], settings: Settings) -> str:
     lines = [
         f"{backend}, N = {settings.n}, best of {settings.repeat}:",
         "",
-        "| shape | perdure | DBOS | perdure / DBOS |",
-        "|---|---|---|---|",
+        "| shape | perdure | DBOS | perdure / DBOS | process CPU ms per unit, perdure / DBOS |",
+        "|---|---|---|---|---|",
     ]
     for row in rows:
         unit = "steps/s" if row["unit"] == "steps" else "/s"
         lines.append(
             f"| {SHAPES[row['shape']].title} | {row['perdure']:.0f} {unit} | {row['dbos']:.0f} {unit} "
-            f"({row['dbos_style']}) | **{row['ratio']:.2f}×** |"
+            f"({row['dbos_style']}) | **{row['ratio']:.2f}×** "
+            f"| {row['perdure_cpu_ms']:.2f} / {row['dbos_cpu_ms']:.2f} |"
         )
     return "\n".join(lines)
 

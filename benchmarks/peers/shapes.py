@@ -10,7 +10,9 @@ side checks each one against :func:`expected` before it reports a figure.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
+from typing import Any
 
 SEQUENCE_LENGTH = 10
 """Steps in each workflow of the two sequence shapes."""
@@ -76,10 +78,36 @@ def expected(shape: str, n: int, k: int = 0) -> int:
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def report(shape: str, n: int, seconds: float, **settings: object) -> None:
+class Stopwatch:
+    """Wall-clock seconds of a timed section, and the CPU seconds this process spent in it.
+
+    CPU time counts every thread of the side's process (not the database server's); on a shared
+    machine it moves much less than wall-clock time when other work competes for the cores.
+    """
+
+    seconds = 0.0
+    cpu_seconds = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        self._wall = time.perf_counter()
+        self._cpu = time.process_time()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.seconds = time.perf_counter() - self._wall
+        self.cpu_seconds = time.process_time() - self._cpu
+
+
+def report(shape: str, n: int, watch: Stopwatch, **settings: Any) -> None:
     """Print a side's figure as one JSON line on standard output (the driver reads the last line)."""
     units = SHAPES[shape].units(n)
-    print(
-        json.dumps({"shape": shape, "n": n, "units": units, "seconds": seconds, "rate": units / seconds, **settings}),
-        flush=True,
-    )
+    figure = {
+        "shape": shape,
+        "n": n,
+        "units": units,
+        "seconds": watch.seconds,
+        "rate": units / watch.seconds,
+        "cpu_seconds": watch.cpu_seconds,
+        "cpu_ms_per_unit": watch.cpu_seconds * 1000 / units,
+    }
+    print(json.dumps(figure | settings), flush=True)
