@@ -38,6 +38,7 @@ HERE = Path(__file__).resolve().parent
 DBOS_VERSION = "3.4.0"
 DEFAULT_VENV = HERE.parent.parent / ".peers" / "dbos"
 SIDE_TIMEOUT = 1800
+FAN_OUT_LABELS = {"steps": "gather of steps", "queue": "queue of child workflows"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -176,7 +177,7 @@ def measure_shape(backend: str, shape: str, settings: Settings) -> dict[str, Any
         "unit": SHAPES[shape].unit,
         "perdure": best["perdure"]["rate"],
         "dbos": best["dbos"]["rate"],
-        "dbos_style": best["dbos"].get("fan_out", best["dbos"].get("style")),
+        "dbos_style": FAN_OUT_LABELS.get(best["dbos"].get("fan_out", ""), best["dbos"]["style"]),
         "ratio": best["perdure"]["rate"] / best["dbos"]["rate"],
         "perdure_cpu_ms": best["perdure"]["cpu_ms_per_unit"],
         "dbos_cpu_ms": best["dbos"]["cpu_ms_per_unit"],
