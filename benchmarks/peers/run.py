@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql
 from shapes import SHAPES
 
 HERE = Path(__file__).resolve().parent
@@ -106,7 +107,7 @@ def fresh_schema(url: str) -> Iterator[str]:
         yield schema
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')  # type: ignore[arg-type]
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 @contextmanager
@@ -118,7 +119,7 @@ def fresh_database(url: str) -> Iterator[str]:
         yield database
     finally:
         with psycopg.connect(maintenance, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')  # type: ignore[arg-type]
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
 
 
 def run_perdure(backend: str, shape: str, settings: Settings) -> dict[str, Any]:
