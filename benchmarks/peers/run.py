@@ -23,6 +23,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -91,10 +92,36 @@ def server_facts(url: str) -> dict[str, str]:
     return facts
 
 
-def _run_side(command: list[str], env: dict[str, str]) -> dict[str, Any]:
+class ServerRestarted(Exception):
+    """A side failed while the PostgreSQL server restarted under it (not a wrong result)."""
+
+
+def _connect(url: str) -> psycopg.Connection[Any]:
+    """Connect, waiting up to two minutes for a server that is restarting."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            return psycopg.connect(url, autocommit=True)
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def _server_started_at(url: str) -> str:
+    with _connect(url) as conn:
+        return str(conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0])  # type: ignore[index]
+
+
+def _run_side(command: list[str], env: dict[str, str], server_url: str | None = None) -> dict[str, Any]:
+    """Run one side and return its figure; with ``server_url``, tell a server restart from a failure."""
+    started_at = _server_started_at(server_url) if server_url else None
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=HERE, timeout=SIDE_TIMEOUT)
     if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+        failure = f"{' '.join(command)} failed (exit {done.returncode}):\n{done.stderr[-3000:]}"
+        if server_url and _server_started_at(server_url) != started_at:
+            raise ServerRestarted(failure)
+        raise SystemExit(failure)
     figure: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return figure
 
@@ -106,7 +133,7 @@ def fresh_schema(url: str) -> Iterator[str]:
     try:
         yield schema
     finally:
-        with psycopg.connect(url, autocommit=True) as conn:
+        with _connect(url) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
@@ -118,7 +145,7 @@ def fresh_database(url: str) -> Iterator[str]:
     try:
         yield database
     finally:
-        with psycopg.connect(maintenance, autocommit=True) as conn:
+        with _connect(maintenance) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
 
 
@@ -127,7 +154,8 @@ def run_perdure(backend: str, shape: str, settings: Settings) -> dict[str, Any]:
     command = [sys.executable, "perdure_side.py", "--shape", shape, "--n", str(settings.n)]
     if backend == "postgres":
         with fresh_schema(settings.url) as schema:
-            return _run_side([*command, "--postgres", settings.url, "--schema", schema], dict(os.environ))
+            command += ["--postgres", settings.url, "--schema", schema]
+            return _run_side(command, dict(os.environ), server_url=settings.url)
     with tempfile.TemporaryDirectory() as tmp:
         command += ["--sqlite", str(Path(tmp) / "perdure.db"), "--synchronous", settings.perdure_synchronous]
         return _run_side(command, dict(os.environ))
@@ -142,7 +170,7 @@ def run_dbos(backend: str, shape: str, style: str, settings: Settings) -> dict[s
     if backend == "postgres":
         with fresh_database(settings.url) as database:
             url = _with_path(settings.url, database, scheme="postgresql+psycopg")
-            return _run_side([*command, "--url", url], env)
+            return _run_side([*command, "--url", url], env, server_url=settings.url)
     with tempfile.TemporaryDirectory() as tmp:
         return _run_side([*command, "--url", f"sqlite:///{Path(tmp) / 'dbos.sqlite'}"], env)
 
@@ -154,6 +182,28 @@ def dbos_styles_for(shape: str, settings: Settings) -> tuple[str, ...]:
     return settings.dbos_styles
 
 
+def run_once(backend: str, shape: str, side: str, style: str, settings: Settings) -> dict[str, Any]:
+    """One side's run of a shape; run again (at most twice) if the server restarted under it.
+
+    Other work on a shared machine may restart the PostgreSQL server; that interrupts a run but
+    says nothing about either side. Any other failure ends the whole run.
+    """
+    restarts = 0
+    while True:
+        try:
+            if side == "perdure":
+                figure = run_perdure(backend, shape, settings)
+            else:
+                figure = run_dbos(backend, shape, style, settings)
+        except ServerRestarted as restart:
+            restarts += 1
+            if restarts == 3:
+                raise SystemExit(str(restart)) from None
+            print(f"  {backend} {shape} {side}: the server restarted during the run; again", file=sys.stderr)
+            continue
+        return figure | {"side": side, "runs_after_server_restart": restarts}
+
+
 def measure_shape(backend: str, shape: str, settings: Settings) -> dict[str, Any]:
     """Every run of one shape on one backend, and the best figure of each side."""
     runs: list[dict[str, Any]] = []
@@ -163,12 +213,7 @@ def measure_shape(backend: str, shape: str, settings: Settings) -> dict[str, Any
         if attempt % 2:
             sides.reverse()
         for side, style in sides:
-            figure = (
-                run_perdure(backend, shape, settings)
-                if side == "perdure"
-                else run_dbos(backend, shape, style, settings)
-            )
-            figure["side"] = side
+            figure = run_once(backend, shape, side, style, settings)
             runs.append(figure)
             label = f"{side} {style}" if side == "dbos" else side
             print(f"  {backend} {shape} {label}: {figure['rate']:.0f} {SHAPES[shape].unit}/s", file=sys.stderr)
