@@ -29,11 +29,12 @@ async def main() -> None:
     provider = await SqliteProvider.open(":memory:")
     async with Runtime(provider, registry):
         client = Client(provider)
-        await client.start_orchestration("hello-1", "Hello", "World")
-        state = await client.wait_for_orchestration("hello-1", timeout=30)
+        # An id of your choice, or None for a new one; start_orchestration returns it.
+        instance_id = await client.start_orchestration(None, "Hello", "World")
+        state = await client.wait_for_orchestration(instance_id, timeout=30)
         print(f"status: {state.status.value}")
         print(f"output: {state.output}")
-        history = await client.get_history("hello-1")
+        history = await client.get_history(instance_id)
         print("history:", ", ".join(type(event).__name__ for event in history))
     await provider.close()
 

@@ -39,9 +39,9 @@ class OrchestrationStatus(enum.Enum):
 
         ``terminate`` and ``raise_event`` apply until the instance finishes; ``suspend`` to a
         PENDING or RUNNING instance; ``resume`` to a SUSPENDED one; ``rewind`` to a FAILED one;
-        ``purge`` to a finished one. :class:`~perdure.Client` refuses a suspend, resume, rewind
-        or purge the status does not allow, and a terminate it does not allow changes nothing;
-        an event sent to a finished instance is dropped. The dashboard offers only these.
+        ``purge`` to a finished one. :class:`~perdure.Client` refuses a suspend, resume, rewind,
+        purge or event the status does not allow, and a terminate it does not allow changes
+        nothing. The dashboard offers only these.
         """
         return _ALLOWED_ACTIONS[self]
 

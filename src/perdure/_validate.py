@@ -29,6 +29,7 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "MAX_REASON_LENGTH",
     "check_aware",
+    "check_choice",
     "check_execution_id",
     "check_flag",
     "check_instance_id",
@@ -140,6 +141,12 @@ def check_flag(value: Any, what: str) -> None:
     """Refuse anything but a ``bool`` (a truthy string would silently mean ``True``)."""
     if not isinstance(value, bool):
         raise TypeError(f"{what} must be a bool, got {type(value).__name__}")
+
+
+def check_choice(value: Any, choices: Sequence[str], what: str) -> None:
+    """Refuse anything but one of ``choices`` (a misspelt option must not mean the default)."""
+    if value not in choices:
+        raise ValueError(f"{what} must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
 def check_limit(limit: Any) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,18 @@ async def wait_status(client: Client, instance_id: str, status: OrchestrationSta
         if loop.time() > deadline:
             raise AssertionError(f"{instance_id} is {state and state.status}, not {status} after {timeout} s")
         await client.provider.wait_for_state_change(instance_id, 0.05)
+
+
+def create_store(path: Path) -> None:
+    """An empty store at ``path`` (the operator tools open only a store that exists), from any thread."""
+
+    async def create() -> None:
+        provider = await SqliteProvider.open(path)
+        await provider.close()
+
+    # On a thread of its own: the caller's thread may be running an event loop already.
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, create()).result()
 
 
 async def seed(path: Path) -> Seeded:

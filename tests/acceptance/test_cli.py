@@ -216,6 +216,40 @@ async def test_start_creates_an_instance_that_a_worker_runs(db: Path) -> None:
         assert (state.output, state.version) == ("Hello, Fay!", "1.0.0")
 
 
+async def test_start_without_an_id_prints_the_new_one(db: Path) -> None:
+    result = await cli("start", "Greeting", "--input", '"Gus"', "--json", db=db)
+    assert result.code == 0, result.err
+    started = json.loads(result.out)
+    assert re.fullmatch(r"[0-9a-f]{32}", started["instance_id"]) and started["name"] == "Greeting"
+    async with store(db, run=True) as client:
+        assert (await client.wait_for_orchestration(started["instance_id"], timeout=10)).output == "Hello, Gus!"
+
+
+async def test_start_if_exists_returns_or_restarts_the_existing_instance(db: Path, ids: Seeded) -> None:
+    kept = await cli("start", "Greeting", "--id", ids.completed, "--if-exists", "return", db=db)
+    assert (kept.code, kept.out.strip()) == (0, f"Started Greeting as {ids.completed}.")
+    async with store(db) as client:
+        state = await client.get_status(ids.completed)
+        assert state is not None and (state.status, state.execution_id) == (OrchestrationStatus.COMPLETED, 1)
+    again = await cli("start", "Greeting", "--id", ids.completed, "--input", '"Ivy"', "--if-exists", "restart", db=db)
+    assert again.code == 0, again.err
+    async with store(db, run=True) as client:
+        state = await client.wait_for_orchestration(ids.completed, timeout=10)
+    assert (state.status, state.execution_id, state.output) == (OrchestrationStatus.COMPLETED, 2, "Hello, Ivy!")
+
+
+async def test_start_creates_a_store_only_when_asked(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh.db"
+    refused = await cli("start", "Greeting", "--id", "a", db=fresh)
+    assert (refused.code, refused.out) == (3, "")
+    assert refused.err == f"perdure: error: no perdure store at '{fresh}': no such file\n"
+    assert not fresh.exists()
+    created = await cli("start", "Greeting", "--id", "a", "--create", db=fresh)
+    assert (created.code, created.out.strip()) == (0, "Started Greeting as a.")
+    listed = await cli("instances", "list", "--json", db=fresh)
+    assert [i["instance_id"] for i in json.loads(listed.out)["instances"]] == ["a"]
+
+
 async def test_start_refuses_bad_json_and_taken_ids(db: Path, ids: Seeded) -> None:
     bad = await cli("start", "Greeting", "--id", "cli-3", "--input", "{name: Eve}", db=db)
     assert bad.code == 2
@@ -241,6 +275,16 @@ async def test_raise_event_errors(db: Path, ids: Seeded) -> None:
     bad = await cli("raise-event", ids.running, "approve", "--data", "[1,", db=db)
     assert bad.code == 2
     assert "--data is not valid JSON" in bad.err
+
+
+async def test_raise_event_on_a_finished_instance_is_refused_with_exit_4(db: Path, ids: Seeded) -> None:
+    for finished, status in ((ids.completed, "COMPLETED"), (ids.failed, "FAILED"), (ids.terminated, "TERMINATED")):
+        result = await cli("raise-event", finished, "approve", db=db)
+        assert (result.code, result.out) == (4, "")
+        assert result.err == f"perdure: error: instance '{finished}' is {status}; it takes no events\n"
+    async with store(db) as client:
+        assert await client.provider.fetch_orchestration_item(30) is not None  # the pending one's start
+        assert await client.provider.fetch_orchestration_item(30) is None, "no event was queued"
 
 
 # --- terminate, suspend, resume, rewind --------------------------------------------------------
@@ -299,18 +343,22 @@ async def test_suspend_and_resume(db: Path, ids: Seeded) -> None:
 async def test_rewind_makes_a_failed_instance_complete(db: Path, ids: Seeded) -> None:
     FLAKY["fail"] = False
     try:
-        result = await cli("rewind", ids.failed, "--reason", "card fixed", db=db)
+        result = await cli("rewind", ids.failed, "--reason", "card fixed", "--json", db=db)
         assert result.code == 0, result.err
-        assert result.out.strip() == f"Rewind requested for {ids.failed}."
+        assert json.loads(result.out) == {"instance_id": ids.failed, "action": "rewind", "execution_id": 2}
+        shown = await cli("instances", "show", ids.failed, "--json", db=db)
+        assert json.loads(shown.out)["instance"]["status"] == "PENDING", "in progress as soon as the command returns"
         async with store(db, run=True) as client:
             state = await client.wait_for_orchestration(ids.failed, timeout=10)
-            if state.status is OrchestrationStatus.FAILED:  # the rewind's turn had not run yet
-                await wait_status(client, ids.failed, OrchestrationStatus.COMPLETED)
-                state = await client.wait_for_orchestration(ids.failed, timeout=10)
-        assert state.status is OrchestrationStatus.COMPLETED
+        assert (state.status, state.execution_id) == (OrchestrationStatus.COMPLETED, 2)
         assert state.output == ["Hello, shop!", "charged 42"]
     finally:
         FLAKY["fail"] = True
+
+
+async def test_rewind_says_which_execution_runs_again(db: Path, ids: Seeded) -> None:
+    result = await cli("rewind", ids.failed, db=db)
+    assert result.out.strip() == f"Rewind requested for {ids.failed}: it runs again as execution 2."
 
 
 async def test_rewind_of_an_instance_that_has_not_failed_is_refused(db: Path, ids: Seeded) -> None:

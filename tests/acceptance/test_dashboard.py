@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.acceptance.operator_support import FAST, FLAKY, Seeded, registry, seed, wait_status
+from tests.acceptance.operator_support import FAST, FLAKY, Seeded, create_store, registry, seed, wait_status
 
 from perdure import Client, OrchestrationState, OrchestrationStatus, Runtime, SqliteProvider
 from perdure._state import ACTIONS
@@ -407,6 +407,7 @@ def test_actions_need_post_the_same_origin_and_the_session_csrf_token(
 
 def test_with_a_token_every_request_needs_it(tmp_path: Path) -> None:
     secret = "s3cret-token-for-tests"
+    create_store(tmp_path / "token.db")
     process, url = start_dashboard(tmp_path / "token.db", "--token", secret)
     try:
         with httpx.Client() as client:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,19 @@ def test_saga_creates_nothing_after_the_failed_step_and_undoes_only_what_it_crea
     assert "virtual machine env-broken/vm" not in created
     assert deleted == list(reversed(created))
     assert "env-broken: error: activity 'CreateVirtualMachine' failed" in "\n".join(out)
+
+
+def test_the_readme_example_runs_twice_in_a_row_on_its_file(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
+    assert blocks, "the README shows an example"
+    script = tmp_path / "hello.py"
+    script.write_text(blocks[0], encoding="utf-8")
+    for run in (1, 2):  # the second run finds the first one's store and instance
+        done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, f"run {run}: {done.stdout}{done.stderr}"
+        assert done.stdout.splitlines() == ["OrchestrationStatus.COMPLETED Hello, World!"], f"run {run}"
+    assert (tmp_path / "app.db").exists()
 
 
 def test_every_example_is_tested_and_listed() -> None:

@@ -134,6 +134,12 @@ class DelegatingProvider(Provider):
     async def create_instance(self, start: Message) -> None:
         await self.inner.create_instance(start)
 
+    async def restart_instance(self, start: Message) -> int:
+        return await self.inner.restart_instance(start)
+
+    async def request_rewind(self, request: Message) -> bool:
+        return await self.inner.request_rewind(request)
+
     async def enqueue_messages(self, messages: Sequence[Message]) -> None:
         await self.inner.enqueue_messages(messages)
 

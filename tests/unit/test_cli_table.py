@@ -99,7 +99,7 @@ def test_environment_defaults_are_converted_like_the_command_line(monkeypatch: p
     listing = parse("instances", "list")
     assert listing.status == [OrchestrationStatus.FAILED, OrchestrationStatus.TERMINATED]
     assert listing.limit == 5
-    assert parse("start", "Greeting").instance_id == "from-env"  # --id is required only without PERDURE_ID
+    assert parse("start", "Greeting").instance_id == "from-env"
     monkeypatch.setenv("PERDURE_DEMO_DB", "elsewhere.db")
     assert parse("demo").db == "elsewhere.db"
 

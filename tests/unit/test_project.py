@@ -72,6 +72,7 @@ def test_the_provider_contract_is_public() -> None:
             "QueueKind",
             "QueuedMessage",
             "SqliteProvider",
+            "StoreNotFoundError",
             "TurnCommit",
             "WorkItem",
             "open_provider",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +15,7 @@ from perdure._state import OrchestrationDescriptor, OrchestrationState, Orchestr
 from perdure._tracing import Tracer
 from perdure._validate import (
     check_aware,
+    check_choice,
     check_execution_id,
     check_flag,
     check_instance_id,
@@ -26,6 +28,7 @@ from perdure._validate import (
     check_timeout,
     check_version,
 )
+from perdure.client._start import IF_EXISTS, IfExists, new_instance_id, start_instance
 from perdure.engine.events import (
     EventRaised,
     ExecutionRewound,
@@ -36,7 +39,7 @@ from perdure.engine.events import (
     StartRequested,
     TerminateRequested,
 )
-from perdure.providers._base import InstanceFilter, Message, NewInstance, Provider
+from perdure.providers._base import InstanceFilter, Message, Provider
 
 __all__ = ["Client"]
 
@@ -66,51 +69,58 @@ class Client:
         return self._tracer
 
     async def start_orchestration(
-        self, instance_id: str, name: str, input: Any = None, *, version: str | None = None
+        self,
+        instance_id: str | None,
+        name: str,
+        input: Any = None,
+        *,
+        version: str | None = None,
+        if_exists: IfExists = "fail",
     ) -> str:
         """Create an instance and schedule its first turn.
 
         Args:
-            instance_id: A unique id of your choice.
+            instance_id: A unique id of your choice, or ``None`` for a new random one.
             name: The registered orchestration name.
             input: A JSON value handed to the orchestration.
             version: Pin this version; by default the name's version policy chooses when the
                 instance starts.
+            if_exists: When an instance with this id exists: ``"fail"`` (the default) raises
+                :class:`~perdure.InstanceAlreadyExistsError`; ``"return"`` starts nothing and
+                returns the id (a start that is safe to repeat); ``"restart"`` replaces it, in one
+                transaction, with a fresh run in its next execution: a finished instance's history
+                is purged, an unfinished one is terminated (its pending work is discarded, its
+                unfinished children are terminated) — see ``docs/management.md``.
 
         Returns:
-            The instance id.
+            The instance id (the generated one if ``instance_id`` is ``None``).
 
         Raises:
-            InstanceAlreadyExistsError: if an instance with this id exists.
+            InstanceAlreadyExistsError: if an instance with this id exists and ``if_exists`` is ``"fail"``.
             SerializationError: if ``input`` is not a JSON value.
         """
-        check_instance_id(instance_id)
+        instance_id = new_instance_id() if instance_id is None else check_instance_id(instance_id)
         check_name(name, "orchestration name")
         check_version(version)
+        check_choice(if_exists, IF_EXISTS, "if_exists")
         _json.check_json(input, f"input of orchestration {name!r}")
-        tracer = self._tracing()
-        if tracer is None:
-            start = StartRequested(name=name, version=version, input=input)
-            await self.provider.create_instance(_start_message(instance_id, start))
-            return instance_id
-        attributes = {"perdure.type": "create_orchestration", "perdure.name": name, "perdure.instance_id": instance_id}
-        if version is not None:
-            attributes["perdure.version"] = version
-        with tracer.client_span(f"create_orchestration:{name}", attributes) as trace_context:
-            start = StartRequested(name=name, version=version, input=input, trace_context=trace_context)
-            await self.provider.create_instance(_start_message(instance_id, start))
-        return instance_id
+        start = StartRequested(name=name, version=version, input=input)
+        return await start_instance(self.provider, self._tracing(), instance_id, start, if_exists)
 
     async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
         """Deliver the external event ``name`` to an instance (kept until the instance waits for it).
 
         Raises:
             InstanceNotFoundError: if the instance does not exist.
+            InvalidInstanceStateError: if it has finished (completed, failed or terminated): the
+                event would never be read. (One that finishes after this check drops the event.)
             SerializationError: if ``data`` is not a JSON value.
         """
         check_name(name, "event name")
         _json.check_json(data, f"data of event {name!r}")
-        await self._require(instance_id)
+        state = await self._require(instance_id)
+        if "raise_event" not in state.status.allowed_actions:
+            raise InvalidInstanceStateError(f"instance {instance_id!r} is {state.status.value}; it takes no events")
         await self._send(instance_id, EventRaised(name=name, data=data))
 
     async def get_status(self, instance_id: str) -> OrchestrationState | None:
@@ -188,23 +198,27 @@ class Client:
         The failed activities run again (with a fresh retry budget), failed children are rewound
         too, and everything that succeeded is kept and never redone. See ``docs/rewind.md``.
 
-        The rewind is applied by the instance's next turn; until then it stays FAILED. To wait for
-        the rewound run, pass the returned id: ``wait_for_orchestration(id, execution_id=n)``.
+        The instance reads PENDING as soon as this returns (keeping the error it failed with until
+        the rewound run starts), so :meth:`wait_for_orchestration` waits for the rewound run. The
+        failed execution stays readable: ``get_history(instance_id, execution_id=n - 1)``.
 
         Returns:
-            The execution id the rewound run will have.
+            The execution id ``n`` the rewound run will have.
 
         Raises:
             InstanceNotFoundError: if the instance does not exist.
-            InvalidInstanceStateError: if it is not FAILED.
+            InvalidInstanceStateError: if it is not FAILED (or stopped being FAILED meanwhile).
         """
         check_reason(reason)
         state = await self._require(instance_id)
-        if "rewind" not in state.status.allowed_actions:
+        rewind = ExecutionRewound(reason=reason)
+        request = Message(instance_id=instance_id, execution_id=state.execution_id, event=rewind)
+        # Checked again in the provider's transaction: of two rewinds at once, one is refused.
+        if "rewind" not in state.status.allowed_actions or not await self.provider.request_rewind(request):
+            state = await self._require(instance_id)
             raise InvalidInstanceStateError(
                 f"instance {instance_id!r} is {state.status.value}; only FAILED instances can be rewound"
             )
-        await self._send(instance_id, ExecutionRewound(reason=reason))
         return state.execution_id + 1
 
     async def purge(self, instance_id: str, *, recursive: bool = True) -> int:
@@ -249,19 +263,12 @@ class Client:
         Returns:
             How many instances were purged.
         """
-        statuses = check_purge_statuses(status)
-        total = 0
-        after: str | None = None
-        while True:
-            page = await self.list_instances(
-                status=statuses, created_before=created_before, limit=batch_size, after=after
-            )
-            if not page:
-                return total
-            after = page[-1].instance_id
-            total += await self.provider.purge_instances([s.instance_id for s in page])
-            if progress is not None:
-                progress(total)
+        where = InstanceFilter(
+            status=check_purge_statuses(status),
+            created_before=check_aware(created_before, "created_before"),
+            limit=check_limit(batch_size),
+        )
+        return await _purge_page_by_page(self.provider, where, progress)
 
     async def list_instances(
         self,
@@ -365,9 +372,17 @@ async def _wait_until_ended(
             change.cancel()
 
 
-def _start_message(instance_id: str, start: StartRequested) -> Message:
-    new = NewInstance(name=start.name, input=start.input)
-    return Message(instance_id=instance_id, execution_id=None, event=start, new_instance=new)
+async def _purge_page_by_page(provider: Provider, where: InstanceFilter, progress: Callable[[int], None] | None) -> int:
+    """Purge every instance ``where`` matches, one page per transaction; how many were purged."""
+    total = 0
+    while True:
+        page = await provider.list_instances(where)
+        if not page:
+            return total
+        where = replace(where, after=page[-1].instance_id)
+        total += await provider.purge_instances([s.instance_id for s in page])
+        if progress is not None:
+            progress(total)
 
 
 async def _descendants(provider: Provider, instance_id: str) -> list[str]:

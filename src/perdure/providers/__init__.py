@@ -15,6 +15,7 @@ from perdure.providers._base import (
     Provider,
     QueuedMessage,
     QueueKind,
+    StoreNotFoundError,
     TurnCommit,
     WorkItem,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "QueueKind",
     "QueuedMessage",
     "SqliteProvider",
+    "StoreNotFoundError",
     "TurnCommit",
     "WorkItem",
     "open_provider",

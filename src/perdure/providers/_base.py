@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from perdure._errors import ErrorDetails, PerdureError
+from perdure._errors import ErrorDetails, PerdureError, ProviderError
 from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure.engine import HistoryEvent
 
@@ -36,6 +36,7 @@ __all__ = [
     "Provider",
     "QueueKind",
     "QueuedMessage",
+    "StoreNotFoundError",
     "TurnCommit",
     "WorkItem",
 ]
@@ -45,6 +46,15 @@ QueueKind = Literal["orchestrator", "activity"]
 
 class LockLostError(PerdureError):
     """The peek-lock expired and another worker took the item over; this worker's result is discarded."""
+
+
+class StoreNotFoundError(ProviderError):
+    """A provider opened without ``create`` found no perdure store where it was told to look.
+
+    Raised by ``SqliteProvider.open(path, create=False)`` (no such file, or a file without perdure's
+    tables), ``PostgresProvider.connect(url, create=False)`` (no such schema, or one without
+    perdure's tables) and ``open_provider(url, create=False)``; nothing is created.
+    """
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -209,6 +219,38 @@ class Provider(abc.ABC):
         Raises:
             ValueError: if ``start.new_instance`` is not set.
             InstanceAlreadyExistsError: if the instance exists.
+        """
+
+    @abc.abstractmethod
+    async def restart_instance(self, start: Message) -> int:
+        """Replace the instance ``start`` names, whatever its status, with a new one, atomically.
+
+        Deletes the instance's history, queued messages, work items and lock, writes the instance
+        row from ``start.new_instance`` (PENDING) and queues ``start``. The new run is the next
+        execution of the instance (1 if it did not exist), and ``start`` is addressed to it: a late
+        answer to the old run (an activity that was running, a timer, a child) belongs to an
+        execution that no longer exists and is dropped. A turn of the old run that is in progress
+        loses its lock and writes nothing.
+
+        Returns:
+            The new execution id.
+
+        Raises:
+            ValueError: if ``start.new_instance`` is not set.
+        """
+
+    @abc.abstractmethod
+    async def request_rewind(self, request: Message) -> bool:
+        """Queue a rewind of a FAILED instance and mark it PENDING, atomically.
+
+        ``request.execution_id`` is the failed execution. The instance keeps its error until the
+        rewind is applied: a PENDING instance with an error is one whose rewind is waiting for a turn.
+
+        Returns:
+            ``False``, writing nothing, if the instance is not FAILED in that execution (any more).
+
+        Raises:
+            ValueError: if ``request.execution_id`` is not set, or ``new_instance`` is.
         """
 
     @abc.abstractmethod

@@ -71,6 +71,23 @@ class SqlProvider(Provider):
             raise InstanceAlreadyExistsError(f"an instance with id {start.instance_id!r} already exists")
         self._signals.work("orchestrator")
 
+    async def restart_instance(self, start: Message) -> int:
+        if start.new_instance is None:
+            raise ValueError("restart_instance needs a message with new_instance set")
+        execution_id = await self._replace_instance(start)
+        self._signals.instance(start.instance_id)
+        self._signals.work("orchestrator")
+        return execution_id
+
+    async def request_rewind(self, request: Message) -> bool:
+        if request.execution_id is None or request.new_instance is not None:
+            raise ValueError("a rewind request names the failed execution and creates no instance")
+        if not await self._mark_rewinding(request):
+            return False
+        self._signals.instance(request.instance_id)
+        self._signals.work("orchestrator")
+        return True
+
     async def enqueue_messages(self, messages: Sequence[Message]) -> None:
         if messages:
             await self._insert_messages(list(messages))
@@ -158,6 +175,24 @@ class SqlProvider(Provider):
 
         Returns:
             Whether the instance was created; ``False`` means nothing was written.
+        """
+
+    @abc.abstractmethod
+    async def _replace_instance(self, start: Message) -> int:
+        """Delete every row of the instance but its row, rewrite the row for its next execution
+        from ``start.new_instance`` (PENDING; inserted at execution 1 if missing), and queue
+        ``start`` addressed to that execution, so that no fetch of the old run can commit.
+
+        Returns:
+            The new execution id.
+        """
+
+    @abc.abstractmethod
+    async def _mark_rewinding(self, request: Message) -> bool:
+        """If the instance is FAILED in ``request.execution_id``: set it PENDING (nothing else) and queue ``request``.
+
+        Returns:
+            Whether it did; ``False`` means nothing was written.
         """
 
     @abc.abstractmethod

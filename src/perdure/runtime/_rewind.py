@@ -50,6 +50,7 @@ __all__ = [
     "children_to_rewind",
     "open_tasks",
     "reopened_task_writes",
+    "rewind_requested",
     "rewound_history",
     "start_from_row",
 ]
@@ -139,10 +140,21 @@ def _renumber(events: list[HistoryEvent]) -> list[HistoryEvent]:
 # --- the rewind turn ----------------------------------------------------------------------------
 
 
+def rewind_requested(state: OrchestrationState | None) -> bool:
+    """Whether a client's rewind of this failed instance waits for its turn.
+
+    ``Client.rewind`` marks the instance PENDING at once, so that it reads as in progress, and
+    the provider keeps its error (``Provider.request_rewind``): no other PENDING instance has one.
+    Its turn treats it as the FAILED instance it still is until the rewind is applied.
+    """
+    return state is not None and state.status is OrchestrationStatus.PENDING and state.error is not None
+
+
 def children_to_rewind(item: OrchestrationItem) -> list[str]:
     """Instance ids of the children whose state a rewind turn of ``item`` needs."""
     state, history = item.state, item.history
-    if state is None or state.status is not OrchestrationStatus.FAILED or not history:
+    failed = state is not None and (state.status is OrchestrationStatus.FAILED or rewind_requested(state))
+    if not failed or not history:
         return []
     if not any(isinstance(m.event, ExecutionRewound) for m in item.messages):
         return []

@@ -47,7 +47,13 @@ from perdure.providers._base import InstanceUpdate, Message, OrchestrationItem, 
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._outbox import Sender, decision_writes, end_writes, parent_of, reply_taken, reply_to_parent
 from perdure.runtime._registry import OrchestrationRegistry
-from perdure.runtime._rewind import answer_again, reopened_task_writes, rewound_history, start_from_row
+from perdure.runtime._rewind import (
+    answer_again,
+    reopened_task_writes,
+    rewind_requested,
+    rewound_history,
+    start_from_row,
+)
 
 __all__ = ["Abandon", "TurnPlan", "plan_turn"]
 
@@ -97,7 +103,17 @@ def plan_turn(
     carried one always passes it on, so a traced client's trace continues through workers that do
     not trace.
     """
-    return _Planner(item, registry, options, now, child_states or {}, tracing).plan()
+    rewinding = rewind_requested(item.state)
+    if rewinding:
+        # Planned as the FAILED instance it still is; a turn that does not rewind it leaves it FAILED.
+        assert item.state is not None
+        item = replace(item, state=replace(item.state, status=OrchestrationStatus.FAILED))
+    plan = _Planner(item, registry, options, now, child_states or {}, tracing).plan()
+    if rewinding and isinstance(plan, TurnPlan) and plan.commit.state is None:
+        assert item.state is not None and item.state.error is not None
+        failed = _failed_update(item.state, None, item.state.error)
+        plan = replace(plan, commit=replace(plan.commit, state=failed))
+    return plan
 
 
 class _Planner:

@@ -17,7 +17,9 @@ from datetime import UTC, datetime, timedelta
 from functools import wraps
 from typing import Any
 
-from perdure import Client, InstanceNotFoundError, OrchestrationStatus
+from perdure import Client, InstanceNotFoundError, OrchestrationStatus, RegistrationError
+from perdure._validate import check_name
+from perdure._validate import parse_version as _semantic_version
 from perdure.tools import _format
 from perdure.tools._run import (
     EXIT_FAILURE,
@@ -35,7 +37,9 @@ __all__ = [
     "instances_list",
     "instances_show",
     "parse_moment",
+    "parse_name",
     "parse_status",
+    "parse_version",
     "purge",
     "raise_event",
     "resume",
@@ -56,6 +60,23 @@ def parse_status(text: str) -> OrchestrationStatus:
     except ValueError:
         choices = ", ".join(s.value for s in OrchestrationStatus)
         raise argparse.ArgumentTypeError(f"unknown status {text!r} (choose from {choices})") from None
+
+
+def parse_name(text: str) -> str:
+    """A name or an instance id, checked as the client checks it (so a bad one fails before the store is opened)."""
+    try:
+        return check_name(text, "name")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("the name ")) from None
+
+
+def parse_version(text: str) -> str:
+    """A semantic version tag, ``1.2.0``."""
+    try:
+        _semantic_version(text)
+    except RegistrationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -96,7 +117,8 @@ def _with_client(command: Callable[[Client, argparse.Namespace], Awaitable[int]]
 
     @wraps(command)
     async def handle(args: argparse.Namespace) -> int:
-        async with open_store(require_db(args)) as provider:
+        # Only a start that asks for it (--create) may create a store: a typo must not make an empty one.
+        async with open_store(require_db(args), create=getattr(args, "create", False)) as provider:
             return await command(Client(provider), args)
 
     return handle
@@ -160,7 +182,9 @@ async def instances_show(client: Client, args: argparse.Namespace) -> int:
 @_with_client
 async def start(client: Client, args: argparse.Namespace) -> int:
     value = _json_arg(args.input, "--input")
-    instance_id = await client.start_orchestration(args.instance_id, args.name, value, version=args.version)
+    instance_id = await client.start_orchestration(
+        args.instance_id, args.name, value, version=args.version, if_exists=args.if_exists or "fail"
+    )
     return _emit(args, {"instance_id": instance_id, "name": args.name}, f"Started {args.name} as {instance_id}.")
 
 
@@ -198,8 +222,9 @@ async def resume(client: Client, args: argparse.Namespace) -> int:
 
 @_with_client
 async def rewind(client: Client, args: argparse.Namespace) -> int:
-    await client.rewind(args.instance_id, args.reason)
-    return _action(args, "rewind", "Rewind requested")
+    execution_id = await client.rewind(args.instance_id, args.reason)
+    data = {"instance_id": args.instance_id, "action": "rewind", "execution_id": execution_id}
+    return _emit(args, data, f"Rewind requested for {args.instance_id}: it runs again as execution {execution_id}.")
 
 
 def _action(args: argparse.Namespace, action: str, done: str) -> int:
@@ -250,19 +275,22 @@ class _Progress:
             print(file=sys.stderr)
 
 
-@_with_client
-async def dashboard(client: Client, args: argparse.Namespace) -> int:
+async def dashboard(args: argparse.Namespace) -> int:
     try:
-        from perdure.tools.dashboard import serve
+        from perdure.tools.dashboard import require_token_for, serve
     except ImportError as exc:
         raise CommandError(
             f"the dashboard needs the 'dashboard' extra: pip install 'perdure[dashboard]' ({exc})", EXIT_FAILURE
         ) from None
-    await serve(
-        client,
-        host=args.host or "127.0.0.1",
-        port=args.port if args.port is not None else 8080,
-        token=args.token or None,
-        refresh=args.refresh if args.refresh is not None else 1.5,
-    )
+    db = require_db(args)
+    host, token = args.host or "127.0.0.1", args.token or None
+    require_token_for(host, token)  # before the store is opened: a bad argument touches nothing
+    async with open_store(db) as provider:
+        await serve(
+            Client(provider),
+            host=host,
+            port=args.port if args.port is not None else 8080,
+            token=token,
+            refresh=args.refresh if args.refresh is not None else 1.5,
+        )
     return EXIT_OK

@@ -6,10 +6,11 @@ raises is turned into one line on stderr, ``perdure: error: …``, and an exit c
 
 ===  ============================================================================================
 0    success
-1    any other expected error: the store cannot be opened or fails, a missing optional dependency
+1    any other expected error: the store cannot be reached or fails, a missing optional dependency
 2    usage: a bad option or argument, no ``--db``, JSON that does not parse, a registry not found
-3    no instance with that id
-4    refused state change (e.g. suspend a finished instance, rewind a running one)
+3    not found: no instance with that id, or no perdure store at ``--db`` (nothing is created)
+4    refused state change (e.g. suspend a finished instance, rewind a running one, an event
+     for a finished instance)
 5    an instance with that id already exists (``start``)
 130  interrupted (Ctrl-C)
 ===  ============================================================================================
@@ -31,12 +32,14 @@ from perdure import (
     InstanceAlreadyExistsError,
     InstanceNotFoundError,
     InvalidInstanceStateError,
+    PerdureError,
     Provider,
     ProviderError,
     RegistrationError,
     SerializationError,
     open_provider,
 )
+from perdure.providers import StoreNotFoundError
 from perdure.tools._format import inert
 
 __all__ = [
@@ -83,7 +86,9 @@ _EXIT_CODES: tuple[tuple[type[Exception], int], ...] = (
     (SerializationError, EXIT_USAGE),
     (RegistrationError, EXIT_USAGE),  # a bad --version
     (ValueError, EXIT_USAGE),
+    (StoreNotFoundError, EXIT_NOT_FOUND),
     (ProviderError, EXIT_FAILURE),
+    (PerdureError, EXIT_FAILURE),
     (OSError, EXIT_FAILURE),
 )
 
@@ -128,13 +133,19 @@ def require_db(args: argparse.Namespace) -> str:
 
 
 @asynccontextmanager
-async def open_store(url: str) -> AsyncIterator[Provider]:
-    """Open the store at ``url`` for the length of a command; a store that cannot be reached is exit 1."""
+async def open_store(url: str, *, create: bool = False) -> AsyncIterator[Provider]:
+    """Open the store at ``url`` for the length of a command.
+
+    Only with ``create`` is a missing store created; otherwise it is exit 3, and a store that
+    cannot be reached is exit 1.
+    """
     try:
-        provider = await open_provider(url)
+        provider = await open_provider(url, create=create)
     except ImportError as exc:
         message = f"PostgreSQL needs the 'postgres' extra: pip install 'perdure[postgres]' ({exc})"
         raise CommandError(message, EXIT_FAILURE) from None
+    except StoreNotFoundError as exc:
+        raise CommandError(str(exc), EXIT_NOT_FOUND) from None
     except (ProviderError, OSError) as exc:
         # The URL is left out of the message: it may hold a password.
         raise CommandError(f"cannot open the database: {exc}", EXIT_FAILURE) from None

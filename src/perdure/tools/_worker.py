@@ -16,6 +16,7 @@ import signal
 import sys
 from typing import Any
 
+from perdure import RegistrationError
 from perdure.runtime import Registry, Runtime, RuntimeOptions
 from perdure.tools._run import EXIT_OK, EXIT_USAGE, CommandError, open_store, require_db
 
@@ -49,7 +50,7 @@ async def worker(args: argparse.Namespace) -> int:
         raise CommandError(f"--log-level: {exc}", EXIT_USAGE) from None
     try:
         registry = load_registry(args.target)
-    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+    except (ImportError, AttributeError, TypeError, ValueError, RegistrationError) as exc:
         raise CommandError(f"cannot load the registry {args.target}: {exc}", EXIT_USAGE) from None
     await run_worker(db, registry, runtime_options(args), grace=args.grace)
     return EXIT_OK
@@ -83,7 +84,7 @@ def load_registry(target: str) -> Registry:
 
 async def run_worker(db: str, registry: Registry, options: RuntimeOptions, *, grace: float = GRACE_SECONDS) -> None:
     """Run a runtime on ``db`` until SIGTERM or SIGINT, then shut it down gracefully."""
-    async with open_store(db) as provider:
+    async with open_store(db, create=True) as provider:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

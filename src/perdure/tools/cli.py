@@ -12,9 +12,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from perdure.client._start import IF_EXISTS
 from perdure.runtime import RuntimeOptions
 from perdure.tools import _commands, _worker
-from perdure.tools._commands import parse_moment, parse_status
+from perdure.tools._commands import parse_moment, parse_name, parse_status, parse_version
 from perdure.tools._parser import Arg, Command, Many, arg, build_parser, listed
 from perdure.tools._run import run
 
@@ -165,10 +166,16 @@ COMMANDS: tuple[Command, ...] = (
         "start an orchestration instance",
         _commands.start,
         (
-            arg("name", "the registered orchestration name", metavar="NAME"),
-            arg("--id", "the instance id", dest="instance_id", required=True),
+            arg("name", "the registered orchestration name", type=parse_name, metavar="NAME"),
+            arg("--id", "the instance id (default: a new random one)", dest="instance_id", type=parse_name),
             arg("--input", "the input, a JSON value", metavar="JSON"),
-            arg("--version", "pin this version (default: the name's version policy)", metavar="V"),
+            arg("--version", "pin this version (default: the name's version policy)", type=parse_version, metavar="V"),
+            arg(
+                "--if-exists",
+                "when the id is taken: fail (default), return it, or restart the instance afresh",
+                choices=IF_EXISTS,
+            ),
+            arg("--create", "create the store if there is none (default: use an existing one)", action="store_true"),
             *_STORE,
         ),
     ),

@@ -231,7 +231,7 @@ async def run_demo(db: Path) -> int:
     for suffix in ("", "-wal", "-shm", ".runs.log"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     screen = _Screen()
-    async with open_store(str(db)) as provider:
+    async with open_store(str(db), create=True) as provider:
         show = _Show(db, provider, screen)
         screen.say(f"perdure demo — orchestrations stored in {db}")
         show.start_worker()

@@ -8,13 +8,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from perdure._errors import ProviderError
+from perdure.providers._base import StoreNotFoundError
 from perdure.providers.postgres._migrate import apply_migrations
 
-__all__ = ["Connection", "migrate", "open_pool", "resolve_schema"]
+__all__ = ["Connection", "describe", "migrate", "open_pool", "resolve_schema"]
 
 Connection = psycopg.AsyncConnection[TupleRow]
 
@@ -51,13 +53,31 @@ def _split_url(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=urlencode(rest))), (schemas[0] if schemas else None)
 
 
-async def migrate(conninfo: str, schema: str) -> None:
-    """Create the schema or bring it up to date (see ``_migrate``)."""
+def describe(conninfo: str, schema: str) -> str:
+    """Where a store is, as a URL without the password: ``postgresql://user@host:port/dbname?schema=name``."""
+    try:
+        parts = conninfo_to_dict(conninfo)
+    except psycopg.Error:
+        parts = {}
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    port = f":{parts['port']}" if parts.get("port") else ""
+    return f"postgresql://{user}{parts.get('host') or ''}{port}/{parts.get('dbname') or ''}?schema={schema}"
+
+
+async def migrate(conninfo: str, schema: str, *, create: bool = True) -> None:
+    """Create the schema (unless ``create`` is false) or bring it up to date (see ``_migrate``).
+
+    Raises:
+        StoreNotFoundError: without ``create``, if the schema holds no perdure store.
+        ProviderError: if PostgreSQL cannot be reached or the migrations fail.
+    """
     try:
         async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-            applied = await apply_migrations(conn, schema)
+            applied = await apply_migrations(conn, schema, create=create)
     except psycopg.Error as exc:
         raise ProviderError(f"cannot prepare schema {schema!r} on PostgreSQL: {exc}") from exc
+    if applied is None:
+        raise StoreNotFoundError(f"no perdure store at {describe(conninfo, schema)}: no such schema, or not perdure's")
     if applied:
         _log.info("schema %r migrated to version %d", schema, applied[-1])
 

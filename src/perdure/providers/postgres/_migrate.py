@@ -43,19 +43,27 @@ def migrations() -> list[Migration]:
     return found
 
 
-async def apply_migrations(conn: psycopg.AsyncConnection[tuple[object, ...]], schema: str) -> list[int]:
+async def apply_migrations(
+    conn: psycopg.AsyncConnection[tuple[object, ...]], schema: str, *, create: bool = True
+) -> list[int] | None:
     """Create ``schema`` if needed and apply the migrations it lacks, in one transaction.
 
     Many workers may start at once: an advisory lock keyed on the schema lets one of them migrate
     while the others wait, then find nothing left to do.
 
     Returns:
-        The versions applied now.
+        The versions applied now; ``None`` (having written nothing) if ``create`` is false and
+        ``schema`` does not hold a perdure store.
     """
     applied_now: list[int] = []
     ident = sql.Identifier(schema)
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('perdure.migrations'), hashtext(%s))", (schema,))
+        if not create:
+            cursor = await conn.execute("SELECT to_regclass(format('%%I.schema_migrations', %s::text))", (schema,))
+            found = await cursor.fetchone()
+            if found is None or found[0] is None:
+                return None
         await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
         await conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(ident))
         await conn.execute(

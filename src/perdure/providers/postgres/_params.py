@@ -13,7 +13,7 @@ from perdure.engine import encode_event
 from perdure.providers._base import Message, NewInstance, OrchestrationItem, TurnCommit, WorkItem
 from perdure.providers._codec import encode_error, encode_request, encode_value, message_kind
 
-__all__ = ["completion_params", "instance_params", "message_arrays", "turn_params"]
+__all__ = ["completion_params", "instance_params", "message_arrays", "message_params", "turn_params"]
 
 
 def instance_params(start: Message) -> dict[str, Any]:
@@ -25,16 +25,17 @@ def instance_params(start: Message) -> dict[str, Any]:
         "name": new.name,
         "input": encode_value(new.input),
         "parent_instance_id": new.parent_instance_id,
-        **_message_params(start),
+        **message_params(start),
     }
 
 
 def completion_params(item: WorkItem, completion: Message) -> dict[str, Any]:
     """A locked work item and the completion that replaces it (``ack_work_item``)."""
-    return {"item_id": item.item_id, "lock_token": item.lock_token, **_message_params(completion)}
+    return {"item_id": item.item_id, "lock_token": item.lock_token, **message_params(completion)}
 
 
-def _message_params(message: Message) -> dict[str, Any]:
+def message_params(message: Message) -> dict[str, Any]:
+    """One orchestrator message."""
     return {
         "instance_id": message.instance_id,
         "execution_id": message.execution_id,

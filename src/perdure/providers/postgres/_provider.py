@@ -32,7 +32,13 @@ from perdure.providers._sql import SqlStyle, instance_query, load_queries
 from perdure.providers._sql_provider import LockedInstance, SqlProvider, WorkRow
 from perdure.providers.postgres._connection import Connection, migrate, open_pool, resolve_schema
 from perdure.providers.postgres._notify import Listener
-from perdure.providers.postgres._params import completion_params, instance_params, message_arrays, turn_params
+from perdure.providers.postgres._params import (
+    completion_params,
+    instance_params,
+    message_arrays,
+    message_params,
+    turn_params,
+)
 
 __all__ = ["PostgresProvider"]
 
@@ -86,6 +92,7 @@ class PostgresProvider(SqlProvider):
         url: str,
         *,
         schema: str | None = None,
+        create: bool = True,
         min_size: int = 1,
         max_size: int = 10,
         poll_interval: float = 1.0,
@@ -98,6 +105,9 @@ class PostgresProvider(SqlProvider):
                 query parameter chooses the schema too.
             schema: The schema to use (default ``"perdure"``): one per tenant or application.
                 A plain identifier: letters, digits and ``_``, at most 63 characters.
+            create: Create the schema if it is missing (the default). ``False`` uses an existing
+                perdure schema only, and creates nothing: what tools that read or manage a store
+                use, so that a mistyped schema is an error rather than an empty store.
             min_size: Connections the pool keeps open.
             max_size: The most connections the pool opens.
             poll_interval: Seconds between fallback checks for work when no notification comes.
@@ -106,6 +116,7 @@ class PostgresProvider(SqlProvider):
 
         Raises:
             ValueError: for a bad URL or schema name.
+            StoreNotFoundError: without ``create``, if the schema does not hold a perdure store.
             ProviderError: if the database cannot be reached or migrated.
         """
         conninfo, schema = resolve_schema(url, schema)
@@ -113,7 +124,7 @@ class PostgresProvider(SqlProvider):
             raise ValueError("need 1 <= min_size <= max_size")
         if poll_interval <= 0 or retry_seconds < 0:
             raise ValueError("poll_interval must be positive and retry_seconds not negative")
-        await migrate(conninfo, schema)
+        await migrate(conninfo, schema, create=create)
         pool = await open_pool(conninfo, schema, min_size, max_size)
         provider = cls(pool, conninfo, schema, poll_interval=poll_interval, retry_seconds=retry_seconds)
         await provider._listener.start(f"perdure-postgres-listener-{schema}")
@@ -181,6 +192,37 @@ class PostgresProvider(SqlProvider):
             cursor = await conn.execute(_Q["select_start"], {"instance_id": start.instance_id})
             row = await cursor.fetchone()
             return row is not None and row[0] == params["name"] and row[1] == params["input"]
+
+        return await self._run(tx)
+
+    async def _replace_instance(self, start: Message) -> int:
+        params = instance_params(start)
+        notify = self._listener.notice(orchestrator=1, instance=start.instance_id)
+
+        async def tx(conn: Connection, attempt: int) -> int:
+            async with conn.transaction():
+                # The advisory lock a fetch takes: no fetch of the old run is half done while it is
+                # replaced. Then its lock goes (waiting out an ack in progress): no old turn commits.
+                await conn.execute(_Q["hold_instance"], params)
+                await conn.execute(_Q["delete_instance_lock"], params)
+                cursor = await conn.execute(_Q["restart_instance"], params)
+                row = await cursor.fetchone()
+                assert row is not None
+                await conn.execute(_Q["queue_start"], {**params, "execution_id": row[0], "notify": notify})
+                return int(row[0])
+
+        return await self._run(tx)
+
+    async def _mark_rewinding(self, request: Message) -> bool:
+        notify = self._listener.notice(orchestrator=1, instance=request.instance_id)
+        params = {**message_params(request), "notify": notify}
+
+        async def tx(conn: Connection, attempt: int) -> bool:
+            cursor = await conn.execute(_Q["request_rewind"], params)
+            if await cursor.fetchone() is not None:
+                return True
+            # A retry after a lost connection: the first attempt may have committed.
+            return attempt > 0 and await _rewind_queued(conn, request)
 
         return await self._run(tx)
 
@@ -280,3 +322,10 @@ class PostgresProvider(SqlProvider):
         self._closed = True
         await self._listener.close()
         await self._pool.close()
+
+
+async def _rewind_queued(conn: Connection, request: Message) -> bool:
+    """Whether the instance reads as a rewind of ``request``'s execution waiting for its turn."""
+    cursor = await conn.execute(_Q["select_state"], {"instance_id": request.instance_id})
+    row = await cursor.fetchone()
+    return row is not None and row[3] == "PENDING" and row[4] == request.execution_id

@@ -15,6 +15,53 @@ WITH created AS (
 )
 SELECT pg_notify(notify_channel(), %(notify)s) FROM queued
 
+-- name: hold_instance
+-- The advisory lock fetch_orchestration_item takes on an instance, held to the end of the transaction.
+SELECT pg_advisory_xact_lock(hashtext(current_schema()), hashtext(%(instance_id)s::text))
+
+-- name: delete_instance_lock
+DELETE FROM instance_locks WHERE instance_id = %(instance_id)s
+
+-- name: restart_instance
+-- Every row the instance owns goes; its row describes a fresh run in the next execution (or 1).
+WITH history_rows AS (
+    DELETE FROM history WHERE instance_id = %(instance_id)s
+), work_items AS (
+    DELETE FROM worker_queue WHERE instance_id = %(instance_id)s
+), messages AS (
+    DELETE FROM orchestrator_queue WHERE instance_id = %(instance_id)s
+)
+INSERT INTO instances AS i (instance_id, name, status, execution_id, input, parent_instance_id, created_at, updated_at)
+VALUES (%(instance_id)s, %(name)s, 'PENDING',
+        coalesce((SELECT execution_id FROM instances WHERE instance_id = %(instance_id)s), 0) + 1,
+        %(input)s, %(parent_instance_id)s, now(), now())
+ON CONFLICT (instance_id) DO UPDATE SET
+    name = excluded.name, version = NULL, status = 'PENDING', execution_id = excluded.execution_id,
+    input = excluded.input, output = NULL, error = NULL, custom_status = NULL,
+    parent_instance_id = excluded.parent_instance_id, created_at = excluded.created_at, updated_at = excluded.updated_at
+RETURNING i.execution_id
+
+-- name: queue_start
+WITH queued AS (
+    INSERT INTO orchestrator_queue (instance_id, execution_id, kind, event, visible_at)
+    VALUES (%(instance_id)s, %(execution_id)s, %(kind)s, %(event)s, now())
+    RETURNING message_id
+)
+SELECT pg_notify(notify_channel(), %(notify)s) FROM queued
+
+-- name: request_rewind
+-- A rewind waits for its turn: the failed instance reads PENDING at once and keeps its error.
+WITH marked AS (
+    UPDATE instances SET status = 'PENDING', updated_at = now()
+    WHERE instance_id = %(instance_id)s AND status = 'FAILED' AND execution_id = %(execution_id)s
+    RETURNING instance_id
+), queued AS (
+    INSERT INTO orchestrator_queue (instance_id, execution_id, kind, event, visible_at)
+    SELECT instance_id, %(execution_id)s, %(kind)s, %(event)s, now() FROM marked
+    RETURNING message_id
+)
+SELECT pg_notify(notify_channel(), %(notify)s) FROM queued
+
 -- name: select_start
 SELECT name, input FROM instances WHERE instance_id = %(instance_id)s
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from perdure._errors import ProviderError
+from perdure.providers._base import StoreNotFoundError
 from perdure.providers._sql import load_queries, read_sql
 from perdure.providers.sqlite._group_commit import is_busy
 
@@ -21,6 +24,7 @@ Q = load_queries("perdure.providers.sqlite")
 BUSY_GIVE_UP_SECONDS = 300.0
 """How long a call waits for another process's lock before it raises :class:`ProviderError`."""
 _FILE_VERSION = 1  # PRAGMA user_version once the file's stored rows are in today's form
+_TABLES = ("history", "instances", "orchestrator_queue")  # a file with these holds a perdure store
 
 
 async def waiting_out_locks(function: Callable[..., T], *args: Any) -> T:
@@ -39,20 +43,42 @@ async def waiting_out_locks(function: Callable[..., T], *args: Any) -> T:
         pause = min(pause * 2, 0.05)
 
 
-async def connect(path: str, synchronous: str) -> sqlite3.Connection:
-    """Open ``path``, create the schema if needed, and bring older files up to date."""
+async def connect(path: str, synchronous: str, *, create: bool = True) -> sqlite3.Connection:
+    """Open ``path`` and bring older files up to date; create the file and its schema if needed,
+    or, without ``create``, raise :class:`StoreNotFoundError` unless it holds a perdure store."""
     # Other processes may be opening or writing the same file: wait out their locks here too.
-    return await waiting_out_locks(_connect, path, synchronous)
+    return await waiting_out_locks(_connect, path, synchronous, create)
 
 
-def _connect(path: str, synchronous: str) -> sqlite3.Connection:
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
+def _connect(path: str, synchronous: str, create: bool) -> sqlite3.Connection:
+    if not create and (path in ("", ":memory:") or not os.path.isfile(path)):
+        what = "a new in-memory database is empty" if path in ("", ":memory:") else "no such file"
+        raise StoreNotFoundError(f"no perdure store at {path!r}: {what}")
+    # Without create, mode=rw opens only an existing file: one deleted meanwhile is not made anew.
+    target = path if create else f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=rw"
+    connection = sqlite3.connect(target, uri=not create, isolation_level=None, check_same_thread=False, timeout=0)
     try:
+        # Checked before anything is written: another application's database is left as it is.
+        if not create and not _holds_perdure_tables(connection):
+            raise StoreNotFoundError(f"no perdure store at {path!r}: the file holds no perdure tables")
         _prepare(connection, path, synchronous)
+    except sqlite3.DatabaseError as exc:
+        connection.close()
+        if isinstance(exc, sqlite3.OperationalError):
+            raise  # busy: waited out by the caller; anything else it reports
+        if not create:
+            raise StoreNotFoundError(f"no perdure store at {path!r}: {exc}") from exc
+        raise ProviderError(f"SQLite cannot use {path!r}: {exc}") from exc
     except BaseException:
         connection.close()
         raise
     return connection
+
+
+def _holds_perdure_tables(connection: sqlite3.Connection) -> bool:
+    marks = ", ".join("?" * len(_TABLES))
+    query = f"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ({marks})"
+    return bool(connection.execute(query, _TABLES).fetchone()[0] == len(_TABLES))
 
 
 def _prepare(connection: sqlite3.Connection, path: str, synchronous: str) -> None:

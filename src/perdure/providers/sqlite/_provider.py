@@ -50,20 +50,28 @@ class SqliteProvider(SqlProvider):
         cls,
         path: str | Path = ":memory:",
         *,
+        create: bool = True,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         poll_interval: float = 0.05,
     ) -> SqliteProvider:
-        """Open (and create if needed) the database at ``path``.
+        """Open the database at ``path``, creating it if needed (unless ``create`` is false).
 
         Args:
             path: A file path, or ``":memory:"`` for a private in-memory database (tests).
+            create: Create the file and its tables if they are missing (the default). ``False``
+                opens an existing perdure store only, and creates nothing: what tools that read
+                or manage a store use, so that a mistyped path is an error rather than an empty store.
             synchronous: ``"NORMAL"`` (default) survives any process crash; ``"FULL"`` also
                 survives power loss and OS crashes, at the cost of an fsync per commit.
             poll_interval: How often idle dispatchers look for work written by other processes.
+
+        Raises:
+            StoreNotFoundError: without ``create``, if there is no such file or it holds no perdure store.
+            ProviderError: if the file cannot be opened or is not a SQLite database.
         """
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError("synchronous must be 'NORMAL' or 'FULL'")
-        return cls(await connect(str(path), synchronous), poll_interval)
+        return cls(await connect(str(path), synchronous, create=create), poll_interval)
 
     # --- plumbing ----------------------------------------------------------------------------------
 
@@ -101,6 +109,12 @@ class SqliteProvider(SqlProvider):
 
     async def _insert_instance(self, start: Message) -> bool:
         return await self._write(tx.insert_instance, start)
+
+    async def _replace_instance(self, start: Message) -> int:
+        return await self._write(tx.replace_instance, start)
+
+    async def _mark_rewinding(self, request: Message) -> bool:
+        return await self._write(tx.mark_rewinding, request)
 
     async def _insert_messages(self, messages: list[Message]) -> None:
         await self._write(tx.insert_messages, messages)

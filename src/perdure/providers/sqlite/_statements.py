@@ -33,8 +33,10 @@ __all__ = [
     "insert_messages",
     "lock_instance",
     "lock_work_item",
+    "mark_rewinding",
     "queue_depths",
     "release_instance",
+    "replace_instance",
     "select_history",
     "select_state",
     "select_states",
@@ -42,6 +44,8 @@ __all__ = [
 ]
 
 _STYLE = SqlStyle(placeholder=":{}", instance_id="instance_id", time=to_epoch)
+# The queries that delete the rows an instance owns besides its own: purged or restarted, it has none.
+_OWNED_ROWS = ("purge_history", "purge_messages", "purge_work_items", "purge_lock")
 
 
 def _message_row(message: Message, now: float) -> dict[str, Any]:
@@ -85,6 +89,27 @@ def insert_instance(db: sqlite3.Connection, start: Message) -> bool:
     return True
 
 
+def replace_instance(db: sqlite3.Connection, start: Message) -> int:
+    now = time.time()
+    key = {"instance_id": start.instance_id}
+    with transaction(db):
+        execution_id = int(db.execute(Q["restart_instance"], _instance_row(start, now)).fetchone()[0])
+        for query in _OWNED_ROWS:
+            db.execute(Q[query], key)
+        db.execute(Q["insert_message"], {**_message_row(start, now), "execution_id": execution_id})
+    return execution_id
+
+
+def mark_rewinding(db: sqlite3.Connection, request: Message) -> bool:
+    now = time.time()
+    with transaction(db):
+        key = {"instance_id": request.instance_id, "execution_id": request.execution_id, "now": now}
+        if db.execute(Q["mark_rewinding"], key).rowcount == 0:
+            return False
+        db.execute(Q["insert_message"], _message_row(request, now))
+    return True
+
+
 def select_state(db: sqlite3.Connection, instance_id: str) -> Sequence[Any] | None:
     row: Sequence[Any] | None = db.execute(Q["select_state"], {"instance_id": instance_id}).fetchone()
     return row
@@ -111,7 +136,7 @@ def delete_instances(db: sqlite3.Connection, instance_ids: list[str]) -> int:
             key = {"instance_id": instance_id}
             if db.execute(Q["purge_instance"], key).rowcount:
                 purged += 1
-                for query in ("purge_history", "purge_messages", "purge_work_items", "purge_lock"):
+                for query in _OWNED_ROWS:
                     db.execute(Q[query], key)
     return purged
 

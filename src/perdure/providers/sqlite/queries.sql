@@ -5,6 +5,23 @@ INSERT INTO instances (instance_id, name, status, execution_id, input, parent_in
 VALUES (:instance_id, :name, 'PENDING', 1, :input, :parent_instance_id, :now, :now)
 ON CONFLICT (instance_id) DO NOTHING
 
+-- name: restart_instance
+-- The instance row of a fresh run: the next execution of an existing instance, else execution 1.
+INSERT INTO instances (instance_id, name, status, execution_id, input, parent_instance_id, created_at, updated_at)
+VALUES (:instance_id, :name, 'PENDING',
+        COALESCE((SELECT execution_id FROM instances WHERE instance_id = :instance_id), 0) + 1,
+        :input, :parent_instance_id, :now, :now)
+ON CONFLICT (instance_id) DO UPDATE SET
+    name = excluded.name, version = NULL, status = 'PENDING', execution_id = excluded.execution_id,
+    input = excluded.input, output = NULL, error = NULL, custom_status = NULL,
+    parent_instance_id = excluded.parent_instance_id, created_at = excluded.created_at, updated_at = excluded.updated_at
+RETURNING execution_id
+
+-- name: mark_rewinding
+-- A rewind waits for its turn: the failed instance reads PENDING at once and keeps its error.
+UPDATE instances SET status = 'PENDING', updated_at = :now
+WHERE instance_id = :instance_id AND status = 'FAILED' AND execution_id = :execution_id
+
 -- name: insert_message
 -- kind is 'control' for a message that reaches a suspended instance, else 'message'.
 INSERT INTO orchestrator_queue (instance_id, execution_id, kind, event, visible_at)

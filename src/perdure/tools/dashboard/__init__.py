@@ -28,11 +28,32 @@ async def serve(
 
     Raises:
         ValueError: if ``host`` is not a loopback address and there is no ``token``.
+        OSError: if it cannot listen there (e.g. the port is in use).
     """
     require_token_for(host, token)
     app = create_app(client, token=token, refresh=refresh)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
-    await _AnnouncingServer(config, host=host, token=bool(token)).serve()
+    listening = _listen(host, port)
+    try:
+        await _AnnouncingServer(config, host=host, token=bool(token)).serve(sockets=[listening])
+    finally:
+        listening.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The bound socket, made here so that an address in use is one clear error (``OSError``)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        listening = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(address)
+    except OSError as exc:
+        listening.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return listening
 
 
 class _AnnouncingServer(uvicorn.Server):
