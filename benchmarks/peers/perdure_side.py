@@ -1,6 +1,6 @@
 """perdure's side of the peer benchmark: one shape, one fresh database, one JSON line.
 
-Run by ``run.py`` (``python perdure_side.py --shape fan_out --n 300 --sqlite /tmp/x.db`` or
+Run by ``run.py`` (``python perdure_side.py --shape fan_out --n 300 --sqlite bench.db`` or
 ``--postgres URL --schema NAME``). The runtime (default ``RuntimeOptions``) and the client share
 one process and one provider, as the peer's executor and its caller do. Every result is checked;
 a wrong or missing one exits non-zero instead of printing a figure.
