@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from datetime import UTC, datetime
 
+from perdure._errors import HistoryFormatError
 from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure._tracing import Tracer, execution_parent, execution_trace_context
 from perdure.engine._replay import describe
@@ -22,7 +24,8 @@ from perdure.runtime._dispatcher import Dispatcher
 from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._registry import OrchestrationRegistry
-from perdure.runtime._rewind import children_to_rewind
+from perdure.runtime._retained import never_ran
+from perdure.runtime._rewind import children_to_rewind, earlier_executions
 from perdure.runtime._turn import Abandon, TurnPlan, plan_turn
 
 __all__ = ["OrchestrationDispatcher"]
@@ -64,10 +67,18 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         began = time.perf_counter()
         ids = {"instance_id": item.instance_id, "execution_id": item.state.execution_id if item.state else None}
         try:
-            # A rewind restarts the failed run's children: read their states here, so planning stays pure.
+            # A rewind restarts the failed run's children, and a completion for an execution a rewind
+            # continued is forwarded: read what that needs here, so planning stays pure.
             children = {child: await self._child_to_rewind(child) for child in children_to_rewind(item)}
+            earlier = await self._earlier_histories(item)
             plan = plan_turn(
-                item, self.registry, self.options, datetime.now(UTC), children, tracing=self.tracer is not None
+                item,
+                self.registry,
+                self.options,
+                datetime.now(UTC),
+                children,
+                earlier=earlier,
+                tracing=self.tracer is not None,
             )
         except Exception:
             # A bug or a misbehaving registry: put it back; the attempt count makes it poison eventually.
@@ -99,17 +110,26 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
             return
         self.metrics.count("turns", "committed")
         self.metrics.record("turn.duration", time.perf_counter() - began)
-        terminal = commit.history[-1] if commit.history else None
-        if isinstance(terminal, TERMINAL_EVENTS):
+        # A failed execution's history goes on after its terminal event with what it retained.
+        terminal = next((e for e in commit.history if isinstance(e, TERMINAL_EVENTS)), None)
+        if terminal is not None:
             self._ended(item, plan, terminal)
 
     async def _child_to_rewind(self, instance_id: str) -> OrchestrationState | None:
         """A child's state for a rewind; ``None`` when it must be started again (purged, or never ran)."""
         state = await self.provider.get_state(instance_id)
         failed = state is not None and state.status is OrchestrationStatus.FAILED
-        if failed and not await self.provider.get_history(instance_id):
+        if failed and never_ran(await self.provider.get_history(instance_id)):
             return None  # it failed before it ran: only the parent knows how to start it
         return state
+
+    async def _earlier_histories(self, item: OrchestrationItem) -> dict[int, list[HistoryEvent]]:
+        """The histories of earlier executions that completions of ``item`` are addressed to."""
+        histories: dict[int, list[HistoryEvent]] = {}
+        for execution_id in earlier_executions(item):
+            with contextlib.suppress(HistoryFormatError):  # unreadable: what is addressed to it is stale
+                histories[execution_id] = await self.provider.get_history(item.instance_id, execution_id)
+        return histories
 
     async def release(self, item: OrchestrationItem) -> None:
         await self.provider.abandon_orchestration_item(item)
