@@ -21,6 +21,7 @@ from perdure.engine.events import (
 )
 from perdure.providers._base import LockLostError, OrchestrationItem, Provider
 from perdure.runtime._dispatcher import Dispatcher
+from perdure.runtime._isolation import TurnGate, is_suspect
 from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._registry import OrchestrationRegistry
@@ -59,11 +60,34 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         self.metrics = metrics or Metrics()
         self.tracer = tracer
         self.log_turns = options.turn_logging()
+        self._gate = TurnGate()
 
     async def fetch(self) -> OrchestrationItem | None:
-        return await self.provider.fetch_orchestration_item(self.options.lock_seconds)
+        await self._gate.admit()  # not while a suspect runs alone: nothing else may be in flight
+        item = None
+        try:
+            item = await self.provider.fetch_orchestration_item(self.options.lock_seconds)
+        finally:
+            if item is None:
+                await self._gate.leave(alone=False)
+        return item
 
     async def process(self, item: OrchestrationItem) -> None:
+        alone = False
+        try:
+            if is_suspect(item):
+                _log.info(
+                    "instance %r runs alone: its messages were delivered before without a turn completing",
+                    item.instance_id,
+                    extra={"instance_id": item.instance_id},
+                )
+                await self._gate.isolate()
+                alone = True
+            await self._turn(item)
+        finally:
+            await self._gate.leave(alone)
+
+    async def _turn(self, item: OrchestrationItem) -> None:
         began = time.perf_counter()
         ids = {"instance_id": item.instance_id, "execution_id": item.state.execution_id if item.state else None}
         try:
