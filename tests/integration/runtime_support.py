@@ -162,8 +162,10 @@ class DelegatingProvider(Provider):
     async def ack_orchestration_item(self, item: OrchestrationItem, commit: TurnCommit) -> None:
         await self.inner.ack_orchestration_item(item, commit)
 
-    async def abandon_orchestration_item(self, item: OrchestrationItem, delay: float = 0.0) -> None:
-        await self.inner.abandon_orchestration_item(item, delay)
+    async def abandon_orchestration_item(
+        self, item: OrchestrationItem, delay: float = 0.0, *, undo_delivery: bool = False
+    ) -> None:
+        await self.inner.abandon_orchestration_item(item, delay, undo_delivery=undo_delivery)
 
     async def fetch_work_item(self, queues: Sequence[str], lock_seconds: float) -> WorkItem | None:
         return await self.inner.fetch_work_item(queues, lock_seconds)

@@ -49,19 +49,19 @@ async def test_turns_run_side_by_side_until_a_suspect_waits_for_them_and_runs_al
 
 async def _suspect(gate: TurnGate) -> None:
     await gate.admit()
-    await gate.isolate()
+    assert await gate.isolate()
 
 
-async def test_two_suspects_run_one_after_the_other() -> None:
+async def test_a_second_suspect_is_refused_while_the_first_runs_alone() -> None:
     gate = TurnGate()
     await gate.admit()
     await gate.admit()
     first = asyncio.ensure_future(gate.isolate())
-    second = asyncio.ensure_future(gate.isolate())
     await _settle()
-    assert first.done() != second.done(), "exactly one runs alone"
-    await gate.leave(alone=True)
-    await asyncio.wait_for(asyncio.gather(first, second), 1)
+    assert not first.done()
+    assert await gate.isolate() is False  # at once: the second is put back, not held
+    await gate.leave(alone=False)
+    assert await asyncio.wait_for(first, 1) is True
     await gate.leave(alone=True)
     await asyncio.wait_for(gate.admit(), 1)
 

@@ -6,7 +6,8 @@ delivered once more when its lock expires: their delivery counts grow together. 
 healthy instances that happened to share a process with a bad one would become poison too. So a
 turn whose messages were delivered before without a turn completing, a **suspect**, runs alone in
 its process: the dispatcher stops fetching, waits for the turns in flight to finish, runs the
-suspect, then goes on. If the suspect kills the process again, only its own count grows, and after
+suspect, then goes on. Another suspect fetched meanwhile is put back at once, its delivery taken
+back. If the suspect kills the process again, only its own count grows, and after
 ``RuntimeOptions.max_dispatch_attempts`` deliveries it fails as poison, alone.
 """
 
@@ -29,7 +30,8 @@ class TurnGate:
 
     A dispatcher loop calls :meth:`admit` before it fetches and :meth:`leave` when it is done with
     what it fetched (or fetched nothing). Between the two, :meth:`isolate` makes its turn the only
-    one: no loop fetches until it leaves.
+    one: no loop fetches until it leaves. A second suspect fetched meanwhile is not held: it is
+    put back without counting the delivery, so that a crash of the first does not charge it.
     """
 
     def __init__(self) -> None:
@@ -43,24 +45,25 @@ class TurnGate:
             await self._changed.wait_for(lambda: not self._alone)
             self._busy += 1
 
-    async def isolate(self) -> None:
-        """Wait until this admitted loop's turn is the only one; then leave with ``alone=True``.
+    async def isolate(self) -> bool:
+        """Make this admitted loop's turn the only one: stop fetching, wait for the others to finish.
 
-        If it is cancelled while waiting, it is admitted as before: leave with ``alone=False``.
+        Returns ``False`` at once, changing nothing, when another turn runs alone or waits to.
+        If it is cancelled while waiting, the loop is admitted as before.
         """
         async with self._changed:
+            if self._alone:
+                return False
+            self._alone = True
             self._busy -= 1
-            self._changed.notify_all()
-            closed = False
             try:
-                await self._changed.wait_for(lambda: not self._alone)
-                self._alone = closed = True
                 await self._changed.wait_for(lambda: self._busy == 0)
             except BaseException:
-                self._alone = self._alone and not closed
+                self._alone = False
                 self._busy += 1
                 self._changed.notify_all()
                 raise
+            return True
 
     async def leave(self, alone: bool) -> None:
         """Count this loop out; after a turn that ran alone, let the others fetch again."""

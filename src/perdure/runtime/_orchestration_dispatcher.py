@@ -76,13 +76,17 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         alone = False
         try:
             if is_suspect(item):
+                alone = await self._gate.isolate()
+                if not alone:
+                    # Another suspect runs alone and may take the process down: do not hold this one
+                    # meanwhile, and do not count a delivery that ran nothing.
+                    await self.provider.abandon_orchestration_item(item, self.options.backoff(1), undo_delivery=True)
+                    return
                 _log.info(
                     "instance %r runs alone: its messages were delivered before without a turn completing",
                     item.instance_id,
                     extra={"instance_id": item.instance_id},
                 )
-                await self._gate.isolate()
-                alone = True
             await self._turn(item)
         finally:
             await self._gate.leave(alone)
