@@ -341,3 +341,37 @@ async def test_a_terminate_is_honoured_when_no_worker_has_the_code(provider: Pro
             assert state.error is not None and state.error.message == "not needed"
     history = await client.get_history("w")
     assert [type(e).__name__ for e in history][-1] == "OrchestrationTerminated"
+
+
+async def test_a_rewind_of_an_unreadable_history_is_refused_visibly(provider: Provider) -> None:
+    registry = Registry()
+    Parts(registry, ["Step"], broken={"Step"}, gated=set())
+
+    @registry.orchestration("Job")
+    async def job(ctx: OrchestrationContext, _: Any) -> Any:
+        return await ctx.call_activity("Step", 1)
+
+    async with running(provider, registry) as client:
+        await client.start_orchestration("job", "Job")
+        assert (await client.wait_for_orchestration("job")).status is FAILED
+        await _corrupt_history(provider, "job")
+        execution = await client.rewind("job")
+        state = await client.wait_for_orchestration("job", execution_id=execution, timeout=10)
+    assert (state.status, state.execution_id) == (FAILED, 2)
+    assert state.error is not None and state.error.type.endswith("HistoryFormatError")
+    assert state.error.message.startswith("the rewind was refused: the stored history cannot be read")
+
+
+async def _corrupt_history(provider: Provider, instance_id: str) -> None:
+    """Overwrite an event of the instance's history with a type no version of perdure has."""
+    future = '{"v": 1, "type": "FutureEvent"}'
+    sql = f"UPDATE history SET event = '{future}' WHERE instance_id = '{instance_id}' AND event_id = 2"
+    if hasattr(provider, "_db"):
+        provider._db.execute(sql)
+        return
+    import psycopg
+    from tests.conftest import POSTGRES_URL
+
+    async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
+        await conn.execute(f'SET search_path TO "{provider.schema}"')  # type: ignore[attr-defined]
+        await conn.execute(sql)
