@@ -189,7 +189,9 @@ class Client:
         too, and everything that succeeded is kept and never redone. See ``docs/rewind.md``.
 
         The rewind is applied by the instance's next turn; until then it stays FAILED. To wait for
-        the rewound run, pass the returned id: ``wait_for_orchestration(id, execution_id=n)``.
+        the rewound run, pass the returned id: ``wait_for_orchestration(id, execution_id=n)``. A
+        rewind that cannot proceed (the pinned version is registered on no worker, the history
+        cannot be read) makes that execution FAILED at once, with an error saying why.
 
         Returns:
             The execution id the rewound run will have.
