@@ -161,12 +161,16 @@ class _Planner(TurnEndings):
     ) -> TurnPlan | Abandon:
         """Run an instance that never ran, in a new execution: from ``start``, then what it retained."""
         execution_id = state.execution_id + 1
+        others: list[QueuedMessage] = []
         for message in self.item.messages:
-            if message is not start:
-                self.drop(message, "the instance never ran: it starts afresh", expected=True)
+            if isinstance(message.event, ExecutionRewound | StartRequested):
+                if message.message_id != start.message_id:
+                    self.drop(message, "the instance never ran: it starts afresh", expected=True)
+            else:
+                others.append(message)  # what came with the request goes after what it kept
         fresh = replace(state, status=OrchestrationStatus.PENDING, execution_id=execution_id)
         prior = [Input(None, e) for e in history if not isinstance(e, StartRequested)]
-        return self.advance(fresh, [replace(start, execution_id=execution_id)], [], prior)
+        return self.advance(fresh, [replace(start, execution_id=execution_id), *others], [], prior)
 
     def advance(
         self,
