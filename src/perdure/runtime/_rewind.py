@@ -3,22 +3,29 @@
 A failed execution is rewound into a new execution whose history is the failed one minus:
 
 - the **unhandled failure**: the task failure whose processing ended the run (for an activity
-  with a retry policy, the failure of its *first* attempt, so the whole retry budget is fresh);
+  or a child with a retry policy, the failure of its *first* attempt, so the whole retry budget
+  is fresh);
 - everything **caused** by removed events: the decisions the code made in response to them
   (backoff timers, the next attempts, the terminal event) and, transitively, the completions of
   those decisions;
-- the terminal event.
+- the terminal event, and what the failed execution kept after it (``_retained``).
 
 Because history is the exact trace of the run (every decision directly follows the event that
 caused it), what remains is itself a valid trace: replaying it makes exactly the recorded
 decisions, so a rewound run never meets a non-determinism error. The failed task's scheduling
-event stays, so the task is simply *open* again: the rewind turn dispatches every open task once
-more (activities, timers, children). Failures the code caught and handled are part of its logic
-and are kept, as is the custom status and ``OrchestrationStarted`` with its original timestamp.
+event stays, so the task is simply *open* again. The rewind turn then applies what the failed
+execution kept (its failures excepted: those tasks are rewound too) and dispatches every task
+still open (activities, timers, children that ended). Failures the code caught and handled are
+part of its logic and are kept, as is the custom status and ``OrchestrationStarted`` with its
+original timestamp.
+
+Events keep their order but not their ids: a completion for the failed execution (a running
+child's answer, a late activity result) is **forwarded** to the rewound one by renumbering its
+source event id the same way.
 
 The rest of this module is what a rewind turn needs besides the turn rules: which children's
-states to read first, the writes that reopen the open tasks, the answer a finished child gives a
-rewound parent, and the start of an instance that failed before it ever ran.
+states and which earlier histories to read first, the writes that reopen the open tasks, the
+answer a finished child gives a rewound parent, and the start of an instance that never ran.
 """
 
 from __future__ import annotations
