@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from tests.acceptance.operator_support import FAST, FLAKY, Seeded, cli, registry, seed, wait_status
 
-from perdure import Client, OrchestrationStatus, Runtime, SqliteProvider
+from perdure import Client, OrchestrationStatus, Registry, Runtime, RuntimeOptions, SqliteProvider
 
 INSTANCE_KEYS = {
     "instance_id",
@@ -366,6 +366,25 @@ async def test_rewind_of_an_instance_that_has_not_failed_is_refused(db: Path, id
     assert result.code == 4
     assert ids.completed in result.err
     assert (await cli("rewind", "ghost", db=db)).code == 3
+
+
+async def test_a_refused_rewind_shows_as_a_failed_execution_that_says_why(db: Path, ids: Seeded) -> None:
+    assert (await cli("rewind", ids.failed, "--reason", "try again", db=db)).code == 0
+    # Only a worker without the orchestration's code runs: the rewind cannot proceed.
+    few = RuntimeOptions(idle_timeout=1.0, max_dispatch_attempts=2, dispatch_backoff=0.01, max_dispatch_backoff=0.02)
+    provider = await SqliteProvider.open(db)
+    try:
+        async with Runtime(provider, Registry(), few):
+            state = await Client(provider).wait_for_orchestration(ids.failed, execution_id=2, timeout=10)
+    finally:
+        await provider.close()
+    assert (state.status, state.execution_id) == (OrchestrationStatus.FAILED, 2)
+    shown = await cli("instances", "show", ids.failed, db=db)
+    assert shown.code == 0, shown.err
+    assert "Status:        FAILED" in shown.out and "Execution:     2" in shown.out
+    assert "the rewind was refused: orchestration Flaky@1.0.0 is not registered" in shown.out
+    as_json = json.loads((await cli("instances", "show", ids.failed, "--json", db=db)).out)
+    assert as_json["instance"]["error"]["message"].startswith("the rewind was refused")
 
 
 # --- purge -------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from perdure.engine.events import (
     ActivityCompleted,
     ActivityFailed,
     ActivityScheduled,
+    Completion,
+    EventRaised,
     HistoryEvent,
     OrchestrationCompleted,
     OrchestrationContinuedAsNew,
@@ -99,9 +101,14 @@ def assert_history_sound(history: Sequence[HistoryEvent]) -> None:
 
     Event ids are 1..n without gaps or repeats, ``OrchestrationStarted`` comes first and only once,
     every completion answers an earlier scheduling event of the matching kind, no scheduling event
-    is answered twice, and a terminal event, if any, is the last event.
+    is answered twice, and a terminal event, if any, is the last event — except that a failed
+    execution may go on with the messages it retained: completions and external events.
     """
     assert history, "the history is empty"
+    end = next((i for i, e in enumerate(history) if isinstance(e, OrchestrationFailed)), len(history))
+    retained = history[end + 1 :]
+    assert all(isinstance(e, Completion | EventRaised) for e in retained), f"retained: {retained}"
+    history = history[: end + 1]
     ids = [e.event_id for e in history]
     assert ids == list(range(1, len(history) + 1)), f"event ids are not 1..n: {ids}"
     assert isinstance(history[0], OrchestrationStarted)
@@ -161,8 +168,10 @@ class DelegatingProvider(Provider):
     async def ack_orchestration_item(self, item: OrchestrationItem, commit: TurnCommit) -> None:
         await self.inner.ack_orchestration_item(item, commit)
 
-    async def abandon_orchestration_item(self, item: OrchestrationItem, delay: float = 0.0) -> None:
-        await self.inner.abandon_orchestration_item(item, delay)
+    async def abandon_orchestration_item(
+        self, item: OrchestrationItem, delay: float = 0.0, *, undo_delivery: bool = False
+    ) -> None:
+        await self.inner.abandon_orchestration_item(item, delay, undo_delivery=undo_delivery)
 
     async def fetch_work_item(self, queues: Sequence[str], lock_seconds: float) -> WorkItem | None:
         return await self.inner.fetch_work_item(queues, lock_seconds)

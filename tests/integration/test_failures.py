@@ -18,7 +18,13 @@ from perdure import (
     RuntimeOptions,
     UnregisteredActivityError,
 )
-from perdure.engine.events import ActivityFailed, OrchestrationCompleted, OrchestrationFailed, OrchestrationStarted
+from perdure.engine.events import (
+    ActivityFailed,
+    EventRaised,
+    OrchestrationCompleted,
+    OrchestrationFailed,
+    OrchestrationStarted,
+)
 from perdure.runtime import _turn
 
 FAILED = OrchestrationStatus.FAILED
@@ -198,4 +204,6 @@ async def test_a_poison_message_mid_run_records_the_failure_in_history(
     assert state.error.type == "perdure.PoisonMessageError"
     history = await client.get_history("mid")
     assert_history_sound(history)
-    assert isinstance(history[-1], OrchestrationFailed)
+    # The event the poisoned turn consumed is kept after the failure, for a rewind to apply.
+    assert isinstance(history[-2], OrchestrationFailed)
+    assert isinstance(history[-1], EventRaised) and history[-1].name == "boom"

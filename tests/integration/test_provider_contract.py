@@ -327,6 +327,27 @@ async def test_abandon_releases_and_delays_the_messages(provider: Provider) -> N
     assert third.messages[0].dequeue_count == 3
 
 
+async def test_an_abandon_may_take_the_delivery_back(provider: Provider) -> None:
+    await provider.create_instance(start("a"))
+    item = await fetch(provider)
+    await provider.abandon_orchestration_item(item)
+    again = await fetch(provider)
+    assert again.messages[0].dequeue_count == 2
+    await provider.abandon_orchestration_item(again, undo_delivery=True)  # put back before it ran
+    third = await fetch(provider)
+    assert third.messages[0].dequeue_count == 2
+    await provider.abandon_orchestration_item(third, delay=0.2, undo_delivery=True)
+    fourth = await eventually(lambda: provider.fetch_orchestration_item(30), "the delayed messages")
+    assert fourth.messages[0].dequeue_count == 2
+
+    await provider.abandon_orchestration_item(fourth)
+    taken = await fetch(provider, lock_seconds=0.2)
+    fresh = await eventually(lambda: provider.fetch_orchestration_item(30), "the take-over")
+    await provider.abandon_orchestration_item(taken, undo_delivery=True)  # no longer its lock: no effect
+    await provider.abandon_orchestration_item(fresh)
+    assert (await fetch(provider)).messages[0].dequeue_count == 5
+
+
 async def test_an_expired_lock_is_taken_over_and_the_stale_ack_writes_nothing(provider: Provider) -> None:
     await provider.create_instance(start("a"))
     stale = await fetch(provider, lock_seconds=0.3)

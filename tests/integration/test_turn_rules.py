@@ -157,9 +157,11 @@ class _RecordingProvider(DelegatingProvider):
         self._release(item)
         await self.inner.ack_orchestration_item(item, commit)
 
-    async def abandon_orchestration_item(self, item: OrchestrationItem, delay: float = 0.0) -> None:
+    async def abandon_orchestration_item(
+        self, item: OrchestrationItem, delay: float = 0.0, *, undo_delivery: bool = False
+    ) -> None:
         self._release(item)
-        await self.inner.abandon_orchestration_item(item, delay)
+        await self.inner.abandon_orchestration_item(item, delay, undo_delivery=undo_delivery)
 
 
 def _serve_in_thread(url: str, name: str, recorder: _TurnRecorder, stop: threading.Event, errors: list[Any]) -> None:

@@ -109,16 +109,16 @@ def test_a_reopened_child_that_exists_is_told_of_the_rewind_and_a_missing_one_is
     assert (purged.event.parent_id, purged.event.parent_execution_id) == (6, 3)
 
 
-def test_the_parent_is_answered_at_its_latest_rewound_execution() -> None:
-    assert parent_of(STARTED, []) == Parent("p", 7, 1)
-    parent = parent_of(STARTED, [ExecutionRewound(parent_execution_id=2), ExecutionRewound(parent_execution_id=4)])
-    assert parent is not None
+def test_the_parent_is_answered_at_the_execution_that_started_the_child() -> None:
+    # A parent rewound since then forwards the answer to its current execution, renumbered.
+    parent = parent_of(STARTED)
+    assert parent == Parent("p", 7, 1)
     completed = OrchestrationCompleted(event_id=5, timestamp=T, output="done")
     result = ReplayOutcome(new_events=[completed], consumed=[], status=OrchestrationStatus.COMPLETED, output="done")
     assert end_writes(SENDER, result, [], parent, carried=[], recursive=False) == [
-        Message(instance_id="p", execution_id=4, event=SubOrchestrationCompleted(source_event_id=7, result="done"))
+        Message(instance_id="p", execution_id=1, event=SubOrchestrationCompleted(source_event_id=7, result="done"))
     ]
-    assert parent_of(replace(STARTED, parent_instance=None), []) is None
+    assert parent_of(replace(STARTED, parent_instance=None)) is None
 
 
 def test_continue_as_new_sends_the_next_start_then_the_inherited_events_in_order() -> None:
@@ -126,7 +126,7 @@ def test_continue_as_new_sends_the_next_start_then_the_inherited_events_in_order
     result = ReplayOutcome(new_events=[terminal], consumed=[], status=OrchestrationStatus.RUNNING)
     carried = [EventRaised(name="a", data=1), EventRaised(name="b", data=2)]
     traced = replace(SENDER, started=replace(STARTED, trace_context=TRACE))
-    start, *inherited = end_writes(traced, result, [], parent_of(STARTED, []), carried=carried, recursive=False)
+    start, *inherited = end_writes(traced, result, [], parent_of(STARTED), carried=carried, recursive=False)
     # The new version is the one asked for; the parent stays the parent, and the trace continues.
     request = StartRequested(
         name="o",
@@ -154,7 +154,7 @@ def test_a_recursive_terminate_reaches_only_the_children_that_have_not_answered(
     terminated = OrchestrationTerminated(event_id=7, timestamp=T, reason="stop")
     error = ErrorDetails(type="Terminated", message="stop")
     result = ReplayOutcome(new_events=[terminated], consumed=[0], status=OrchestrationStatus.TERMINATED, error=error)
-    answer, *terminations = end_writes(SENDER, result, history, parent_of(STARTED, []), carried=[], recursive=True)
+    answer, *terminations = end_writes(SENDER, result, history, parent_of(STARTED), carried=[], recursive=True)
     assert answer.event == SubOrchestrationFailed(source_event_id=7, error=error)
     assert terminations == [
         Message(instance_id="running", execution_id=None, event=TerminateRequested(reason="stop"), control=True)

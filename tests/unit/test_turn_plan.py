@@ -9,6 +9,7 @@ from perdure import ErrorDetails, OrchestrationContext, OrchestrationState, Orch
 from perdure.engine.events import (
     ActivityFailed,
     ActivityScheduled,
+    EventRaised,
     ExecutionRewound,
     HistoryEvent,
     OrchestrationFailed,
@@ -66,3 +67,29 @@ def test_an_ordinary_first_turn_is_not_marked_as_a_rewind() -> None:
     assert not first.rewound
     assert first.commit.history[0].event_id == 1  # also starts at 1: why the flag is needed
     assert [w.name for w in first.commit.activity_items] == ["A"]
+
+
+FAILED_RUN: list[HistoryEvent] = [
+    OrchestrationStarted(event_id=1, timestamp=T, name="o", version="1.0.0"),
+    ActivityScheduled(event_id=2, timestamp=T, name="A"),
+    ActivityFailed(event_id=3, timestamp=T, source_event_id=2, error=ESCAPED),
+    OrchestrationFailed(event_id=4, timestamp=T, error=ESCAPED),
+]
+
+
+def test_a_late_result_is_kept_after_the_failure_and_changes_nothing_else() -> None:
+    late = plan(OrchestrationStatus.FAILED, FAILED_RUN, EventRaised(name="go", data=1))
+    assert late.commit.state is None and late.commit.messages == []
+    assert late.commit.history == [EventRaised(event_id=5, timestamp=T, name="go", data=1)]
+    assert late.commit.consumed == [1]
+
+
+def test_a_rewind_applies_what_the_failed_execution_kept() -> None:
+    kept_event = EventRaised(event_id=5, timestamp=T, name="go", data=1)
+    rewound = plan(OrchestrationStatus.FAILED, [*FAILED_RUN, kept_event], ExecutionRewound(reason="fixed"))
+    assert [type(e).__name__ for e in rewound.commit.history] == [
+        "OrchestrationStarted",
+        "ActivityScheduled",
+        "ExecutionRewound",
+        "EventRaised",
+    ]

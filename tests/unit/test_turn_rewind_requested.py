@@ -102,21 +102,24 @@ def test_a_rewind_of_a_run_that_never_started_starts_it_from_its_row() -> None:
     assert plan.commit.state is not None and plan.commit.state.status is OrchestrationStatus.RUNNING
 
 
-def test_a_rewind_that_cannot_run_is_put_back_then_leaves_the_instance_failed_as_it_was() -> None:
+def test_a_rewind_that_cannot_run_is_put_back_then_refused_visibly_in_the_next_execution() -> None:
     unregistered = [replace(FAILED_RUN[0], name="gone"), *FAILED_RUN[1:]]
     request = ExecutionRewound(reason="fixed")
     assert isinstance(plan_turn(item(unregistered, request, name="gone"), registry.orchestrations, OPTIONS, T), Abandon)
 
+    # In the end the rewind is refused: the execution it was to start fails, saying why (docs/rewind.md).
     plan = planned(item(unregistered, request, name="gone", deliveries=OPTIONS.max_dispatch_attempts))
-    assert not plan.commit.history and plan.commit.consumed == [1]
-    assert plan.commit.state is not None
-    assert (plan.commit.state.status, plan.commit.state.error, plan.commit.state.execution_id) == (FAILED, ESCAPED, 1)
+    assert plan.commit.consumed == [1] and plan.commit.execution_id == 2
+    state = plan.commit.state
+    assert state is not None and (state.status, state.execution_id) == (FAILED, 2)
+    assert state.error is not None and "the rewind was refused" in state.error.message
 
 
 def test_without_its_rewind_message_the_instance_goes_back_to_failed() -> None:
     late_timer = TimerFired(source_event_id=9, fire_at=T)
     plan = planned(item(FAILED_RUN, late_timer))
-    assert plan.commit.consumed == [1] and not plan.commit.history
+    # The late message is kept with the failed execution, for a rewind to use (docs/rewind.md).
+    assert plan.commit.consumed == [1] and [type(e) for e in plan.commit.history] == [TimerFired]
     assert plan.commit.state is not None and (plan.commit.state.status, plan.commit.state.error) == (FAILED, ESCAPED)
 
 

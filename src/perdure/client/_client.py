@@ -201,6 +201,8 @@ class Client:
         The instance reads PENDING as soon as this returns (keeping the error it failed with until
         the rewound run starts), so :meth:`wait_for_orchestration` waits for the rewound run. The
         failed execution stays readable: ``get_history(instance_id, execution_id=n - 1)``.
+        A rewind that cannot proceed (the pinned version is registered on no worker, the history
+        cannot be read) makes execution ``n`` FAILED at once, with an error saying why.
 
         Returns:
             The execution id ``n`` the rewound run will have.
@@ -324,15 +326,7 @@ class Client:
         history = await self.provider.get_history(instance_id, state.execution_id)
         if not history and state.execution_id > 1:
             history = await self.provider.get_history(instance_id, state.execution_id - 1)
-        started = history[0] if history else None
-        if not isinstance(started, OrchestrationStarted):
-            return None
-        return OrchestrationDescriptor(
-            name=started.name,
-            version=started.version,
-            parent_instance=started.parent_instance,
-            parent_id=started.parent_id,
-        )
+        return _descriptor(history[0] if history else None)
 
     async def _require(self, instance_id: str) -> OrchestrationState:
         check_instance_id(instance_id)
@@ -346,6 +340,14 @@ class Client:
         control = isinstance(event, _OPERATOR_REQUESTS)
         message = Message(instance_id=instance_id, execution_id=None, event=event, control=control)
         await self.provider.enqueue_messages([message])
+
+
+def _descriptor(started: HistoryEvent | None) -> OrchestrationDescriptor | None:
+    if not isinstance(started, OrchestrationStarted):
+        return None
+    return OrchestrationDescriptor(
+        name=started.name, version=started.version, parent_instance=started.parent_instance, parent_id=started.parent_id
+    )
 
 
 async def _wait_until_ended(

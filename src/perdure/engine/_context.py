@@ -220,7 +220,7 @@ class OrchestrationContext:
         def attempt(number: int) -> DurableTask[Any]:
             child_id = instance_id if instance_id is not None and number == 1 else None
             if child_id is None:
-                child_id = self._next_child_id() if instance_id is None else _derived_id(f"{instance_id}:{number}")
+                child_id = self._next_child_id() if instance_id is None else self._retry_id(instance_id, number)
             task = _ScheduledTask(SubOrchestrationFailedError, f"sub-orchestration {name!r} ({child_id})")
             decision = SubOrchestrationScheduled(name=name, version=version, instance_id=child_id, input=input)
             self._engine.schedule(decision, task)
@@ -283,6 +283,13 @@ class OrchestrationContext:
             return self.now() + (delay if isinstance(delay, timedelta) else timedelta(seconds=delay))
         except OverflowError:  # from timedelta() or from the addition
             raise ValueError(f"{what} ({delay!r}) reaches outside the years 1 to 9999") from None
+
+    def _retry_id(self, instance_id: str, attempt: int) -> str:
+        """The id of a retry of the child ``instance_id``; a later execution (a rewind walked the
+        first one's attempts back) gets ids of its own, as the earlier attempts still exist."""
+        if self.execution_id == 1:
+            return _derived_id(f"{instance_id}:{attempt}")
+        return _derived_id(f"{instance_id}:{self.execution_id}:{attempt}")
 
     def _next_child_id(self) -> str:
         self._child_counter += 1

@@ -93,6 +93,9 @@ class ReplayOutcome:
         custom_status: The custom status after the turn.
         carryover: Unawaited external events to hand to the next execution after continue-as-new.
         dropped: (index of the new event, why) for messages consumed without being recorded.
+        unapplied: Indices of consumed new events the execution never saw, because it had already
+            ended or because the turn failed as a whole (non-determinism): the runtime keeps those
+            that carry input with a failed execution, so that a rewind can apply them.
     """
 
     new_events: list[HistoryEvent]
@@ -103,6 +106,7 @@ class ReplayOutcome:
     custom_status: Any = None
     carryover: list[EventRaised] = field(default_factory=list)
     dropped: list[tuple[int, str]] = field(default_factory=list)
+    unapplied: list[int] = field(default_factory=list)
 
     @property
     def decisions(self) -> list[Decision]:
@@ -173,6 +177,7 @@ class _Replay:
     def run(self, history: Sequence[HistoryEvent], new_events: Sequence[HistoryEvent]) -> ReplayOutcome:
         consumed: list[int] = []
         dropped: list[tuple[int, str]] = []
+        unapplied: list[int] = []
         carryover: list[EventRaised] = []
         self.last_stored_id = history[-1].event_id if history else 0
         try:
@@ -196,6 +201,7 @@ class _Replay:
                 if self.finished:
                     consumed.append(index)
                     dropped.append((index, "the execution has already ended"))
+                    unapplied.append(index)
                     continue
                 if not isinstance(event, _CONTROL_EVENTS) and (
                     held_back or self.status is OrchestrationStatus.SUSPENDED
@@ -222,6 +228,7 @@ class _Replay:
             custom_status=self.custom_status,
             carryover=carryover,
             dropped=dropped,
+            unapplied=unapplied,
         )
 
     def application_order(self, new_events: Sequence[HistoryEvent]) -> list[int]:
@@ -417,7 +424,7 @@ class _Replay:
             self.schedule(ending, None)
 
     def failed_by_engine(self, exc: PerdureError, history: Sequence[HistoryEvent], message_count: int) -> ReplayOutcome:
-        """The turn cannot be trusted: record only the failure, and consume every message."""
+        """The turn cannot be trusted: record only the failure, and consume every message (none applied)."""
         error = ErrorDetails(type=type_name(exc), message=str(exc))
         # The custom status is what the stored history says; the part of this turn is thrown away.
         custom_status = next((e.value for e in reversed(history) if isinstance(e, CustomStatusUpdated)), None)
@@ -432,6 +439,7 @@ class _Replay:
             status=OrchestrationStatus.FAILED,
             error=error,
             custom_status=custom_status,
+            unapplied=list(range(message_count)),
         )
 
 

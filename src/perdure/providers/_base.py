@@ -298,8 +298,15 @@ class Provider(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def abandon_orchestration_item(self, item: OrchestrationItem, delay: float = 0.0) -> None:
-        """Release the lock; the item's messages become visible again after ``delay`` seconds."""
+    async def abandon_orchestration_item(
+        self, item: OrchestrationItem, delay: float = 0.0, *, undo_delivery: bool = False
+    ) -> None:
+        """Release the lock; the item's messages become visible again after ``delay`` seconds.
+
+        With ``undo_delivery``, the delivery the fetch counted is taken back too (if the lock is still
+        the item's): the item was put back before any of its code ran, so the delivery says nothing
+        about whether a message is poison.
+        """
 
     # --- worker queues ---------------------------------------------------------------------------
 

@@ -122,8 +122,10 @@ class SqlProvider(Provider):
         self._signals.work("orchestrator", len(commit.messages))
         self._signals.work("activity", len(commit.activity_items))
 
-    async def abandon_orchestration_item(self, item: OrchestrationItem, delay: float = 0.0) -> None:
-        await self._release_instance(item, delay)
+    async def abandon_orchestration_item(
+        self, item: OrchestrationItem, delay: float = 0.0, *, undo_delivery: bool = False
+    ) -> None:
+        await self._release_instance(item, delay, undo_delivery)
         self._signals.work("orchestrator")
 
     # --- worker queues -------------------------------------------------------------------------
@@ -228,8 +230,9 @@ class SqlProvider(Provider):
         """
 
     @abc.abstractmethod
-    async def _release_instance(self, item: OrchestrationItem, delay: float) -> None:
-        """Release ``item``'s lock (if still held), or with a delay hold the instance until then."""
+    async def _release_instance(self, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:
+        """Release ``item``'s lock (if still held), or with a delay hold the instance until then;
+        with ``undo_delivery``, first take back the delivery count of its messages (if still held)."""
 
     @abc.abstractmethod
     async def _lock_work_item(self, queues: list[str], lock_seconds: float, token: str) -> WorkRow | None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from datetime import UTC, datetime
 
+from perdure._errors import HistoryFormatError
 from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure._tracing import Tracer, execution_span
 from perdure.engine._replay import describe
@@ -19,10 +21,12 @@ from perdure.engine.events import (
 )
 from perdure.providers._base import InstanceUpdate, LockLostError, OrchestrationItem, Provider
 from perdure.runtime._dispatcher import Dispatcher
+from perdure.runtime._isolation import TurnGate, is_suspect
 from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._registry import OrchestrationRegistry
-from perdure.runtime._rewind import children_to_rewind
+from perdure.runtime._retained import never_ran
+from perdure.runtime._rewind import children_to_rewind, earlier_executions
 from perdure.runtime._turn import Abandon, TurnPlan, plan_turn
 from perdure.runtime._watchdog import Running, Work
 
@@ -59,20 +63,55 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         self.metrics = metrics or Metrics()
         self.tracer = tracer
         self.log_turns = options.turn_logging()
+        self._gate = TurnGate()
 
     async def fetch(self) -> OrchestrationItem | None:
-        return await self.provider.fetch_orchestration_item(self.options.lock_seconds)
+        await self._gate.admit()  # not while a suspect runs alone: nothing else may be in flight
+        item = None
+        try:
+            item = await self.provider.fetch_orchestration_item(self.options.lock_seconds)
+        finally:
+            if item is None:
+                await self._gate.leave(alone=False)
+        return item
 
     async def process(self, item: OrchestrationItem) -> None:
+        alone = False
+        try:
+            if is_suspect(item):
+                alone = await self._gate.isolate()
+                if not alone:
+                    # Another suspect runs alone and may take the process down: do not hold this one
+                    # meanwhile, and do not count a delivery that ran nothing.
+                    await self.provider.abandon_orchestration_item(item, self.options.backoff(1), undo_delivery=True)
+                    return
+                _log.info(
+                    "instance %r runs alone: its messages were delivered before without a turn completing",
+                    item.instance_id,
+                    extra={"instance_id": item.instance_id},
+                )
+            await self._turn(item)
+        finally:
+            await self._gate.leave(alone)
+
+    async def _turn(self, item: OrchestrationItem) -> None:
         began = time.perf_counter()
         ids = {"instance_id": item.instance_id, "execution_id": item.state.execution_id if item.state else None}
         try:
-            # A rewind restarts the failed run's children: read their states here, so planning stays pure.
+            # A rewind restarts the failed run's children, and a completion for an execution a rewind
+            # continued is forwarded: read what that needs here, so planning stays pure.
             children = {child: await self._child_to_rewind(child) for child in children_to_rewind(item)}
+            earlier = await self._earlier_histories(item)
             turn = Work(item.instance_id, item.state.execution_id if item.state else None)
             with self.running.doing(turn):  # the watchdog names it if orchestration code blocks the loop
                 plan = plan_turn(
-                    item, self.registry, self.options, datetime.now(UTC), children, tracing=self.tracer is not None
+                    item,
+                    self.registry,
+                    self.options,
+                    datetime.now(UTC),
+                    children,
+                    earlier=earlier,
+                    tracing=self.tracer is not None,
                 )
         except Exception:
             # A bug or a misbehaving registry: put it back; the attempt count makes it poison eventually.
@@ -108,17 +147,26 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         self.metrics.record("turn.duration", time.perf_counter() - began)
         if commit.state is not None and commit.state.status is OrchestrationStatus.FAILED:
             _log_failure(item.instance_id, commit.execution_id, commit.state)
-        terminal = commit.history[-1] if commit.history else None
-        if isinstance(terminal, TERMINAL_EVENTS):
+        # A failed execution's history goes on after its terminal event with what it retained.
+        terminal = next((e for e in commit.history if isinstance(e, TERMINAL_EVENTS)), None)
+        if terminal is not None:
             self._ended(item, plan, terminal)
 
     async def _child_to_rewind(self, instance_id: str) -> OrchestrationState | None:
         """A child's state for a rewind; ``None`` when it must be started again (purged, or never ran)."""
         state = await self.provider.get_state(instance_id)
         failed = state is not None and state.status is OrchestrationStatus.FAILED
-        if failed and not await self.provider.get_history(instance_id):
+        if failed and never_ran(await self.provider.get_history(instance_id)):
             return None  # it failed before it ran: only the parent knows how to start it
         return state
+
+    async def _earlier_histories(self, item: OrchestrationItem) -> dict[int, list[HistoryEvent]]:
+        """The histories of earlier executions that completions of ``item`` are addressed to."""
+        histories: dict[int, list[HistoryEvent]] = {}
+        for execution_id in earlier_executions(item):
+            with contextlib.suppress(HistoryFormatError):  # unreadable: what is addressed to it is stale
+                histories[execution_id] = await self.provider.get_history(item.instance_id, execution_id)
+        return histories
 
     async def release(self, item: OrchestrationItem) -> None:
         await self.provider.abandon_orchestration_item(item)

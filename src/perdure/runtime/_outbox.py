@@ -168,17 +168,16 @@ class Parent:
     execution_id: int | None
 
 
-def parent_of(started: HistoryEvent | None, events: Sequence[HistoryEvent]) -> Parent | None:
-    """Who awaits this instance: the parent from its start, at the parent's latest (rewound) execution."""
+def parent_of(started: HistoryEvent | None) -> Parent | None:
+    """Who awaits this instance: the parent execution that started it, as its start recorded.
+
+    A parent rewound since then forwards the answer to its current execution (see ``_rewind``).
+    """
     if not isinstance(started, OrchestrationStarted | StartRequested):
         return None
     if started.parent_instance is None or started.parent_id is None:
         return None
-    execution_id = started.parent_execution_id
-    for event in events:
-        if isinstance(event, ExecutionRewound) and event.parent_execution_id is not None:
-            execution_id = event.parent_execution_id
-    return Parent(started.parent_instance, started.parent_id, execution_id)
+    return Parent(started.parent_instance, started.parent_id, started.parent_execution_id)
 
 
 def reply_to_parent(parent: Parent, *, output: Any = None, error: ErrorDetails | None = None) -> Message:

@@ -267,11 +267,12 @@ class PostgresProvider(SqlProvider):
         row = await self._fetchone(_Q["ack_orchestration_item"], params)
         return row is not None and bool(row[0])
 
-    async def _release_instance(self, item: OrchestrationItem, delay: float) -> None:
+    async def _release_instance(self, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:
         params = {
             "instance_id": item.instance_id,
             "lock_token": item.lock_token,
             "delay": float(delay),
+            "undone": [m.message_id for m in item.messages] if undo_delivery else [],
             "notify": self._listener.notice(orchestrator=1),
         }
         await self._fetchone(_Q["abandon_orchestration_item"], params)

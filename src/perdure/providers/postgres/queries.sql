@@ -127,7 +127,12 @@ SELECT ack_orchestration_item(
 -- name: abandon_orchestration_item
 -- Release the lock (if still ours); with a delay, keep holding the whole instance until then
 -- instead, so that no message arriving meanwhile overtakes the ones put back. Wakes other processes.
-WITH released AS (
+-- With message ids in undone, the delivery the fetch counted is taken back (the lock still ours).
+WITH undone AS (
+    UPDATE orchestrator_queue SET dequeue_count = dequeue_count - 1
+    WHERE message_id = ANY(%(undone)s::bigint[]) AND dequeue_count > 0
+      AND EXISTS (SELECT 1 FROM instance_locks WHERE instance_id = %(instance_id)s AND lock_token = %(lock_token)s)
+), released AS (
     DELETE FROM instance_locks
     WHERE instance_id = %(instance_id)s AND lock_token = %(lock_token)s AND %(delay)s <= 0
 ), held AS (

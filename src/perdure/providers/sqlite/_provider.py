@@ -137,8 +137,8 @@ class SqliteProvider(SqlProvider):
     async def _commit_turn(self, item: OrchestrationItem, commit: TurnCommit) -> bool:
         return await self._write(tx.commit_turn, item, commit)
 
-    async def _release_instance(self, item: OrchestrationItem, delay: float) -> None:
-        await self._write(tx.release_instance, item, delay)
+    async def _release_instance(self, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:
+        await self._write(tx.release_instance, item, delay, undo_delivery)
 
     async def _lock_work_item(self, queues: list[str], lock_seconds: float, token: str) -> WorkRow | None:
         return await self._write(tx.lock_work_item, queues, lock_seconds, token)

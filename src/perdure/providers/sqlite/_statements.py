@@ -199,9 +199,11 @@ def _state_row(instance_id: str, state: InstanceUpdate, now: float) -> dict[str,
     }
 
 
-def release_instance(db: sqlite3.Connection, item: OrchestrationItem, delay: float) -> None:
+def release_instance(db: sqlite3.Connection, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:
     key = {"instance_id": item.instance_id, "lock_token": item.lock_token, "locked_until": time.time() + delay}
     with transaction(db):
+        if undo_delivery:
+            db.executemany(Q["undo_delivery"], [{**key, "message_id": m.message_id} for m in item.messages])
         # A delay holds the whole instance back, not just these messages: what arrives meanwhile
         # must not overtake them.
         db.execute(Q["hold_instance" if delay > 0 else "delete_lock"], key)

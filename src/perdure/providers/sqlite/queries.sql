@@ -82,6 +82,12 @@ WHERE instance_id = :instance_id
 -- name: delete_message
 DELETE FROM orchestrator_queue WHERE message_id = :message_id
 
+-- name: undo_delivery
+-- Take back the delivery a fetch counted, while the lock is still the fetch's.
+UPDATE orchestrator_queue SET dequeue_count = dequeue_count - 1
+WHERE message_id = :message_id AND dequeue_count > 0
+  AND EXISTS (SELECT 1 FROM instance_locks WHERE instance_id = :instance_id AND lock_token = :lock_token)
+
 -- name: hold_instance
 -- Put back with a delay: the lock stays until then, so no message of the instance overtakes another.
 UPDATE instance_locks SET locked_until = :locked_until WHERE instance_id = :instance_id AND lock_token = :lock_token
