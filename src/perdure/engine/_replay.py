@@ -61,6 +61,7 @@ from perdure.engine.events import (
     SubOrchestrationCompleted,
     SubOrchestrationFailed,
     SubOrchestrationScheduled,
+    TaskCancelled,
     TerminateRequested,
     TimerCreated,
     TimerFired,
@@ -164,6 +165,7 @@ class _Replay:
         self.unmatched: deque[tuple[Decision, DurableTask[Any] | None]] = deque()
         self.scheduled: dict[int, Decision] = {}
         self.open_tasks: dict[int, DurableTask[Any]] = {}
+        self.cancelled: set[int] = set()  # ids of the decisions whose tasks the code cancelled
         self.waiters: dict[str, deque[DurableTask[Any]]] = {}
         self.buffered: dict[str, deque[EventRaised]] = {}
 
@@ -185,7 +187,7 @@ class _Replay:
             # blocks. Only a decision that contradicts a recorded one is non-determinism.
             while self.unmatched:
                 decision, task = self.unmatched.popleft()
-                self.record(self.append(decision), task)
+                self.record(self.append(_resolved(decision, task)), task)
             held_back = False
             for index in self.application_order(new_events):
                 event = new_events[index]
@@ -251,7 +253,7 @@ class _Replay:
         """Append a new event and apply it; returns why it was dropped instead, if it was."""
         source = event.source_event_id if isinstance(event, Completion) else None
         if source in self.scheduled and source not in self.open_tasks:
-            return f"duplicate completion of event {source}"
+            return "its task was cancelled" if source in self.cancelled else f"duplicate completion of event {source}"
         if isinstance(event, TerminateRequested):
             event = OrchestrationTerminated(reason=event.reason)
         elif isinstance(event, OrchestrationSuspended) and self.status is OrchestrationStatus.SUSPENDED:
@@ -309,10 +311,19 @@ class _Replay:
         else:
             self.record(self.append(decision), task)
 
+    def cancel(self, task: _ScheduledTask) -> None:
+        """Called by a task the code cancels; the decision names the task's event once it is known."""
+        self.schedule(TaskCancelled(source_event_id=task._event_id), task)
+
     def record(self, decision: Decision, task: DurableTask[Any] | None) -> None:
-        if task is not None:
+        if isinstance(decision, TaskCancelled):  # ``task`` is the cancelled one
+            self.open_tasks.pop(decision.source_event_id, None)
+            self.cancelled.add(decision.source_event_id)
+        elif task is not None:
             self.scheduled[decision.event_id] = decision
             self.open_tasks[decision.event_id] = task
+            if isinstance(task, _ScheduledTask):
+                task._event_id = decision.event_id
         if isinstance(decision, CustomStatusUpdated):
             self.custom_status = decision.value
         elif isinstance(decision, OrchestrationCompleted):
@@ -331,6 +342,7 @@ class _Replay:
                 f"{self.code_position()}"
             )
         decision, task = self.unmatched.popleft()
+        decision = _resolved(decision, task)
         if not _same_decision(decision, recorded):
             raise NonDeterminismError(
                 f"the orchestration code made the decision {describe(decision)}, "
@@ -424,9 +436,20 @@ class _Replay:
         )
 
 
+def _resolved(decision: Decision, task: DurableTask[Any] | None) -> Decision:
+    """A cancellation made while replaying names its task's event: known by now, since the task's
+    own decision came before it and has been matched (or recorded)."""
+    if isinstance(decision, TaskCancelled) and isinstance(task, _ScheduledTask):
+        return replace(decision, source_event_id=task._event_id)
+    return decision
+
+
 def _same_decision(made: Decision, recorded: Decision) -> bool:
     if type(made) is not type(recorded):
         return False
+    if isinstance(made, TaskCancelled):
+        assert isinstance(recorded, TaskCancelled)
+        return made.source_event_id == recorded.source_event_id
     if isinstance(made, ActivityScheduled | SubOrchestrationScheduled | OrchestrationChained):
         recorded_named: Any = recorded
         return made.name == recorded_named.name and _same_value(made.input, recorded_named.input)
