@@ -44,7 +44,16 @@ from perdure.engine.events import (
 )
 from perdure.providers._base import InstanceUpdate, Message, OrchestrationItem, QueuedMessage, TurnCommit
 from perdure.runtime._options import RuntimeOptions
-from perdure.runtime._outbox import Sender, decision_writes, end_writes, parent_of, reply_taken, reply_to_parent
+from perdure.runtime._outbox import (
+    Sender,
+    decision_writes,
+    end_writes,
+    open_activities,
+    parent_of,
+    reply_taken,
+    reply_to_parent,
+    stop_writes,
+)
 from perdure.runtime._registry import OrchestrationRegistry
 from perdure.runtime._rewind import answer_again, reopened_task_writes, rewound_history, start_from_row
 
@@ -289,6 +298,7 @@ class _Planner:
             state=_failed_update(state, started, details),
             messages=messages,
             consumed=[m.message_id for m in item.messages],
+            cancelled_activities=open_activities(history),
         )
         self.warnings.append(f"instance {item.instance_id!r} failed without running: {error}")
         return self.planned(commit)
@@ -320,6 +330,7 @@ class _Planner:
         consumed = {*self.consumed, *(accepted[i].message_id for i in result.consumed)}
         sender = self.sender(started, execution_id)
         outbox = decision_writes(result.decisions, sender)
+        stopping = stop_writes(sender, history, result)
         terminal = result.terminal_event
         carried: list[HistoryEvent] = []
         if isinstance(terminal, OrchestrationContinuedAsNew):
@@ -339,8 +350,9 @@ class _Planner:
             history=result.new_events if rewritten is None else [*rewritten, *result.new_events],
             state=_instance_update(started, result, execution_id),
             activity_items=outbox.activity_items,
-            messages=[*self.replies, *outbox.messages, *ending],
+            messages=[*self.replies, *outbox.messages, *stopping.messages, *ending],
             consumed=sorted(consumed),
+            cancelled_activities=stopping.cancelled_activities,
         )
         return self.planned(commit, result, history, rewound=rewritten is not None)
 
