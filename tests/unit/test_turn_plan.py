@@ -14,6 +14,7 @@ from perdure.engine.events import (
     OrchestrationFailed,
     OrchestrationStarted,
     StartRequested,
+    TerminateRequested,
 )
 from perdure.providers._base import OrchestrationItem, QueuedMessage
 from perdure.runtime import RuntimeOptions
@@ -66,3 +67,37 @@ def test_an_ordinary_first_turn_is_not_marked_as_a_rewind() -> None:
     assert not first.rewound
     assert first.commit.history[0].event_id == 1  # also starts at 1: why the flag is needed
     assert [w.name for w in first.commit.activity_items] == ["A"]
+
+
+def test_a_turn_that_ends_the_execution_cancels_its_open_activities() -> None:
+    running: list[HistoryEvent] = [
+        OrchestrationStarted(event_id=1, timestamp=T, name="o", version="1.0.0"),
+        ActivityScheduled(event_id=2, timestamp=T, name="A"),
+    ]
+    terminated = plan(OrchestrationStatus.RUNNING, running, TerminateRequested(reason="stop"))
+    assert terminated.commit.cancelled_activities == [2]
+    assert plan(OrchestrationStatus.PENDING, [], StartRequested(name="o")).commit.cancelled_activities == []
+
+
+def test_an_instance_failed_without_running_its_code_cancels_its_open_activities() -> None:
+    running: list[HistoryEvent] = [
+        OrchestrationStarted(event_id=1, timestamp=T, name="o", version="1.0.0"),
+        ActivityScheduled(event_id=2, timestamp=T, name="A"),
+    ]
+    state = OrchestrationState(
+        instance_id="i",
+        name="o",
+        version="1.0.0",
+        status=OrchestrationStatus.RUNNING,
+        execution_id=1,
+        created_at=T,
+        updated_at=T,
+    )
+    poison = QueuedMessage(
+        message_id=1, instance_id="i", execution_id=None, event=TerminateRequested(), dequeue_count=99
+    )
+    item = OrchestrationItem(instance_id="i", lock_token="t", messages=[poison], state=state, history=running)
+    planned = plan_turn(item, registry.orchestrations, RuntimeOptions(max_dispatch_attempts=3), T)
+    assert isinstance(planned, TurnPlan)
+    assert planned.commit.state is not None and planned.commit.state.status is OrchestrationStatus.FAILED
+    assert planned.commit.cancelled_activities == [2]
