@@ -20,6 +20,7 @@ from perdure.engine.events import (
     TaskCancelled,
     TimerFired,
 )
+from perdure.tools._format import timeline_json
 
 Ctx = OrchestrationContext
 ACTIVITIES = {"Slow": lambda _c, x: x, "Fast": lambda _c, x: x, "Boom": lambda _c, x: 1 / 0}
@@ -291,3 +292,11 @@ def test_code_that_cancels_another_task_than_history_did() -> None:
         "the orchestration code made the decision TaskCancelled for event 4, "
         "but history recorded TaskCancelled for event 3 (event 6) at that position",
     )
+
+
+def test_the_timeline_shows_a_cancelled_task_as_cancelled() -> None:
+    driver = Driver(race, activities=ACTIVITIES).start()
+    driver.turn()
+    driver.complete(3).turn()
+    outcomes = {span["label"]: span["outcome"] for span in timeline_json(driver.history)}
+    assert outcomes == {"Slow": "cancelled", "Fast": "completed"}
