@@ -101,3 +101,29 @@ def test_an_instance_failed_without_running_its_code_cancels_its_open_activities
     assert isinstance(planned, TurnPlan)
     assert planned.commit.state is not None and planned.commit.state.status is OrchestrationStatus.FAILED
     assert planned.commit.cancelled_activities == [2]
+
+
+def test_a_time_out_for_an_earlier_execution_is_dropped_as_routine() -> None:
+    """Queued when its attempt was scheduled or started, a time-out usually arrives after it is moot."""
+    history: list[HistoryEvent] = [OrchestrationStarted(event_id=1, timestamp=T, name="o", version="1.0.0")]
+    state = OrchestrationState(
+        instance_id="i",
+        name="o",
+        version="1.0.0",
+        status=OrchestrationStatus.RUNNING,
+        execution_id=2,
+        created_at=T,
+        updated_at=T,
+    )
+    timed_out = ErrorDetails(type="ActivityTimeoutError", message="late")
+    failures = [ActivityFailed(source_event_id=2, error=timed_out), ActivityFailed(source_event_id=3, error=ESCAPED)]
+    messages = [
+        QueuedMessage(message_id=n, instance_id="i", execution_id=1, event=event, dequeue_count=1)
+        for n, event in enumerate(failures, start=1)
+    ]
+    item = OrchestrationItem(instance_id="i", lock_token="t", messages=messages, state=state, history=history)
+    planned = plan_turn(item, registry.orchestrations, RuntimeOptions(), T)
+    assert isinstance(planned, TurnPlan)
+    assert planned.commit.consumed == [1, 2]
+    assert [n.split(":")[0] for n in planned.notes] == ["dropped ActivityFailed for instance 'i'"]
+    assert [w.split(":")[0] for w in planned.warnings] == ["dropped ActivityFailed for instance 'i'"]

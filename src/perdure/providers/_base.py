@@ -281,7 +281,8 @@ class Provider(abc.ABC):
 
         Raises:
             ValueError: if ``completion`` would create an instance (``new_instance`` is set).
-            LockLostError: if the lock expired and was taken over; nothing is written.
+            LockLostError: if the lock expired and was taken over, or a turn deleted the item
+                (``TurnCommit.cancelled_activities``); nothing is written.
         """
 
     @abc.abstractmethod

@@ -233,4 +233,6 @@ class SqlProvider(Provider):
 
 
 def _work_item_lost(item: WorkItem) -> LockLostError:
-    return LockLostError(f"the lock on work item {item.item_id} expired and was taken over")
+    return LockLostError(
+        f"work item {item.item_id} is no longer held: its lock expired and it was taken over, or a turn cancelled it"
+    )

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from perdure._errors import ACTIVITY_TIMEOUT, ErrorDetails, InstanceAlreadyExistsError
 from perdure.engine._replay import ReplayOutcome
@@ -62,6 +62,7 @@ __all__ = [
     "Sender",
     "decision_writes",
     "end_writes",
+    "is_time_out",
     "open_activities",
     "parent_of",
     "reply_taken",
@@ -317,7 +318,7 @@ def stop_writes(sender: Sender, history: Sequence[HistoryEvent], result: ReplayO
                 outbox.messages.append(
                     Message(instance_id=source.instance_id, execution_id=None, event=terminate, control=True)
                 )
-        elif isinstance(event, ActivityFailed) and event.error.type == ACTIVITY_TIMEOUT:
+        elif is_time_out(event):
             outbox.cancelled_activities.append(event.source_event_id)  # its attempt may still run somewhere
     if result.terminal_event is not None:
         outbox.cancelled_activities.extend(open_activities(events))
@@ -329,3 +330,9 @@ def open_activities(history: Sequence[HistoryEvent]) -> list[int]:
     """Event ids of the activities scheduled in ``history`` that no event completed or cancelled."""
     scheduled = {e.event_id for e in history if isinstance(e, ActivityScheduled)}
     return sorted(scheduled - {e.source_event_id for e in history if isinstance(e, Completion)})
+
+
+def is_time_out(event: HistoryEvent | None) -> TypeGuard[ActivityFailed]:
+    """Whether ``event`` is an activity attempt's time-out (queued ahead of time, it usually comes
+    after the attempt has finished, and is then dropped as routine)."""
+    return isinstance(event, ActivityFailed) and event.error.type == ACTIVITY_TIMEOUT

@@ -48,6 +48,7 @@ from perdure.runtime._outbox import (
     Sender,
     decision_writes,
     end_writes,
+    is_time_out,
     open_activities,
     parent_of,
     reply_taken,
@@ -215,7 +216,8 @@ class _Planner:
         accepted: list[QueuedMessage] = []
         for message in messages:
             if message.execution_id is not None and message.execution_id != state.execution_id:
-                self.drop(message, f"it belongs to execution {message.execution_id}, not {state.execution_id}")
+                why = f"it belongs to execution {message.execution_id}, not {state.execution_id}"
+                self.drop(message, why, expected=is_time_out(message.event))  # time-outs outlive attempts
             elif isinstance(message.event, StartRequested):
                 # After continue-as-new only the start addressed to the new execution may begin it.
                 stray = state.execution_id > 1 and message.execution_id is None
