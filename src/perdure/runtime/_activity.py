@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,18 +15,18 @@ _logger = logging.getLogger("perdure.activity")
 class AttemptSignals:
     """What the worker and a running attempt tell each other; safe to use from the activity's thread."""
 
+    __slots__ = ("last_heartbeat", "stopped")
+
     def __init__(self) -> None:
-        self._stopped = threading.Event()
+        # Plain attributes: each is written by one side and read by the other, and a single
+        # assignment needs no lock.
+        self.stopped = False
+        """Whether the attempt is abandoned (cancelled, or out of time): the activity should stop."""
         self.last_heartbeat = time.monotonic()
         """When the activity last showed it is alive (``time.monotonic()``): its start, or its last heartbeat."""
 
     def stop(self) -> None:
-        """The attempt is abandoned (cancelled, or out of time): ask the activity to stop."""
-        self._stopped.set()
-
-    @property
-    def stopped(self) -> bool:
-        return self._stopped.is_set()
+        self.stopped = True
 
     def beat(self) -> None:
         self.last_heartbeat = time.monotonic()

@@ -61,19 +61,18 @@ class Attempts:
         self._provider = provider
         self._threads = threads
         self._watch_seconds = watch_seconds
-        self._running: dict[int, tuple[WorkItem, asyncio.Event]] = {}
+        self._running: dict[int, tuple[WorkItem, Attempt]] = {}
         self._watch: asyncio.Task[None] | None = None
 
     async def run(self, item: WorkItem, activity: RegisteredActivity, args: tuple[Any, ...], attempt: Attempt) -> Any:
         """Run ``attempt`` of ``item``'s activity; its result, its exception, or :class:`AttemptStopped`."""
         assert item.request is not None
-        gone = asyncio.Event()
-        self._running[item.item_id] = (item, gone)
+        self._running[item.item_id] = (item, attempt)
         if self._watch is None or self._watch.done():
             self._watch = asyncio.create_task(self._watch_items(), name="perdure-attempt-watch")
         try:
             await self._promise_time_out(item.request)
-            return await attempt.run(activity, args, self._threads, gone)
+            return await attempt.run(activity, args, self._threads)
         finally:
             del self._running[item.item_id]
 
@@ -92,9 +91,9 @@ class Attempts:
             except Exception as exc:  # a store that is down for a moment: look again next time
                 _log.debug("checking the work items of running activities failed: %s", exc)
                 continue
-            for item, gone in running:
+            for item, attempt in running:
                 if item.item_id not in held:
-                    gone.set()
+                    attempt.cancel()
 
     async def _promise_time_out(self, request: ActivityRequest) -> None:
         """Queue the attempt's failure, due when ``start_to_close`` runs out (unless the deadline comes first)."""
@@ -122,30 +121,50 @@ class Attempt:
         self._started = time.monotonic()
         self._task: asyncio.Future[Any] | None = None  # an async def activity
         self._thread: Future[Any] | None = None  # a plain one
+        self._work: asyncio.Future[Any] | None = None  # what is awaited: the task, or the thread's future
+        self._cancelled = False
 
-    async def run(
-        self, activity: RegisteredActivity, args: tuple[Any, ...], threads: ThreadPoolExecutor, gone: asyncio.Event
-    ) -> Any:
+    async def run(self, activity: RegisteredActivity, args: tuple[Any, ...], threads: ThreadPoolExecutor) -> Any:
         self._started = self.signals.last_heartbeat = time.monotonic()
-        work = self._start(activity, args, threads)
-        cancelled = asyncio.ensure_future(gone.wait())
+        work = self._work = self._start(activity, args, threads)
         try:
             while not work.done():
                 limit = self._next_limit()
-                if limit is not None and limit[0] <= 0:
+                if limit is None:
+                    return await self._finished(work)
+                if limit[0] <= 0:
                     raise AttemptStopped(ErrorDetails(type=ACTIVITY_TIMEOUT, message=limit[1]))
-                timeout = None if limit is None else limit[0]
-                await asyncio.wait({work, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                if cancelled.done() and not work.done():
-                    raise AttemptStopped(None)
-            if work.cancelled():  # by the activity itself: a failure like any other
-                raise RuntimeError(f"activity {self.request.name!r} was cancelled from within (asyncio.CancelledError)")
-            return work.result()
+                await asyncio.wait({work}, timeout=limit[0])
+            return self._outcome(work)
         finally:
-            cancelled.cancel()
-            if not work.done():  # stopped here, or the dispatcher itself is being cancelled
+            if not work.done():  # out of time, or the dispatcher itself is being cancelled
                 self.signals.stop()
                 work.cancel()
+
+    def cancel(self) -> None:
+        """Stop the attempt because its work item is gone: what it does from now on is of no use."""
+        self._cancelled = True
+        self.signals.stop()
+        if self._work is not None:
+            self._work.cancel()
+
+    async def _finished(self, work: asyncio.Future[Any]) -> Any:
+        """Await ``work`` itself (the cheapest way, for the common attempt without limits)."""
+        try:
+            return await work
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not work.cancelled() or (task is not None and task.cancelling()):
+                raise  # the dispatcher is being cancelled
+            return self._outcome(work)
+
+    def _outcome(self, work: asyncio.Future[Any]) -> Any:
+        if not work.cancelled():
+            return work.result()
+        if self._cancelled:
+            raise AttemptStopped(None)
+        # Cancelled by the activity itself: a failure like any other.
+        raise RuntimeError(f"activity {self.request.name!r} was cancelled from within (asyncio.CancelledError)")
 
     async def wind_down(self) -> None:
         """Wait until abandoned work has really ended (a thread cannot be stopped), logging if that is slow."""
@@ -173,6 +192,8 @@ class Attempt:
     def _start(
         self, activity: RegisteredActivity, args: tuple[Any, ...], threads: ThreadPoolExecutor
     ) -> asyncio.Future[Any]:
+        if self._cancelled:  # cancelled before it started
+            raise AttemptStopped(None)
         if activity.is_async:
             self._task = asyncio.ensure_future(activity.function(*args))
             return self._task
