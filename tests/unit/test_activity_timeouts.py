@@ -127,6 +127,7 @@ def test_limits_are_not_compared_on_replay() -> None:
         ({"heartbeat_timeout": math.nan}, ValueError, "heartbeat_timeout must be a positive, finite duration"),
         ({"start_to_close": math.inf}, ValueError, "start_to_close must be a positive, finite duration"),
         ({"schedule_to_close": timedelta(0)}, ValueError, "schedule_to_close must be a positive, finite duration"),
+        ({"start_to_close": 10**400}, ValueError, "start_to_close must be a positive, finite duration"),
         ({"schedule_to_close": 1e12}, ValueError, "schedule_to_close (1000000000000.0) reaches outside the years"),
     ],
 )

@@ -475,7 +475,10 @@ def _limit(value: float | timedelta | None, what: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, timedelta | int | float):
         raise TypeError(f"{what} takes seconds or a timedelta, not {type(value).__name__}")
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    try:
+        seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    except OverflowError:  # an int too large for a float
+        seconds = math.inf
     if not 0 < seconds < math.inf:
         raise ValueError(f"{what} must be a positive, finite duration, got {value!r}")
     return seconds
