@@ -251,3 +251,29 @@ async def test_heartbeat_timeout_fails_an_attempt_only_when_heartbeats_stop(prov
 
     assert steady.output == "finished"
     assert stopped.output == "activity 'beats' sent no heartbeat for 0.5 s"
+
+
+async def test_a_cancelled_child_is_terminated_and_its_parent_goes_on(provider: Provider) -> None:
+    registry = Registry()
+
+    @registry.orchestration()
+    async def child(ctx: OrchestrationContext, _: Any) -> Any:
+        await ctx.wait_for_event("never")
+
+    @registry.orchestration()
+    async def parent(ctx: OrchestrationContext, _: Any) -> Any:
+        kid = ctx.call_sub_orchestration("child", instance_id="kid")
+        await ctx.create_timer(0.2)
+        kid.cancel()
+        timer = ctx.create_timer(3600)
+        timer.cancel()
+        return [type(kid.exception()).__name__, type(timer.exception()).__name__]
+
+    async with running(provider, registry) as client:
+        await client.start_orchestration("parent", "parent")
+        state = await client.wait_for_orchestration("parent", timeout=10)
+        kid = await client.wait_for_orchestration("kid", timeout=10)
+
+    assert state.output == ["TaskCancelledError", "TaskCancelledError"]
+    assert kid.status is OrchestrationStatus.TERMINATED
+    assert kid.error is not None and kid.error.message == "cancelled by its parent"

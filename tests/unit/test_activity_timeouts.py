@@ -52,6 +52,13 @@ def test_a_timed_out_attempt_is_a_failed_attempt_that_the_policy_retries() -> No
     driver = Driver(orch).start()
     driver.turn()
     driver.turn(ActivityFailed(source_event_id=2, error=TIMED_OUT))
+    # The abandoned attempt reports after all: a routine drop, not non-determinism.
+    late = driver.turn(ActivityCompleted(source_event_id=2, result="too late"))
+    assert (late.dropped, late.new_events, late.status) == (
+        [(0, "duplicate completion of event 2")],
+        [],
+        OrchestrationStatus.RUNNING,
+    )
     driver.complete(4).turn()  # the backoff timer
     result = driver.turn(ActivityCompleted(source_event_id=6, result="second time lucky"))
     assert result.output == "second time lucky"
