@@ -6,15 +6,23 @@ import hashlib
 import logging
 import math
 import uuid
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import MutableMapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from perdure import _json
-from perdure._errors import ActivityFailedError, ErrorDetails, SubOrchestrationFailedError, TaskFailedError
+from perdure._errors import ActivityFailedError, SubOrchestrationFailedError, TaskFailedError
 from perdure._validate import MAX_NAME_LENGTH, check_instance_id, check_name, check_version
 from perdure.engine._retry import RetryPolicy
-from perdure.engine._tasks import DurableTask, WhenAllTask, WhenAnyTask
+from perdure.engine._tasks import (
+    DurableTask,
+    EventWait,
+    EventWithTimeout,
+    RetryTask,
+    ScheduledTask,
+    WhenAllTask,
+    WhenAnyTask,
+)
 from perdure.engine.events import (
     ActivityScheduled,
     CustomStatusUpdated,
@@ -45,8 +53,6 @@ class _Engine(Protocol):
     def wait_event(self, name: str, task: DurableTask[Any]) -> None: ...
 
     def withdraw_wait(self, name: str, task: DurableTask[Any]) -> None: ...
-
-    def cancel(self, task: _ScheduledTask) -> None: ...
 
 
 class ContinueAsNew(BaseException):
@@ -168,7 +174,7 @@ class OrchestrationContext:
         what = f"activity {name!r}"
 
         def attempt(number: int) -> DurableTask[Any]:
-            task = _ScheduledTask(self._engine, ActivityFailedError, what)
+            task = ScheduledTask(self._engine, ActivityFailedError, what)
             decision = ActivityScheduled(
                 name=name,
                 input=input,
@@ -181,7 +187,7 @@ class OrchestrationContext:
             self._engine.schedule(decision, task)
             return task
 
-        return attempt(1) if retry is None else _RetryTask(self, retry, attempt, what, deadline)
+        return attempt(1) if retry is None else RetryTask(self, retry, attempt, what, deadline)
 
     def create_timer(self, fire_at: float | timedelta | datetime) -> DurableTask[None]:
         """A durable timer: a delay in seconds, a ``timedelta``, or an aware ``datetime``.
@@ -200,7 +206,7 @@ class OrchestrationContext:
             due = self._after(fire_at, "the delay of create_timer")
         else:
             raise TypeError(f"create_timer takes seconds, a timedelta or a datetime, not {type(fire_at).__name__}")
-        task: DurableTask[None] = _ScheduledTask(self._engine, TaskFailedError, "timer")
+        task: DurableTask[None] = ScheduledTask(self._engine, TaskFailedError, "timer")
         self._engine.schedule(TimerCreated(fire_at=max(due, self.now())), task)
         return task
 
@@ -229,11 +235,11 @@ class OrchestrationContext:
             due = self._after(timeout, "the timeout of wait_for_event")
             if due < self.now():
                 raise ValueError(f"the timeout of wait_for_event must not be negative, got {timeout!r}")
-        task: DurableTask[Any] = _EventWait(self._engine, name)
+        task: DurableTask[Any] = EventWait(self._engine, name)
         self._engine.wait_event(name, task)
         if due is None:
             return task
-        return _EventWithTimeout(self._engine, name, task, self.create_timer(due))
+        return EventWithTimeout(self._engine, name, task, self.create_timer(due))
 
     def call_sub_orchestration(
         self,
@@ -260,12 +266,12 @@ class OrchestrationContext:
             child_id = instance_id if instance_id is not None and number == 1 else None
             if child_id is None:
                 child_id = self._next_child_id() if instance_id is None else _derived_id(f"{instance_id}:{number}")
-            task = _ScheduledTask(self._engine, SubOrchestrationFailedError, f"sub-orchestration {name!r} ({child_id})")
+            task = ScheduledTask(self._engine, SubOrchestrationFailedError, f"sub-orchestration {name!r} ({child_id})")
             decision = SubOrchestrationScheduled(name=name, version=version, instance_id=child_id, input=input)
             self._engine.schedule(decision, task)
             return task
 
-        return attempt(1) if retry is None else _RetryTask(self, retry, attempt, f"sub-orchestration {name!r}")
+        return attempt(1) if retry is None else RetryTask(self, retry, attempt, f"sub-orchestration {name!r}")
 
     def start_orchestration(
         self, name: str, input: Any = None, *, instance_id: str | None = None, version: str | None = None
@@ -326,135 +332,6 @@ class OrchestrationContext:
     def _next_child_id(self) -> str:
         self._child_counter += 1
         return _derived_id(f"{self.instance_id}:{self.execution_id}:{self._child_counter}")
-
-
-class _ScheduledTask(DurableTask[Any]):
-    """A task completed by one completion event; knows how to turn a failure into an exception.
-
-    ``_event_id`` is the id of the decision that scheduled it, set by the engine when recorded.
-    """
-
-    __slots__ = ("_engine", "_error_type", "_event_id", "_what")
-
-    def __init__(self, engine: _Engine, error_type: type[TaskFailedError], what: str) -> None:
-        super().__init__()
-        self._engine = engine
-        self._error_type = error_type
-        self._what = what
-        self._event_id = 0
-
-    def _fail_with(self, details: ErrorDetails) -> None:
-        self._fail(self._error_type(f"{self._what} failed: {details.type}: {details.message}", details))
-
-    def _cancel_work(self) -> None:
-        self._engine.cancel(self)
-
-    def _describe(self) -> str:
-        return self._what
-
-
-class _EventWait(DurableTask[Any]):
-    """A wait for an external event; cancelling it withdraws the wait (no history event needed:
-    a wait is not a decision, and replay withdraws it at the same point)."""
-
-    __slots__ = ("_engine", "_name")
-
-    def __init__(self, engine: _Engine, name: str) -> None:
-        super().__init__()
-        self._engine, self._name = engine, name
-
-    def _cancel_work(self) -> None:
-        self._engine.withdraw_wait(self._name, self)
-
-    def _describe(self) -> str:
-        return f"the wait for event {self._name!r}"
-
-
-class _EventWithTimeout(DurableTask[Any]):
-    """An event wait that gives up when its timer fires first, and then stops waiting for real."""
-
-    __slots__ = ("_engine", "_name", "_timer", "_wait")
-
-    def __init__(self, engine: _Engine, name: str, wait: DurableTask[Any], timer: DurableTask[None]) -> None:
-        super().__init__()
-        self._engine, self._name, self._wait, self._timer = engine, name, wait, timer
-        wait._add_listener(self._event_came)
-        timer._add_listener(self._timed_out)
-
-    def _event_came(self, wait: DurableTask[Any]) -> None:
-        self._resolve(wait._value)
-
-    def _timed_out(self, _: DurableTask[Any]) -> None:
-        if self._done:
-            return
-        self._engine.withdraw_wait(self._name, self._wait)
-        self._fail(TimeoutError(f"no event {self._name!r} arrived in time"))
-
-    def _cancel_work(self) -> None:
-        self._wait.cancel()
-        self._timer.cancel()
-
-    def _describe(self) -> str:
-        return f"the wait for event {self._name!r}"
-
-
-class _RetryTask(DurableTask[Any]):
-    """Runs attempts of an activity or child until one succeeds or the policy gives up.
-
-    Between attempts it waits on a durable timer. Every step is a decision made in response to a
-    completion event, so replay repeats it exactly. With a ``deadline`` (an activity's
-    ``schedule_to_close``), no retry is made that could not start before it.
-    """
-
-    __slots__ = ("_attempt", "_ctx", "_current", "_deadline", "_policy", "_start", "_what")
-
-    def __init__(
-        self,
-        ctx: OrchestrationContext,
-        policy: RetryPolicy,
-        start: Callable[[int], DurableTask[Any]],
-        what: str,
-        deadline: datetime | None = None,
-    ) -> None:
-        super().__init__()
-        self._ctx, self._policy, self._start, self._what, self._deadline = ctx, policy, start, what, deadline
-        self._attempt = 1
-        self._current = start(1)
-        self._current._add_listener(self._attempt_done)
-
-    def _attempt_done(self, task: DurableTask[Any]) -> None:
-        if self._done:
-            return  # cancelled
-        error = task._error
-        if error is None:
-            self._resolve(task._value)
-            return
-        details = error.details if isinstance(error, TaskFailedError) else ErrorDetails.from_exception(error)
-        if not self._policy.should_retry(self._attempt, details):
-            self._fail(error)
-            return
-        delay = self._policy.delay_before(self._attempt + 1)
-        if self._past_deadline(delay):
-            self._fail(error)
-            return
-        self._attempt += 1
-        self._current = self._ctx.create_timer(delay)
-        self._current._add_listener(self._timer_fired)
-
-    def _past_deadline(self, delay: float) -> bool:
-        return self._deadline is not None and (self._deadline - self._ctx.now()).total_seconds() <= delay
-
-    def _timer_fired(self, _: DurableTask[Any]) -> None:
-        if self._done:
-            return
-        self._current = self._start(self._attempt)
-        self._current._add_listener(self._attempt_done)
-
-    def _cancel_work(self) -> None:
-        self._current.cancel()
-
-    def _describe(self) -> str:
-        return self._what
 
 
 def _derived_id(candidate: str) -> str:

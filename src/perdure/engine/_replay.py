@@ -35,9 +35,9 @@ from perdure._errors import (
     type_name,
 )
 from perdure._state import OrchestrationStatus
-from perdure.engine._context import OrchestrationContext, _ScheduledTask
+from perdure.engine._context import OrchestrationContext
 from perdure.engine._driver import CoroutineDriver, OrchestrationFunction
-from perdure.engine._tasks import DurableTask
+from perdure.engine._tasks import DurableTask, ScheduledTask, resolved
 from perdure.engine.events import (
     TERMINAL_EVENTS,
     ActivityCompleted,
@@ -187,7 +187,7 @@ class _Replay:
             # blocks. Only a decision that contradicts a recorded one is non-determinism.
             while self.unmatched:
                 decision, task = self.unmatched.popleft()
-                self.record(self.append(_resolved(decision, task)), task)
+                self.record(self.append(resolved(decision, task)), task)
             held_back = False
             for index in self.application_order(new_events):
                 event = new_events[index]
@@ -311,10 +311,6 @@ class _Replay:
         else:
             self.record(self.append(decision), task)
 
-    def cancel(self, task: _ScheduledTask) -> None:
-        """Called by a task the code cancels; the decision names the task's event once it is known."""
-        self.schedule(TaskCancelled(source_event_id=task._event_id), task)
-
     def record(self, decision: Decision, task: DurableTask[Any] | None) -> None:
         if isinstance(decision, TaskCancelled):  # ``task`` is the cancelled one
             self.open_tasks.pop(decision.source_event_id, None)
@@ -322,7 +318,7 @@ class _Replay:
         elif task is not None:
             self.scheduled[decision.event_id] = decision
             self.open_tasks[decision.event_id] = task
-            if isinstance(task, _ScheduledTask):
+            if isinstance(task, ScheduledTask):
                 task._event_id = decision.event_id
         if isinstance(decision, CustomStatusUpdated):
             self.custom_status = decision.value
@@ -342,7 +338,7 @@ class _Replay:
                 f"{self.code_position()}"
             )
         decision, task = self.unmatched.popleft()
-        decision = _resolved(decision, task)
+        decision = resolved(decision, task)
         if not _same_decision(decision, recorded):
             raise NonDeterminismError(
                 f"the orchestration code made the decision {describe(decision)}, "
@@ -377,7 +373,7 @@ class _Replay:
         if task is None:
             raise NonDeterminismError(f"history completes {describe(source)} twice: {describe(event)}")
         if isinstance(event, ActivityFailed | SubOrchestrationFailed):
-            assert isinstance(task, _ScheduledTask)
+            assert isinstance(task, ScheduledTask)
             task._fail_with(event.error)
         else:
             task._resolve(getattr(event, "result", None))
@@ -436,20 +432,11 @@ class _Replay:
         )
 
 
-def _resolved(decision: Decision, task: DurableTask[Any] | None) -> Decision:
-    """A cancellation made while replaying names its task's event: known by now, since the task's
-    own decision came before it and has been matched (or recorded)."""
-    if isinstance(decision, TaskCancelled) and isinstance(task, _ScheduledTask):
-        return replace(decision, source_event_id=task._event_id)
-    return decision
-
-
 def _same_decision(made: Decision, recorded: Decision) -> bool:
     if type(made) is not type(recorded):
         return False
     if isinstance(made, TaskCancelled):
-        assert isinstance(recorded, TaskCancelled)
-        return made.source_event_id == recorded.source_event_id
+        return made.source_event_id == getattr(recorded, "source_event_id", None)
     if isinstance(made, ActivityScheduled | SubOrchestrationScheduled | OrchestrationChained):
         recorded_named: Any = recorded
         return made.name == recorded_named.name and _same_value(made.input, recorded_named.input)
