@@ -195,7 +195,8 @@ class Attempt:
         if self._cancelled:  # cancelled before it started
             raise AttemptStopped(None)
         if activity.is_async:
-            self._task = asyncio.ensure_future(activity.function(*args))
+            name = f"perdure-activity {self.request.name!r} of {self.request.instance_id!r}"
+            self._task = asyncio.get_running_loop().create_task(activity.function(*args), name=name)
             return self._task
         call = functools.partial(contextvars.copy_context().run, activity.function, *args)
         self._thread = threads.submit(call)
