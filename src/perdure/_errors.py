@@ -6,6 +6,7 @@ Every error derives from one root, so ``except PerdureError`` catches all of the
     ├── TaskFailedError                 a durable task failed; carries ErrorDetails
     │   ├── ActivityFailedError         raised at ``await ctx.call_activity(...)``
     │   └── SubOrchestrationFailedError raised at ``await ctx.call_sub_orchestration(...)``
+    ├── TaskCancelledError              raised where the orchestration awaits a task it cancelled
     ├── NonDeterminismError             replay diverged from the recorded history
     ├── NonDurableAwaitError            an orchestration awaited something that is not a durable task
     ├── InstanceNotFoundError
@@ -27,6 +28,7 @@ import traceback as _traceback
 from dataclasses import dataclass
 
 __all__ = [
+    "ACTIVITY_TIMEOUT",
     "ActivityFailedError",
     "ErrorDetails",
     "HistoryFormatError",
@@ -41,6 +43,7 @@ __all__ = [
     "RegistrationError",
     "SerializationError",
     "SubOrchestrationFailedError",
+    "TaskCancelledError",
     "TaskFailedError",
     "UnregisteredActivityError",
     "UnregisteredOrchestrationError",
@@ -106,6 +109,14 @@ class ActivityFailedError(TaskFailedError):
 
 class SubOrchestrationFailedError(TaskFailedError):
     """A child orchestration failed or was terminated. Raised where the parent awaits it."""
+
+
+class TaskCancelledError(PerdureError):
+    """The durable task was cancelled with ``task.cancel()``. Raised where the orchestration awaits it."""
+
+
+ACTIVITY_TIMEOUT = "ActivityTimeoutError"
+"""The ``ErrorDetails.type`` of an activity attempt that ran out of time (a limit of ``call_activity``)."""
 
 
 class NonDeterminismError(PerdureError):

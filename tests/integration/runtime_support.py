@@ -29,6 +29,7 @@ from perdure.engine.events import (
     SubOrchestrationCompleted,
     SubOrchestrationFailed,
     SubOrchestrationScheduled,
+    TaskCancelled,
     TimerCreated,
     TimerFired,
 )
@@ -60,9 +61,9 @@ drop_test_provider = _root_conftest().drop_test_provider
 FAST = RuntimeOptions(idle_timeout=1.0, dispatch_backoff=0.01, max_dispatch_backoff=0.05)
 
 _COMPLETIONS: dict[type[HistoryEvent], tuple[type[HistoryEvent], ...]] = {
-    ActivityScheduled: (ActivityCompleted, ActivityFailed),
-    TimerCreated: (TimerFired,),
-    SubOrchestrationScheduled: (SubOrchestrationCompleted, SubOrchestrationFailed),
+    ActivityScheduled: (ActivityCompleted, ActivityFailed, TaskCancelled),
+    TimerCreated: (TimerFired, TaskCancelled),
+    SubOrchestrationScheduled: (SubOrchestrationCompleted, SubOrchestrationFailed, TaskCancelled),
 }
 _TERMINAL = (OrchestrationCompleted, OrchestrationFailed, OrchestrationContinuedAsNew, OrchestrationTerminated)
 
@@ -184,6 +185,9 @@ class DelegatingProvider(Provider):
 
     async def renew_work_item(self, item: WorkItem, lock_seconds: float) -> None:
         await self.inner.renew_work_item(item, lock_seconds)
+
+    async def work_items_held(self, items: Sequence[WorkItem]) -> set[int]:
+        return await self.inner.work_items_held(items)
 
     async def wait_for_work(self, kind: QueueKind, timeout: float, queues: Sequence[str] = ()) -> None:
         await self.inner.wait_for_work(kind, timeout, queues)

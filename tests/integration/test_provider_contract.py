@@ -519,6 +519,50 @@ async def test_renewing_keeps_a_work_item_locked(provider: Provider) -> None:
     )
 
 
+async def test_a_turn_deletes_the_work_items_of_the_activities_it_cancels(provider: Provider) -> None:
+    """Locked or not; only those of its execution; one scheduled and cancelled in the same turn too."""
+    other_execution = dataclasses.replace(request("a", source=3), execution_id=2)
+    await _enqueue_work(provider, request("a", source=2), request("a", source=3), other_execution)
+    running = await fetch_work(provider)
+    assert running.request == request("a", source=2)
+    await provider.enqueue_messages([raised("a", "go")])
+    item = await fetch(provider)
+    commit = TurnCommit(
+        execution_id=1,
+        activity_items=[request("a", source=7), request("a", source=8)],
+        consumed=[m.message_id for m in item.messages],
+        cancelled_activities=[2, 3, 7],
+    )
+    await provider.ack_orchestration_item(item, commit)
+
+    assert await provider.work_items_held([running]) == set()
+    left = [await fetch_work(provider), await fetch_work(provider)]
+    assert sorted((w.request.execution_id, w.request.source_event_id) for w in left if w.request) == [(1, 8), (2, 3)]
+    assert await provider.fetch_work_item(["default"], 30) is None
+    completion = Message(instance_id="a", execution_id=1, event=ActivityCompleted(source_event_id=2, result="late"))
+    with pytest.raises(LockLostError):
+        await provider.ack_work_item(running, completion)
+
+
+async def test_work_items_held_names_the_items_still_locked_with_their_tokens(provider: Provider) -> None:
+    await _enqueue_work(provider, request("a", source=2), request("a", source=3), request("a", source=4))
+    kept, done, lost = await fetch_work(provider), await fetch_work(provider), await fetch_work(provider, lock=0.2)
+    await provider.ack_work_item(
+        done, Message(instance_id="a", execution_id=1, event=ActivityCompleted(source_event_id=3))
+    )
+    await eventually(lambda: provider.fetch_work_item(["default"], 30), "the take-over of the expired item")
+
+    assert await provider.work_items_held([kept, done, lost]) == {kept.item_id}
+    assert await provider.work_items_held([]) == set()
+
+
+async def test_activity_requests_round_trip_their_time_limits(provider: Provider) -> None:
+    deadline = datetime(2030, 5, 1, 12, 30, tzinfo=UTC)
+    limited = dataclasses.replace(request("a"), start_to_close=1.5, deadline=deadline, heartbeat_timeout=10.0)
+    await _enqueue_work(provider, limited)
+    assert (await fetch_work(provider)).request == limited
+
+
 # --- purge and listing ------------------------------------------------------------------------------------
 
 

@@ -38,6 +38,7 @@ from perdure.engine.events import (
     SubOrchestrationCompleted,
     SubOrchestrationFailed,
     SubOrchestrationScheduled,
+    TaskCancelled,
     TerminateRequested,
     TimerCreated,
     TimerFired,
@@ -221,6 +222,8 @@ class Driver:
                 self.sent.append(decision)
             elif isinstance(decision, OrchestrationChained):
                 self.chained.append(decision)
+            elif isinstance(decision, TaskCancelled):  # the runtime deletes its work (a timer may still fire)
+                self.outstanding.pop(decision.source_event_id, None)
         if self.verify:
             self.check_replay(result)
         terminal = result.terminal_event

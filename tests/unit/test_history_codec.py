@@ -32,6 +32,7 @@ from perdure.engine.events import (
     SubOrchestrationCompleted,
     SubOrchestrationFailed,
     SubOrchestrationScheduled,
+    TaskCancelled,
     TerminateRequested,
     TimerCreated,
     TimerFired,
@@ -59,6 +60,9 @@ EXAMPLES: list[HistoryEvent] = [
     ExecutionRewound(event_id=5, timestamp=TS, reason="retry", parent_execution_id=1),
     CustomStatusUpdated(event_id=2, timestamp=TS, value={"progress": 0.5}),
     ActivityScheduled(event_id=2, timestamp=TS, name="A", input=PAYLOAD, queue="gpu", attempt=3),
+    ActivityScheduled(
+        event_id=2, timestamp=TS, name="A", start_to_close=1.5, deadline=TS + timedelta(hours=1), heartbeat_timeout=10.0
+    ),
     ActivityCompleted(event_id=3, timestamp=TS, source_event_id=2, result="ok"),
     ActivityFailed(event_id=3, timestamp=TS, source_event_id=2, error=ERROR),
     TimerCreated(event_id=2, timestamp=TS, fire_at=TS + timedelta(days=3)),
@@ -76,6 +80,7 @@ EXAMPLES: list[HistoryEvent] = [
     SubOrchestrationCompleted(event_id=3, timestamp=TS, source_event_id=2, result=0),
     SubOrchestrationFailed(event_id=3, timestamp=TS, source_event_id=2, error=ERROR),
     OrchestrationChained(event_id=2, timestamp=TS, name="D", version=None, instance_id="d", input="x"),
+    TaskCancelled(event_id=5, timestamp=TS, source_event_id=2),
     StartRequested(name="o", version=None, input=1, parent_instance="p", parent_id=2, parent_execution_id=1),
     StartRequested(name="o", trace_context=TRACEPARENT),
     TerminateRequested(reason="r", recursive=False),
@@ -119,6 +124,13 @@ def test_an_unset_trace_context_is_not_written() -> None:
     traced = event_to_dict(StartRequested(name="o", trace_context=TRACEPARENT))
     assert traced["trace_context"] == TRACEPARENT
     assert event_from_dict({**traced, "trace_context": None}) == StartRequested(name="o")
+
+
+def test_unset_activity_limits_are_not_written() -> None:
+    """Activities without time limits encode exactly as before the limits existed."""
+    raw = event_to_dict(ActivityScheduled(name="A"))
+    assert not {"start_to_close", "deadline", "heartbeat_timeout"} & raw.keys()
+    assert event_from_dict({**raw, "start_to_close": 2}) == ActivityScheduled(name="A", start_to_close=2.0)
 
 
 def valid() -> dict[str, Any]:
@@ -188,6 +200,11 @@ def test_strict_decoding(raw: Any, message: str) -> None:
         (ActivityFailed(source_event_id=1, error=ERROR), "error", {"type": 1, "message": "m", "traceback": None}, ""),
         (ActivityFailed(source_event_id=1, error=ERROR), "error", {"type": "X", "message": "m", "traceback": 5}, ""),
         (TimerCreated(fire_at=TS), "fire_at", None, "expected an ISO 8601 timestamp"),
+        (ActivityScheduled(name="A"), "start_to_close", 0, "expected a positive number of seconds or null"),
+        (ActivityScheduled(name="A"), "heartbeat_timeout", True, "expected a positive number of seconds"),
+        (ActivityScheduled(name="A"), "heartbeat_timeout", "5", "expected a positive number of seconds"),
+        (ActivityScheduled(name="A"), "deadline", "soon", "Invalid isoformat"),
+        (TaskCancelled(source_event_id=1), "source_event_id", "1", "expected int"),
         (ActivityCompleted(source_event_id=1), "source_event_id", None, "expected int"),
     ],
 )

@@ -9,6 +9,8 @@ from typing import TypeVar
 from perdure import ErrorDetails, OrchestrationStatus
 from perdure.engine import ReplayOutcome
 from perdure.engine.events import (
+    ActivityCompleted,
+    ActivityFailed,
     ActivityScheduled,
     CustomStatusUpdated,
     EventRaised,
@@ -24,12 +26,13 @@ from perdure.engine.events import (
     SubOrchestrationCompleted,
     SubOrchestrationFailed,
     SubOrchestrationScheduled,
+    TaskCancelled,
     TerminateRequested,
     TimerCreated,
     TimerFired,
 )
 from perdure.providers import ActivityRequest, Message, NewInstance
-from perdure.runtime._outbox import Parent, Sender, decision_writes, end_writes, parent_of
+from perdure.runtime._outbox import Parent, Sender, decision_writes, end_writes, parent_of, stop_writes
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
 TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -161,3 +164,90 @@ def test_a_recursive_terminate_reaches_only_the_children_that_have_not_answered(
     ]
     alone = end_writes(SENDER, result, history, None, carried=[], recursive=False)
     assert alone == []
+
+
+def test_an_activity_with_limits_carries_them_and_queues_the_failure_of_its_deadline() -> None:
+    deadline = T + timedelta(minutes=10)
+    [decision] = numbered(
+        ActivityScheduled(name="A", start_to_close=5.0, deadline=deadline, heartbeat_timeout=2.0), first=4
+    )
+    outbox = decision_writes([decision], SENDER)
+    [request] = outbox.activity_items
+    assert (request.start_to_close, request.deadline, request.heartbeat_timeout) == (5.0, deadline, 2.0)
+    [timeout] = outbox.messages
+    assert (timeout.instance_id, timeout.execution_id, timeout.visible_at) == ("i", 3, deadline)
+    assert timeout.event == ActivityFailed(
+        source_event_id=4,
+        error=ErrorDetails(
+            type="ActivityTimeoutError",
+            message=f"activity 'A' ran past its schedule_to_close deadline ({deadline.isoformat()})",
+        ),
+    )
+    assert decision_writes(numbered(ActivityScheduled(name="A", start_to_close=5.0)), SENDER).messages == []
+
+
+def outcome(*new_events: HistoryEvent, status: OrchestrationStatus = OrchestrationStatus.RUNNING) -> ReplayOutcome:
+    return ReplayOutcome(new_events=list(new_events), consumed=[0], status=status)
+
+
+HISTORY = numbered(
+    STARTED,
+    ActivityScheduled(name="running"),
+    ActivityScheduled(name="done"),
+    TimerCreated(fire_at=T),
+    SubOrchestrationScheduled(name="c", instance_id="kid"),
+    ActivityScheduled(name="cancelled"),
+    ActivityCompleted(source_event_id=3),
+    TaskCancelled(source_event_id=6),
+    ActivityScheduled(name="waiting"),
+)
+
+
+def test_what_the_code_cancels_is_stopped_each_in_its_way() -> None:
+    cancels = numbered(
+        TaskCancelled(source_event_id=2),  # an activity: its work item goes
+        TaskCancelled(source_event_id=4),  # a timer: nothing to do, its firing will be dropped
+        TaskCancelled(source_event_id=5),  # a child: terminated
+        first=10,
+    )
+    stop = stop_writes(SENDER, HISTORY, outcome(*cancels))
+    assert stop.cancelled_activities == [2]
+    terminate = TerminateRequested(reason="cancelled by its parent", recursive=True)
+    assert stop.messages == [Message(instance_id="kid", execution_id=None, event=terminate, control=True)]
+    assert stop.activity_items == []
+
+
+def test_a_recorded_time_out_stops_the_attempt_that_may_still_run() -> None:
+    timed_out = ErrorDetails(type="ActivityTimeoutError", message="late")
+    failures = numbered(
+        ActivityFailed(source_event_id=2, error=timed_out),
+        ActivityFailed(source_event_id=9, error=ErrorDetails(type="ValueError", message="its own report")),
+        first=10,
+    )
+    assert stop_writes(SENDER, HISTORY, outcome(*failures)).cancelled_activities == [2]
+
+
+def test_an_ending_execution_stops_every_activity_it_leaves_open() -> None:
+    for ending in (
+        OrchestrationCompleted(event_id=10, timestamp=T),
+        OrchestrationTerminated(event_id=10, timestamp=T),
+        OrchestrationContinuedAsNew(event_id=10, timestamp=T),
+    ):
+        stop = stop_writes(SENDER, HISTORY, outcome(ending, status=OrchestrationStatus.COMPLETED))
+        assert stop.cancelled_activities == [2, 9], ending  # not the completed one, nor the cancelled one
+        assert stop.messages == [], "children are not stopped by the end of their parent"
+    assert stop_writes(SENDER, HISTORY, outcome()).cancelled_activities == []
+
+
+def test_a_recursive_terminate_leaves_a_cancelled_child_alone() -> None:
+    history = numbered(
+        STARTED, SubOrchestrationScheduled(name="c", instance_id="kid"), TaskCancelled(source_event_id=2)
+    )
+    terminated = OrchestrationTerminated(event_id=4, timestamp=T, reason="stop")
+    result = ReplayOutcome(
+        new_events=[terminated],
+        consumed=[0],
+        status=OrchestrationStatus.TERMINATED,
+        error=ErrorDetails(type="Terminated", message="stop"),
+    )
+    assert end_writes(SENDER, result, history, None, carried=[], recursive=True) == []

@@ -15,6 +15,7 @@ from perdure.engine.events import (
     OrchestrationFailed,
     OrchestrationStarted,
     StartRequested,
+    TerminateRequested,
 )
 from perdure.providers._base import OrchestrationItem, QueuedMessage
 from perdure.runtime import RuntimeOptions
@@ -93,3 +94,63 @@ def test_a_rewind_applies_what_the_failed_execution_kept() -> None:
         "ExecutionRewound",
         "EventRaised",
     ]
+
+
+def test_a_turn_that_ends_the_execution_cancels_its_open_activities() -> None:
+    running: list[HistoryEvent] = [
+        OrchestrationStarted(event_id=1, timestamp=T, name="o", version="1.0.0"),
+        ActivityScheduled(event_id=2, timestamp=T, name="A"),
+    ]
+    terminated = plan(OrchestrationStatus.RUNNING, running, TerminateRequested(reason="stop"))
+    assert terminated.commit.cancelled_activities == [2]
+    assert plan(OrchestrationStatus.PENDING, [], StartRequested(name="o")).commit.cancelled_activities == []
+
+
+def test_an_instance_failed_without_running_its_code_lets_its_activities_finish_for_a_rewind() -> None:
+    running: list[HistoryEvent] = [
+        OrchestrationStarted(event_id=1, timestamp=T, name="o", version="1.0.0"),
+        ActivityScheduled(event_id=2, timestamp=T, name="A"),
+    ]
+    state = OrchestrationState(
+        instance_id="i",
+        name="o",
+        version="1.0.0",
+        status=OrchestrationStatus.RUNNING,
+        execution_id=1,
+        created_at=T,
+        updated_at=T,
+    )
+    poison = QueuedMessage(
+        message_id=1, instance_id="i", execution_id=None, event=TerminateRequested(), dequeue_count=99
+    )
+    item = OrchestrationItem(instance_id="i", lock_token="t", messages=[poison], state=state, history=running)
+    planned = plan_turn(item, registry.orchestrations, RuntimeOptions(max_dispatch_attempts=3), T)
+    assert isinstance(planned, TurnPlan)
+    assert planned.commit.state is not None and planned.commit.state.status is OrchestrationStatus.FAILED
+    assert not planned.commit.cancelled_activities  # their results are kept with the failed run
+
+
+def test_a_time_out_for_an_earlier_execution_is_dropped_as_routine() -> None:
+    """Queued when its attempt was scheduled or started, a time-out usually arrives after it is moot."""
+    history: list[HistoryEvent] = [OrchestrationStarted(event_id=1, timestamp=T, name="o", version="1.0.0")]
+    state = OrchestrationState(
+        instance_id="i",
+        name="o",
+        version="1.0.0",
+        status=OrchestrationStatus.RUNNING,
+        execution_id=2,
+        created_at=T,
+        updated_at=T,
+    )
+    timed_out = ErrorDetails(type="ActivityTimeoutError", message="late")
+    failures = [ActivityFailed(source_event_id=2, error=timed_out), ActivityFailed(source_event_id=3, error=ESCAPED)]
+    messages = [
+        QueuedMessage(message_id=n, instance_id="i", execution_id=1, event=event, dequeue_count=1)
+        for n, event in enumerate(failures, start=1)
+    ]
+    item = OrchestrationItem(instance_id="i", lock_token="t", messages=messages, state=state, history=history)
+    planned = plan_turn(item, registry.orchestrations, RuntimeOptions(), T)
+    assert isinstance(planned, TurnPlan)
+    assert planned.commit.consumed == [1, 2]
+    assert [n.split(":")[0] for n in planned.notes] == ["dropped ActivityFailed for instance 'i'"]
+    assert [w.split(":")[0] for w in planned.warnings] == ["dropped ActivityFailed for instance 'i'"]

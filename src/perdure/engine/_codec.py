@@ -36,6 +36,7 @@ from perdure.engine.events import (
     SubOrchestrationCompleted,
     SubOrchestrationFailed,
     SubOrchestrationScheduled,
+    TaskCancelled,
     TerminateRequested,
     TimerCreated,
     TimerFired,
@@ -67,6 +68,7 @@ EVENT_TYPES: dict[str, type[HistoryEvent]] = {
         SubOrchestrationCompleted,
         SubOrchestrationFailed,
         OrchestrationChained,
+        TaskCancelled,
         StartRequested,
         TerminateRequested,
     )
@@ -104,6 +106,18 @@ def _decode_datetime(raw: Any) -> datetime:
     return value
 
 
+def _decode_optional_datetime(raw: Any) -> datetime | None:
+    return None if raw is None else _decode_datetime(raw)
+
+
+def _decode_seconds(raw: Any) -> float | None:
+    if raw is None:
+        return None
+    if type(raw) not in (int, float) or not 0 < raw < float("inf"):
+        raise ValueError("expected a positive number of seconds or null")
+    return float(raw)
+
+
 def _checked(kind: type, optional: bool) -> _Decoder:
     def decode(raw: Any) -> Any:
         if raw is None and optional:
@@ -124,6 +138,10 @@ def _isoformat(value: datetime) -> str:
     return value.isoformat()
 
 
+def _optional_isoformat(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
 _CODECS: dict[str, tuple[_Encoder, _Decoder]] = {
     "int": (_identity, _checked(int, False)),
     "int | None": (_identity, _checked(int, True)),
@@ -131,7 +149,9 @@ _CODECS: dict[str, tuple[_Encoder, _Decoder]] = {
     "str | None": (_identity, _checked(str, True)),
     "bool": (_identity, _checked(bool, False)),
     "Any": (_identity, _identity),
+    "float | None": (_identity, _decode_seconds),
     "datetime": (_isoformat, _decode_datetime),
+    "datetime | None": (_optional_isoformat, _decode_optional_datetime),
     "ErrorDetails": (error_to_dict, error_from_dict),
 }
 
@@ -149,9 +169,10 @@ _REQUIRED: dict[type[HistoryEvent], frozenset[str]] = {
 }
 
 
-# Optional fields added after format 1 was fixed: written only when set, so untraced histories are
-# byte-for-byte what they were, and decoding still rejects anything unknown.
-_OMITTED_WHEN_NONE = frozenset({"trace_context"})
+# Optional fields added after format 1 was fixed: written only when set, so histories that do not use
+# them (untraced, no activity time limits) are byte-for-byte what they were, and decoding still
+# rejects anything unknown.
+_OMITTED_WHEN_NONE = frozenset({"trace_context", "start_to_close", "deadline", "heartbeat_timeout"})
 
 
 def event_to_dict(event: HistoryEvent) -> dict[str, Any]:

@@ -11,10 +11,18 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from perdure import _json
-from perdure._errors import ActivityFailedError, ErrorDetails, SubOrchestrationFailedError, TaskFailedError
+from perdure._errors import ActivityFailedError, SubOrchestrationFailedError, TaskFailedError
 from perdure._validate import MAX_NAME_LENGTH, check_instance_id, check_name, check_version
 from perdure.engine._retry import RetryPolicy
-from perdure.engine._tasks import DurableTask, WhenAllTask, WhenAnyTask
+from perdure.engine._tasks import (
+    DurableTask,
+    EventWait,
+    EventWithTimeout,
+    RetryTask,
+    ScheduledTask,
+    WhenAllTask,
+    WhenAnyTask,
+)
 from perdure.engine.events import (
     ActivityScheduled,
     CustomStatusUpdated,
@@ -122,27 +130,64 @@ class OrchestrationContext:
     # --- scheduling ---
 
     def call_activity(
-        self, name: str, input: Any = None, *, retry: RetryPolicy | None = None, queue: str | None = None
+        self,
+        name: str,
+        input: Any = None,
+        *,
+        retry: RetryPolicy | None = None,
+        queue: str | None = None,
+        start_to_close: float | timedelta | None = None,
+        schedule_to_close: float | timedelta | None = None,
+        heartbeat_timeout: float | timedelta | None = None,
     ) -> DurableTask[Any]:
         """Schedule the activity ``name``; the task fails with :class:`ActivityFailedError` if it fails.
+
+        An attempt that outruns a time limit fails with the error type ``"ActivityTimeoutError"``,
+        like an attempt that raised: the retry policy decides whether another follows. The limits
+        hold across crashes (see the activity limits page of the documentation).
 
         Args:
             name: The registered activity name.
             input: A JSON value passed to the activity.
             retry: Retry the activity on failure, waiting on durable timers between attempts.
             queue: The worker queue to run on (default ``"default"``).
+            start_to_close: How long one attempt may run once a worker has started it (seconds or
+                a ``timedelta``).
+            schedule_to_close: How long the whole call may take from now: time in the queue, every
+                attempt and the waits between them. When it runs out, the attempt in progress fails
+                and no other follows; a retry that could not start before it is not made.
+            heartbeat_timeout: How long a running attempt may go without
+                ``ActivityContext.heartbeat()`` before its worker fails it.
+
+        Raises:
+            TypeError: if a limit is not seconds or a ``timedelta``.
+            ValueError: for a bad name, or a limit that is not positive and finite.
         """
         check_name(name, "activity name")
         _json.check_json(input, f"input of activity {name!r}")
         queue = "default" if queue is None else queue
         check_name(queue, "queue name")
+        per_attempt = _limit(start_to_close, "start_to_close")
+        heartbeat = _limit(heartbeat_timeout, "heartbeat_timeout")
+        total = _limit(schedule_to_close, "schedule_to_close")
+        deadline = None if total is None else self._after(total, "schedule_to_close")
+        what = f"activity {name!r}"
 
         def attempt(number: int) -> DurableTask[Any]:
-            task = _ScheduledTask(ActivityFailedError, f"activity {name!r}")
-            self._engine.schedule(ActivityScheduled(name=name, input=input, queue=queue, attempt=number), task)
+            task = ScheduledTask(self._engine, ActivityFailedError, what)
+            decision = ActivityScheduled(
+                name=name,
+                input=input,
+                queue=queue,
+                attempt=number,
+                start_to_close=per_attempt,
+                deadline=deadline,
+                heartbeat_timeout=heartbeat,
+            )
+            self._engine.schedule(decision, task)
             return task
 
-        return attempt(1) if retry is None else _RetryTask(self, retry, attempt)
+        return attempt(1) if retry is None else RetryTask(self, retry, attempt, what, deadline)
 
     def create_timer(self, fire_at: float | timedelta | datetime) -> DurableTask[None]:
         """A durable timer: a delay in seconds, a ``timedelta``, or an aware ``datetime``.
@@ -161,7 +206,7 @@ class OrchestrationContext:
             due = self._after(fire_at, "the delay of create_timer")
         else:
             raise TypeError(f"create_timer takes seconds, a timedelta or a datetime, not {type(fire_at).__name__}")
-        task: DurableTask[None] = _ScheduledTask(TaskFailedError, "timer")
+        task: DurableTask[None] = ScheduledTask(self._engine, TaskFailedError, "timer")
         self._engine.schedule(TimerCreated(fire_at=max(due, self.now())), task)
         return task
 
@@ -190,11 +235,11 @@ class OrchestrationContext:
             due = self._after(timeout, "the timeout of wait_for_event")
             if due < self.now():
                 raise ValueError(f"the timeout of wait_for_event must not be negative, got {timeout!r}")
-        task: DurableTask[Any] = DurableTask()
+        task: DurableTask[Any] = EventWait(self._engine, name)
         self._engine.wait_event(name, task)
         if due is None:
             return task
-        return _EventWithTimeout(self._engine, name, task, self.create_timer(due))
+        return EventWithTimeout(self._engine, name, task, self.create_timer(due))
 
     def call_sub_orchestration(
         self,
@@ -221,12 +266,12 @@ class OrchestrationContext:
             child_id = instance_id if instance_id is not None and number == 1 else None
             if child_id is None:
                 child_id = self._next_child_id() if instance_id is None else self._retry_id(instance_id, number)
-            task = _ScheduledTask(SubOrchestrationFailedError, f"sub-orchestration {name!r} ({child_id})")
+            task = ScheduledTask(self._engine, SubOrchestrationFailedError, f"sub-orchestration {name!r} ({child_id})")
             decision = SubOrchestrationScheduled(name=name, version=version, instance_id=child_id, input=input)
             self._engine.schedule(decision, task)
             return task
 
-        return attempt(1) if retry is None else _RetryTask(self, retry, attempt)
+        return attempt(1) if retry is None else RetryTask(self, retry, attempt, f"sub-orchestration {name!r}")
 
     def start_orchestration(
         self, name: str, input: Any = None, *, instance_id: str | None = None, version: str | None = None
@@ -296,72 +341,6 @@ class OrchestrationContext:
         return _derived_id(f"{self.instance_id}:{self.execution_id}:{self._child_counter}")
 
 
-class _ScheduledTask(DurableTask[Any]):
-    """A task completed by one completion event; knows how to turn a failure into an exception."""
-
-    __slots__ = ("_error_type", "_what")
-
-    def __init__(self, error_type: type[TaskFailedError], what: str) -> None:
-        super().__init__()
-        self._error_type = error_type
-        self._what = what
-
-    def _fail_with(self, details: ErrorDetails) -> None:
-        self._fail(self._error_type(f"{self._what} failed: {details.type}: {details.message}", details))
-
-
-class _EventWithTimeout(DurableTask[Any]):
-    """An event wait that gives up when its timer fires first, and then stops waiting for real."""
-
-    __slots__ = ("_engine", "_name", "_wait")
-
-    def __init__(self, engine: _Engine, name: str, wait: DurableTask[Any], timer: DurableTask[None]) -> None:
-        super().__init__()
-        self._engine, self._name, self._wait = engine, name, wait
-        wait._add_listener(self._event_came)
-        timer._add_listener(self._timed_out)
-
-    def _event_came(self, wait: DurableTask[Any]) -> None:
-        self._resolve(wait._value)
-
-    def _timed_out(self, _: DurableTask[Any]) -> None:
-        if self._done:
-            return
-        self._engine.withdraw_wait(self._name, self._wait)
-        self._fail(TimeoutError(f"no event {self._name!r} arrived in time"))
-
-
-class _RetryTask(DurableTask[Any]):
-    """Runs attempts of an activity or child until one succeeds or the policy gives up.
-
-    Between attempts it waits on a durable timer. Every step is a decision made in response to a
-    completion event, so replay repeats it exactly.
-    """
-
-    __slots__ = ("_attempt", "_ctx", "_policy", "_start")
-
-    def __init__(self, ctx: OrchestrationContext, policy: RetryPolicy, start: Any) -> None:
-        super().__init__()
-        self._ctx, self._policy, self._start = ctx, policy, start
-        self._attempt = 1
-        start(1)._add_listener(self._attempt_done)
-
-    def _attempt_done(self, task: DurableTask[Any]) -> None:
-        error = task._error
-        if error is None:
-            self._resolve(task._value)
-            return
-        details = error.details if isinstance(error, TaskFailedError) else ErrorDetails.from_exception(error)
-        if not self._policy.should_retry(self._attempt, details):
-            self._fail(error)
-            return
-        self._attempt += 1
-        self._ctx.create_timer(self._policy.delay_before(self._attempt))._add_listener(self._timer_fired)
-
-    def _timer_fired(self, _: DurableTask[Any]) -> None:
-        self._start(self._attempt)._add_listener(self._attempt_done)
-
-
 def _derived_id(candidate: str) -> str:
     """``candidate`` if it is short enough to be an instance id, else its head and a hash of all of it.
 
@@ -372,6 +351,21 @@ def _derived_id(candidate: str) -> str:
         return candidate
     digest = hashlib.sha256(candidate.encode()).hexdigest()[:32]
     return f"{candidate[: MAX_NAME_LENGTH - len(digest) - 1]}~{digest}"
+
+
+def _limit(value: float | timedelta | None, what: str) -> float | None:
+    """A time limit of ``call_activity`` in seconds (``None``: no limit)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, timedelta | int | float):
+        raise TypeError(f"{what} takes seconds or a timedelta, not {type(value).__name__}")
+    try:
+        seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    except OverflowError:  # an int too large for a float
+        seconds = math.inf
+    if not 0 < seconds < math.inf:
+        raise ValueError(f"{what} must be a positive, finite duration, got {value!r}")
+    return seconds
 
 
 def _check_tasks(tasks: Sequence[DurableTask[Any]]) -> Sequence[DurableTask[Any]]:

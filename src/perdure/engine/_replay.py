@@ -27,7 +27,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
-from perdure import _json
 from perdure._errors import (
     ErrorDetails,
     NonDeterminismError,
@@ -35,9 +34,10 @@ from perdure._errors import (
     type_name,
 )
 from perdure._state import OrchestrationStatus
-from perdure.engine._context import OrchestrationContext, _ScheduledTask
+from perdure.engine._context import OrchestrationContext
 from perdure.engine._driver import CoroutineDriver, OrchestrationFunction
-from perdure.engine._tasks import DurableTask
+from perdure.engine._matching import application_order, event_key, same_decision
+from perdure.engine._tasks import DurableTask, ScheduledTask, resolved
 from perdure.engine.events import (
     TERMINAL_EVENTS,
     ActivityCompleted,
@@ -61,6 +61,7 @@ from perdure.engine.events import (
     SubOrchestrationCompleted,
     SubOrchestrationFailed,
     SubOrchestrationScheduled,
+    TaskCancelled,
     TerminateRequested,
     TimerCreated,
     TimerFired,
@@ -169,6 +170,7 @@ class _Replay:
         self.unmatched: deque[tuple[Decision, DurableTask[Any] | None]] = deque()
         self.scheduled: dict[int, Decision] = {}
         self.open_tasks: dict[int, DurableTask[Any]] = {}
+        self.cancelled: set[int] = set()  # ids of the decisions whose tasks the code cancelled
         self.waiters: dict[str, deque[DurableTask[Any]]] = {}
         self.buffered: dict[str, deque[EventRaised]] = {}
 
@@ -192,7 +194,7 @@ class _Replay:
             # blocks. Only a decision that contradicts a recorded one is non-determinism.
             while self.unmatched:
                 decision, task = self.unmatched.popleft()
-                self.record(self.append(decision), task)
+                self.record(self.append(resolved(decision, task)), task)
             held_back = False
             for index in self.application_order(new_events):
                 event = new_events[index]
@@ -232,17 +234,8 @@ class _Replay:
         )
 
     def application_order(self, new_events: Sequence[HistoryEvent]) -> list[int]:
-        """The order to apply the new events in: arrival order, except that a terminate queued
-        behind the start of a new execution wins over it, so the code never runs."""
-        order = list(range(len(new_events)))
-        if not new_events or not isinstance(new_events[0], OrchestrationStarted):
-            return order
-        terminate = next((i for i, e in enumerate(new_events) if isinstance(e, TerminateRequested)), None)
-        if terminate is None:
-            return order
-        self.terminate_pending = True
-        order.remove(terminate)
-        order.insert(1, terminate)
+        """The order to apply the new events in (see :func:`~perdure.engine._matching.application_order`)."""
+        order, self.terminate_pending = application_order(new_events)
         return order
 
     @property
@@ -260,7 +253,7 @@ class _Replay:
         """Append a new event and apply it; returns why it was dropped instead, if it was."""
         source = event.source_event_id if isinstance(event, Completion) else None
         if source in self.scheduled and source not in self.open_tasks:
-            return f"duplicate completion of event {source}"
+            return "its task was cancelled" if source in self.cancelled else f"duplicate completion of event {source}"
         if isinstance(event, TerminateRequested):
             event = OrchestrationTerminated(reason=event.reason)
         elif isinstance(event, OrchestrationSuspended) and self.status is OrchestrationStatus.SUSPENDED:
@@ -319,9 +312,14 @@ class _Replay:
             self.record(self.append(decision), task)
 
     def record(self, decision: Decision, task: DurableTask[Any] | None) -> None:
-        if task is not None:
+        if isinstance(decision, TaskCancelled):  # ``task`` is the cancelled one
+            self.open_tasks.pop(decision.source_event_id, None)
+            self.cancelled.add(decision.source_event_id)
+        elif task is not None:
             self.scheduled[decision.event_id] = decision
             self.open_tasks[decision.event_id] = task
+            if isinstance(task, ScheduledTask):
+                task._event_id = decision.event_id
         if isinstance(decision, CustomStatusUpdated):
             self.custom_status = decision.value
         elif isinstance(decision, OrchestrationCompleted):
@@ -340,7 +338,8 @@ class _Replay:
                 f"{self.code_position()}"
             )
         decision, task = self.unmatched.popleft()
-        if not _same_decision(decision, recorded):
+        decision = resolved(decision, task)
+        if not same_decision(decision, recorded):
             raise NonDeterminismError(
                 f"the orchestration code made the decision {describe(decision)}, "
                 f"but history recorded {describe(recorded)} at that position"
@@ -383,29 +382,29 @@ class _Replay:
         if task is None:
             raise NonDeterminismError(f"history completes {self.name(source)} twice: {self.name(event)}")
         if isinstance(event, ActivityFailed | SubOrchestrationFailed):
-            assert isinstance(task, _ScheduledTask)
+            assert isinstance(task, ScheduledTask)
             task._fail_with(event.error)
         else:
             task._resolve(getattr(event, "result", None))
 
     def wait_event(self, name: str, task: DurableTask[Any]) -> None:
-        buffered = self.buffered.get(_event_key(name))
+        buffered = self.buffered.get(event_key(name))
         if buffered:
             task._resolve(buffered.popleft().data)
         else:
-            self.waiters.setdefault(_event_key(name), deque()).append(task)
+            self.waiters.setdefault(event_key(name), deque()).append(task)
 
     def withdraw_wait(self, name: str, task: DurableTask[Any]) -> None:
-        waiters = self.waiters.get(_event_key(name))
+        waiters = self.waiters.get(event_key(name))
         if waiters and task in waiters:
             waiters.remove(task)
 
     def deliver(self, event: EventRaised) -> None:
-        waiters = self.waiters.get(_event_key(event.name))
+        waiters = self.waiters.get(event_key(event.name))
         if waiters:
             waiters.popleft()._resolve(event.data)
         else:
-            self.buffered.setdefault(_event_key(event.name), deque()).append(event)
+            self.buffered.setdefault(event_key(event.name), deque()).append(event)
 
     # --- running the code ---
 
@@ -441,28 +440,6 @@ class _Replay:
             custom_status=custom_status,
             unapplied=list(range(message_count)),
         )
-
-
-def _same_decision(made: Decision, recorded: Decision) -> bool:
-    if type(made) is not type(recorded):
-        return False
-    if isinstance(made, ActivityScheduled | SubOrchestrationScheduled | OrchestrationChained):
-        recorded_named: Any = recorded
-        return made.name == recorded_named.name and _same_value(made.input, recorded_named.input)
-    if isinstance(made, EventSent):
-        assert isinstance(recorded, EventSent)
-        return made.instance_id == recorded.instance_id and _event_key(made.name) == _event_key(recorded.name)
-    return True
-
-
-def _event_key(name: str) -> str:
-    """External event names match case-insensitively, as in the Durable Task family."""
-    return name.casefold()
-
-
-def _same_value(a: Any, b: Any) -> bool:
-    # History holds decoded JSON (lists, not tuples), so compare as JSON when plain equality fails.
-    return bool(a == b) or _json.dumps(a) == _json.dumps(b)
 
 
 def describe(event: HistoryEvent | None) -> str:

@@ -39,6 +39,7 @@ __all__ = [
     "SubOrchestrationFailed",
     "SubOrchestrationScheduled",
     "TERMINAL_EVENTS",
+    "TaskCancelled",
     "TerminateRequested",
     "TimerCreated",
     "TimerFired",
@@ -166,12 +167,21 @@ class CustomStatusUpdated(Decision):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ActivityScheduled(Decision):
-    """An activity was scheduled on worker queue ``queue``; ``attempt`` counts retries (1-based)."""
+    """An activity was scheduled on worker queue ``queue``; ``attempt`` counts retries (1-based).
+
+    Attributes:
+        start_to_close: Seconds one attempt may run, from when a worker starts it.
+        deadline: When ``schedule_to_close`` runs out: the same for every attempt of one call.
+        heartbeat_timeout: Seconds a running attempt may go without a heartbeat.
+    """
 
     name: str
     input: Any = None
     queue: str = "default"
     attempt: int = 1
+    start_to_close: float | None = None
+    deadline: datetime | None = None
+    heartbeat_timeout: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -260,6 +270,19 @@ class OrchestrationChained(Decision):
     version: str | None = None
     instance_id: str
     input: Any = None
+
+
+# --- cancellation ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskCancelled(Decision, Completion):
+    """The code cancelled the task scheduled by ``source_event_id`` (``task.cancel()``).
+
+    A decision, matched on replay like any other, that also ends its task: a completion arriving
+    for it later is dropped. A cancelled activity's work item is deleted, a cancelled child is
+    terminated, a cancelled timer's firing is dropped.
+    """
 
 
 # --- message-only events -----------------------------------------------------------------------

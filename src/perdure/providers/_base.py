@@ -129,7 +129,9 @@ class ActivityRequest:
     """What a worker needs to run one activity attempt and report back.
 
     ``trace_context`` is the W3C ``traceparent`` of the scheduling execution's span (``None`` when
-    untraced): the activity's span is its child, whichever process runs it.
+    untraced): the activity's span is its child, whichever process runs it. The time limits are
+    those of ``call_activity`` (``None``: no limit): the worker enforces them while it runs the
+    attempt (``deadline`` is when ``schedule_to_close`` runs out).
     """
 
     instance_id: str
@@ -142,6 +144,9 @@ class ActivityRequest:
     orchestration_name: str
     orchestration_version: str
     trace_context: str | None = None
+    start_to_close: float | None = None
+    deadline: datetime | None = None
+    heartbeat_timeout: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -182,6 +187,10 @@ class TurnCommit:
         messages: Orchestrator messages to enqueue (timers, children, events, replies to a parent).
             One with ``new_instance`` for an instance that does not exist creates it (PENDING).
         consumed: Ids of the dequeued messages to delete; the others stay queued.
+        cancelled_activities: Activities of this instance's execution ``execution_id``, by the id of
+            the event that scheduled them (``ActivityRequest.source_event_id``), whose work items
+            to delete, locked or not: the turn cancelled them, recorded their time-out, or ended
+            the execution. The worker running one notices it is gone (:meth:`Provider.work_items_held`).
     """
 
     execution_id: int
@@ -190,6 +199,7 @@ class TurnCommit:
     activity_items: Sequence[ActivityRequest] = ()
     messages: Sequence[Message] = ()
     consumed: Sequence[int] = ()
+    cancelled_activities: Sequence[int] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -320,7 +330,8 @@ class Provider(abc.ABC):
 
         Raises:
             ValueError: if ``completion`` would create an instance (``new_instance`` is set).
-            LockLostError: if the lock expired and was taken over; nothing is written.
+            LockLostError: if the lock expired and was taken over, or a turn deleted the item
+                (``TurnCommit.cancelled_activities``); nothing is written.
         """
 
     @abc.abstractmethod
@@ -334,6 +345,16 @@ class Provider(abc.ABC):
         Raises:
             LockLostError: if the lock was already taken over.
         """
+
+    async def work_items_held(self, items: Sequence[WorkItem]) -> set[int]:
+        """The ids of ``items`` that are still locked with their lock tokens.
+
+        An item that a turn deleted (see ``TurnCommit.cancelled_activities``) or that another
+        worker took over is missing: the work dispatcher then stops its attempt. Called about
+        twice a second while attempts run, for all of them at once, so it should be one cheap
+        read. This default cannot tell and answers every item, so attempts are never stopped.
+        """
+        return {item.item_id for item in items}
 
     # --- observability ---------------------------------------------------------------------------
 

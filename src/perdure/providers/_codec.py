@@ -16,6 +16,7 @@ from perdure.providers._base import ActivityRequest, Message, OrchestrationItem,
 
 __all__ = [
     "MessageRow",
+    "activity_items",
     "decode_error",
     "decode_request",
     "decode_value",
@@ -32,7 +33,7 @@ __all__ = [
 
 _REQUEST_FIELDS = {f.name for f in dataclasses.fields(ActivityRequest)}
 # Optional fields, written only when set (rows from before they existed stay readable).
-_OPTIONAL_REQUEST_FIELDS = {"trace_context"}
+_OPTIONAL_REQUEST_FIELDS = {"trace_context", "start_to_close", "deadline", "heartbeat_timeout"}
 
 
 def to_epoch(value: datetime) -> float:
@@ -75,6 +76,8 @@ def encode_request(request: ActivityRequest) -> str:
     for name in _OPTIONAL_REQUEST_FIELDS:
         if raw[name] is None:
             del raw[name]
+    if request.deadline is not None:
+        raw["deadline"] = request.deadline.isoformat()
     return _json.dumps(raw)
 
 
@@ -84,14 +87,42 @@ def decode_request(text: str) -> ActivityRequest:
         raw = _json.loads(text)
         if not isinstance(raw, dict) or not _REQUEST_FIELDS - _OPTIONAL_REQUEST_FIELDS <= set(raw) <= _REQUEST_FIELDS:
             raise ValueError("unexpected fields")
+        if raw.get("deadline") is not None:
+            raw["deadline"] = _aware(datetime.fromisoformat(raw["deadline"]))
         request = ActivityRequest(**raw)
         if not all(isinstance(getattr(request, f), int) for f in ("execution_id", "source_event_id", "attempt")):
             raise ValueError("ids must be integers")
         if request.trace_context is not None and not isinstance(request.trace_context, str):
             raise ValueError("trace_context must be a string")
+        for limit in (request.start_to_close, request.heartbeat_timeout):
+            if limit is not None and (type(limit) not in (int, float) or limit <= 0):
+                raise ValueError("time limits must be positive numbers")
     except (ValueError, TypeError) as exc:
         raise HistoryFormatError(f"a work item is corrupted ({exc}): {text[:200]!r}") from None
     return request
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("deadline has no time zone")
+    return value
+
+
+def activity_items(rows: Iterable[tuple[int, str]], execution_id: int, source_event_ids: Iterable[int]) -> list[int]:
+    """The ids of the work items, among an instance's ``(item id, request)`` rows, of these activities.
+
+    What a turn's ``cancelled_activities`` name; a corrupted row is never one of them.
+    """
+    wanted = set(source_event_ids)
+    found = []
+    for item_id, text in rows:
+        try:
+            request = decode_request(text)
+        except HistoryFormatError:
+            continue
+        if request.execution_id == execution_id and request.source_event_id in wanted:
+            found.append(item_id)
+    return found
 
 
 def state_from_row(row: Sequence[Any]) -> OrchestrationState:

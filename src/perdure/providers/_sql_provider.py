@@ -151,6 +151,13 @@ class SqlProvider(Provider):
         if not await self._renew_work_item(item, lock_seconds):
             raise _work_item_lost(item)
 
+    async def work_items_held(self, items: Sequence[WorkItem]) -> set[int]:
+        if not items:
+            return set()
+        tokens = {item.item_id: item.lock_token for item in items}
+        locks = await self._select_work_item_locks(list(tokens))
+        return {item_id for item_id, token in locks if tokens[item_id] == token}
+
     # --- waiting -------------------------------------------------------------------------------
 
     async def wait_for_work(self, kind: QueueKind, timeout: float, queues: Sequence[str] = ()) -> None:
@@ -225,6 +232,10 @@ class SqlProvider(Provider):
     async def _commit_turn(self, item: OrchestrationItem, commit: TurnCommit) -> bool:
         """Write ``commit`` and release the lock, if the lock is still ``item``'s.
 
+        The work items of ``commit.cancelled_activities`` are deleted after the new ones are
+        inserted (an activity may be scheduled and cancelled in one turn); ``_codec.activity_items``
+        picks them from the instance's work items.
+
         Returns:
             ``False`` if the lock was taken over; then nothing was written.
         """
@@ -251,9 +262,15 @@ class SqlProvider(Provider):
         """Extend the item's lock; ``False`` if it was taken over."""
 
     @abc.abstractmethod
+    async def _select_work_item_locks(self, item_ids: list[int]) -> list[tuple[int, str | None]]:
+        """``(item id, lock token)`` of those of the items that still exist."""
+
+    @abc.abstractmethod
     async def _seconds_until_due(self, kind: QueueKind, queues: list[str]) -> float | None:
         """Seconds until something in the queue becomes fetchable by the clock alone, or ``None``."""
 
 
 def _work_item_lost(item: WorkItem) -> LockLostError:
-    return LockLostError(f"the lock on work item {item.item_id} expired and was taken over")
+    return LockLostError(
+        f"work item {item.item_id} is no longer held: its lock expired and it was taken over, or a turn cancelled it"
+    )

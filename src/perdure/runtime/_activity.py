@@ -3,11 +3,33 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["ActivityContext"]
+__all__ = ["ActivityContext", "AttemptSignals"]
 
 _logger = logging.getLogger("perdure.activity")
+
+
+class AttemptSignals:
+    """What the worker and a running attempt tell each other; safe to use from the activity's thread."""
+
+    __slots__ = ("last_heartbeat", "stopped")
+
+    def __init__(self) -> None:
+        # Plain attributes: each is written by one side and read by the other, and a single
+        # assignment needs no lock.
+        self.stopped = False
+        """Whether the attempt is abandoned (cancelled, or out of time): the activity should stop."""
+        self.last_heartbeat = time.monotonic()
+        """When the activity last showed it is alive (``time.monotonic()``): its start, or its last heartbeat."""
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def beat(self) -> None:
+        self.last_heartbeat = time.monotonic()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -34,7 +56,27 @@ class ActivityContext:
     orchestration_name: str
     orchestration_version: str
     logger: logging.LoggerAdapter[logging.Logger] = field(init=False, repr=False, compare=False)
+    _signals: AttemptSignals = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         extra = {"instance_id": self.instance_id, "execution_id": self.execution_id, "activity": self.name}
         object.__setattr__(self, "logger", logging.LoggerAdapter(_logger, extra))
+        object.__setattr__(self, "_signals", AttemptSignals())
+
+    def is_cancelled(self) -> bool:
+        """Whether this attempt should stop now.
+
+        It turns true when the orchestration cancelled the task, when its execution ended (it
+        completed, failed, was terminated or continued as new), or when the attempt ran out of
+        time. What the activity returns after that is dropped. A plain ``def`` activity, which
+        cannot be interrupted, should check it between steps and return; an ``async def`` one is
+        interrupted with ``asyncio.CancelledError`` as well.
+        """
+        return self._signals.stopped
+
+    def heartbeat(self, details: Any = None) -> None:
+        """Tell the worker that the activity is alive and progressing: resets ``heartbeat_timeout``.
+
+        Cheap enough to call in a tight loop.
+        """
+        self._signals.beat()

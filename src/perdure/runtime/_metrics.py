@@ -11,7 +11,8 @@ Instruments (on the ``perdure`` meter) and the snapshot keys they correspond to:
   (put back), ``turns.discarded`` (the lock was lost);
 - ``perdure.orchestrations`` (counter, ``status``): ``orchestrations.completed``, ``.failed``,
   ``.terminated``, ``.continued_as_new`` — executions that ended;
-- ``perdure.activities`` (counter, ``outcome``): ``activities.completed``, ``.failed``, ``.abandoned``;
+- ``perdure.activities`` (counter, ``outcome``): ``activities.completed``, ``.failed`` (time-outs
+  included), ``.abandoned``, ``.cancelled`` (stopped because the orchestration no longer wants it);
 - ``perdure.turn.duration`` and ``perdure.activity.duration`` (histograms, seconds):
   ``turn.duration`` and ``activity.duration`` (count, sum, min, max);
 - ``perdure.queue.depth`` (gauge, ``queue``): ``queue.depth``, the last sample by queue.
@@ -30,7 +31,7 @@ _VERSION = "0.1.0"
 _COUNTERS = {
     "turns": ("outcome", "Orchestration turns, by outcome: committed, abandoned (put back) or discarded (lock lost)"),
     "orchestrations": ("status", "Executions that ended, by how they ended"),
-    "activities": ("outcome", "Activity attempts, by outcome: completed, failed or abandoned (put back)"),
+    "activities": ("outcome", "Activity attempts, by outcome: completed, failed, abandoned (put back) or cancelled"),
 }
 _HISTOGRAMS = {
     "turn.duration": "Seconds from fetching an instance to committing its turn",

@@ -3,7 +3,9 @@
 Pure translation, in one place for both paths that need it: an ordinary turn sends what its code
 decided, and a rewind turn sends again the tasks the failed run left open.
 
-- ``ActivityScheduled``: a work item on its worker queue;
+- ``ActivityScheduled``: a work item on its worker queue (with ``schedule_to_close``, also its
+  time-out: an ``ActivityFailed`` of type ``ActivityTimeoutError`` to the instance itself, visible
+  at the deadline; whichever of it and the real completion comes first is recorded);
 - ``TimerCreated``: a ``TimerFired`` message to the instance itself, visible at ``fire_at``;
 - ``SubOrchestrationScheduled``: a ``StartRequested`` message to the child (to a child that a
   rewind finds existing, an ``ExecutionRewound`` message instead);
@@ -12,18 +14,26 @@ decided, and a rewind turn sends again the tasks the failed run left open.
 
 The end of an execution sends the start of the next one (continue-as-new), the answer to the
 parent that awaits it, and, for a recursive terminate, the terminations of its open children.
+
+Stopping work (``stop_writes``): a cancelled activity's work item is deleted (the worker running
+it notices), as is that of an activity whose time-out the turn recorded, and those of every
+activity an ending execution leaves open; a cancelled child is terminated; a cancelled timer
+needs nothing (its firing is dropped when it comes).
 """
 
 from __future__ import annotations
 
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeGuard
 
-from perdure._errors import ErrorDetails, InstanceAlreadyExistsError
+from perdure._errors import ACTIVITY_TIMEOUT, ErrorDetails, InstanceAlreadyExistsError
 from perdure.engine._replay import ReplayOutcome
 from perdure.engine.events import (
+    ActivityFailed,
     ActivityScheduled,
+    Completion,
     Decision,
     EventRaised,
     EventSent,
@@ -39,6 +49,7 @@ from perdure.engine.events import (
     SubOrchestrationCompleted,
     SubOrchestrationFailed,
     SubOrchestrationScheduled,
+    TaskCancelled,
     TerminateRequested,
     TimerCreated,
     TimerFired,
@@ -51,9 +62,12 @@ __all__ = [
     "Sender",
     "decision_writes",
     "end_writes",
+    "is_time_out",
+    "open_activities",
     "parent_of",
     "reply_taken",
     "reply_to_parent",
+    "stop_writes",
 ]
 
 
@@ -76,10 +90,15 @@ class Sender:
 
 @dataclass(frozen=True, slots=True)
 class Outbox:
-    """Queue writes: messages to orchestration instances and work items for the worker queues."""
+    """Queue writes: messages to orchestration instances and work items for the worker queues.
+
+    ``cancelled_activities`` are the sender's activities (by scheduling event id) whose work items
+    to delete (``TurnCommit.cancelled_activities``).
+    """
 
     messages: list[Message] = field(default_factory=list)
     activity_items: list[ActivityRequest] = field(default_factory=list)
+    cancelled_activities: list[int] = field(default_factory=list)
 
 
 def decision_writes(
@@ -94,6 +113,8 @@ def decision_writes(
     for decision in decisions:
         if isinstance(decision, ActivityScheduled):
             outbox.activity_items.append(_activity_request(decision, sender))
+            if decision.deadline is not None:
+                outbox.messages.append(_deadline(decision, decision.deadline, sender))
         elif isinstance(decision, TimerCreated):
             outbox.messages.append(_timer(decision, sender))
         elif isinstance(decision, SubOrchestrationScheduled):
@@ -119,7 +140,20 @@ def _activity_request(decision: ActivityScheduled, sender: Sender) -> ActivityRe
         orchestration_name=sender.started.name,
         orchestration_version=sender.started.version,
         trace_context=sender.trace_context,
+        start_to_close=decision.start_to_close,
+        deadline=decision.deadline,
+        heartbeat_timeout=decision.heartbeat_timeout,
     )
+
+
+def _deadline(decision: ActivityScheduled, deadline: datetime, sender: Sender) -> Message:
+    """The attempt's failure when ``schedule_to_close`` runs out, due then: durable, whatever the workers do."""
+    error = ErrorDetails(
+        type=ACTIVITY_TIMEOUT,
+        message=f"activity {decision.name!r} ran past its schedule_to_close deadline ({deadline.isoformat()})",
+    )
+    failed = ActivityFailed(source_event_id=decision.event_id, error=error)
+    return Message(instance_id=sender.instance_id, execution_id=sender.execution_id, event=failed, visible_at=deadline)
 
 
 def _timer(decision: TimerCreated, sender: Sender) -> Message:
@@ -254,12 +288,52 @@ def _continuation(
 
 
 def _terminate_children(history: Sequence[HistoryEvent], reason: str | None) -> list[Message]:
-    """Terminations for the children scheduled in ``history`` that have not reported back."""
+    """Terminations for the children scheduled in ``history`` that have not reported back (nor been cancelled)."""
     children = {e.event_id: e.instance_id for e in history if isinstance(e, SubOrchestrationScheduled)}
     for event in history:
-        if isinstance(event, SubOrchestrationCompleted | SubOrchestrationFailed):
+        if isinstance(event, Completion):
             children.pop(event.source_event_id, None)
     return [
         Message(instance_id=child, execution_id=None, event=TerminateRequested(reason=reason), control=True)
         for child in children.values()
     ]
+
+
+# --- stopping work ------------------------------------------------------------------------------
+
+
+def stop_writes(sender: Sender, history: Sequence[HistoryEvent], result: ReplayOutcome) -> Outbox:
+    """What the turn in ``result`` (run on ``history``) sends to stop work it no longer wants."""
+    events = [*history, *result.new_events]
+    scheduled = {e.event_id: e for e in events if isinstance(e, ActivityScheduled | SubOrchestrationScheduled)}
+    outbox = Outbox()
+    for event in result.new_events:
+        if isinstance(event, TaskCancelled):
+            source = scheduled.get(event.source_event_id)
+            if isinstance(source, ActivityScheduled):
+                outbox.cancelled_activities.append(source.event_id)
+            elif isinstance(source, SubOrchestrationScheduled):
+                terminate = TerminateRequested(reason="cancelled by its parent", recursive=True)
+                outbox.messages.append(
+                    Message(instance_id=source.instance_id, execution_id=None, event=terminate, control=True)
+                )
+        elif is_time_out(event):
+            outbox.cancelled_activities.append(event.source_event_id)  # its attempt may still run somewhere
+    # A failed execution lets its running activities finish: their results are kept with it, so that a
+    # rewind does not run them again (docs/rewind.md). Every other ending stops them.
+    if result.terminal_event is not None and not isinstance(result.terminal_event, OrchestrationFailed):
+        outbox.cancelled_activities.extend(open_activities(events))
+    outbox.cancelled_activities[:] = sorted(set(outbox.cancelled_activities))
+    return outbox
+
+
+def open_activities(history: Sequence[HistoryEvent]) -> list[int]:
+    """Event ids of the activities scheduled in ``history`` that no event completed or cancelled."""
+    scheduled = {e.event_id for e in history if isinstance(e, ActivityScheduled)}
+    return sorted(scheduled - {e.source_event_id for e in history if isinstance(e, Completion)})
+
+
+def is_time_out(event: HistoryEvent | None) -> TypeGuard[ActivityFailed]:
+    """Whether ``event`` is an activity attempt's time-out (queued ahead of time, it usually comes
+    after the attempt has finished, and is then dropped as routine)."""
+    return isinstance(event, ActivityFailed) and event.error.type == ACTIVITY_TIMEOUT

@@ -29,7 +29,7 @@ from datetime import datetime
 
 from perdure._errors import HistoryFormatError, PerdureError, PoisonMessageError, UnregisteredOrchestrationError
 from perdure._state import OrchestrationState, OrchestrationStatus
-from perdure.engine._replay import OrchestrationFunction, replay
+from perdure.engine._replay import OrchestrationFunction, ReplayOutcome, replay
 from perdure.engine.events import (
     Completion,
     EventRaised,
@@ -43,7 +43,7 @@ from perdure.engine.events import (
 )
 from perdure.providers._base import OrchestrationItem, QueuedMessage, TurnCommit
 from perdure.runtime._options import RuntimeOptions
-from perdure.runtime._outbox import decision_writes, end_writes, parent_of, reply_taken
+from perdure.runtime._outbox import decision_writes, end_writes, is_time_out, parent_of, reply_taken, stop_writes
 from perdure.runtime._registry import OrchestrationRegistry
 from perdure.runtime._retained import never_ran, retainable, retained_events, split_retained
 from perdure.runtime._rewind import (
@@ -247,7 +247,8 @@ class _Planner(TurnEndings):
                 newer = f"it is addressed to execution {message.execution_id}, after the current {state.execution_id}"
                 self.drop(message, newer, error=True)
             elif event is None:
-                self.drop(message, f"it belongs to execution {message.execution_id}, not {state.execution_id}")
+                why = f"it belongs to execution {message.execution_id}, not {state.execution_id}"
+                self.drop(message, why, expected=is_time_out(message.event))  # time-outs outlive attempts
             elif isinstance(event, StartRequested):
                 # After continue-as-new only the start addressed to the new execution may begin it.
                 stray = state.execution_id > 1 and message.execution_id is None
@@ -292,17 +293,11 @@ class _Planner(TurnEndings):
         consumed = {*self.consumed, *message_ids(inputs[i] for i in result.consumed)}
         sender = self.sender(started, execution_id)
         outbox = decision_writes(result.decisions, sender)
+        stopping = stop_writes(sender, history, result)
         terminal = result.terminal_event
         carried: list[HistoryEvent] = []
         if isinstance(terminal, OrchestrationContinuedAsNew):
-            # Unawaited events first, then what arrived behind the continue-as-new, all in arrival order,
-            # addressed to the new execution so that they go before what is still queued for the instance.
-            used = set(result.consumed)
-            left = [x for i, x in enumerate(inputs) if i not in used]
-            consumed.update(message_ids(left))
-            carried = [EventRaised(name=e.name, data=e.data) for e in result.carryover]
-            # A completion answers a task of the execution that ends here; everything else carries over.
-            carried += [x.event for x in left if not isinstance(x.event, Completion)]
+            carried = _carried_over(result, inputs, consumed)
         recursive = isinstance(terminal, OrchestrationTerminated) and self.terminate_recursively(
             inputs, result.consumed
         )
@@ -318,8 +313,9 @@ class _Planner(TurnEndings):
             history=[*history, *recorded] if rewritten else recorded,
             state=instance_update(started, result, execution_id),
             activity_items=outbox.activity_items,
-            messages=[*self.replies, *outbox.messages, *ending],
+            messages=[*self.replies, *outbox.messages, *stopping.messages, *ending],
             consumed=sorted(consumed),
+            cancelled_activities=stopping.cancelled_activities,
         )
         return self.planned(commit, result, history, rewound=rewritten)
 
@@ -374,6 +370,20 @@ class _Planner(TurnEndings):
     def terminate_recursively(self, inputs: list[Input], consumed: list[int]) -> bool:
         requests = [inputs[i].event for i in consumed]
         return any(isinstance(e, TerminateRequested) and e.recursive for e in requests)
+
+
+def _carried_over(result: ReplayOutcome, inputs: Sequence[Input], consumed: set[int]) -> list[HistoryEvent]:
+    """What a continue-as-new hands to the next execution; the messages it takes join ``consumed``.
+
+    Unawaited events first, then what arrived behind the continue-as-new, all in arrival order,
+    addressed to the new execution so that they go before what is still queued for the instance.
+    """
+    used = set(result.consumed)
+    left = [x for i, x in enumerate(inputs) if i not in used]
+    consumed.update(message_ids(left))
+    carried: list[HistoryEvent] = [EventRaised(name=e.name, data=e.data) for e in result.carryover]
+    # A completion answers a task of the execution that ends here; everything else carries over.
+    return carried + [x.event for x in left if not isinstance(x.event, Completion)]
 
 
 def _pinned_start(registry: OrchestrationRegistry, request: StartRequested) -> OrchestrationStarted | PerdureError:

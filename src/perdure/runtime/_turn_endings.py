@@ -29,7 +29,7 @@ from perdure.engine.events import (
 )
 from perdure.providers._base import InstanceUpdate, Message, OrchestrationItem, QueuedMessage, TurnCommit
 from perdure.runtime._options import RuntimeOptions
-from perdure.runtime._outbox import Sender, end_writes, parent_of, reply_to_parent
+from perdure.runtime._outbox import Sender, end_writes, open_activities, parent_of, reply_to_parent
 from perdure.runtime._registry import OrchestrationRegistry
 from perdure.runtime._retained import never_ran, retainable, retained_events
 from perdure.runtime._rewind import forwarded
@@ -246,6 +246,7 @@ class TurnEndings:
             state=ended_update(state, started, OrchestrationStatus.TERMINATED, details),
             messages=messages,
             consumed=[m.message_id for m in self.item.messages],
+            cancelled_activities=open_activities(history),
         )
         self.notes.append(f"instance {self.item.instance_id!r} terminated without running its code")
         return self.planned(commit)

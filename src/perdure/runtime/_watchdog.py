@@ -68,6 +68,11 @@ class Running:
         finally:
             self._by_task.pop(task, None)
 
+    def watch(self, task: asyncio.Task[Any], work: Work) -> None:
+        """Mark ``task`` as running ``work`` until it is done (an activity in a task of its own)."""
+        self._by_task[task] = work
+        task.add_done_callback(lambda done: self._by_task.pop(done, None))
+
     def now_on(self, loop: asyncio.AbstractEventLoop) -> tuple[str, dict[str, Any]]:
         """What ``loop`` runs at this moment, and the log fields for it; safe from another thread."""
         task = asyncio.current_task(loop)

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from perdure import _json
-from perdure._errors import ErrorDetails, PoisonMessageError, UnregisteredActivityError
+from perdure._errors import ACTIVITY_TIMEOUT, ErrorDetails, PoisonMessageError, UnregisteredActivityError
 from perdure._tracing import Tracer
 from perdure.engine.events import ActivityCompleted, ActivityFailed, HistoryEvent
 from perdure.providers._base import ActivityRequest, LockLostError, Message, Provider, WorkItem
 from perdure.runtime._activity import ActivityContext
+from perdure.runtime._attempt import Attempt, Attempts, AttemptStopped
 from perdure.runtime._dispatcher import Dispatcher
 from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
@@ -56,6 +55,7 @@ class WorkDispatcher(Dispatcher[WorkItem]):
         self._threads = ThreadPoolExecutor(
             max_workers=options.activity_concurrency, thread_name_prefix="perdure-activity"
         )
+        self.attempts = Attempts(provider, self._threads)
 
     async def fetch(self) -> WorkItem | None:
         return await self.provider.fetch_work_item(self.queues, self.options.activity_lock_seconds)
@@ -69,6 +69,7 @@ class WorkDispatcher(Dispatcher[WorkItem]):
 
     async def stop(self, timeout: float) -> None:
         await super().stop(timeout)
+        await self.attempts.close()
         self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def process(self, item: WorkItem) -> None:
@@ -78,14 +79,20 @@ class WorkDispatcher(Dispatcher[WorkItem]):
             _log.error("work item %d is corrupted and set aside for an hour: %s", item.item_id, item.error)
             await self.provider.abandon_work_item(item, 3600.0)
             return
-        outcome = await self._outcome(item, request)
-        if outcome is None:
-            self.metrics.count("activities", "abandoned")
-            return
+        outcome, attempt = await self._outcome(item, request)
+        if outcome is not None:
+            await self._report(item, request, outcome)
+        if attempt is not None:
+            await attempt.wind_down()  # this slot takes new work once the abandoned work has ended
+
+    async def _report(self, item: WorkItem, request: ActivityRequest, outcome: HistoryEvent) -> None:
         completion = Message(instance_id=request.instance_id, execution_id=request.execution_id, event=outcome)
         try:
             await self.provider.ack_work_item(item, completion)
         except LockLostError as exc:
+            if isinstance(outcome, ActivityFailed) and outcome.error.type == ACTIVITY_TIMEOUT:
+                _log.debug("the time-out of activity %r for %r was recorded already", request.name, request.instance_id)
+                return
             _log.warning(
                 "result of activity %r for %r discarded: %s",
                 request.name,
@@ -96,23 +103,24 @@ class WorkDispatcher(Dispatcher[WorkItem]):
             return
         self.metrics.count("activities", "failed" if isinstance(outcome, ActivityFailed) else "completed")
 
-    async def _outcome(self, item: WorkItem, request: ActivityRequest) -> HistoryEvent | None:
-        """The completion event to report, or ``None`` if the item was put back."""
+    async def _outcome(self, item: WorkItem, request: ActivityRequest) -> tuple[HistoryEvent | None, Attempt | None]:
+        """The completion event to report (``None``: the item was put back, or cancelled), and the attempt run."""
         source = request.source_event_id
         if item.dequeue_count > self.options.max_dispatch_attempts:
             error = PoisonMessageError(
                 f"activity {request.name!r} was delivered {item.dequeue_count} times without finishing "
                 "(its worker crashed or lost the lock each time)"
             )
-            return ActivityFailed(source_event_id=source, error=ErrorDetails.from_exception(error))
+            return ActivityFailed(source_event_id=source, error=ErrorDetails.from_exception(error)), None
         try:
             activity = self.registry.get(request.name)
         except UnregisteredActivityError as exc:
             if item.dequeue_count < self.options.max_dispatch_attempts:
                 # Another worker may have it (rolling deploys): put it back for a while.
                 await self.provider.abandon_work_item(item, self.options.backoff(item.dequeue_count))
-                return None
-            return ActivityFailed(source_event_id=source, error=ErrorDetails.from_exception(exc))
+                self.metrics.count("activities", "abandoned")
+                return None, None
+            return ActivityFailed(source_event_id=source, error=ErrorDetails.from_exception(exc)), None
         ctx = ActivityContext(
             instance_id=request.instance_id,
             execution_id=request.execution_id,
@@ -121,32 +129,53 @@ class WorkDispatcher(Dispatcher[WorkItem]):
             orchestration_name=request.orchestration_name,
             orchestration_version=request.orchestration_version,
         )
+        attempt = Attempt(request, ctx._signals)
+        work = Work(ctx.instance_id, ctx.execution_id, ctx.name)
+        attempt.on_task = lambda task: self.running.watch(task, work)  # named if it blocks the loop
+        return await self._run(item, activity, ctx, attempt), attempt
+
+    async def _run(
+        self, item: WorkItem, activity: RegisteredActivity, ctx: ActivityContext, attempt: Attempt
+    ) -> HistoryEvent | None:
+        """Run the attempt; what to report (``None`` if it was cancelled: nobody waits for it any more)."""
+        request = attempt.request
         renewal = asyncio.create_task(self._renew(item))
         began = time.perf_counter()
         tracer = self.tracer
+        args = (ctx, request.input) if activity.takes_input else (ctx,)
         with contextlib.ExitStack() as stack:
             span = None if tracer is None else stack.enter_context(self._span(tracer, request))
             try:
-                result = await self._call(activity, ctx, request.input)
+                result = await self.attempts.run(item, activity, args, attempt)
                 _json.check_json(result, f"result of activity {request.name!r}")
             except Exception as exc:  # the activity's failure (or a non-JSON result) is reported, not raised
                 if tracer is not None:
                     tracer.fail(span, exc)
-                _log.info(
-                    "activity %r of %r failed: %s: %s",
-                    request.name,
-                    request.instance_id,
-                    type(exc).__name__,
-                    exc,
-                    extra=_ids(request),
-                )
-                return ActivityFailed(source_event_id=source, error=ErrorDetails.from_exception(exc))
+                return self._failed(request, exc)
             finally:
                 self.metrics.record("activity.duration", time.perf_counter() - began)
                 renewal.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await renewal
-        return ActivityCompleted(source_event_id=source, result=result)
+        return ActivityCompleted(source_event_id=request.source_event_id, result=result)
+
+    def _failed(self, request: ActivityRequest, exc: Exception) -> HistoryEvent | None:
+        """The report of an attempt that raised, timed out, or was cancelled (then nothing)."""
+        if isinstance(exc, AttemptStopped) and exc.timeout is None:
+            _log.info("activity %r of %r was cancelled; its attempt stopped", request.name, request.instance_id)
+            self.metrics.count("activities", "cancelled")
+            return None
+        error = exc.timeout if isinstance(exc, AttemptStopped) else ErrorDetails.from_exception(exc)
+        assert error is not None
+        _log.info(
+            "activity %r of %r failed: %s: %s",
+            request.name,
+            request.instance_id,
+            error.type,
+            error.message,
+            extra=_ids(request),
+        )
+        return ActivityFailed(source_event_id=request.source_event_id, error=error)
 
     @staticmethod
     def _span(tracer: Tracer, request: ActivityRequest) -> contextlib.AbstractContextManager[Any]:
@@ -163,14 +192,6 @@ class WorkDispatcher(Dispatcher[WorkItem]):
                 "perdure.queue": request.queue,
             },
         )
-
-    async def _call(self, activity: RegisteredActivity, ctx: ActivityContext, input: Any) -> Any:
-        args = (ctx, input) if activity.takes_input else (ctx,)
-        if activity.is_async:
-            with self.running.doing(Work(ctx.instance_id, ctx.execution_id, ctx.name)):  # named if it blocks the loop
-                return await activity.function(*args)
-        call = functools.partial(contextvars.copy_context().run, activity.function, *args)
-        return await asyncio.get_running_loop().run_in_executor(self._threads, call)
 
     async def _renew(self, item: WorkItem) -> None:
         period = self.options.activity_lock_seconds / 3

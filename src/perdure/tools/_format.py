@@ -36,6 +36,7 @@ from perdure.engine.events import (
     HistoryEvent,
     SubOrchestrationFailed,
     SubOrchestrationScheduled,
+    TaskCancelled,
     TimerCreated,
 )
 
@@ -153,8 +154,14 @@ def timeline_json(history: Sequence[HistoryEvent]) -> list[dict[str, Any]]:
         elif isinstance(event, Completion) and event.source_event_id in spans:
             span = spans[event.source_event_id]
             span["end"] = event.timestamp.isoformat()
-            span["outcome"] = "failed" if isinstance(event, ActivityFailed | SubOrchestrationFailed) else "completed"
+            span["outcome"] = _outcome(event)
     return list(spans.values())
+
+
+def _outcome(event: Completion) -> str:
+    if isinstance(event, TaskCancelled):
+        return "cancelled"
+    return "failed" if isinstance(event, ActivityFailed | SubOrchestrationFailed) else "completed"
 
 
 def _span(kind: str, label: str, event: HistoryEvent) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from perdure._errors import ProviderError
 from perdure.providers._base import InstanceFilter, Message, OrchestrationItem, QueueKind, TurnCommit, WorkItem
+from perdure.providers._codec import activity_items
 from perdure.providers._sql import SqlStyle, instance_query, load_queries
 from perdure.providers._sql_provider import LockedInstance, SqlProvider, WorkRow
 from perdure.providers.postgres._connection import Connection, migrate, open_pool, resolve_schema
@@ -264,8 +265,23 @@ class PostgresProvider(SqlProvider):
             worker=len(commit.activity_items),
             instance=item.instance_id if commit.state is not None else None,
         )
-        row = await self._fetchone(_Q["ack_orchestration_item"], params)
-        return row is not None and bool(row[0])
+        if not commit.cancelled_activities:
+            row = await self._fetchone(_Q["ack_orchestration_item"], params)
+            return row is not None and bool(row[0])
+
+        async def tx(conn: Connection, attempt: int) -> bool:
+            async with conn.transaction():
+                row = await (await conn.execute(_Q["ack_orchestration_item"], params)).fetchone()
+                if row is None or not row[0]:
+                    return False
+                key = {"instance_id": item.instance_id}
+                rows = await (await conn.execute(_Q["select_instance_work_items"], key)).fetchall()
+                cancelled = activity_items(rows, commit.execution_id, commit.cancelled_activities)
+                if cancelled:
+                    await conn.execute(_Q["cancel_work_items"], {"item_ids": cancelled})
+            return True
+
+        return await self._run(tx)
 
     async def _release_instance(self, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:
         params = {
@@ -300,6 +316,10 @@ class PostgresProvider(SqlProvider):
             "notify": self._listener.notice(worker=1),
         }
         return await self._fetchone(_Q[query], params) is not None
+
+    async def _select_work_item_locks(self, item_ids: list[int]) -> list[tuple[int, str | None]]:
+        rows = await self._fetchall(_Q["select_work_item_locks"], {"item_ids": item_ids})
+        return [(int(item_id), token) for item_id, token in rows]
 
     async def _seconds_until_due(self, kind: QueueKind, queues: list[str]) -> float | None:
         if kind == "orchestrator":

@@ -167,6 +167,16 @@ WITH done AS (
 )
 SELECT pg_notify(notify_channel(), %(notify)s) FROM queued
 
+-- name: select_instance_work_items
+SELECT item_id, request FROM worker_queue WHERE instance_id = %(instance_id)s
+
+-- name: cancel_work_items
+-- Whoever holds them: their activities were cancelled, timed out, or their execution ended.
+DELETE FROM worker_queue WHERE item_id = ANY (%(item_ids)s::bigint[])
+
+-- name: select_work_item_locks
+SELECT item_id, lock_token FROM worker_queue WHERE item_id = ANY (%(item_ids)s::bigint[])
+
 -- name: release_work_item
 WITH released AS (
     UPDATE worker_queue SET lock_token = NULL, visible_at = now() + make_interval(secs => %(seconds)s)

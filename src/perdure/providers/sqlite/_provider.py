@@ -152,6 +152,9 @@ class SqliteProvider(SqlProvider):
     async def _renew_work_item(self, item: WorkItem, lock_seconds: float) -> bool:
         return await self._write(tx.update_work_item, "renew_work_item", item, lock_seconds)
 
+    async def _select_work_item_locks(self, item_ids: list[int]) -> list[tuple[int, str | None]]:
+        return await self._read(tx.select_work_item_locks, item_ids)
+
     async def _seconds_until_due(self, kind: QueueKind, queues: list[str]) -> float | None:
         return await self._read(tx.earliest_due, kind, queues)
 

@@ -19,7 +19,14 @@ from perdure.providers._base import (
     TurnCommit,
     WorkItem,
 )
-from perdure.providers._codec import encode_error, encode_request, encode_value, message_kind, to_epoch
+from perdure.providers._codec import (
+    activity_items,
+    encode_error,
+    encode_request,
+    encode_value,
+    message_kind,
+    to_epoch,
+)
 from perdure.providers._sql import SqlStyle, instance_query
 from perdure.providers._sql_provider import LockedInstance, WorkRow
 from perdure.providers.sqlite._connection import Q, transaction
@@ -40,6 +47,7 @@ __all__ = [
     "select_history",
     "select_state",
     "select_states",
+    "select_work_item_locks",
     "update_work_item",
 ]
 
@@ -175,6 +183,10 @@ def commit_turn(db: sqlite3.Connection, item: OrchestrationItem, commit: TurnCom
                 for r in commit.activity_items
             ],
         )
+        if commit.cancelled_activities:
+            rows = db.execute(Q["select_instance_work_items"], {"instance_id": instance_id}).fetchall()
+            cancelled = activity_items(rows, commit.execution_id, commit.cancelled_activities)
+            db.executemany(Q["cancel_work_item"], [{"item_id": item_id} for item_id in cancelled])
         _enqueue(db, commit.messages, now)
         if commit.state is not None:
             db.execute(Q["update_instance"], _state_row(instance_id, commit.state, now))
@@ -234,6 +246,11 @@ def update_work_item(db: sqlite3.Connection, query: str, item: WorkItem, seconds
     params = {"item_id": item.item_id, "lock_token": item.lock_token, "visible_at": until, "locked_until": until}
     with transaction(db):
         return bool(db.execute(Q[query], params).rowcount)
+
+
+def select_work_item_locks(db: sqlite3.Connection, item_ids: list[int]) -> list[tuple[int, str | None]]:
+    rows = db.execute(Q["select_work_item_locks"], {"item_ids": _json.dumps(item_ids)})
+    return [(int(item_id), token) for item_id, token in rows]
 
 
 def queue_depths(db: sqlite3.Connection) -> dict[str, int]:

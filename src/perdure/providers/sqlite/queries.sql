@@ -105,6 +105,16 @@ WHERE item_id = :item_id
 -- name: delete_work_item
 DELETE FROM worker_queue WHERE item_id = :item_id AND lock_token = :lock_token
 
+-- name: select_instance_work_items
+SELECT item_id, request FROM worker_queue WHERE instance_id = :instance_id
+
+-- name: cancel_work_item
+-- Whoever holds it: its activity was cancelled, timed out, or its execution ended.
+DELETE FROM worker_queue WHERE item_id = :item_id
+
+-- name: select_work_item_locks
+SELECT item_id, lock_token FROM worker_queue WHERE item_id IN (SELECT value FROM json_each(:item_ids))
+
 -- name: release_work_item
 UPDATE worker_queue SET lock_token = NULL, visible_at = :visible_at WHERE item_id = :item_id AND lock_token = :lock_token
 
