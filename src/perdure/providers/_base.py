@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from perdure._errors import ErrorDetails, PerdureError
+from perdure._errors import ErrorDetails, PerdureError, ProviderError
 from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure.engine import HistoryEvent
 
 __all__ = [
     "ActivityRequest",
+    "DataRefusedError",
     "InstanceFilter",
     "InstanceUpdate",
     "LockLostError",
@@ -45,6 +46,18 @@ QueueKind = Literal["orchestrator", "activity"]
 
 class LockLostError(PerdureError):
     """The peek-lock expired and another worker took the item over; this worker's result is discarded."""
+
+
+class DataRefusedError(ProviderError):
+    """The store refused what one call asked of it: its data, not the connection, is the problem.
+
+    A constraint, a value out of range, a limit of the store (PostgreSQL SQLSTATE classes 22, 23,
+    54; SQLite constraint and size errors). Retrying the same call fails the same way, so it is
+    raised at once; the dispatcher fails the one instance whose turn the store refused.
+    """
+
+
+DataRefusedError.__module__ = "perdure.providers"  # recorded errors name it where users import it
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -104,6 +117,8 @@ class OrchestrationItem:
     """One locked instance with its visible messages and the current execution's history.
 
     ``history`` is ``None`` when a stored event could not be decoded (``history_error`` says why).
+    ``state_error`` says which columns of the instance row could not be decoded; ``state`` then
+    holds what could (unreadable values are ``None``) and the turn fails the instance.
     """
 
     instance_id: str
@@ -112,6 +127,7 @@ class OrchestrationItem:
     state: OrchestrationState | None
     history: list[HistoryEvent] | None
     history_error: str | None = None
+    state_error: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
+from typing import Any
 
+from perdure._errors import ProviderError
 from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure._tracing import Tracer, execution_parent, execution_trace_context
 from perdure.engine._replay import describe
@@ -17,13 +19,13 @@ from perdure.engine.events import (
     OrchestrationStarted,
     OrchestrationTerminated,
 )
-from perdure.providers._base import LockLostError, OrchestrationItem, Provider
+from perdure.providers._base import DataRefusedError, LockLostError, OrchestrationItem, Provider
 from perdure.runtime._dispatcher import Dispatcher
 from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._registry import OrchestrationRegistry
 from perdure.runtime._rewind import children_to_rewind
-from perdure.runtime._turn import Abandon, TurnPlan, plan_turn
+from perdure.runtime._turn import Abandon, TurnPlan, plan_failure, plan_turn
 
 __all__ = ["OrchestrationDispatcher"]
 
@@ -66,9 +68,7 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         try:
             # A rewind restarts the failed run's children: read their states here, so planning stays pure.
             children = {child: await self._child_to_rewind(child) for child in children_to_rewind(item)}
-            plan = plan_turn(
-                item, self.registry, self.options, datetime.now(UTC), children, tracing=self.tracer is not None
-            )
+            plan = plan_turn(item, self.registry, self.options, self._now(), children, tracing=self.tracer is not None)
         except Exception:
             # A bug or a misbehaving registry: put it back; the attempt count makes it poison eventually.
             attempts = max((m.dequeue_count for m in item.messages), default=1)
@@ -92,16 +92,58 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         if self.log_turns:
             self._log_turn(item, plan)
         try:
-            await self.provider.ack_orchestration_item(item, commit)
+            committed = await self._commit(item, plan, ids)
+        except DataRefusedError as exc:
+            # Its data, not the store, is the problem: retrying would fail the same way.
+            _log.error("the store refused the turn of instance %r: %s", item.instance_id, exc, extra=ids)
+            await self._record_refusal(item, exc, ids)
+            return
+        except ProviderError as exc:
+            attempts = max((m.dequeue_count for m in item.messages), default=1)
+            _log.error("the turn of instance %r could not be stored: %s", item.instance_id, exc, extra=ids)
+            await self._put_back(item, self.options.backoff(attempts))
+            return
+        if committed:
+            self.metrics.record("turn.duration", time.perf_counter() - began)
+
+    async def _commit(self, item: OrchestrationItem, plan: TurnPlan, ids: dict[str, Any]) -> bool:
+        """Ack the turn and count it; ``False`` if it was discarded because the lock was lost."""
+        try:
+            await self.provider.ack_orchestration_item(item, plan.commit)
         except LockLostError as exc:
             _log.warning("turn of instance %r discarded: %s", item.instance_id, exc, extra=ids)
             self.metrics.count("turns", "discarded")
-            return
+            return False
         self.metrics.count("turns", "committed")
-        self.metrics.record("turn.duration", time.perf_counter() - began)
-        terminal = commit.history[-1] if commit.history else None
+        terminal = plan.commit.history[-1] if plan.commit.history else None
         if isinstance(terminal, TERMINAL_EVENTS):
             self._ended(item, plan, terminal)
+        return True
+
+    async def _record_refusal(self, item: OrchestrationItem, exc: DataRefusedError, ids: dict[str, Any]) -> None:
+        """Fail the instance whose turn the store refused, at once; if even that is refused, put it back."""
+        error = DataRefusedError(f"the store refused to record a turn of this instance: {exc}")
+        failure = plan_failure(item, self.registry, self.options, self._now(), error)
+        if failure is not None:
+            try:
+                await self._commit(item, failure, ids)
+                return
+            except ProviderError as again:
+                _log.error("recording the failure of instance %r failed too: %s", item.instance_id, again, extra=ids)
+        attempts = max((m.dequeue_count for m in item.messages), default=1)
+        await self._put_back(item, self.options.backoff(attempts))
+
+    async def _put_back(self, item: OrchestrationItem, delay: float) -> None:
+        """Abandon with a delay: the poison limit ends an instance that keeps failing this way."""
+        self.metrics.count("turns", "abandoned")
+        try:
+            await self.provider.abandon_orchestration_item(item, delay)
+        except ProviderError as exc:  # the lock expires in time anyway
+            _log.warning("putting instance %r back failed: %s", item.instance_id, exc)
+
+    @staticmethod
+    def _now() -> datetime:
+        return datetime.now(UTC)
 
     async def _child_to_rewind(self, instance_id: str) -> OrchestrationState | None:
         """A child's state for a rewind; ``None`` when it must be started again (purged, or never ran)."""

@@ -31,6 +31,7 @@ from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure._tracing import execution_trace_context
 from perdure.engine._replay import OrchestrationFunction, ReplayOutcome, replay
 from perdure.engine.events import (
+    TERMINAL_EVENTS,
     Completion,
     EventRaised,
     ExecutionRewound,
@@ -48,7 +49,7 @@ from perdure.runtime._outbox import Sender, decision_writes, end_writes, parent_
 from perdure.runtime._registry import OrchestrationRegistry
 from perdure.runtime._rewind import answer_again, reopened_task_writes, rewound_history, start_from_row
 
-__all__ = ["Abandon", "TurnPlan", "plan_turn"]
+__all__ = ["Abandon", "TurnPlan", "plan_failure", "plan_turn"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,24 @@ def plan_turn(
     return _Planner(item, registry, options, now, child_states or {}, tracing).plan()
 
 
+def plan_failure(
+    item: OrchestrationItem,
+    registry: OrchestrationRegistry,
+    options: RuntimeOptions,
+    now: datetime,
+    error: PerdureError,
+) -> TurnPlan | None:
+    """A turn that fails the instance with ``error`` without running its code, consuming its messages.
+
+    For a turn the store refused to record: the failure is recorded instead. ``None`` when there
+    is no running execution to fail (the instance is missing or has already ended).
+    """
+    state = item.state
+    if state is None or (state.status.is_terminal and item.state_error is None) or _ended(item.history):
+        return None
+    return _Planner(item, registry, options, now, {}, False).fail_without_replay(error)
+
+
 class _Planner:
     """The turn rules applied to one item; collects what they drop and the answers they owe."""
 
@@ -142,6 +161,11 @@ class _Planner:
             for message in item.messages:
                 self.drop(message, "the instance does not exist")
             return self.planned(TurnCommit(execution_id=0, consumed=self.consumed))
+        if item.state_error is not None and not _ended(item.history):
+            # The row, not the code, is broken: fail this one instance (which rewrites a readable row).
+            return self.fail_without_replay(
+                HistoryFormatError(f"the stored instance row is corrupted: {item.state_error}")
+            )
         if state.status.is_terminal:
             return self.finished(state)  # first: nothing may append to an ended execution
         if item.history is None:
@@ -441,6 +465,11 @@ def _failed_update(
         custom_status=state.custom_status,
         parent_instance_id=state.parent_instance_id,
     )
+
+
+def _ended(history: Sequence[HistoryEvent] | None) -> bool:
+    """Whether this history records the end of its execution."""
+    return bool(history) and isinstance(history[-1], TERMINAL_EVENTS)  # type: ignore[index]
 
 
 def _events(messages: list[QueuedMessage]) -> list[HistoryEvent]:
