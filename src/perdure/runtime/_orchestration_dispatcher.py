@@ -19,6 +19,7 @@ from perdure.engine.events import (
     OrchestrationStarted,
     OrchestrationTerminated,
 )
+from perdure.providers import _clock
 from perdure.providers._base import DataRefusedError, LockLostError, OrchestrationItem, Provider
 from perdure.runtime._dispatcher import Dispatcher
 from perdure.runtime._metrics import Metrics
@@ -143,7 +144,8 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
 
     @staticmethod
     def _now() -> datetime:
-        return datetime.now(UTC)
+        """A turn's time: the process's clock, which a wall-clock jump does not move at once."""
+        return datetime.fromtimestamp(_clock.now(), UTC)
 
     async def _child_to_rewind(self, instance_id: str) -> OrchestrationState | None:
         """A child's state for a rewind; ``None`` when it must be started again (purged, or never ran)."""
