@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from runtime_support import history_has, running, wait_until
+from runtime_support import history_has, raw_sql, running, wait_until
 
 from perdure import (
     ActivityContext,
@@ -31,19 +31,6 @@ ONE_SLOT = RuntimeOptions(
     orchestration_concurrency=1, idle_timeout=1.0, dispatch_backoff=0.01, max_dispatch_backoff=0.05
 )
 MARKER = "refuse-me"
-
-
-async def raw_sql(provider: Provider, statement: str, params: dict[str, Any] | None = None) -> None:
-    """Run ``statement`` on the provider's store directly, as an operator or a broken disk would."""
-    if isinstance(provider, SqliteProvider):
-        provider._db.execute(statement, params or {})
-        return
-    import psycopg
-    from tests.conftest import POSTGRES_URL
-
-    async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
-        await conn.execute(f'SET search_path TO "{provider.schema}"')  # type: ignore[attr-defined]
-        await conn.execute(statement.encode() if params is None else statement, params)
 
 
 async def refuse_rows(provider: Provider, table: str, column: str) -> None:
