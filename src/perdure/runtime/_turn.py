@@ -111,7 +111,7 @@ def plan_failure(
     is no running execution to fail (the instance is missing or has already ended).
     """
     state = item.state
-    if state is None or (state.status.is_terminal and item.state_error is None) or _ended(item.history):
+    if state is None or (state.status.is_terminal and item.state_error is None) or _ended(state, item.history):
         return None
     return _Planner(item, registry, options, now, {}, False).fail_without_replay(error)
 
@@ -161,7 +161,7 @@ class _Planner:
             for message in item.messages:
                 self.drop(message, "the instance does not exist")
             return self.planned(TurnCommit(execution_id=0, consumed=self.consumed))
-        if item.state_error is not None and not _ended(item.history):
+        if item.state_error is not None and not _ended(state, item.history):
             # The row, not the code, is broken: fail this one instance (which rewrites a readable row).
             return self.fail_without_replay(
                 HistoryFormatError(f"the stored instance row is corrupted: {item.state_error}")
@@ -467,8 +467,10 @@ def _failed_update(
     )
 
 
-def _ended(history: Sequence[HistoryEvent] | None) -> bool:
-    """Whether this history records the end of its execution."""
+def _ended(state: OrchestrationState, history: Sequence[HistoryEvent] | None) -> bool:
+    """Whether the execution has ended: its history says so, or it ended before it ever ran."""
+    if history == []:
+        return state.status.is_terminal
     return bool(history) and isinstance(history[-1], TERMINAL_EVENTS)  # type: ignore[index]
 
 
