@@ -6,8 +6,8 @@ clock jumps when NTP steps it or an operator sets it. Read raw, a jump back by a
 delay every timer due in that minute by a minute, and a jump forward would expire every lock at
 once, so that a running activity is taken over and runs a second time.
 
-:meth:`Clock.now` follows the wall clock but never jumps with it: measured against the monotonic
-clock, it never runs backwards, never slower than :data:`MIN_RATE` and never faster than
+:meth:`Clock.now` follows the wall clock but never jumps with it: measured against a clock that
+never jumps, it never runs backwards, never slower than :data:`MIN_RATE` and never faster than
 :data:`MAX_RATE` times real time. A jump is absorbed gradually (a jump back by J seconds in 10 J,
 forward in 2 J), so within this process a short timer fires on time and a lock renewed every
 third of its duration stays valid. Another process that starts after a jump reads the new wall
@@ -33,13 +33,22 @@ def _wall() -> float:
     return time.time()  # looked up at each call, so that tests can move it
 
 
+def _since_boot() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+# Real time, counting time the machine was suspended (Linux): else waking from a suspend would read
+# as a jump of the wall clock. Elsewhere the monotonic clock is the best there is.
+_ELAPSED: Callable[[], float] = _since_boot if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic
+
+
 class Clock:
     """Seconds since the epoch, from ``wall`` but rate-limited against ``monotonic``."""
 
     def __init__(
         self,
         wall: Callable[[], float] = _wall,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = _ELAPSED,
         *,
         min_rate: float = MIN_RATE,
         max_rate: float = MAX_RATE,
