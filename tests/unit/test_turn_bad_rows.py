@@ -98,16 +98,18 @@ def test_a_refused_turn_is_replaced_by_the_instances_failure() -> None:
     failure = plan_failure(
         item(OrchestrationStatus.RUNNING, RUNNING_HISTORY, None), registry.orchestrations, RuntimeOptions(), T, error
     )
-    assert failure is not None
     assert failure.commit.state is not None
     assert failure.commit.state.error == ErrorDetails(type="perdure.providers.DataRefusedError", message=str(error))
     assert [type(e) for e in failure.commit.history] == [OrchestrationFailed]
     assert failure.commit.consumed == [9]
 
 
-def test_there_is_nothing_to_fail_once_the_execution_ended() -> None:
+def test_once_the_execution_ended_a_refused_turn_only_drops_what_came() -> None:
+    # A refused rewind, say: dropping it is the only way not to retry it for ever.
     ended = item(
         OrchestrationStatus.COMPLETED, [*RUNNING_HISTORY, OrchestrationCompleted(event_id=3, timestamp=T)], None
     )
-    error = DataRefusedError("refused")
-    assert plan_failure(ended, registry.orchestrations, RuntimeOptions(), T, error) is None
+    plan = plan_failure(ended, registry.orchestrations, RuntimeOptions(), T, DataRefusedError("refused"))
+    assert plan.commit.state is None and list(plan.commit.history) == []
+    assert plan.commit.consumed == [9]
+    assert any("the store refused its turn: refused" in warning for warning in plan.warnings)

@@ -125,12 +125,13 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         """Fail the instance whose turn the store refused, at once; if even that is refused, put it back."""
         error = DataRefusedError(f"the store refused to record a turn of this instance: {exc}")
         failure = plan_failure(item, self.registry, self.options, self._now(), error)
-        if failure is not None:
-            try:
-                await self._commit(item, failure, ids)
-                return
-            except ProviderError as again:
-                _log.error("recording the failure of instance %r failed too: %s", item.instance_id, again, extra=ids)
+        for warning in failure.warnings:
+            _log.warning("%s", warning, extra=ids)
+        try:
+            await self._commit(item, failure, ids)
+            return
+        except ProviderError as again:
+            _log.error("recording the failure of instance %r failed too: %s", item.instance_id, again, extra=ids)
         attempts = max((m.dequeue_count for m in item.messages), default=1)
         await self._put_back(item, self.options.backoff(attempts))
 

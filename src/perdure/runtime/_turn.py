@@ -104,16 +104,22 @@ def plan_failure(
     options: RuntimeOptions,
     now: datetime,
     error: PerdureError,
-) -> TurnPlan | None:
-    """A turn that fails the instance with ``error`` without running its code, consuming its messages.
+) -> TurnPlan:
+    """What to record instead of a turn the store refused: the instance fails with ``error``.
 
-    For a turn the store refused to record: the failure is recorded instead. ``None`` when there
-    is no running execution to fail (the instance is missing or has already ended).
+    It fails without running its code, consuming its messages. An instance that is missing or
+    whose execution has ended has nothing left to fail: its messages are dropped instead.
     """
+    planner = _Planner(item, registry, options, now, {}, False)
     state = item.state
-    if state is None or (state.status.is_terminal and item.state_error is None) or _ended(state, item.history):
-        return None
-    return _Planner(item, registry, options, now, {}, False).fail_without_replay(error)
+    # A status that reads as finished may be a corrupted one: then the history says whether it ran on.
+    if state is not None and (item.state_error or not state.status.is_terminal) and not _ended(state, item.history):
+        return planner.fail_without_replay(error)
+    for message in item.messages:
+        planner.drop(message, f"the store refused its turn: {error}")
+    return planner.planned(
+        TurnCommit(execution_id=0 if state is None else state.execution_id, consumed=planner.consumed)
+    )
 
 
 class _Planner:
