@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from perdure import Client, Provider, Registry, Runtime, RuntimeOptions
+from perdure import Client, Provider, Registry, Runtime, RuntimeOptions, SqliteProvider
 from perdure.engine.events import (
     ActivityCompleted,
     ActivityFailed,
@@ -197,3 +197,16 @@ class DelegatingProvider(Provider):
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+async def raw_sql(provider: Provider, statement: str, params: dict[str, Any] | None = None) -> None:
+    """Run ``statement`` on the provider's store directly, as an operator or a broken disk would."""
+    if isinstance(provider, SqliteProvider):
+        provider._db.execute(statement, params or {})
+        return
+    import psycopg
+    from tests.conftest import POSTGRES_URL
+
+    async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
+        await conn.execute(f'SET search_path TO "{provider.schema}"')  # type: ignore[attr-defined]
+        await conn.execute(statement.encode() if params is None else statement, params)

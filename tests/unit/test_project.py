@@ -63,6 +63,7 @@ def test_the_provider_contract_is_public() -> None:
     assert sorted(perdure.providers.__all__) == sorted(
         [
             "ActivityRequest",
+            "DataRefusedError",
             "InstanceFilter",
             "InstanceUpdate",
             "LockLostError",

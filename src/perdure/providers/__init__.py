@@ -6,6 +6,7 @@ wrapped) from public names alone; ``perdure.engine.events`` holds the history ev
 
 from perdure.providers._base import (
     ActivityRequest,
+    DataRefusedError,
     InstanceFilter,
     InstanceUpdate,
     LockLostError,
@@ -24,6 +25,7 @@ from perdure.providers.sqlite import SqliteProvider
 
 __all__ = [
     "ActivityRequest",
+    "DataRefusedError",
     "InstanceFilter",
     "InstanceUpdate",
     "LockLostError",

@@ -27,6 +27,7 @@ from perdure.engine import HistoryEvent
 
 __all__ = [
     "ActivityRequest",
+    "DataRefusedError",
     "InstanceFilter",
     "InstanceUpdate",
     "LockLostError",
@@ -55,6 +56,18 @@ class StoreNotFoundError(ProviderError):
     tables), ``PostgresProvider.connect(url, create=False)`` (no such schema, or one without
     perdure's tables) and ``open_provider(url, create=False)``; nothing is created.
     """
+
+
+class DataRefusedError(ProviderError):
+    """The store refused what one call asked of it: its data, not the connection, is the problem.
+
+    A constraint, a value out of range, a limit of the store (PostgreSQL SQLSTATE classes 22, 23,
+    54; SQLite constraint and size errors). Retrying the same call fails the same way, so it is
+    raised at once; the dispatcher fails the one instance whose turn the store refused.
+    """
+
+
+DataRefusedError.__module__ = "perdure.providers"  # recorded errors name it where users import it
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -114,6 +127,8 @@ class OrchestrationItem:
     """One locked instance with its visible messages and the current execution's history.
 
     ``history`` is ``None`` when a stored event could not be decoded (``history_error`` says why).
+    ``state_error`` says which columns of the instance row could not be decoded; ``state`` then
+    holds what could (unreadable values are ``None``) and the turn fails the instance.
     """
 
     instance_id: str
@@ -122,6 +137,7 @@ class OrchestrationItem:
     state: OrchestrationState | None
     history: list[HistoryEvent] | None
     history_error: str | None = None
+    state_error: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

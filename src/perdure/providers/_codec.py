@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from perdure import _json
-from perdure._errors import ErrorDetails, HistoryFormatError
+from perdure._errors import ErrorDetails, HistoryFormatError, type_name_of_class
 from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure.engine import HistoryEvent, decode_event
 from perdure.engine._codec import error_from_dict, error_to_dict
@@ -19,6 +19,7 @@ __all__ = [
     "activity_items",
     "decode_error",
     "decode_request",
+    "decode_state",
     "decode_value",
     "encode_error",
     "encode_request",
@@ -126,35 +127,84 @@ def activity_items(rows: Iterable[tuple[int, str]], execution_id: int, source_ev
 
 
 def state_from_row(row: Sequence[Any]) -> OrchestrationState:
-    """An ``OrchestrationState`` from the columns of ``select_state`` (in that order)."""
-    (
-        instance_id,
-        name,
-        version,
-        status,
-        execution_id,
-        input_,
-        output,
-        error,
-        custom_status,
-        parent,
-        created,
-        updated,
-    ) = row
-    return OrchestrationState(
+    """An ``OrchestrationState`` from the columns of ``select_state`` (in that order).
+
+    A row that cannot be decoded in full still reads: see :func:`decode_state`.
+    """
+    return decode_state(row)[0]
+
+
+def decode_state(row: Sequence[Any]) -> tuple[OrchestrationState, str | None]:
+    """An ``OrchestrationState`` from the ``select_state`` columns, and what in them could not be decoded.
+
+    Never raises for what a row holds: one corrupted instance must not fail a page of
+    ``list_instances`` or a fetch. An unreadable column reads as ``None`` (a time as the epoch, a
+    status as FAILED, an execution id as 0), and ``error`` then says which columns are corrupted
+    and why, so that whoever reads the state sees it.
+
+    Returns:
+        The state, and ``None`` or a description of the corrupted columns.
+    """
+    instance_id, name, version, status, execution_id, input_, output, error, custom_status, parent, *times = row
+    problems: list[str] = []
+
+    def read(column: str, decode: Callable[[Any], Any], value: Any, default: Any = None) -> Any:
+        try:
+            return decode(value)
+        except (ValueError, TypeError, OverflowError, OSError, RecursionError) as exc:
+            reason = str(exc) if len(str(exc)) <= 200 else str(exc)[:200] + "…"
+            problems.append(f"column {column!r}: {reason or type(exc).__name__}")
+            return default
+
+    state = OrchestrationState(
         instance_id=instance_id,
-        name=name,
-        version=version,
-        status=OrchestrationStatus(status),
-        execution_id=execution_id,
-        input=decode_value(input_),
-        output=decode_value(output),
-        error=decode_error(error),
-        custom_status=decode_value(custom_status),
-        parent_instance_id=parent,
-        created_at=from_epoch(created) if isinstance(created, float | int) else created,
-        updated_at=from_epoch(updated) if isinstance(updated, float | int) else updated,
+        name=read("name", _text, name, ""),
+        version=read("version", _optional_text, version),
+        status=read("status", OrchestrationStatus, status, OrchestrationStatus.FAILED),
+        execution_id=read("execution_id", _integer, execution_id, 0),
+        input=read("input", decode_value, input_),
+        output=read("output", decode_value, output),
+        error=read("error", decode_error, error),
+        custom_status=read("custom_status", decode_value, custom_status),
+        parent_instance_id=read("parent_instance_id", _optional_text, parent),
+        created_at=read("created_at", _time, times[0], _EPOCH),
+        updated_at=read("updated_at", _time, times[1], _EPOCH),
     )
+    if not problems:
+        return state, None
+    problem = "; ".join(problems)
+    details = ErrorDetails(
+        type=type_name_of_class(HistoryFormatError), message=f"the stored instance row is corrupted: {problem}"
+    )
+    return dataclasses.replace(state, error=details), problem
+
+
+_EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, found {type(value).__name__}")
+    return value
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, found {value!r:.50}")
+    return value
+
+
+def _time(value: Any) -> datetime:
+    """SQLite stores seconds since the epoch; PostgreSQL's driver reads a datetime (``None``: out of range)."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, bool) or not isinstance(value, float | int):
+        raise TypeError(f"expected a time, found {value!r:.50}")
+    return from_epoch(value)
 
 
 MessageRow = tuple[int, int | None, str, int]
@@ -171,20 +221,23 @@ def orchestration_item(
     """A fetched instance from its stored rows (``state`` holds the ``select_state`` columns).
 
     A message that cannot be decoded comes back with ``event=None`` and why; a history that cannot
-    be decoded comes back as ``None`` and why. Either fails one instance, never the dispatcher.
+    be decoded comes back as ``None`` and why; an instance row that cannot be decoded in full
+    comes back with ``state_error`` set. Each fails one instance, never the dispatcher.
     """
     try:
         events: list[HistoryEvent] | None = [decode_event(text) for text in history]
         history_error = None
     except HistoryFormatError as exc:
         events, history_error = None, str(exc)
+    decoded, state_error = (None, None) if state is None else decode_state(state)
     return OrchestrationItem(
         instance_id=instance_id,
         lock_token=lock_token,
         messages=[_queued_message(instance_id, *row) for row in messages],
-        state=None if state is None else state_from_row(state),
+        state=decoded,
         history=events,
         history_error=history_error,
+        state_error=state_error,
     )
 
 

@@ -6,8 +6,9 @@ import contextlib
 import logging
 import time
 from datetime import UTC, datetime
+from typing import Any
 
-from perdure._errors import HistoryFormatError
+from perdure._errors import HistoryFormatError, ProviderError
 from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure._tracing import Tracer, execution_span
 from perdure.engine._replay import describe
@@ -19,7 +20,8 @@ from perdure.engine.events import (
     OrchestrationStarted,
     OrchestrationTerminated,
 )
-from perdure.providers._base import InstanceUpdate, LockLostError, OrchestrationItem, Provider
+from perdure.providers import _clock
+from perdure.providers._base import DataRefusedError, InstanceUpdate, LockLostError, OrchestrationItem, Provider
 from perdure.runtime._dispatcher import Dispatcher
 from perdure.runtime._isolation import TurnGate, is_suspect
 from perdure.runtime._metrics import Metrics
@@ -27,7 +29,7 @@ from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._registry import OrchestrationRegistry
 from perdure.runtime._retained import never_ran
 from perdure.runtime._rewind import children_to_rewind, earlier_executions
-from perdure.runtime._turn import Abandon, TurnPlan, plan_turn
+from perdure.runtime._turn import Abandon, TurnPlan, plan_failure, plan_turn
 from perdure.runtime._watchdog import Running, Work
 
 __all__ = ["OrchestrationDispatcher"]
@@ -108,7 +110,7 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
                     item,
                     self.registry,
                     self.options,
-                    datetime.now(UTC),
+                    self._now(),
                     children,
                     earlier=earlier,
                     tracing=self.tracer is not None,
@@ -138,19 +140,64 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         if self.log_turns:
             self._log_turn(item, plan)
         try:
+            committed = await self._commit(item, plan, ids)
+        except DataRefusedError as exc:
+            # Its data, not the store, is the problem: retrying would fail the same way.
+            _log.error("the store refused the turn of instance %r: %s", item.instance_id, exc, extra=ids)
+            await self._record_refusal(item, exc, ids)
+            return
+        except ProviderError as exc:
+            attempts = max((m.dequeue_count for m in item.messages), default=1)
+            _log.error("the turn of instance %r could not be stored: %s", item.instance_id, exc, extra=ids)
+            await self._put_back(item, self.options.backoff(attempts))
+            return
+        if committed:
+            self.metrics.record("turn.duration", time.perf_counter() - began)
+
+    async def _commit(self, item: OrchestrationItem, plan: TurnPlan, ids: dict[str, Any]) -> bool:
+        """Ack the turn and count it; ``False`` if it was discarded because the lock was lost."""
+        commit = plan.commit
+        try:
             await self.provider.ack_orchestration_item(item, commit)
         except LockLostError as exc:
             _log.warning("turn of instance %r discarded: %s", item.instance_id, exc, extra=ids)
             self.metrics.count("turns", "discarded")
-            return
+            return False
         self.metrics.count("turns", "committed")
-        self.metrics.record("turn.duration", time.perf_counter() - began)
         if commit.state is not None and commit.state.status is OrchestrationStatus.FAILED:
             _log_failure(item.instance_id, commit.execution_id, commit.state)
         # A failed execution's history goes on after its terminal event with what it retained.
         terminal = next((e for e in commit.history if isinstance(e, TERMINAL_EVENTS)), None)
         if terminal is not None:
             self._ended(item, plan, terminal)
+        return True
+
+    async def _record_refusal(self, item: OrchestrationItem, exc: DataRefusedError, ids: dict[str, Any]) -> None:
+        """Fail the instance whose turn the store refused, at once; if even that is refused, put it back."""
+        error = DataRefusedError(f"the store refused to record a turn of this instance: {exc}")
+        failure = plan_failure(item, self.registry, self.options, self._now(), error)
+        for warning in failure.warnings:
+            _log.warning("%s", warning, extra=ids)
+        try:
+            await self._commit(item, failure, ids)
+            return
+        except ProviderError as again:
+            _log.error("recording the failure of instance %r failed too: %s", item.instance_id, again, extra=ids)
+        attempts = max((m.dequeue_count for m in item.messages), default=1)
+        await self._put_back(item, self.options.backoff(attempts))
+
+    async def _put_back(self, item: OrchestrationItem, delay: float) -> None:
+        """Abandon with a delay: the poison limit ends an instance that keeps failing this way."""
+        self.metrics.count("turns", "abandoned")
+        try:
+            await self.provider.abandon_orchestration_item(item, delay)
+        except ProviderError as exc:  # the lock expires in time anyway
+            _log.warning("putting instance %r back failed: %s", item.instance_id, exc)
+
+    @staticmethod
+    def _now() -> datetime:
+        """A turn's time: the process's clock, which a wall-clock jump does not move at once."""
+        return datetime.fromtimestamp(_clock.now(), UTC)
 
     async def _child_to_rewind(self, instance_id: str) -> OrchestrationState | None:
         """A child's state for a rewind; ``None`` when it must be started again (purged, or never ran)."""

@@ -31,6 +31,7 @@ from perdure._errors import HistoryFormatError, PerdureError, PoisonMessageError
 from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure.engine._replay import OrchestrationFunction, ReplayOutcome, replay
 from perdure.engine.events import (
+    TERMINAL_EVENTS,
     Completion,
     EventRaised,
     ExecutionRewound,
@@ -66,7 +67,7 @@ from perdure.runtime._turn_endings import (
     message_ids,
 )
 
-__all__ = ["Abandon", "TurnPlan", "plan_turn"]
+__all__ = ["Abandon", "TurnPlan", "plan_failure", "plan_turn"]
 
 
 def plan_turn(
@@ -106,6 +107,31 @@ def plan_turn(
     return plan
 
 
+def plan_failure(
+    item: OrchestrationItem,
+    registry: OrchestrationRegistry,
+    options: RuntimeOptions,
+    now: datetime,
+    error: PerdureError,
+) -> TurnPlan:
+    """What to record instead of a turn the store refused: the instance fails with ``error``.
+
+    It fails without running its code, consuming its messages. An instance that is missing or
+    whose execution has ended has nothing left to fail: its messages are dropped instead.
+    """
+    planner = _Planner(item, registry, options, now, False)
+    state = item.state
+    # A status that reads as finished may be a corrupted one: then the history says whether it ran on.
+    if state is not None and (item.state_error or not state.status.is_terminal) and not _ended(state, item.history):
+        # What the turn carried is what the store refused: keeping it would be refused again.
+        return planner.fail_without_replay(error, retain=False)
+    for message in item.messages:
+        planner.drop(message, f"the store refused its turn: {error}")
+    return planner.planned(
+        TurnCommit(execution_id=0 if state is None else state.execution_id, consumed=planner.consumed)
+    )
+
+
 class _Planner(TurnEndings):
     """The turn rules applied to one item; collects what they drop and the answers they owe."""
 
@@ -115,6 +141,11 @@ class _Planner(TurnEndings):
             for message in item.messages:
                 self.drop(message, "the instance does not exist")
             return self.planned(TurnCommit(execution_id=0, consumed=self.consumed))
+        if item.state_error is not None and not _ended(state, item.history):
+            # The row, not the code, is broken: fail this one instance (which rewrites a readable row).
+            return self.fail_without_replay(
+                HistoryFormatError(f"the stored instance row is corrupted: {item.state_error}")
+            )
         if state.status.is_terminal:
             return self.finished(state)  # first: nothing may append to an ended execution
         if item.history is None:
@@ -370,6 +401,14 @@ class _Planner(TurnEndings):
     def terminate_recursively(self, inputs: list[Input], consumed: list[int]) -> bool:
         requests = [inputs[i].event for i in consumed]
         return any(isinstance(e, TerminateRequested) and e.recursive for e in requests)
+
+
+def _ended(state: OrchestrationState, history: Sequence[HistoryEvent] | None) -> bool:
+    """Whether the execution has ended: its history says so (what a failed one retained may follow
+    its terminal event), or it ended before it ever ran."""
+    if history == [] or (history and never_ran(history)):
+        return state.status.is_terminal
+    return any(isinstance(e, TERMINAL_EVENTS) for e in history or ())
 
 
 def _carried_over(result: ReplayOutcome, inputs: Sequence[Input], consumed: set[int]) -> list[HistoryEvent]:

@@ -166,12 +166,13 @@ class TurnEndings:
             return self.terminate_without_code(state, history, started, terminate)
         return self.unregistered(error, lambda: self.fail_unrun(state, history, started, inputs, error))
 
-    def fail_without_replay(self, error: PerdureError) -> TurnPlan:
-        """Fail the current execution without running its code (see :meth:`fail_unrun`)."""
+    def fail_without_replay(self, error: PerdureError, *, retain: bool = True) -> TurnPlan:
+        """Fail the current execution without running its code (see :meth:`fail_unrun`); without
+        ``retain``, the messages are only consumed (the store refused what they carry)."""
         state = self.item.state
         assert state is not None
         inputs = [Input(m, e) for m in self.item.messages if (e := self.addressed(m, state.execution_id)) is not None]
-        return self.fail_unrun(state, self.item.history, None, inputs, error)
+        return self.fail_unrun(state, self.item.history, None, inputs if retain else [], error)
 
     def fail_unrun(
         self,

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.abc import Buffer
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
+from psycopg.types.datetime import TimestamptzLoader
 from psycopg_pool import AsyncConnectionPool
 
 from perdure._errors import ProviderError
@@ -82,11 +85,26 @@ async def migrate(conninfo: str, schema: str, *, create: bool = True) -> None:
         _log.info("schema %r migrated to version %d", schema, applied[-1])
 
 
+class _LenientTimestamptzLoader(TimestamptzLoader):
+    """Reads a time Python cannot hold (``infinity``, after year 9999) as ``None``.
+
+    Such a value can only come from a row written by hand; read as ``None``, it makes the row
+    decoder report that one row as corrupted, instead of failing the whole fetch or page.
+    """
+
+    def load(self, data: Buffer) -> datetime | None:  # type: ignore[override]
+        try:
+            return super().load(data)
+        except psycopg.DataError:
+            return None
+
+
 async def open_pool(conninfo: str, schema: str, min_size: int, max_size: int) -> AsyncConnectionPool[Connection]:
     """An open pool of autocommit connections whose search path is ``schema`` and time zone UTC."""
     set_session = sql.SQL("SET search_path TO {}; SET timezone TO 'UTC'").format(sql.Identifier(schema))
 
     async def configure(conn: Connection) -> None:
+        conn.adapters.register_loader("timestamptz", _LenientTimestamptzLoader)
         await conn.execute(set_session)
 
     pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(

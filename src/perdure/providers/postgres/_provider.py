@@ -9,7 +9,9 @@
   provider wakes the idle dispatchers and waiting clients of its process (see ``_notify``). A slow
   fallback poll (``poll_interval``) makes a lost notification a delay, never a stall.
 - Connection loss and server restarts are retried here with backoff (the pool reconnects);
-  when retries run out the driver error is translated to :class:`~perdure.ProviderError`.
+  when retries run out the driver error is translated to :class:`~perdure.ProviderError`. A
+  failure about the call itself (its data, a constraint, a limit) is never retried: it raises
+  at once (``_errors``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from perdure.providers._codec import activity_items
 from perdure.providers._sql import SqlStyle, instance_query, load_queries
 from perdure.providers._sql_provider import LockedInstance, SqlProvider, WorkRow
 from perdure.providers.postgres._connection import Connection, migrate, open_pool, resolve_schema
+from perdure.providers.postgres._errors import is_transient, provider_error
 from perdure.providers.postgres._notify import Listener
 from perdure.providers.postgres._params import (
     completion_params,
@@ -134,12 +137,14 @@ class PostgresProvider(SqlProvider):
     # --- plumbing ----------------------------------------------------------------------------------
 
     async def _run(self, function: Callable[[Connection, int], Awaitable[T]], *, retry: bool = True) -> T:
-        """Run ``function(connection, attempt)``, retrying transient failures with backoff.
+        """Run ``function(connection, attempt)``, retrying failures of the connection with backoff.
 
+        Only a lost connection, a server restarting, a full pool, a deadlock or a serialization
+        failure is retried (see ``_errors``); any other failure is about the call and raises at once.
         ``attempt`` counts from 0; a retried call may find its earlier attempt committed after all
         (the connection died after the commit), which idempotent-looking callers take into account.
         """
-        deadline = time.monotonic() + self._retry_seconds
+        began = time.monotonic()
         pause = 0.05
         attempt = 0
         while True:
@@ -149,17 +154,19 @@ class PostgresProvider(SqlProvider):
             try:
                 async with self._pool.connection() as conn:
                     return await function(conn, attempt)
-            except psycopg.OperationalError as exc:  # connection lost, server restarting, pool timeout, deadlock
-                if not retry or self._closed or time.monotonic() + pause > deadline:
-                    raise ProviderError(f"PostgreSQL failed: {exc}") from exc
-                _log.warning("PostgreSQL call failed (%s); retrying in %.2f s", str(exc).strip(), pause)
-                if conn is not None and conn.broken:
+            except psycopg.Error as exc:
+                broken = conn is not None and conn.broken
+                waited = time.monotonic() - began
+                if not is_transient(exc, broken):
+                    raise provider_error(exc) from exc
+                if not retry or self._closed or waited + pause > self._retry_seconds:
+                    raise provider_error(exc, waited) from exc
+                _log.warning("PostgreSQL call failed (%s); retrying in %.2f s", str(exc).strip()[:500], pause)
+                if broken:
                     # After a server restart every idle connection is dead too: drop them all at once
                     # rather than discovering them one failed call at a time.
                     with contextlib.suppress(psycopg.Error):
                         await self._pool.check()
-            except psycopg.Error as exc:
-                raise ProviderError(f"PostgreSQL failed: {exc}") from exc
             await asyncio.sleep(pause)
             pause = min(pause * 2, 2.0)
             attempt += 1

@@ -92,10 +92,11 @@ SELECT h.event FROM history h JOIN instances i ON i.instance_id = h.instance_id 
 WHERE h.instance_id = %(instance_id)s ORDER BY h.event_id
 
 -- name: purge_instances
--- Only finished instances are deleted, with everything that belongs to them; returns how many.
+-- Only finished instances are deleted (and rows whose status is corrupted: they read as FAILED),
+-- with everything that belongs to them; returns how many.
 WITH purged AS (
     DELETE FROM instances
-    WHERE instance_id = ANY (%(instance_ids)s::text[]) AND status IN ('COMPLETED', 'FAILED', 'TERMINATED')
+    WHERE instance_id = ANY (%(instance_ids)s::text[]) AND status NOT IN ('PENDING', 'RUNNING', 'SUSPENDED')
     RETURNING instance_id
 ), history_rows AS (
     DELETE FROM history h USING purged p WHERE h.instance_id = p.instance_id

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from perdure._errors import ProviderError
 from perdure.providers._base import StoreNotFoundError
 from perdure.providers._sql import load_queries, read_sql
-from perdure.providers.sqlite._group_commit import is_busy
+from perdure.providers.sqlite._group_commit import is_busy, provider_error
 
 __all__ = ["BUSY_GIVE_UP_SECONDS", "Q", "connect", "data_version", "transaction", "waiting_out_locks"]
 
@@ -34,9 +34,9 @@ async def waiting_out_locks(function: Callable[..., T], *args: Any) -> T:
     while True:
         try:
             return function(*args)
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
             if not is_busy(exc):
-                raise ProviderError(f"SQLite failed: {exc}") from exc
+                raise provider_error(exc) from exc
             if time.monotonic() > deadline:
                 raise ProviderError(f"the SQLite database stayed locked for {BUSY_GIVE_UP_SECONDS:.0f} s") from exc
         await asyncio.sleep(pause)

@@ -5,6 +5,9 @@ WAL), so under load committing several operations at once is much cheaper than o
 operation still runs in its own savepoint, so one that fails (a lost lock, a duplicate id) rolls
 back alone, and every caller learns its outcome only after the shared COMMIT: durability is the
 same as committing one by one.
+
+A write that fails for lack of disk space leaves the WAL file as large as it grew; once writes
+succeed again, the WAL is checkpointed and truncated, so the space comes back at once.
 """
 
 from __future__ import annotations
@@ -16,16 +19,29 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from perdure._errors import ProviderError
+from perdure.providers._base import DataRefusedError
 
-__all__ = ["GroupCommit", "is_busy"]
+__all__ = ["GroupCommit", "is_busy", "provider_error"]
 
 T = TypeVar("T")
 _Operation = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
 
 
-def is_busy(exc: sqlite3.OperationalError) -> bool:
+def is_busy(exc: sqlite3.Error) -> bool:
     """Whether ``exc`` means another connection holds the lock (worth retrying)."""
-    return "locked" in str(exc) or "busy" in str(exc)
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
+def provider_error(exc: sqlite3.Error) -> ProviderError:
+    """What a caller sees for a failed statement; ``exc`` becomes its ``__cause__``."""
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError):  # a constraint, a value too big
+        error: ProviderError = DataRefusedError(f"SQLite refused the call: {exc}")
+    elif getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL":
+        error = ProviderError(f"SQLite could not write: the disk is full ({exc})")
+    else:
+        error = ProviderError(f"SQLite failed: {exc}")
+    error.__cause__ = exc
+    return error
 
 
 class GroupCommit:
@@ -43,6 +59,7 @@ class GroupCommit:
         self._flush_scheduled = False
         self._busy_since: float | None = None
         self._pause = 0.001
+        self._write_failed = False  # since the last successful commit: then truncate the WAL
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """Run ``function(db, *args)`` in the next batch and return its result once committed."""
@@ -69,42 +86,30 @@ class GroupCommit:
             return
         try:
             outcomes = self._run_batch(batch)
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
             if is_busy(exc):
                 self._retry_later(batch, exc)
             else:
-                self._settle([(future, None, ProviderError(f"SQLite failed: {exc}")) for _, _, future in batch])
+                self._write_failed = True
+                self._settle([(future, None, provider_error(exc)) for _, _, future in batch])
             return
         except Exception as exc:  # e.g. the connection was closed: fail the batch, never the loop
             self._settle([(future, None, ProviderError(f"SQLite failed: {exc}")) for _, _, future in batch])
             return
         self._busy_since, self._pause = None, 0.001
+        if self._write_failed:
+            self._truncate_wal()
         self._settle(outcomes)
 
     def _run_batch(self, batch: list[_Operation]) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
         db = self._db
         if len(batch) == 1:  # alone: the operation's own transaction is enough (no savepoint needed)
             function, args, future = batch[0]
-            try:
-                return [(future, function(db, *args), None)]
-            except sqlite3.OperationalError as exc:
-                if is_busy(exc):
-                    raise
-                return [(future, None, ProviderError(f"SQLite failed: {exc}"))]
-            except Exception as exc:
-                return [(future, None, exc)]
+            return [self._run_one(function, args, future)]
         db.execute("BEGIN IMMEDIATE")
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
-            for function, args, future in batch:
-                try:
-                    outcomes.append((future, function(db, *args), None))
-                except sqlite3.OperationalError as exc:
-                    if is_busy(exc):
-                        raise  # the whole batch waits and runs again
-                    outcomes.append((future, None, ProviderError(f"SQLite failed: {exc}")))
-                except Exception as exc:  # the operation's own failure; its savepoint rolled it back
-                    outcomes.append((future, None, exc))
+            # The operation's own failure rolled its savepoint back; the others commit.
+            outcomes = [self._run_one(function, args, future) for function, args, future in batch]
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -112,7 +117,29 @@ class GroupCommit:
             raise
         return outcomes
 
-    def _retry_later(self, batch: list[_Operation], exc: sqlite3.OperationalError) -> None:
+    def _run_one(
+        self, function: Callable[..., Any], args: tuple[Any, ...], future: asyncio.Future[Any]
+    ) -> tuple[asyncio.Future[Any], Any, BaseException | None]:
+        try:
+            return (future, function(self._db, *args), None)
+        except sqlite3.Error as exc:
+            if is_busy(exc):
+                raise  # the whole batch waits and runs again
+            if not isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError):
+                self._write_failed = True
+            return (future, None, provider_error(exc))
+        except Exception as exc:
+            return (future, None, exc)
+
+    def _truncate_wal(self) -> None:
+        """Give back the space a failed write left in the WAL (it never shrinks by itself)."""
+        try:
+            busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error:
+            return  # still failing: try again after the next successful commit
+        self._write_failed = bool(busy)  # another process was reading: try again later
+
+    def _retry_later(self, batch: list[_Operation], exc: sqlite3.Error) -> None:
         now = time.monotonic()
         self._busy_since = self._busy_since or now
         if now - self._busy_since > self._give_up_seconds:

@@ -1,15 +1,16 @@
 """The SQLite provider's transactions. Each takes the connection first and runs inside a group
-commit (writes) or on its own (reads); times are seconds since the epoch, from this host's clock."""
+commit (writes) or on its own (reads); times are seconds since the epoch, from this process's
+clock (``_clock``: the wall clock without its jumps)."""
 
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from perdure import _json
 from perdure.engine import encode_event
+from perdure.providers import _clock
 from perdure.providers._base import (
     InstanceFilter,
     InstanceUpdate,
@@ -85,11 +86,11 @@ def _enqueue(db: sqlite3.Connection, messages: Sequence[Message], now: float) ->
 
 def insert_messages(db: sqlite3.Connection, messages: Sequence[Message]) -> None:
     with transaction(db):
-        _enqueue(db, messages, time.time())
+        _enqueue(db, messages, _clock.now())
 
 
 def insert_instance(db: sqlite3.Connection, start: Message) -> bool:
-    now = time.time()
+    now = _clock.now()
     with transaction(db):
         if db.execute(Q["insert_instance"], _instance_row(start, now)).rowcount == 0:
             return False
@@ -98,7 +99,7 @@ def insert_instance(db: sqlite3.Connection, start: Message) -> bool:
 
 
 def replace_instance(db: sqlite3.Connection, start: Message) -> int:
-    now = time.time()
+    now = _clock.now()
     key = {"instance_id": start.instance_id}
     with transaction(db):
         execution_id = int(db.execute(Q["restart_instance"], _instance_row(start, now)).fetchone()[0])
@@ -109,7 +110,7 @@ def replace_instance(db: sqlite3.Connection, start: Message) -> int:
 
 
 def mark_rewinding(db: sqlite3.Connection, request: Message) -> bool:
-    now = time.time()
+    now = _clock.now()
     with transaction(db):
         key = {"instance_id": request.instance_id, "execution_id": request.execution_id, "now": now}
         if db.execute(Q["mark_rewinding"], key).rowcount == 0:
@@ -150,7 +151,7 @@ def delete_instances(db: sqlite3.Connection, instance_ids: list[str]) -> int:
 
 
 def lock_instance(db: sqlite3.Connection, lock_seconds: float, token: str) -> LockedInstance | None:
-    now = time.time()
+    now = _clock.now()
     with transaction(db):
         row = db.execute(Q["next_orchestration_instance"], {"now": now}).fetchone()
         if row is None:
@@ -167,7 +168,7 @@ def lock_instance(db: sqlite3.Connection, lock_seconds: float, token: str) -> Lo
 
 
 def commit_turn(db: sqlite3.Connection, item: OrchestrationItem, commit: TurnCommit) -> bool:
-    now = time.time()
+    now = _clock.now()
     instance_id = item.instance_id
     with transaction(db):
         # First: a lost lock writes nothing.
@@ -212,7 +213,7 @@ def _state_row(instance_id: str, state: InstanceUpdate, now: float) -> dict[str,
 
 
 def release_instance(db: sqlite3.Connection, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:
-    key = {"instance_id": item.instance_id, "lock_token": item.lock_token, "locked_until": time.time() + delay}
+    key = {"instance_id": item.instance_id, "lock_token": item.lock_token, "locked_until": _clock.now() + delay}
     with transaction(db):
         if undo_delivery:
             db.executemany(Q["undo_delivery"], [{**key, "message_id": m.message_id} for m in item.messages])
@@ -222,7 +223,7 @@ def release_instance(db: sqlite3.Connection, item: OrchestrationItem, delay: flo
 
 
 def lock_work_item(db: sqlite3.Connection, queues: list[str], lock_seconds: float, token: str) -> WorkRow | None:
-    now = time.time()
+    now = _clock.now()
     with transaction(db):
         row = db.execute(Q["next_work_item"], {"queues": _json.dumps(queues), "now": now}).fetchone()
         if row is None:
@@ -232,7 +233,7 @@ def lock_work_item(db: sqlite3.Connection, queues: list[str], lock_seconds: floa
 
 
 def complete_work_item(db: sqlite3.Connection, item: WorkItem, completion: Message) -> bool:
-    now = time.time()
+    now = _clock.now()
     with transaction(db):
         if db.execute(Q["delete_work_item"], {"item_id": item.item_id, "lock_token": item.lock_token}).rowcount == 0:
             return False
@@ -242,7 +243,7 @@ def complete_work_item(db: sqlite3.Connection, item: WorkItem, completion: Messa
 
 def update_work_item(db: sqlite3.Connection, query: str, item: WorkItem, seconds: float) -> bool:
     """Release (``release_work_item``) or renew (``renew_work_item``) the item's lock, ``seconds`` from now."""
-    until = time.time() + seconds
+    until = _clock.now() + seconds
     params = {"item_id": item.item_id, "lock_token": item.lock_token, "visible_at": until, "locked_until": until}
     with transaction(db):
         return bool(db.execute(Q[query], params).rowcount)
@@ -254,7 +255,7 @@ def select_work_item_locks(db: sqlite3.Connection, item_ids: list[int]) -> list[
 
 
 def queue_depths(db: sqlite3.Connection) -> dict[str, int]:
-    now = time.time()
+    now = _clock.now()
     depths = {"orchestrator": int(db.execute(Q["orchestrator_queue_depth"], {"now": now}).fetchone()[0])}
     for queue, count in db.execute(Q["worker_queue_depths"], {"now": now}):
         depths[f"activity:{queue}"] = int(count)
@@ -267,4 +268,4 @@ def earliest_due(db: sqlite3.Connection, kind: QueueKind, queues: list[str]) -> 
         row = db.execute(Q["earliest_orchestrator_due"]).fetchone()
     else:
         row = db.execute(Q["earliest_worker_due"], {"queues": _json.dumps(queues)}).fetchone()
-    return None if row is None or row[0] is None else float(row[0]) - time.time()
+    return None if row is None or row[0] is None else float(row[0]) - _clock.now()

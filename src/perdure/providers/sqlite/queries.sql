@@ -132,7 +132,8 @@ WHERE q.kind = 'control'
 SELECT MIN(visible_at) FROM worker_queue WHERE queue IN (SELECT value FROM json_each(:queues))
 
 -- name: purge_instance
-DELETE FROM instances WHERE instance_id = :instance_id AND status IN ('COMPLETED', 'FAILED', 'TERMINATED')
+-- Finished instances, and rows whose status is corrupted (they read as FAILED).
+DELETE FROM instances WHERE instance_id = :instance_id AND status NOT IN ('PENDING', 'RUNNING', 'SUSPENDED')
 
 -- name: purge_history
 DELETE FROM history WHERE instance_id = :instance_id
