@@ -7,6 +7,7 @@ Every error derives from one root, so ``except PerdureError`` catches all of the
     │   ├── ActivityFailedError         raised at ``await ctx.call_activity(...)``
     │   └── SubOrchestrationFailedError raised at ``await ctx.call_sub_orchestration(...)``
     ├── NonDeterminismError             replay diverged from the recorded history
+    │   └── NonDeterministicCallError   orchestration code called time.time(), random, uuid4 …
     ├── NonDurableAwaitError            an orchestration awaited something that is not a durable task
     ├── InstanceNotFoundError
     ├── InstanceAlreadyExistsError
@@ -34,6 +35,7 @@ __all__ = [
     "InstanceNotFoundError",
     "InvalidInstanceStateError",
     "NonDeterminismError",
+    "NonDeterministicCallError",
     "NonDurableAwaitError",
     "PerdureError",
     "PoisonMessageError",
@@ -110,6 +112,11 @@ class SubOrchestrationFailedError(TaskFailedError):
 
 class NonDeterminismError(PerdureError):
     """The orchestration code did something other than what its history recorded."""
+
+
+class NonDeterministicCallError(NonDeterminismError):
+    """Orchestration code called something that answers differently on every replay (``time.time()``,
+    ``datetime.now()``, ``random``, ``uuid.uuid4()`` …); the message names the deterministic alternative."""
 
 
 class NonDurableAwaitError(PerdureError):

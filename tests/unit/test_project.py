@@ -25,6 +25,7 @@ def test_public_api_is_exactly_this() -> None:
             "InstanceNotFoundError",
             "InvalidInstanceStateError",
             "NonDeterminismError",
+            "NonDeterministicCallError",
             "NonDurableAwaitError",
             "OrchestrationContext",
             "OrchestrationDescriptor",

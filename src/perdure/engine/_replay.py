@@ -35,6 +35,7 @@ from perdure._errors import (
     type_name,
 )
 from perdure._state import OrchestrationStatus
+from perdure.engine._awaits import stuck_warnings, unawaited_warnings
 from perdure.engine._context import OrchestrationContext, _ScheduledTask
 from perdure.engine._driver import CoroutineDriver, OrchestrationFunction
 from perdure.engine._tasks import DurableTask
@@ -58,6 +59,7 @@ from perdure.engine.events import (
     OrchestrationStarted,
     OrchestrationSuspended,
     OrchestrationTerminated,
+    Patched,
     SubOrchestrationCompleted,
     SubOrchestrationFailed,
     SubOrchestrationScheduled,
@@ -93,6 +95,8 @@ class ReplayOutcome:
         custom_status: The custom status after the turn.
         carryover: Unawaited external events to hand to the next execution after continue-as-new.
         dropped: (index of the new event, why) for messages consumed without being recorded.
+        engine_error: Why the engine, not the code, failed the execution; ``failed_at``: at which event.
+        warnings: What the code did that is likely a mistake (tasks it never awaited…), to log.
     """
 
     new_events: list[HistoryEvent]
@@ -103,6 +107,9 @@ class ReplayOutcome:
     custom_status: Any = None
     carryover: list[EventRaised] = field(default_factory=list)
     dropped: list[tuple[int, str]] = field(default_factory=list)
+    engine_error: PerdureError | None = None
+    failed_at: HistoryEvent | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def decisions(self) -> list[Decision]:
@@ -124,6 +131,7 @@ def replay(
     history: Sequence[HistoryEvent],
     new_events: Sequence[HistoryEvent],
     now: datetime,
+    determinism_guards: bool = True,
 ) -> ReplayOutcome:
     """Replay ``history``, apply ``new_events`` and return what the code decided.
 
@@ -135,16 +143,19 @@ def replay(
         new_events: The dequeued messages' events, in queue order (``OrchestrationStarted`` first
             for a new execution).
         now: The turn time; new events are stamped with it, so ``ctx.now()`` is deterministic.
+        determinism_guards: Refuse ``time.time()``, ``random`` and the like while the code runs (``_guards``).
 
     Non-determinism and internal inconsistencies do not raise: the result fails the instance.
     """
-    return _Replay(orchestration, instance_id, execution_id, now).run(history, new_events)
+    return _Replay(orchestration, instance_id, execution_id, now, determinism_guards).run(history, new_events)
 
 
 class _Replay:
     """The state of one replay. Implements the ``_Engine`` protocol the context uses."""
 
-    def __init__(self, orchestration: OrchestrationFunction, instance_id: str, execution_id: int, now: datetime):
+    def __init__(
+        self, orchestration: OrchestrationFunction, instance_id: str, execution_id: int, now: datetime, guarded: bool
+    ):
         self.orchestration = orchestration
         self.instance_id = instance_id
         self.execution_id = execution_id
@@ -159,7 +170,9 @@ class _Replay:
         self.output: Any = None
         self.error: ErrorDetails | None = None
         self.custom_status: Any = None
-        self.code = CoroutineDriver()
+        self.code = CoroutineDriver(guarded=guarded)
+        self.applying: HistoryEvent | None = None  # the event being applied (while replaying: of history)
+        self.warnings: list[str] = []
         # decisions the code made while replaying, not yet matched with recorded ones
         self.unmatched: deque[tuple[Decision, DurableTask[Any] | None]] = deque()
         self.scheduled: dict[int, Decision] = {}
@@ -173,6 +186,7 @@ class _Replay:
         consumed: list[int] = []
         dropped: list[tuple[int, str]] = []
         carryover: list[EventRaised] = []
+        self.history: Sequence[HistoryEvent] = history
         try:
             for event in history:
                 self.check_position(event)
@@ -207,6 +221,7 @@ class _Replay:
                     dropped.append((index, reason))
             if isinstance(self.last_terminal, OrchestrationContinuedAsNew):
                 carryover = sorted((e for q in self.buffered.values() for e in q), key=lambda e: e.event_id)
+            self.warnings += stuck_warnings(self.code.awaited, self.open_tasks.values(), self.waiters.values())
         except PerdureError as exc:
             return self.failed_by_engine(exc, history, len(new_events))
         finally:
@@ -220,6 +235,7 @@ class _Replay:
             custom_status=self.custom_status,
             carryover=carryover,
             dropped=dropped,
+            warnings=self.warnings,
         )
 
     def application_order(self, new_events: Sequence[HistoryEvent]) -> list[int]:
@@ -270,6 +286,7 @@ class _Replay:
         return event
 
     def apply(self, event: HistoryEvent) -> None:
+        self.applying = event
         self.current_time = event.timestamp
         if isinstance(event, Decision):
             self.match_recorded(event)
@@ -323,6 +340,13 @@ class _Replay:
             self.error = decision.error
         elif isinstance(decision, OrchestrationContinuedAsNew):
             self.finish(OrchestrationStatus.RUNNING)
+        if self.finished and not self.replaying:
+            self.warnings += unawaited_warnings(self.open_tasks, self.scheduled, self.code.yielded, describe)
+
+    def next_recorded(self) -> HistoryEvent | None:
+        """Replaying, the stored event the next decision meets: a step's decisions follow the event resuming it."""
+        at = self.applying.event_id + len(self.unmatched) if self.replaying and self.applying else len(self.history)
+        return self.history[at] if at < len(self.history) else None
 
     def match_recorded(self, recorded: Decision) -> None:
         if not self.unmatched:
@@ -421,6 +445,8 @@ class _Replay:
             status=OrchestrationStatus.FAILED,
             error=error,
             custom_status=custom_status,
+            engine_error=exc,
+            failed_at=self.applying,
         )
 
 
@@ -430,6 +456,8 @@ def _same_decision(made: Decision, recorded: Decision) -> bool:
     if isinstance(made, ActivityScheduled | SubOrchestrationScheduled | OrchestrationChained):
         recorded_named: Any = recorded
         return made.name == recorded_named.name and _same_value(made.input, recorded_named.input)
+    if isinstance(made, TimerCreated | Patched):  # a timer due at another time is another decision
+        return made == replace(recorded, event_id=made.event_id, timestamp=made.timestamp)
     if isinstance(made, EventSent):
         assert isinstance(recorded, EventSent)
         return made.instance_id == recorded.instance_id and _event_key(made.name) == _event_key(recorded.name)
@@ -458,6 +486,8 @@ def describe(event: HistoryEvent | None) -> str:
         return f"{kind} {event.name!r} to {event.instance_id!r}{where}"
     if isinstance(event, EventRaised):
         return f"{kind} {event.name!r}{where}"
+    if isinstance(event, Patched):
+        return f"{kind} {event.change_id!r}{where}"
     if isinstance(event, Completion):
         return f"{kind} for event {event.source_event_id}{where}"
     if isinstance(event, TimerCreated):

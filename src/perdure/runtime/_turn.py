@@ -312,11 +312,13 @@ class _Planner:
             history=history,
             new_events=new_events,
             now=self.now,
+            determinism_guards=self.options.determinism_guards,
         )
         if not history and result.new_events and isinstance(result.new_events[0], OrchestrationStarted):
             started = result.new_events[0]  # as recorded, time-stamped: a root trace id derives from it
         for index, why in result.dropped:
             self.drop(accepted[index], why, expected=True)
+        self.warnings += (f"instance {item.instance_id!r}: {warning}" for warning in result.warnings)
         consumed = {*self.consumed, *(accepted[i].message_id for i in result.consumed)}
         sender = self.sender(started, execution_id)
         outbox = decision_writes(result.decisions, sender)
