@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from perdure import Client, HistoryFormatError
+from perdure._errors import type_name
 from perdure.engine import FORMAT_VERSION, describe
 from perdure.engine._codec import event_from_dict
 from perdure.engine.events import HistoryEvent, OrchestrationStarted
@@ -29,8 +30,8 @@ async def replay(args: argparse.Namespace) -> int:
     """``perdure replay``: replay histories against the registry's code; exit 1 if any diverges."""
     if not args.db and not args.history:
         raise CommandError("nothing to replay: give --db URL (or set PERDURE_DB), or --history FILE", EXIT_USAGE)
-    histories = [read_history(Path(path)) for path in args.history or ()]
     replayer = Replayer(registry_of(args.target), runtime_options(args))
+    histories = [read_history(Path(path)) for path in args.history or ()]
     checked: list[tuple[str, list[HistoryEvent], ReplayResult]] = []
     for instance_id, execution_id, history in histories:
         result = replayer.replay(history, instance_id=instance_id, execution_id=execution_id)
@@ -90,7 +91,7 @@ def _result_json(instance_id: str, history: list[HistoryEvent], result: ReplayRe
     if result.event is not None:
         start = history[0].timestamp if history else result.event.timestamp
         event = {**_format.event_json(result.event, start), "description": describe(result.event)}
-    error = None if result.error is None else {"type": type(result.error).__name__, "message": str(result.error)}
+    error = None if result.error is None else {"type": type_name(result.error), "message": str(result.error)}
     return {
         "instance_id": instance_id,
         "name": started.name if started else None,
@@ -112,7 +113,7 @@ def _report(data: dict[str, Any]) -> str:
             item["instance_id"],
             f"{item['name']}@{item['version']}" if item["name"] else "-",
             str(item["event"]["event_id"]) if item["event"] else "-",
-            f"{item['error']['type']}: {item['error']['message']}",
+            f"{item['error']['type'].removeprefix('perdure.')}: {item['error']['message']}",
         ]
         for item in data["instances"]
         if not item["ok"]
