@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, NoReturn
 
 from perdure import _json
 from perdure._errors import ErrorDetails, NonDeterminismError, NonDurableAwaitError, SerializationError
@@ -148,16 +148,23 @@ async def _raising(exc: Exception) -> Any:
 class _NoEventLoop:
     """Installed as the running loop while orchestration code runs, so asyncio calls fail clearly."""
 
+    def create_task(self, coro: Any, **_: Any) -> NoReturn:
+        if inspect.iscoroutine(coro):
+            coro.close()  # refused: it must not linger, to be reported as never awaited
+        raise _misuse("create_task")
+
     def __getattr__(self, name: str) -> Any:
-        caller = _asyncio_caller(sys._getframe(1))
-        if caller is not None:
-            raise NonDurableAwaitError(
-                f"{caller} cannot wait for durable tasks in orchestration code: {_INSTEAD[caller]}"
-            )
-        raise NonDurableAwaitError(
-            f"orchestration code used the asyncio event loop (loop.{name}); orchestrations must only await "
-            "durable tasks from their context: ctx.create_timer instead of asyncio.sleep, activities for I/O"
-        )
+        raise _misuse(name)
+
+
+def _misuse(name: str) -> NonDurableAwaitError:
+    caller = _asyncio_caller(sys._getframe(2))
+    if caller is not None:
+        return NonDurableAwaitError(f"{caller} cannot wait for durable tasks in orchestration code: {_INSTEAD[caller]}")
+    return NonDurableAwaitError(
+        f"orchestration code used the asyncio event loop (loop.{name}); orchestrations must only await "
+        "durable tasks from their context: ctx.create_timer instead of asyncio.sleep, activities for I/O"
+    )
 
 
 _INSTEAD = {
