@@ -131,6 +131,13 @@ async def calls_imported_choice(ctx: Ctx, _: Any) -> Any:
     return choice("ab")
 
 
+current_time = datetime.now  # an alias made at import
+
+
+async def calls_an_alias(ctx: Ctx, _: Any) -> Any:
+    return str(current_time(UTC))
+
+
 def stamp() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -159,6 +166,7 @@ async def calls_it_in_a_nested_function(ctx: Ctx, _: Any) -> Any:
         (calls_imported_uuid4, "uuid.uuid4()", GUID),
         (calls_imported_choice, "random.choice()", RANDOM),
         (calls_it_in_a_nested_function, "datetime.now()", NOW),
+        (calls_an_alias, "datetime.now()", NOW),
     ],
     ids=lambda value: getattr(value, "__name__", None) or "",
 )
