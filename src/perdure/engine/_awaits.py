@@ -23,16 +23,18 @@ def _listeners(task: DurableTask[Any]) -> list[DurableTask[Any]]:
     return [owner for owner in owners if isinstance(owner, DurableTask)]
 
 
-def _reachable(tasks: Iterable[DurableTask[Any]]) -> set[DurableTask[Any]]:
-    """``tasks`` and every combination they are part of, directly or not."""
-    found: set[DurableTask[Any]] = set()
+def _reaches(tasks: Iterable[DurableTask[Any]], wanted: Collection[DurableTask[Any]]) -> bool:
+    """Whether one of ``tasks``, or a combination they are part of (directly or not), is ``wanted``."""
+    seen: set[DurableTask[Any]] = set()
     pending = list(tasks)
     while pending:
         task = pending.pop()
-        if task not in found:
-            found.add(task)
+        if task in wanted:
+            return True
+        if task not in seen:
+            seen.add(task)
             pending.extend(_listeners(task))
-    return found
+    return False
 
 
 def unawaited_warnings(
@@ -42,8 +44,7 @@ def unawaited_warnings(
     describe: Callable[[Decision], str],
 ) -> list[str]:
     """When an execution ends: the tasks still open (by the id of their decision) that the code never awaited."""
-    awaited = set(awaited)
-    forgotten = [describe(scheduled[i]) for i, task in open_tasks.items() if not _reachable([task]) & awaited]
+    forgotten = [describe(scheduled[i]) for i, task in open_tasks.items() if not _reaches([task], awaited)]
     if not forgotten:
         return []
     return [
@@ -56,7 +57,7 @@ def stuck_warnings(
     task: DurableTask[Any] | None, open_tasks: Iterable[DurableTask[Any]], waits: Iterable[Iterable[DurableTask[Any]]]
 ) -> list[str]:
     """At the end of a turn: whether ``task``, which the code waits for, can still finish."""
-    if task is None or task.done() or task in _reachable([*open_tasks, *(t for ts in waits for t in ts)]):
+    if task is None or task.done() or _reaches([*open_tasks, *(t for ts in waits for t in ts)], (task,)):
         return []
     return [
         f"the orchestration awaits a {type(task).__name__} that this execution never scheduled (kept from an "
