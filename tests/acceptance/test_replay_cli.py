@@ -14,6 +14,7 @@ from tests.integration import replay_app
 from tests.integration.runtime_support import FAST
 
 from perdure import Client, Runtime, SqliteProvider
+from perdure.tools._replay import read_history
 
 APP = "tests.integration.replay_app"
 
@@ -148,3 +149,12 @@ async def test_a_file_that_holds_no_history_is_a_usage_error(tmp_path: Path) -> 
         result = await cli("replay", f"{APP}:original", "--history", str(path))
         assert result.code == 2, (content, result.err)
         assert str(path) in result.err
+
+
+def test_a_history_file_names_its_instance_and_execution(tmp_path: Path) -> None:
+    path = tmp_path / "shown.json"
+    document = {"instance": {"instance_id": "order-9", "execution_id": 3}, "execution_id": 2, "history": []}
+    path.write_text(json.dumps(document), encoding="utf-8")
+    assert read_history(path) == ("order-9", 2, [])  # an earlier execution, shown with --execution 2
+    path.write_text("[]", encoding="utf-8")
+    assert read_history(path) == ("shown", 1, [])

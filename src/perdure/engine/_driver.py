@@ -69,7 +69,7 @@ class CoroutineDriver:
             coro = _raising(exc)  # fails the orchestration like any error in its code
         self.coro = coro
         if self.guarded:
-            self.guard = Guard(coro.cr_code, coro.cr_frame.f_globals)  # type: ignore[attr-defined]
+            self.guard = Guard(coro)
 
     def resume(self) -> Ending | None:
         """Run the code as long as the task it awaits has finished; returns how it ended, if it did."""

@@ -67,12 +67,10 @@ _CLOCK_TYPES = (_datetime.datetime, _datetime.date)
 def _targets() -> list[tuple[Any, str, str]]:
     """(module, function name, advice) for every module function the guard replaces."""
     targets = [(time, name, _NOW) for name in ("time", "time_ns", "monotonic", "monotonic_ns")]
-    targets += [(random, n, _RANDOM) for n in random.__all__ if not isinstance(getattr(random, n), type)]
+    targets += [(random, name, _RANDOM) for name in random.__all__]
     targets += [(uuid, "uuid1", _GUID), (uuid, "uuid4", _GUID), (os, "urandom", _BYTES)]
-    targets += [
-        (secrets, n, _BYTES) for n in secrets.__all__ if n != "compare_digest" and callable(getattr(secrets, n))
-    ]
-    return [t for t in targets if not isinstance(getattr(t[0], t[1]), type)]
+    targets += [(secrets, name, _BYTES) for name in secrets.__all__ if name != "compare_digest"]
+    return [t for t in targets if not isinstance(getattr(t[0], t[1]), type)]  # Random, SystemRandom stay
 
 
 def install() -> None:
@@ -122,7 +120,7 @@ def _forbidden(candidate: Any) -> str | None:
     """The message for ``candidate`` if it is a guarded callable as it was before :func:`install`."""
     try:
         return _originals.get(candidate)
-    except TypeError:  # unhashable: no function of ours
+    except Exception:  # unhashable, or a hash or comparison of its own that fails: no function of ours
         return None
 
 
@@ -134,7 +132,10 @@ def watched_code(code: CodeType, namespace: dict[str, Any]) -> frozenset[CodeTyp
     found = _scanned.get(code)
     if found is None:
         flagged: set[CodeType] = set()
-        _scan(code, namespace, flagged, set())
+        try:
+            _scan(code, namespace, flagged, set())
+        except Exception:  # code the scan cannot read is left to the wrappers; a turn never fails for it
+            flagged.clear()
         found = _scanned[code] = frozenset(flagged)
         if _monitoring is not None:
             for flagged_code in found:
@@ -227,9 +228,10 @@ class Guard:
 
     __slots__ = ("_previous", "_profile")
 
-    def __init__(self, code: CodeType, namespace: dict[str, Any]) -> None:
+    def __init__(self, coroutine: Any) -> None:
         install()
-        watched = watched_code(code, namespace)
+        code, frame = getattr(coroutine, "cr_code", None), getattr(coroutine, "cr_frame", None)
+        watched = watched_code(code, frame.f_globals) if isinstance(code, CodeType) and frame else frozenset()
         self._profile = _profiler(watched) if watched and _monitoring is None else None
         self._previous: Any = None
 

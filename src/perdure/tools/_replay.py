@@ -68,8 +68,8 @@ def read_history(path: Path) -> tuple[str, int, list[HistoryEvent]]:
         raise CommandError(f"{path}: {exc}", EXIT_USAGE) from None
     instance_id = instance.get("instance_id") if isinstance(instance, dict) else None
     execution_id = instance.get("execution_id") if isinstance(instance, dict) else None
-    if isinstance(document, dict) and document.get("execution_id") is not None:
-        execution_id = document["execution_id"]  # a show of an earlier execution says which
+    if isinstance(document, dict) and "execution_id" in document:
+        execution_id = document["execution_id"]  # the execution the history belongs to
     return (
         instance_id if isinstance(instance_id, str) else path.stem,
         execution_id if isinstance(execution_id, int) else 1,
