@@ -8,6 +8,7 @@ Every error derives from one root, so ``except PerdureError`` catches all of the
     │   └── SubOrchestrationFailedError raised at ``await ctx.call_sub_orchestration(...)``
     ├── TaskCancelledError              raised where the orchestration awaits a task it cancelled
     ├── NonDeterminismError             replay diverged from the recorded history
+    │   └── NonDeterministicCallError   orchestration code called time.time(), random, uuid4 …
     ├── NonDurableAwaitError            an orchestration awaited something that is not a durable task
     ├── InstanceNotFoundError
     ├── InstanceAlreadyExistsError
@@ -36,6 +37,7 @@ __all__ = [
     "InstanceNotFoundError",
     "InvalidInstanceStateError",
     "NonDeterminismError",
+    "NonDeterministicCallError",
     "NonDurableAwaitError",
     "PerdureError",
     "PoisonMessageError",
@@ -121,6 +123,11 @@ ACTIVITY_TIMEOUT = "ActivityTimeoutError"
 
 class NonDeterminismError(PerdureError):
     """The orchestration code did something other than what its history recorded."""
+
+
+class NonDeterministicCallError(NonDeterminismError):
+    """Orchestration code called something that answers differently on every replay (``time.time()``,
+    ``datetime.now()``, ``random``, ``uuid.uuid4()`` …); the message names the deterministic alternative."""
 
 
 class NonDurableAwaitError(PerdureError):

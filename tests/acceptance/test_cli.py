@@ -185,7 +185,8 @@ async def test_show_lists_children_and_custom_status(db: Path, ids: Seeded) -> N
 async def test_show_json_has_instance_history_and_children(db: Path, ids: Seeded) -> None:
     result = await cli("instances", "show", ids.parent, "--json", db=db)
     data = json.loads(result.out)
-    assert set(data) == {"instance", "history", "children"}
+    assert set(data) == {"instance", "execution_id", "history", "children"}
+    assert data["execution_id"] == 1
     assert set(data["instance"]) == INSTANCE_KEYS
     first = data["history"][0]
     assert set(first) == {"event_id", "type", "timestamp", "offset_seconds", "details"}

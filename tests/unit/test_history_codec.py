@@ -28,6 +28,7 @@ from perdure.engine.events import (
     OrchestrationStarted,
     OrchestrationSuspended,
     OrchestrationTerminated,
+    Patched,
     StartRequested,
     SubOrchestrationCompleted,
     SubOrchestrationFailed,
@@ -59,6 +60,7 @@ EXAMPLES: list[HistoryEvent] = [
     OrchestrationResumed(event_id=4, timestamp=TS, reason="go"),
     ExecutionRewound(event_id=5, timestamp=TS, reason="retry", parent_execution_id=1),
     CustomStatusUpdated(event_id=2, timestamp=TS, value={"progress": 0.5}),
+    Patched(event_id=2, timestamp=TS, change_id="use-new-pricing"),
     ActivityScheduled(event_id=2, timestamp=TS, name="A", input=PAYLOAD, queue="gpu", attempt=3),
     ActivityScheduled(
         event_id=2, timestamp=TS, name="A", start_to_close=1.5, deadline=TS + timedelta(hours=1), heartbeat_timeout=10.0

@@ -417,3 +417,20 @@ def test_an_engine_failure_on_a_finished_history_appends_no_second_terminal_even
     assert result.error is not None and "NonDeterminismError" in result.error.type
     assert result.new_events == []
     assert result.custom_status == "stored"
+
+
+def test_a_timer_due_at_another_time() -> None:
+    async def waits(ctx: Ctx, _: Any) -> Any:
+        await ctx.create_timer(timedelta(hours=1))
+
+    async def waits_longer(ctx: Ctx, _: Any) -> Any:
+        await ctx.create_timer(timedelta(hours=2))
+
+    history = recorded(waits)
+    assert replay(waits, history).new_events == []
+    assert_nondeterminism(
+        replay(waits_longer, history),
+        history,
+        "the orchestration code made the decision TimerCreated due 2026-01-01T02:00:01+00:00",
+        "history recorded TimerCreated due 2026-01-01T01:00:01+00:00 (event 2) at that position",
+    )

@@ -74,7 +74,9 @@ def test_a_corrupted_row_of_an_unfinished_execution_fails_the_instance_without_r
     assert commit.consumed == [9]
     assert plan.result is None, "the code did not run"
     if history:
-        assert isinstance(commit.history[-1], OrchestrationFailed)
+        # The failure, then the event it consumed, kept for a rewind (docs/turns.md).
+        assert isinstance(commit.history[0], OrchestrationFailed)
+        assert [type(e).__name__ for e in commit.history[1:]] == ["EventRaised"]
         assert [m.instance_id for m in commit.messages] == ["p"], "the parent is told"
 
 
@@ -85,12 +87,14 @@ def test_a_corrupted_row_of_an_unfinished_execution_fails_the_instance_without_r
         (OrchestrationStatus.FAILED, []),  # failed before it ever ran: failing it again would change nothing
     ],
 )
-def test_a_corrupted_row_of_an_ended_execution_only_drops_what_came(
+def test_a_corrupted_row_of_an_ended_execution_is_not_failed_again(
     status: OrchestrationStatus, history: list[HistoryEvent]
 ) -> None:
     commit = planned(item(status, history, CORRUPT)).commit
-    assert commit.state is None and list(commit.history) == []
-    assert commit.consumed == [9]
+    assert commit.state is None and commit.consumed == [9]
+    # A FAILED instance keeps the event for a rewind (docs/turns.md); a COMPLETED one drops it.
+    kept = [type(e).__name__ for e in commit.history]
+    assert kept == (["EventRaised"] if status is OrchestrationStatus.FAILED else [])
 
 
 def test_a_refused_turn_is_replaced_by_the_instances_failure() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import random
 import uuid
 from collections.abc import MutableMapping, Sequence
 from datetime import datetime, timedelta
@@ -28,7 +29,9 @@ from perdure.engine.events import (
     CustomStatusUpdated,
     Decision,
     EventSent,
+    HistoryEvent,
     OrchestrationChained,
+    Patched,
     SubOrchestrationScheduled,
     TimerCreated,
 )
@@ -53,6 +56,8 @@ class _Engine(Protocol):
     def wait_event(self, name: str, task: DurableTask[Any]) -> None: ...
 
     def withdraw_wait(self, name: str, task: DurableTask[Any]) -> None: ...
+
+    def next_recorded(self) -> HistoryEvent | None: ...
 
 
 class ContinueAsNew(BaseException):
@@ -98,6 +103,8 @@ class OrchestrationContext:
         self._engine = engine
         self._guid_counter = 0
         self._child_counter = 0
+        self._random: random.Random | None = None
+        self._patches: dict[str, bool] = {}
         self.instance_id = instance_id
         """The instance id."""
         self.execution_id = execution_id
@@ -126,6 +133,45 @@ class OrchestrationContext:
         """A UUID that is the same on every replay (derived from instance, execution and a counter)."""
         self._guid_counter += 1
         return uuid.uuid5(_GUID_NAMESPACE, f"{self.instance_id}\x1f{self.execution_id}\x1f{self._guid_counter}")
+
+    def random(self) -> random.Random:
+        """A ``random.Random`` that gives the same numbers on every replay (seeded from instance and execution).
+
+        Every call returns the same generator, so each draw follows the previous one, as in a
+        first run. Not for secrets: anyone who knows the instance id can repeat the numbers.
+        """
+        if self._random is None:
+            seed = hashlib.sha256(f"{self.instance_id}\x1f{self.execution_id}".encode()).digest()
+            self._random = random.Random(int.from_bytes(seed, "big"))
+        return self._random
+
+    def patched(self, change_id: str) -> bool:
+        """Whether to take the new branch of a code change, so old histories keep replaying without a new version.
+
+        A new execution that reaches this call records a ``Patched`` marker and gets ``True``.
+        Replaying a history made before the change, where no marker stands at this point, gives
+        ``False``: run the old code in that branch. Asked again in the same execution, the answer
+        stays the same. When no execution that took the old branch is left, replace the call by
+        :meth:`deprecate_patch`. See docs/versioning.md for the whole lifecycle.
+        """
+        check_name(change_id, "change id")
+        known = self._patches.get(change_id)
+        if known is None:
+            recorded = self._engine.next_recorded()
+            # No stored event here means the code runs anew (or past what history holds).
+            known = recorded is None or (isinstance(recorded, Patched) and recorded.change_id == change_id)
+            self._patches[change_id] = known
+            if known:
+                self._engine.schedule(Patched(change_id=change_id), None)
+        return known
+
+    def deprecate_patch(self, change_id: str) -> None:
+        """The cleanup step of :meth:`patched`: the old branch is gone, the marker is still recorded.
+
+        Histories with the marker, and workers still running the code with ``patched``, keep
+        replaying; remove this call once no execution with the marker is left.
+        """
+        self.patched(change_id)
 
     # --- scheduling ---
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from perdure import _json
@@ -13,9 +14,11 @@ from perdure.engine.events import (
     HistoryEvent,
     OrchestrationChained,
     OrchestrationStarted,
+    Patched,
     SubOrchestrationScheduled,
     TaskCancelled,
     TerminateRequested,
+    TimerCreated,
 )
 
 __all__ = ["application_order", "event_key", "same_decision", "same_value"]
@@ -30,6 +33,8 @@ def same_decision(made: Decision, recorded: Decision) -> bool:
     if isinstance(made, ActivityScheduled | SubOrchestrationScheduled | OrchestrationChained):
         recorded_named: Any = recorded
         return made.name == recorded_named.name and same_value(made.input, recorded_named.input)
+    if isinstance(made, TimerCreated | Patched):  # a timer due at another time is another decision
+        return made == replace(recorded, event_id=made.event_id, timestamp=made.timestamp)
     if isinstance(made, EventSent):
         assert isinstance(recorded, EventSent)
         return made.instance_id == recorded.instance_id and event_key(made.name) == event_key(recorded.name)

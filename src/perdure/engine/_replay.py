@@ -34,6 +34,7 @@ from perdure._errors import (
     type_name,
 )
 from perdure._state import OrchestrationStatus
+from perdure.engine._awaits import stuck_warnings, unawaited_warnings
 from perdure.engine._context import OrchestrationContext
 from perdure.engine._driver import CoroutineDriver, OrchestrationFunction
 from perdure.engine._matching import application_order, event_key, same_decision
@@ -58,6 +59,7 @@ from perdure.engine.events import (
     OrchestrationStarted,
     OrchestrationSuspended,
     OrchestrationTerminated,
+    Patched,
     SubOrchestrationCompleted,
     SubOrchestrationFailed,
     SubOrchestrationScheduled,
@@ -97,6 +99,8 @@ class ReplayOutcome:
         unapplied: Indices of consumed new events the execution never saw, because it had already
             ended or because the turn failed as a whole (non-determinism): the runtime keeps those
             that carry input with a failed execution, so that a rewind can apply them.
+        engine_error: Why the engine, not the code, failed the execution; ``failed_at``: at which event.
+        warnings: What the code did that is likely a mistake (tasks it never awaited…), to log.
     """
 
     new_events: list[HistoryEvent]
@@ -108,6 +112,9 @@ class ReplayOutcome:
     carryover: list[EventRaised] = field(default_factory=list)
     dropped: list[tuple[int, str]] = field(default_factory=list)
     unapplied: list[int] = field(default_factory=list)
+    engine_error: PerdureError | None = None
+    failed_at: HistoryEvent | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def decisions(self) -> list[Decision]:
@@ -129,6 +136,7 @@ def replay(
     history: Sequence[HistoryEvent],
     new_events: Sequence[HistoryEvent],
     now: datetime,
+    determinism_guards: bool = True,
 ) -> ReplayOutcome:
     """Replay ``history``, apply ``new_events`` and return what the code decided.
 
@@ -140,16 +148,19 @@ def replay(
         new_events: The dequeued messages' events, in queue order (``OrchestrationStarted`` first
             for a new execution).
         now: The turn time; new events are stamped with it, so ``ctx.now()`` is deterministic.
+        determinism_guards: Refuse ``time.time()``, ``random`` and the like while the code runs (``_guards``).
 
     Non-determinism and internal inconsistencies do not raise: the result fails the instance.
     """
-    return _Replay(orchestration, instance_id, execution_id, now).run(history, new_events)
+    return _Replay(orchestration, instance_id, execution_id, now, determinism_guards).run(history, new_events)
 
 
 class _Replay:
     """The state of one replay. Implements the ``_Engine`` protocol the context uses."""
 
-    def __init__(self, orchestration: OrchestrationFunction, instance_id: str, execution_id: int, now: datetime):
+    def __init__(
+        self, orchestration: OrchestrationFunction, instance_id: str, execution_id: int, now: datetime, guarded: bool
+    ):
         self.orchestration = orchestration
         self.instance_id = instance_id
         self.execution_id = execution_id
@@ -165,7 +176,9 @@ class _Replay:
         self.output: Any = None
         self.error: ErrorDetails | None = None
         self.custom_status: Any = None
-        self.code = CoroutineDriver()
+        self.code = CoroutineDriver(guarded=guarded)
+        self.applying: HistoryEvent | None = None  # the event being applied (while replaying: of history)
+        self.warnings: list[str] = []
         # decisions the code made while replaying, not yet matched with recorded ones
         self.unmatched: deque[tuple[Decision, DurableTask[Any] | None]] = deque()
         self.scheduled: dict[int, Decision] = {}
@@ -182,6 +195,7 @@ class _Replay:
         unapplied: list[int] = []
         carryover: list[EventRaised] = []
         self.last_stored_id = history[-1].event_id if history else 0
+        self.history: Sequence[HistoryEvent] = history
         try:
             for event in history:
                 self.check_position(event)
@@ -217,8 +231,9 @@ class _Replay:
                     dropped.append((index, reason))
             if isinstance(self.last_terminal, OrchestrationContinuedAsNew):
                 carryover = sorted((e for q in self.buffered.values() for e in q), key=lambda e: e.event_id)
+            self.warnings += stuck_warnings(self.code.awaited, self.open_tasks.values(), self.waiters.values())
         except PerdureError as exc:
-            return self.failed_by_engine(exc, history, len(new_events))
+            return _failed_by_engine(exc, history, len(new_events), self.now, self.applying)
         finally:
             self.code.close()
         return ReplayOutcome(
@@ -231,6 +246,7 @@ class _Replay:
             carryover=carryover,
             dropped=dropped,
             unapplied=unapplied,
+            warnings=self.warnings,
         )
 
     def application_order(self, new_events: Sequence[HistoryEvent]) -> list[int]:
@@ -272,6 +288,7 @@ class _Replay:
         return event
 
     def apply(self, event: HistoryEvent) -> None:
+        self.applying = event
         self.current_time = event.timestamp
         if isinstance(event, Decision):
             self.match_recorded(event)
@@ -330,6 +347,13 @@ class _Replay:
             self.error = decision.error
         elif isinstance(decision, OrchestrationContinuedAsNew):
             self.finish(OrchestrationStatus.RUNNING)
+        if self.finished and not self.replaying:
+            self.warnings += unawaited_warnings(self.open_tasks, self.scheduled, self.code.yielded, describe)
+
+    def next_recorded(self) -> HistoryEvent | None:
+        """Replaying, the stored event the next decision meets: a step's decisions follow the event resuming it."""
+        at = self.applying.event_id + len(self.unmatched) if self.replaying and self.applying else len(self.history)
+        return self.history[at] if at < len(self.history) else None
 
     def match_recorded(self, recorded: Decision) -> None:
         if not self.unmatched:
@@ -422,24 +446,29 @@ class _Replay:
         if ending is not None:
             self.schedule(ending, None)
 
-    def failed_by_engine(self, exc: PerdureError, history: Sequence[HistoryEvent], message_count: int) -> ReplayOutcome:
-        """The turn cannot be trusted: record only the failure, and consume every message (none applied)."""
-        error = ErrorDetails(type=type_name(exc), message=str(exc))
-        # The custom status is what the stored history says; the part of this turn is thrown away.
-        custom_status = next((e.value for e in reversed(history) if isinstance(e, CustomStatusUpdated)), None)
-        ended = bool(history) and isinstance(history[-1], TERMINAL_EVENTS)
-        new_events: list[HistoryEvent] = []
-        if not ended:  # an execution records one terminal event, never a second
-            next_id = history[-1].event_id + 1 if history else 1
-            new_events = [OrchestrationFailed(event_id=next_id, timestamp=self.now, error=error)]
-        return ReplayOutcome(
-            new_events=new_events,
-            consumed=list(range(message_count)),
-            status=OrchestrationStatus.FAILED,
-            error=error,
-            custom_status=custom_status,
-            unapplied=list(range(message_count)),
-        )
+
+def _failed_by_engine(
+    exc: PerdureError, history: Sequence[HistoryEvent], message_count: int, now: datetime, at: HistoryEvent | None
+) -> ReplayOutcome:
+    """The turn cannot be trusted: record only the failure, and consume every message (none applied)."""
+    error = ErrorDetails(type=type_name(exc), message=str(exc))
+    # The custom status is what the stored history says; the part of this turn is thrown away.
+    custom_status = next((e.value for e in reversed(history) if isinstance(e, CustomStatusUpdated)), None)
+    ended = bool(history) and isinstance(history[-1], TERMINAL_EVENTS)
+    new_events: list[HistoryEvent] = []
+    if not ended:  # an execution records one terminal event, never a second
+        next_id = history[-1].event_id + 1 if history else 1
+        new_events = [OrchestrationFailed(event_id=next_id, timestamp=now, error=error)]
+    return ReplayOutcome(
+        new_events=new_events,
+        consumed=list(range(message_count)),
+        status=OrchestrationStatus.FAILED,
+        error=error,
+        custom_status=custom_status,
+        unapplied=list(range(message_count)),
+        engine_error=exc,
+        failed_at=at,
+    )
 
 
 def describe(event: HistoryEvent | None) -> str:
@@ -454,6 +483,8 @@ def describe(event: HistoryEvent | None) -> str:
         return f"{kind} {event.name!r} to {event.instance_id!r}{where}"
     if isinstance(event, EventRaised):
         return f"{kind} {event.name!r}{where}"
+    if isinstance(event, Patched):
+        return f"{kind} {event.change_id!r}{where}"
     if isinstance(event, Completion):
         return f"{kind} for event {event.source_event_id}{where}"
     if isinstance(event, TimerCreated):

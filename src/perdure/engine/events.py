@@ -34,6 +34,7 @@ __all__ = [
     "OrchestrationStarted",
     "OrchestrationSuspended",
     "OrchestrationTerminated",
+    "Patched",
     "StartRequested",
     "SubOrchestrationCompleted",
     "SubOrchestrationFailed",
@@ -160,6 +161,13 @@ class CustomStatusUpdated(Decision):
     """The orchestration set its custom status."""
 
     value: Any = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Patched(Decision):
+    """The code took the new branch of ``ctx.patched(change_id)`` here; old histories lack this marker."""
+
+    change_id: str
 
 
 # --- activities --------------------------------------------------------------------------------

@@ -42,6 +42,9 @@ class RuntimeOptions:
         queue_depth_interval: Seconds between samples of the queue depths (``0`` disables them).
         blocked_loop_warning: Log a warning (logger ``perdure.watchdog``) naming the activity or
             turn that blocks the event loop for longer than this many seconds (``0`` disables it).
+        determinism_guards: While orchestration code runs, make ``time.time()``, ``datetime.now()``,
+            ``random``, ``uuid.uuid4()`` and the like raise :class:`~perdure.NonDeterministicCallError`
+            (docs/testing.md says exactly what is guarded). Activities are never affected.
     """
 
     orchestration_concurrency: int = 4
@@ -60,6 +63,7 @@ class RuntimeOptions:
     meter_provider: Any = None
     queue_depth_interval: float = 10.0
     blocked_loop_warning: float = 1.0
+    determinism_guards: bool = True
 
     def __post_init__(self) -> None:
         for name in ("orchestration_concurrency", "activity_concurrency", "max_dispatch_attempts"):

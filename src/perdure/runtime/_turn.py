@@ -313,6 +313,7 @@ class _Planner(TurnEndings):
             history=history,
             new_events=[i.event for i in inputs],
             now=self.now,
+            determinism_guards=self.options.determinism_guards,
         )
         if not history and result.new_events and isinstance(result.new_events[0], OrchestrationStarted):
             started = result.new_events[0]  # as recorded, time-stamped: a root trace id derives from it
@@ -321,6 +322,7 @@ class _Planner(TurnEndings):
         for index, why in result.dropped:
             if index not in kept:
                 self.drop_input(inputs[index], why)
+        self.warnings += (f"instance {self.item.instance_id!r}: {warning}" for warning in result.warnings)
         consumed = {*self.consumed, *message_ids(inputs[i] for i in result.consumed)}
         sender = self.sender(started, execution_id)
         outbox = decision_writes(result.decisions, sender)

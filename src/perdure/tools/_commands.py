@@ -173,6 +173,7 @@ async def instances_show(client: Client, args: argparse.Namespace) -> int:
     children = await client.list_instances(parent_instance_id=args.instance_id, limit=1000)
     data = {
         "instance": _format.instance_json(state),
+        "execution_id": execution or state.execution_id,  # the execution the history belongs to
         "history": history,
         "children": [_format.instance_json(c) for c in children],
     }

@@ -6,7 +6,8 @@ raises is turned into one line on stderr, ``perdure: error: …``, and an exit c
 
 ===  ============================================================================================
 0    success
-1    any other expected error: the store cannot be reached or fails, a missing optional dependency
+1    any other expected error: the store cannot be reached or fails, a missing optional dependency;
+     for ``replay``, a history that does not replay with the code
 2    usage: a bad option or argument, no ``--db``, JSON that does not parse, a registry not found
 3    not found: no instance with that id, or no perdure store at ``--db`` (nothing is created)
 4    refused state change (e.g. suspend a finished instance, rewind a running one, an event

@@ -20,7 +20,7 @@ from perdure import RegistrationError
 from perdure.runtime import Registry, Runtime, RuntimeOptions
 from perdure.tools._run import EXIT_OK, EXIT_USAGE, CommandError, open_store, require_db
 
-__all__ = ["GRACE_SECONDS", "OPTION_FIELDS", "load_registry", "run_worker", "worker"]
+__all__ = ["GRACE_SECONDS", "OPTION_FIELDS", "load_registry", "registry_of", "run_worker", "worker"]
 
 _log = logging.getLogger("perdure.worker")
 
@@ -35,6 +35,7 @@ OPTION_FIELDS = (
     "orchestration_concurrency",
     "lock_seconds",
     "activity_lock_seconds",
+    "determinism_guards",
 )
 """The :class:`~perdure.RuntimeOptions` fields the worker's options set (each option's ``dest``)."""
 
@@ -48,11 +49,7 @@ async def worker(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise CommandError(f"--log-level: {exc}", EXIT_USAGE) from None
-    try:
-        registry = load_registry(args.target)
-    except (ImportError, AttributeError, TypeError, ValueError, RegistrationError) as exc:
-        raise CommandError(f"cannot load the registry {args.target}: {exc}", EXIT_USAGE) from None
-    await run_worker(db, registry, runtime_options(args), grace=args.grace)
+    await run_worker(db, registry_of(args.target), runtime_options(args), grace=args.grace)
     return EXIT_OK
 
 
@@ -65,6 +62,14 @@ def runtime_options(args: argparse.Namespace) -> RuntimeOptions:
         return RuntimeOptions(**given)
     except ValueError as exc:
         raise CommandError(f"invalid worker option: {exc}", EXIT_USAGE) from None
+
+
+def registry_of(target: str) -> Registry:
+    """:func:`load_registry`, its failures a usage error (exit 2)."""
+    try:
+        return load_registry(target)
+    except (ImportError, AttributeError, TypeError, ValueError, RegistrationError) as exc:
+        raise CommandError(f"cannot load the registry {target}: {exc}", EXIT_USAGE) from None
 
 
 def load_registry(target: str) -> Registry:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from perdure.client._start import IF_EXISTS
 from perdure.runtime import RuntimeOptions
-from perdure.tools import _commands, _worker
+from perdure.tools import _commands, _replay, _worker
 from perdure.tools._commands import parse_moment, parse_name, parse_status, parse_version
 from perdure.tools._parser import Arg, Command, Many, arg, build_parser, listed
 from perdure.tools._run import run
@@ -45,8 +45,15 @@ def _yes(value: bool) -> str:
     return "yes" if value else "no"
 
 
+_TARGET = arg("target", "where the Registry is, e.g. myapp.flows:registry", metavar="MODULE:REGISTRY")
+_GUARDS = arg(
+    "--determinism-guards",
+    f"orchestration code may not call time.time(), random… (default: {_yes(_RUNTIME.determinism_guards)})",
+    action=argparse.BooleanOptionalAction,
+)
+
 _WORKER_ARGS = (
-    arg("target", "where the Registry is, e.g. myapp.flows:registry", metavar="MODULE:REGISTRY"),
+    _TARGET,
     _DB,
     arg(
         "--orchestrations",
@@ -100,7 +107,24 @@ _WORKER_ARGS = (
         default=_worker.GRACE_SECONDS,
         metavar="SECONDS",
     ),
+    _GUARDS,
     arg("--log-level", "logging level (default INFO)", default="INFO", metavar="LEVEL"),
+)
+
+_REPLAY_ARGS = (
+    _TARGET,
+    arg("--db", "the store whose histories to replay: sqlite:///path.db or postgresql://…", metavar="URL"),
+    arg("--name", "only instances of this orchestration name"),
+    _statuses("only this status; repeat or separate with commas (default: all)"),
+    arg(
+        "--history",
+        "a history file ('instances show --json' output); repeat or separate with commas",
+        type=listed(str),
+        action=Many,
+        metavar="FILE",
+    ),
+    _GUARDS,
+    arg("--json", "print one JSON document instead of text", action="store_true"),
 )
 
 _LIST_ARGS = (
@@ -152,6 +176,14 @@ COMMANDS: tuple[Command, ...] = (
         _worker.worker,
         _WORKER_ARGS,
         description="Run the orchestrations and activities of a registry until SIGTERM or SIGINT.",
+    ),
+    Command(
+        "replay",
+        "check that the code of a registry replays stored histories (before a deploy)",
+        _replay.replay,
+        _REPLAY_ARGS,
+        description="Replay stored histories against a registry's code: exit 0 if every one replays, "
+        "1 with the instances that diverge and the first differing event.",
     ),
     Command("instances", "list instances or show one", None),
     Command("instances list", "list instances (filters, cursor paging)", _commands.instances_list, _LIST_ARGS),
