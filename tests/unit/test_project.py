@@ -44,6 +44,7 @@ def test_public_api_is_exactly_this() -> None:
             "SerializationError",
             "SqliteProvider",
             "SubOrchestrationFailedError",
+            "SyncClient",
             "TaskFailedError",
             "UnregisteredActivityError",
             "UnregisteredOrchestrationError",
