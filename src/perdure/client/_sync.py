@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import inspect
 import threading
 from collections.abc import Callable, Coroutine
 from types import TracebackType
@@ -35,7 +36,10 @@ def _blocking(
     def call(self: SyncClient, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         return self._call(lambda client: method(client, *args, **kwargs))
 
-    call.__doc__ = f"Blocking :meth:`Client.{name}`; waits for its result and raises its errors.\n\n{method.__doc__}"
+    call.__module__ = __name__
+    call.__qualname__ = f"SyncClient.{name}"
+    client_doc = inspect.cleandoc(method.__doc__ or "")
+    call.__doc__ = f"Blocking :meth:`Client.{name}`: waits for its result and raises its errors.\n\n{client_doc}"
     return call
 
 
@@ -103,6 +107,7 @@ class SyncClient:
         A call cancelled this way raises ``RuntimeError`` in its thread; whatever it had already
         committed stays committed. Closing again does nothing.
         """
+        self._refuse_own_thread()
         with self._lock:
             if self._closed:
                 return
@@ -122,9 +127,7 @@ class SyncClient:
 
     def _call(self, make: Callable[[Client], Coroutine[Any, Any, _T]]) -> _T:
         """Run ``make(client)`` on the loop thread and wait for its outcome."""
-        if threading.current_thread() is self._thread:
-            # A callback of a call (e.g. purge_instances' progress) would wait for itself forever.
-            raise RuntimeError("a SyncClient cannot be called from its own event loop thread")
+        self._refuse_own_thread()
         with self._lock:
             if self._closed:
                 raise RuntimeError("this SyncClient is closed")
@@ -139,6 +142,11 @@ class SyncClient:
         finally:
             # An interrupted caller (KeyboardInterrupt) does not leave its call running on the loop.
             future.cancel()
+
+    def _refuse_own_thread(self) -> None:
+        if threading.current_thread() is self._thread:
+            # A callback of a call (e.g. purge_instances' progress) would wait for itself forever.
+            raise RuntimeError("a SyncClient cannot be called from its own event loop thread")
 
     async def _tracked(self, call: Coroutine[Any, Any, _T]) -> _T:
         task = asyncio.current_task()
