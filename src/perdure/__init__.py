@@ -29,7 +29,7 @@ from perdure._errors import (
     UnregisteredOrchestrationError,
 )
 from perdure._state import OrchestrationDescriptor, OrchestrationState, OrchestrationStatus
-from perdure.client import Client
+from perdure.client import Client, SyncClient
 from perdure.engine import DurableTask, OrchestrationContext, RetryPolicy
 from perdure.providers import Provider, SqliteProvider, open_provider
 from perdure.runtime import ActivityContext, ActivityRegistry, OrchestrationRegistry, Registry, Runtime, RuntimeOptions
@@ -71,6 +71,7 @@ __all__ = [
     "SerializationError",
     "SqliteProvider",
     "SubOrchestrationFailedError",
+    "SyncClient",
     "TaskCancelledError",
     "TaskFailedError",
     "UnregisteredActivityError",

@@ -45,6 +45,7 @@ def test_public_api_is_exactly_this() -> None:
             "SerializationError",
             "SqliteProvider",
             "SubOrchestrationFailedError",
+            "SyncClient",
             "TaskCancelledError",
             "TaskFailedError",
             "UnregisteredActivityError",
