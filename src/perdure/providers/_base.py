@@ -11,6 +11,10 @@ A provider is a small async interface over plain records; no driver type crosses
 Both queues are peek-lock: a fetch locks what it returns until an ack (which deletes it) or an
 abandon (which releases it, maybe with a delay), or until the lock expires and another worker may
 take it over. An orchestration ack commits a whole turn in one transaction.
+
+A worker process may keep a **worker record** (see :class:`WorkerLiveness`): locks fetched with
+its ``worker_id`` then live as long as the record does, renewed by a thread of the worker rather
+than by its event loop, and move to another worker soon after the process dies.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from perdure.engine import HistoryEvent
 
 __all__ = [
     "ActivityRequest",
+    "Heartbeat",
     "InstanceFilter",
     "InstanceUpdate",
     "LockLostError",
@@ -38,6 +43,8 @@ __all__ = [
     "QueuedMessage",
     "TurnCommit",
     "WorkItem",
+    "WorkerInfo",
+    "WorkerLiveness",
 ]
 
 QueueKind = Literal["orchestrator", "activity"]
@@ -136,13 +143,92 @@ class ActivityRequest:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class WorkItem:
-    """A locked activity work item. ``request`` is ``None`` when its row could not be decoded."""
+    """A locked activity work item. ``request`` is ``None`` when its row could not be decoded.
+
+    ``heartbeat_details`` and ``heartbeat_at`` are what an earlier attempt at this item last
+    reported with a heartbeat (see :class:`Heartbeat`), so a new attempt can resume from there;
+    ``heartbeat_at`` is ``None`` if it never reported one.
+    """
 
     item_id: int
     lock_token: str
     request: ActivityRequest | None
     dequeue_count: int
     error: str | None = None
+    heartbeat_details: Any = None
+    heartbeat_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Heartbeat:
+    """The latest heartbeat of a running activity, for its work item's row.
+
+    Attributes:
+        item_id: The work item.
+        lock_token: Its lock token: a heartbeat for an item locked by someone else since is dropped.
+        details: A JSON value to store; ``None`` keeps the details stored before and records only the time.
+    """
+
+    item_id: int
+    lock_token: str
+    details: Any = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkerInfo:
+    """A worker process's record: who it is and what it serves.
+
+    Attributes:
+        worker_id: Unique for each runtime started.
+        host: The host name.
+        pid: The process id.
+        orchestrations: The orchestrations it runs, as ``name@version``.
+        activities: The activities it runs.
+        queues: The activity queues it serves.
+        started_at: When it started.
+        last_seen: When the store last heard from it.
+        alive: Whether it was heard from within its timeout (read from the store's clock).
+    """
+
+    worker_id: str
+    host: str
+    pid: int
+    orchestrations: tuple[str, ...] = ()
+    activities: tuple[str, ...] = ()
+    queues: tuple[str, ...] = ()
+    started_at: datetime
+    last_seen: datetime
+    alive: bool = True
+
+    def serves(self, name: str, version: str | None = None) -> bool:
+        """Whether it runs orchestration ``name`` (at ``version``, if given)."""
+        if version is not None:
+            return f"{name}@{version}" in self.orchestrations
+        return any(entry.rpartition("@")[0] == name for entry in self.orchestrations)
+
+
+class WorkerLiveness(abc.ABC):
+    """One worker's record, kept alive from a thread of its own, never from the event loop.
+
+    Made by :meth:`Provider.worker_liveness`, it has its own connection to the store, and every
+    method blocks. The worker calls :meth:`beat` from one thread every quarter of its timeout or
+    so: while beats come, every lock fetched with its ``worker_id`` stays valid whatever its event
+    loop does; when they stop (the process died), the locks expire ``timeout`` seconds after the
+    last beat and other workers take the work over.
+    """
+
+    @abc.abstractmethod
+    def beat(self, heartbeats: Sequence[Heartbeat] = ()) -> None:
+        """Write the record (creating it if missing) as seen now, extend every lock the worker holds to
+        ``timeout`` seconds from now, and store ``heartbeats``, in one transaction.
+
+        Raises:
+            ProviderError: if the store could not be reached; the next beat tries again.
+        """
+
+    @abc.abstractmethod
+    def close(self, *, remove: bool = True) -> None:
+        """Delete the record (``remove``, a clean shutdown) and close the connection."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -241,10 +327,13 @@ class Provider(abc.ABC):
     # --- orchestrator queue ----------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def fetch_orchestration_item(self, lock_seconds: float) -> OrchestrationItem | None:
+    async def fetch_orchestration_item(
+        self, lock_seconds: float, *, worker_id: str | None = None
+    ) -> OrchestrationItem | None:
         """Lock one instance that has visible messages and return it, or ``None`` if there is none.
 
-        A SUSPENDED instance is returned only when a ``control`` message of it is visible.
+        A SUSPENDED instance is returned only when a ``control`` message of it is visible. With a
+        ``worker_id`` (a provider with worker records), the lock is that worker's: its beats keep it.
         """
 
     @abc.abstractmethod
@@ -262,8 +351,13 @@ class Provider(abc.ABC):
     # --- worker queues ---------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def fetch_work_item(self, queues: Sequence[str], lock_seconds: float) -> WorkItem | None:
-        """Lock one visible work item from one of ``queues``, or return ``None``."""
+    async def fetch_work_item(
+        self, queues: Sequence[str], lock_seconds: float, *, worker_id: str | None = None
+    ) -> WorkItem | None:
+        """Lock one visible work item from one of ``queues``, or return ``None``.
+
+        With a ``worker_id``, the lock is that worker's: its beats keep it.
+        """
 
     @abc.abstractmethod
     async def ack_work_item(self, item: WorkItem, completion: Message) -> None:
@@ -295,6 +389,24 @@ class Provider(abc.ABC):
         metric; a provider that cannot count cheaply may keep this default (no samples).
         """
         return {}
+
+    # --- worker records ----------------------------------------------------------------------------
+
+    def worker_liveness(self, worker: WorkerInfo, timeout: float) -> WorkerLiveness | None:
+        """A handle on ``worker``'s record, or ``None`` if this provider keeps no worker records.
+
+        Nothing is written until the first :meth:`WorkerLiveness.beat`. Without records (this
+        default), locks expire on their own after ``lock_seconds`` and workers renew them.
+
+        Args:
+            worker: Who the worker is and what it serves (its times are set by the store).
+            timeout: Seconds after its last beat at which the worker counts as dead.
+        """
+        return None
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """Every worker record, live or recently dead (``alive`` says which); empty without records."""
+        return []
 
     # --- waiting ---------------------------------------------------------------------------------
 

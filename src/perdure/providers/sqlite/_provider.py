@@ -17,11 +17,21 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from perdure._errors import ProviderError
-from perdure.providers._base import InstanceFilter, Message, OrchestrationItem, QueueKind, TurnCommit, WorkItem
+from perdure.providers._base import (
+    InstanceFilter,
+    Message,
+    OrchestrationItem,
+    QueueKind,
+    TurnCommit,
+    WorkerInfo,
+    WorkerLiveness,
+    WorkItem,
+)
 from perdure.providers._sql_provider import LockedInstance, SqlProvider, WorkRow
 from perdure.providers.sqlite import _statements as tx
 from perdure.providers.sqlite._connection import BUSY_GIVE_UP_SECONDS, connect, data_version, waiting_out_locks
 from perdure.providers.sqlite._group_commit import GroupCommit
+from perdure.providers.sqlite._liveness import SqliteWorkerLiveness
 
 __all__ = ["SqliteProvider"]
 
@@ -37,9 +47,13 @@ class SqliteProvider(SqlProvider):
     process is noticed within ``poll_interval``.
     """
 
-    def __init__(self, connection: sqlite3.Connection, poll_interval: float) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, poll_interval: float, path: str = ":memory:", synchronous: str = "NORMAL"
+    ) -> None:
         super().__init__()
         self._db = connection
+        self._path = path
+        self._synchronous = synchronous
         self._poll_interval = poll_interval
         self._writes = GroupCommit(connection, BUSY_GIVE_UP_SECONDS)
         self._watcher: asyncio.Task[None] | None = None
@@ -63,7 +77,7 @@ class SqliteProvider(SqlProvider):
         """
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError("synchronous must be 'NORMAL' or 'FULL'")
-        return cls(await connect(str(path), synchronous), poll_interval)
+        return cls(await connect(str(path), synchronous), poll_interval, str(path), synchronous)
 
     # --- plumbing ----------------------------------------------------------------------------------
 
@@ -117,8 +131,8 @@ class SqliteProvider(SqlProvider):
     async def _delete_instances(self, instance_ids: list[str]) -> int:
         return await self._write(tx.delete_instances, instance_ids)
 
-    async def _lock_instance(self, lock_seconds: float, token: str) -> LockedInstance | None:
-        return await self._write(tx.lock_instance, lock_seconds, token)
+    async def _lock_instance(self, lock_seconds: float, token: str, worker_id: str | None) -> LockedInstance | None:
+        return await self._write(tx.lock_instance, lock_seconds, token, worker_id)
 
     async def _commit_turn(self, item: OrchestrationItem, commit: TurnCommit) -> bool:
         return await self._write(tx.commit_turn, item, commit)
@@ -126,8 +140,10 @@ class SqliteProvider(SqlProvider):
     async def _release_instance(self, item: OrchestrationItem, delay: float) -> None:
         await self._write(tx.release_instance, item, delay)
 
-    async def _lock_work_item(self, queues: list[str], lock_seconds: float, token: str) -> WorkRow | None:
-        return await self._write(tx.lock_work_item, queues, lock_seconds, token)
+    async def _lock_work_item(
+        self, queues: list[str], lock_seconds: float, token: str, worker_id: str | None
+    ) -> WorkRow | None:
+        return await self._write(tx.lock_work_item, queues, lock_seconds, token, worker_id)
 
     async def _complete_work_item(self, item: WorkItem, completion: Message) -> bool:
         return await self._write(tx.complete_work_item, item, completion)
@@ -138,6 +154,9 @@ class SqliteProvider(SqlProvider):
     async def _renew_work_item(self, item: WorkItem, lock_seconds: float) -> bool:
         return await self._write(tx.update_work_item, "renew_work_item", item, lock_seconds)
 
+    async def _select_workers(self) -> list[Sequence[Any]]:
+        return await self._read(tx.select_workers)
+
     async def _seconds_until_due(self, kind: QueueKind, queues: list[str]) -> float | None:
         return await self._read(tx.earliest_due, kind, queues)
 
@@ -145,6 +164,13 @@ class SqliteProvider(SqlProvider):
 
     async def queue_depths(self) -> dict[str, int]:
         return await self._read(tx.queue_depths)
+
+    def worker_liveness(self, worker: WorkerInfo, timeout: float) -> WorkerLiveness | None:
+        # A private in-memory database lives and dies with this one connection: no other
+        # connection can reach it, and no other process could take its work over anyway.
+        if self._path in ("", ":memory:"):
+            return None
+        return SqliteWorkerLiveness(self._path, self._synchronous, worker, timeout)
 
     async def close(self) -> None:
         if self._closed:
