@@ -47,6 +47,7 @@ def test_public_api_is_exactly_this() -> None:
             "TaskFailedError",
             "UnregisteredActivityError",
             "UnregisteredOrchestrationError",
+            "WorkerInfo",
             "__version__",
             "open_provider",
         ]
@@ -62,6 +63,7 @@ def test_the_provider_contract_is_public() -> None:
     assert sorted(perdure.providers.__all__) == sorted(
         [
             "ActivityRequest",
+            "Heartbeat",
             "InstanceFilter",
             "InstanceUpdate",
             "LockLostError",
@@ -74,6 +76,8 @@ def test_the_provider_contract_is_public() -> None:
             "SqliteProvider",
             "TurnCommit",
             "WorkItem",
+            "WorkerInfo",
+            "WorkerLiveness",
             "open_provider",
         ]
     )

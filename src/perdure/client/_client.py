@@ -36,7 +36,7 @@ from perdure.engine.events import (
     StartRequested,
     TerminateRequested,
 )
-from perdure.providers._base import InstanceFilter, Message, NewInstance, Provider
+from perdure.providers._base import InstanceFilter, Message, NewInstance, Provider, WorkerInfo
 
 __all__ = ["Client"]
 
@@ -317,6 +317,16 @@ class Client:
             parent_instance=started.parent_instance,
             parent_id=started.parent_id,
         )
+
+    async def list_workers(self, *, include_stale: bool = False) -> list[WorkerInfo]:
+        """The worker processes (runtimes) on this store and what each serves, by host and process id.
+
+        A runtime keeps a record while it runs and deletes it when it stops cleanly; the record of
+        a process that died stays for a day, not ``alive``: listed with ``include_stale=True``.
+        """
+        check_flag(include_stale, "include_stale")
+        workers = await self.provider.list_workers()
+        return workers if include_stale else [w for w in workers if w.alive]
 
     async def _require(self, instance_id: str) -> OrchestrationState:
         check_instance_id(instance_id)

@@ -6,6 +6,7 @@ wrapped) from public names alone; ``perdure.engine.events`` holds the history ev
 
 from perdure.providers._base import (
     ActivityRequest,
+    Heartbeat,
     InstanceFilter,
     InstanceUpdate,
     LockLostError,
@@ -16,6 +17,8 @@ from perdure.providers._base import (
     QueuedMessage,
     QueueKind,
     TurnCommit,
+    WorkerInfo,
+    WorkerLiveness,
     WorkItem,
 )
 from perdure.providers._open import open_provider
@@ -23,6 +26,7 @@ from perdure.providers.sqlite import SqliteProvider
 
 __all__ = [
     "ActivityRequest",
+    "Heartbeat",
     "InstanceFilter",
     "InstanceUpdate",
     "LockLostError",
@@ -35,5 +39,7 @@ __all__ = [
     "SqliteProvider",
     "TurnCommit",
     "WorkItem",
+    "WorkerInfo",
+    "WorkerLiveness",
     "open_provider",
 ]

@@ -19,6 +19,7 @@ from perdure.engine.events import (
 )
 from perdure.providers._base import LockLostError, OrchestrationItem, Provider
 from perdure.runtime._dispatcher import Dispatcher
+from perdure.runtime._liveness import Liveness
 from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._registry import OrchestrationRegistry
@@ -49,6 +50,8 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         options: RuntimeOptions,
         metrics: Metrics | None = None,
         tracer: Tracer | None = None,
+        *,
+        liveness: Liveness | None = None,
     ) -> None:
         super().__init__(provider, options.orchestration_concurrency, options.idle_timeout)
         self.registry = registry
@@ -56,9 +59,13 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         self.metrics = metrics or Metrics()
         self.tracer = tracer
         self.log_turns = options.turn_logging()
+        self.liveness = liveness
 
     async def fetch(self) -> OrchestrationItem | None:
-        return await self.provider.fetch_orchestration_item(self.options.lock_seconds)
+        if self.liveness is None:
+            return await self.provider.fetch_orchestration_item(self.options.lock_seconds)
+        # Held for as long as this worker's beats come, whatever the turn does to the loop.
+        return await self.provider.fetch_orchestration_item(self.liveness.timeout, worker_id=self.liveness.worker_id)
 
     async def process(self, item: OrchestrationItem) -> None:
         began = time.perf_counter()

@@ -18,6 +18,7 @@ from perdure.engine.events import ActivityCompleted, ActivityFailed, HistoryEven
 from perdure.providers._base import ActivityRequest, LockLostError, Message, Provider, WorkItem
 from perdure.runtime._activity import ActivityContext
 from perdure.runtime._dispatcher import Dispatcher
+from perdure.runtime._liveness import Liveness
 from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._registry import ActivityRegistry, RegisteredActivity
@@ -31,7 +32,8 @@ class WorkDispatcher(Dispatcher[WorkItem]):
     """Runs activities: ``async def`` ones on the loop, plain ones in a thread pool.
 
     The ack deletes the work item and enqueues its completion in one transaction. The lock is
-    renewed while an activity runs, so long activities are not taken over.
+    held while an activity runs, so long activities are not taken over: by the runtime's worker
+    record (``liveness``), or else by renewals from the loop.
     """
 
     kind = "activity"
@@ -43,8 +45,11 @@ class WorkDispatcher(Dispatcher[WorkItem]):
         options: RuntimeOptions,
         metrics: Metrics | None = None,
         tracer: Tracer | None = None,
+        *,
+        liveness: Liveness | None = None,
     ) -> None:
         super().__init__(provider, options.activity_concurrency, options.idle_timeout)
+        self.liveness = liveness
         self.registry = registry
         self.options = options
         self.metrics = metrics or Metrics()
@@ -55,7 +60,11 @@ class WorkDispatcher(Dispatcher[WorkItem]):
         )
 
     async def fetch(self) -> WorkItem | None:
-        return await self.provider.fetch_work_item(self.queues, self.options.activity_lock_seconds)
+        if self.liveness is None:
+            return await self.provider.fetch_work_item(self.queues, self.options.activity_lock_seconds)
+        return await self.provider.fetch_work_item(
+            self.queues, self.liveness.timeout, worker_id=self.liveness.worker_id
+        )
 
     async def idle(self) -> None:
         await self.provider.wait_for_work("activity", self.idle_timeout, self.queues)
@@ -117,6 +126,8 @@ class WorkDispatcher(Dispatcher[WorkItem]):
             attempt=request.attempt,
             orchestration_name=request.orchestration_name,
             orchestration_version=request.orchestration_version,
+            heartbeat_details=item.heartbeat_details,
+            _record_heartbeat=None if self.liveness is None else functools.partial(self.liveness.heartbeat, item),
         )
         renewal = asyncio.create_task(self._renew(item))
         began = time.perf_counter()
@@ -169,6 +180,8 @@ class WorkDispatcher(Dispatcher[WorkItem]):
         return await asyncio.get_running_loop().run_in_executor(self._threads, call)
 
     async def _renew(self, item: WorkItem) -> None:
+        if self.liveness is not None:
+            return  # the worker's beats hold the lock, from a thread
         period = self.options.activity_lock_seconds / 3
         while True:
             await asyncio.sleep(period)

@@ -10,7 +10,9 @@ The JSON shapes are the contract for scripts (``perdure … --json``) and the da
   fields;
 - a timeline span: ``{"kind": "activity" | "timer" | "child", "label", "event_id", "start",
   "end", "outcome": "completed" | "failed" | "pending", "instance_id"}`` (``instance_id`` only for
-  children; ``end`` is null while pending).
+  children; ``end`` is null while pending);
+- a worker: ``{"worker_id", "host", "pid", "started_at", "last_seen", "alive", "orchestrations":
+  ["name@version"], "activities", "queues"}``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from perdure import ErrorDetails, OrchestrationState
+from perdure import ErrorDetails, OrchestrationState, WorkerInfo
 from perdure.engine.events import (
     ActivityFailed,
     ActivityScheduled,
@@ -45,6 +47,8 @@ __all__ = [
     "show_text",
     "table",
     "timeline_json",
+    "worker_json",
+    "workers_table",
 ]
 
 
@@ -188,6 +192,34 @@ def instances_table(states: Sequence[OrchestrationState]) -> str:
         for s in states
     ]
     return table(["INSTANCE", "NAME", "VERSION", "STATUS", "CREATED (UTC)", "UPDATED (UTC)"], rows)
+
+
+def worker_json(worker: WorkerInfo) -> dict[str, Any]:
+    """The stable JSON shape of a worker record."""
+    return {
+        "worker_id": worker.worker_id,
+        "host": worker.host,
+        "pid": worker.pid,
+        "started_at": _iso(worker.started_at),
+        "last_seen": _iso(worker.last_seen),
+        "alive": worker.alive,
+        "orchestrations": list(worker.orchestrations),
+        "activities": list(worker.activities),
+        "queues": list(worker.queues),
+    }
+
+
+def workers_table(workers: Sequence[WorkerInfo]) -> str:
+    """Workers as a table: id, host, pid, started, last seen, and what each serves."""
+    rows = []
+    for w in workers:
+        serves = [
+            f"orchestrations: {', '.join(w.orchestrations)}" if w.orchestrations else "",
+            f"activities: {', '.join(w.activities)} (queues {', '.join(w.queues)})" if w.activities else "",
+        ]
+        seen = _when(w.last_seen) + ("" if w.alive else " (dead)")
+        rows.append([w.worker_id, w.host, str(w.pid), _when(w.started_at), seen, "; ".join(p for p in serves if p)])
+    return table(["WORKER", "HOST", "PID", "STARTED (UTC)", "LAST SEEN (UTC)", "SERVES"], rows)
 
 
 def format_offset(seconds: float) -> str:

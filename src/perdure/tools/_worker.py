@@ -34,6 +34,7 @@ OPTION_FIELDS = (
     "orchestration_concurrency",
     "lock_seconds",
     "activity_lock_seconds",
+    "worker_timeout",
 )
 """The :class:`~perdure.RuntimeOptions` fields the worker's options set (each option's ``dest``)."""
 
