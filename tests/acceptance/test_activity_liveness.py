@@ -150,7 +150,10 @@ async def test_a_killed_workers_activity_runs_again_elsewhere_within_the_worker_
     killed_at = time.time()
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    restart = await workers.until(lambda: [s for s in workers.lines("start") if s.pid == successor.pid], "a restart")
+    # Waits longer than the bound, so that a slow take-over fails below with its measured delay.
+    restart = await workers.until(
+        lambda: [s for s in workers.lines("start") if s.pid == successor.pid], "a restart", timeout=60
+    )
     delay = restart[0].at - killed_at
     timeout = RuntimeOptions().worker_timeout
     print(f"\n{store[1].split(':')[0]}: the activity ran again {delay:.1f} s after its worker was killed")
