@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -802,3 +803,20 @@ async def test_heartbeats_reach_the_next_fetch_of_a_taken_over_item(provider: Pr
     finally:
         for handle in (first, second):
             await asyncio.to_thread(handle.close)
+
+
+async def test_beats_never_wait_for_a_blocked_event_loop(provider: Provider) -> None:
+    handle = liveness(provider, worker("w1"), 2.0)
+    try:
+        await beat(handle)
+        [before] = await provider.list_workers()
+        done = threading.Event()
+        beating = threading.Thread(target=lambda: (handle.beat(), done.set()))
+        beating.start()
+        time.sleep(1.0)  # noqa: ASYNC251 - the loop is blocked on purpose
+        assert done.is_set(), "the beat waited for the event loop"
+        beating.join()
+        [after] = await provider.list_workers()
+        assert after.alive and after.last_seen > before.last_seen
+    finally:
+        await asyncio.to_thread(handle.close)

@@ -10,6 +10,7 @@ sleeping on the loop, and never reaches users.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -31,7 +32,7 @@ from perdure.providers._sql_provider import LockedInstance, SqlProvider, WorkRow
 from perdure.providers.sqlite import _statements as tx
 from perdure.providers.sqlite._connection import BUSY_GIVE_UP_SECONDS, connect, data_version, waiting_out_locks
 from perdure.providers.sqlite._group_commit import GroupCommit
-from perdure.providers.sqlite._liveness import SqliteWorkerLiveness
+from perdure.providers.sqlite._liveness import OnLoop, SqliteWorkerLiveness
 
 __all__ = ["SqliteProvider"]
 
@@ -170,7 +171,19 @@ class SqliteProvider(SqlProvider):
         # connection can reach it, and no other process could take its work over anyway.
         if self._path in ("", ":memory:"):
             return None
-        return SqliteWorkerLiveness(self._path, self._synchronous, worker, timeout)
+        return SqliteWorkerLiveness(self._path, self._synchronous, worker, timeout, self._on_loop())
+
+    def _on_loop(self) -> OnLoop | None:
+        """How another thread runs a write of this connection on the current event loop, if there is one."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+
+        def submit(function: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+            return asyncio.run_coroutine_threadsafe(self._write(function, *args), loop)
+
+        return submit
 
     async def close(self) -> None:
         if self._closed:
