@@ -1,8 +1,8 @@
 """A runtime's worker record, kept alive by a thread so that a blocked event loop never costs its locks.
 
 Every lock the runtime fetches carries its worker id, and the provider extends all of them at each
-beat. The beats come from a daemon thread through the provider's :class:`WorkerLiveness` (a
-connection of its own), every quarter of ``worker_timeout``: an ``async def`` activity that blocks
+beat. The beats come from a daemon thread through the provider's :class:`WorkerLiveness` (which
+never waits for the event loop), every quarter of ``worker_timeout``: an ``async def`` activity that blocks
 the loop, or a long turn, holds its locks for as long as the process lives, and a dead process's
 locks expire ``worker_timeout`` after its last beat. The same beats carry the latest heartbeat of
 each running activity, so ``ActivityContext.heartbeat`` costs a dictionary write.
