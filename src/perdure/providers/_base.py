@@ -211,10 +211,11 @@ class WorkerLiveness(abc.ABC):
     """One worker's record, kept alive from a thread of its own, never from the event loop.
 
     Made by :meth:`Provider.worker_liveness`, its methods block and never wait for the event loop
-    (a connection of its own, at least when the loop is busy). The worker calls :meth:`beat` from one thread every quarter of its timeout or
-    so: while beats come, every lock fetched with its ``worker_id`` stays valid whatever its event
-    loop does; when they stop (the process died), the locks expire ``timeout`` seconds after the
-    last beat and other workers take the work over.
+    (they use a connection of their own, at least while the loop is busy). The worker calls
+    :meth:`beat` from one thread every quarter of its timeout or so: while beats come, every lock
+    fetched with its ``worker_id`` stays valid whatever its event loop does; when they stop (the
+    process died), the locks expire ``timeout`` seconds after the last beat and other workers take
+    the work over.
     """
 
     @abc.abstractmethod
