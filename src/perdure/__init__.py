@@ -31,7 +31,7 @@ from perdure._errors import (
 from perdure._state import OrchestrationDescriptor, OrchestrationState, OrchestrationStatus
 from perdure.client import Client, SyncClient
 from perdure.engine import DurableTask, OrchestrationContext, RetryPolicy
-from perdure.providers import Provider, SqliteProvider, open_provider
+from perdure.providers import Provider, SqliteProvider, WorkerInfo, open_provider
 from perdure.runtime import ActivityContext, ActivityRegistry, OrchestrationRegistry, Registry, Runtime, RuntimeOptions
 
 if TYPE_CHECKING:
@@ -76,6 +76,7 @@ __all__ = [
     "TaskFailedError",
     "UnregisteredActivityError",
     "UnregisteredOrchestrationError",
+    "WorkerInfo",
     "__version__",
     "open_provider",
 ]

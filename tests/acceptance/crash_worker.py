@@ -32,8 +32,7 @@ _count_lock = threading.Lock()  # sync activities tick from the thread pool
 LOG_PATH = ""
 
 OPTIONS = RuntimeOptions(
-    lock_seconds=1,
-    activity_lock_seconds=2,
+    worker_timeout=1,
     orchestration_concurrency=8,
     activity_concurrency=8,
     idle_timeout=0.5,
@@ -118,14 +117,18 @@ def expected_output(n: int) -> list[int]:
 class CrashingProvider(SqliteProvider):
     """Dies right after the Nth fetch or ack, as ``PERDURE_CRASH`` says."""
 
-    async def fetch_orchestration_item(self, lock_seconds: float) -> OrchestrationItem | None:
-        item = await super().fetch_orchestration_item(lock_seconds)
+    async def fetch_orchestration_item(
+        self, lock_seconds: float, *, worker_id: str | None = None
+    ) -> OrchestrationItem | None:
+        item = await super().fetch_orchestration_item(lock_seconds, worker_id=worker_id)
         if item is not None:
             tick("fetch")
         return item
 
-    async def fetch_work_item(self, queues: Sequence[str], lock_seconds: float) -> WorkItem | None:
-        item = await super().fetch_work_item(queues, lock_seconds)
+    async def fetch_work_item(
+        self, queues: Sequence[str], lock_seconds: float, *, worker_id: str | None = None
+    ) -> WorkItem | None:
+        item = await super().fetch_work_item(queues, lock_seconds, worker_id=worker_id)
         if item is not None:
             tick("fetch")
         return item

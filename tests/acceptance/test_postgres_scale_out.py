@@ -164,7 +164,7 @@ async def test_a_killed_workers_instances_and_activities_are_taken_over(
     database: tuple[Provider, str], tmp_path: Path, workers_to_stop: list[Workers]
 ) -> None:
     provider, url = database
-    locks = ("--lock-seconds", "2", "--activity-lock-seconds", "2", "--concurrency", "8")
+    locks = ("--worker-timeout", "2", "--concurrency", "8")
     workers = Workers(url, tmp_path, 3, *locks)
     workers_to_stop.append(workers)
     await workers.ready()

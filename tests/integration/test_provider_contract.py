@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ from perdure.engine.events import (
 )
 from perdure.providers import (
     ActivityRequest,
+    Heartbeat,
     InstanceFilter,
     InstanceUpdate,
     LockLostError,
@@ -34,6 +36,8 @@ from perdure.providers import (
     NewInstance,
     OrchestrationItem,
     TurnCommit,
+    WorkerInfo,
+    WorkerLiveness,
     WorkItem,
 )
 
@@ -683,3 +687,201 @@ async def test_wait_for_state_change_wakes_on_a_committed_turn(provider: Provide
     await asyncio.sleep(0.1)
     await run_start_turn(provider, "a")
     await asyncio.wait_for(waiter, 5)
+
+
+# --- worker records: locks that live as long as their worker, heartbeats --------------------------------
+
+
+def worker(worker_id: str = "w1") -> WorkerInfo:
+    now = datetime.now(UTC)
+    return WorkerInfo(
+        worker_id=worker_id,
+        host="host-a",
+        pid=4242,
+        orchestrations=("Orch@1.0.0", "Orch@2.0.0"),
+        activities=("Act",),
+        queues=("default", "gpu"),
+        started_at=now,
+        last_seen=now,
+    )
+
+
+def liveness(provider: Provider, info: WorkerInfo, timeout: float) -> WorkerLiveness:
+    handle = provider.worker_liveness(info, timeout)
+    assert handle is not None, "a built-in provider keeps worker records"
+    return handle
+
+
+async def beat(handle: WorkerLiveness, *heartbeats: Heartbeat) -> None:
+    # The runtime beats from a thread of its own; so does this test, the loop stays free.
+    await asyncio.to_thread(handle.beat, list(heartbeats))
+
+
+async def beat_for(handle: WorkerLiveness, seconds: float, probe: Callable[[], Awaitable[object]]) -> None:
+    """Beat every 0.1 s for ``seconds``, calling ``probe`` between beats (it asserts)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await beat(handle)
+        await probe()
+        await asyncio.sleep(0.1)
+
+
+async def test_a_worker_record_says_who_it_is_and_what_it_serves_until_removed(provider: Provider) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    handle = liveness(provider, worker("w1"), 30)
+    assert await provider.list_workers() == [], "nothing is written before the first beat"
+    try:
+        await beat(handle)
+        await beat(handle)
+        [record] = await provider.list_workers()
+    finally:
+        await asyncio.to_thread(handle.close)
+    assert (record.worker_id, record.host, record.pid, record.alive) == ("w1", "host-a", 4242, True)
+    assert (record.orchestrations, record.activities, record.queues) == (
+        ("Orch@1.0.0", "Orch@2.0.0"),
+        ("Act",),
+        ("default", "gpu"),
+    )
+    assert before < record.started_at <= record.last_seen < datetime.now(UTC) + timedelta(seconds=5)
+    assert record.serves("Orch") and record.serves("Orch", "2.0.0")
+    assert not record.serves("Orch", "3.0.0") and not record.serves("Other")
+    assert await provider.list_workers() == [], "a clean shutdown removes the record"
+
+
+async def test_a_worker_that_stops_beating_is_listed_dead_and_comes_back_with_its_next_beat(
+    provider: Provider,
+) -> None:
+    handle = liveness(provider, worker("w1"), 0.3)
+    try:
+        await beat(handle)
+        await asyncio.sleep(0.5)
+        [stale] = await provider.list_workers()
+        assert stale.worker_id == "w1" and not stale.alive
+        await beat(handle)
+        [back] = await provider.list_workers()
+        assert back.alive and back.last_seen > stale.last_seen
+    finally:
+        await asyncio.to_thread(handle.close)
+
+
+async def test_an_instance_lock_lives_as_long_as_its_workers_beats(provider: Provider) -> None:
+    await provider.create_instance(start("a"))
+    handle = liveness(provider, worker("w1"), 0.4)
+    try:
+        await beat(handle)
+        held = await provider.fetch_orchestration_item(0.4, worker_id="w1")
+        assert held is not None
+
+        async def not_taken() -> None:
+            assert await provider.fetch_orchestration_item(30, worker_id="w2") is None
+
+        await beat_for(handle, 1.2, not_taken)  # three times its lock, held all along
+        last_beat = time.monotonic()
+        taken = await eventually(lambda: provider.fetch_orchestration_item(30, worker_id="w2"), "the take-over")
+        assert time.monotonic() - last_beat > 0.25, "taken over before the holder's timeout"
+        assert taken.instance_id == "a" and taken.messages[0].dequeue_count == 2
+        with pytest.raises(LockLostError):
+            await provider.ack_orchestration_item(held, TurnCommit(execution_id=1, consumed=[1]))
+    finally:
+        await asyncio.to_thread(handle.close)
+
+
+async def test_a_work_item_lock_lives_as_long_as_its_workers_beats(provider: Provider) -> None:
+    await provider.create_instance(start("a"))
+    await run_start_turn(provider, "a", activity_items=[request("a")])
+    handle = liveness(provider, worker("w1"), 0.4)
+    try:
+        await beat(handle)
+        held = await provider.fetch_work_item(["default"], 0.4, worker_id="w1")
+        assert held is not None
+
+        async def not_taken() -> None:
+            assert await provider.fetch_work_item(["default"], 30, worker_id="w2") is None
+
+        await beat_for(handle, 1.2, not_taken)
+        last_beat = time.monotonic()
+        taken = await eventually(lambda: provider.fetch_work_item(["default"], 30), "the take-over")
+        assert time.monotonic() - last_beat > 0.25, "taken over before the holder's timeout"
+        assert taken.item_id == held.item_id and taken.dequeue_count == 2
+        completion = Message(instance_id="a", execution_id=1, event=ActivityCompleted(source_event_id=2, result=1))
+        with pytest.raises(LockLostError):
+            await provider.ack_work_item(held, completion)
+    finally:
+        await asyncio.to_thread(handle.close)
+
+
+async def run_start_turn_for_work(provider: Provider) -> None:
+    """Queue one activity work item (for an instance of its own)."""
+    await provider.create_instance(start("work"))
+    await run_start_turn(provider, "work", activity_items=[request("work")])
+
+
+async def test_locks_without_a_worker_and_delayed_put_backs_keep_their_own_expiry(provider: Provider) -> None:
+    # Rows written without a worker id (older code, a provider user) expire on their own, and a
+    # delayed put-back is the delay alone: the worker's beats extend neither.
+    for instance_id in ("plain", "held"):
+        await provider.create_instance(start(instance_id))
+    handle = liveness(provider, worker("w1"), 30)
+    try:
+        await beat(handle)
+        plain = await fetch(provider, lock_seconds=0.3)
+        held = await provider.fetch_orchestration_item(30, worker_id="w1")
+        assert held is not None and {plain.instance_id, held.instance_id} == {"plain", "held"}
+        await provider.abandon_orchestration_item(held, 0.3)
+        await run_start_turn_for_work(provider)
+        item = await provider.fetch_work_item(["default"], 30, worker_id="w1")
+        assert item is not None
+        await provider.abandon_work_item(item, 0.3)
+        await beat(handle)
+        await asyncio.sleep(0.4)
+        await beat(handle)
+        again = {(await fetch(provider)).instance_id, (await fetch(provider)).instance_id}
+        assert again == {"plain", "held"}
+        assert await provider.fetch_work_item(["default"], 30) is not None
+    finally:
+        await asyncio.to_thread(handle.close)
+
+
+async def test_heartbeats_reach_the_next_fetch_of_a_taken_over_item(provider: Provider) -> None:
+    await provider.create_instance(start("a"))
+    await run_start_turn(provider, "a", activity_items=[request("a")])
+    first, second = liveness(provider, worker("w1"), 0.3), liveness(provider, worker("w2"), 0.3)
+    try:
+        await beat(first)
+        item = await provider.fetch_work_item(["default"], 0.3, worker_id="w1")
+        assert item is not None and (item.heartbeat_details, item.heartbeat_at) == (None, None)
+        stale = Heartbeat(item_id=item.item_id, lock_token="not-its-token", details={"done": 99})
+        await beat(first, Heartbeat(item_id=item.item_id, lock_token=item.lock_token, details={"done": 7}), stale)
+
+        await beat(second)
+        retry = await eventually(lambda: provider.fetch_work_item(["default"], 0.3, worker_id="w2"), "the take-over")
+        assert retry.item_id == item.item_id and retry.heartbeat_details == {"done": 7}
+        assert retry.heartbeat_at is not None
+        assert abs((datetime.now(UTC) - retry.heartbeat_at).total_seconds()) < 5
+
+        # A bare heartbeat says "still going" and keeps the details.
+        await asyncio.sleep(0.05)
+        await beat(second, Heartbeat(item_id=retry.item_id, lock_token=retry.lock_token))
+        third = await eventually(lambda: provider.fetch_work_item(["default"], 30), "the second take-over")
+        assert third.heartbeat_details == {"done": 7} and third.heartbeat_at is not None
+        assert third.heartbeat_at > retry.heartbeat_at
+    finally:
+        for handle in (first, second):
+            await asyncio.to_thread(handle.close)
+
+
+async def test_beats_never_wait_for_a_blocked_event_loop(provider: Provider) -> None:
+    handle = liveness(provider, worker("w1"), 2.0)
+    try:
+        await beat(handle)
+        [before] = await provider.list_workers()
+        done = threading.Event()
+        beating = threading.Thread(target=lambda: (handle.beat(), done.set()))
+        beating.start()
+        time.sleep(1.0)  # noqa: ASYNC251 - the loop is blocked on purpose
+        assert done.is_set(), "the beat waited for the event loop"
+        beating.join()
+        [after] = await provider.list_workers()
+        assert after.alive and after.last_seen > before.last_seen
+    finally:
+        await asyncio.to_thread(handle.close)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
+import time
 from pathlib import Path
 
 from perdure import OrchestrationStatus, SqliteProvider
@@ -57,4 +59,43 @@ async def test_control_messages_queued_before_they_were_flagged_still_reach_a_su
     finally:
         await provider.close()
     with contextlib.closing(sqlite3.connect(path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] >= 1
+
+
+async def test_files_from_before_worker_records_gain_their_columns_and_keep_their_locks(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    await _suspended_instance(path, "unused")  # creates the file
+    # As the version before worker records left it: no holder or heartbeat columns, version 1, and
+    # an activity locked the old way (expiring on its own) plus one waiting.
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("DROP INDEX worker_queue_by_worker")
+        db.execute("DROP INDEX instance_locks_by_worker")
+        for table, column in [
+            ("instance_locks", "worker_id"),
+            ("worker_queue", "worker_id"),
+            ("worker_queue", "heartbeat_details"),
+            ("worker_queue", "heartbeat_at"),
+        ]:
+            db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        request = '{"instance_id": "i", "execution_id": 1, "source_event_id": 2, "name": "A", "input": null,'
+        request += ' "queue": "default", "attempt": 1, "orchestration_name": "N", "orchestration_version": "1"}'
+        db.executemany(
+            "INSERT INTO worker_queue (queue, instance_id, request, visible_at, lock_token)"
+            " VALUES ('default', 'i', ?, ?, ?)",
+            [(request, time.time() + 0.3, "old-token"), (request, 0, None)],
+        )
+        db.execute("PRAGMA user_version=1")
+        db.commit()
+
+    provider = await SqliteProvider.open(path)
+    try:
+        waiting = await provider.fetch_work_item(["default"], 30, worker_id="w1")
+        assert waiting is not None and (waiting.heartbeat_details, waiting.heartbeat_at) == (None, None)
+        assert await provider.fetch_work_item(["default"], 30) is None, "the old lock still holds"
+        await asyncio.sleep(0.4)
+        assert await provider.fetch_work_item(["default"], 30) is not None, "and expires on its own"
+    finally:
+        await provider.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert {row[1] for row in db.execute("PRAGMA index_list(worker_queue)")} >= {"worker_queue_by_worker"}

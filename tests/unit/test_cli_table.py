@@ -71,6 +71,8 @@ def test_the_worker_options_set_their_runtime_options() -> None:
         "5",
         "--activity-lock-seconds",
         "7.5",
+        "--worker-timeout",
+        "4",
     )
     assert runtime_options(args) == RuntimeOptions(
         run_activities=False,
@@ -79,6 +81,7 @@ def test_the_worker_options_set_their_runtime_options() -> None:
         orchestration_concurrency=2,
         lock_seconds=5.0,
         activity_lock_seconds=7.5,
+        worker_timeout=4.0,
     )
 
 

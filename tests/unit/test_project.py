@@ -50,6 +50,7 @@ def test_public_api_is_exactly_this() -> None:
             "TaskFailedError",
             "UnregisteredActivityError",
             "UnregisteredOrchestrationError",
+            "WorkerInfo",
             "__version__",
             "open_provider",
         ]
@@ -66,6 +67,7 @@ def test_the_provider_contract_is_public() -> None:
         [
             "ActivityRequest",
             "DataRefusedError",
+            "Heartbeat",
             "InstanceFilter",
             "InstanceUpdate",
             "LockLostError",
@@ -79,6 +81,8 @@ def test_the_provider_contract_is_public() -> None:
             "StoreNotFoundError",
             "TurnCommit",
             "WorkItem",
+            "WorkerInfo",
+            "WorkerLiveness",
             "open_provider",
         ]
     )

@@ -39,7 +39,7 @@ from perdure.engine.events import (
     StartRequested,
     TerminateRequested,
 )
-from perdure.providers._base import InstanceFilter, Message, Provider
+from perdure.providers._base import InstanceFilter, Message, Provider, WorkerInfo
 
 __all__ = ["Client"]
 
@@ -118,7 +118,7 @@ class Client:
         """
         check_name(name, "event name")
         _json.check_json(data, f"data of event {name!r}")
-        state = await self._require(instance_id)
+        state = await _require(self.provider, instance_id)
         if "raise_event" not in state.status.allowed_actions:
             raise InvalidInstanceStateError(f"instance {instance_id!r} is {state.status.value}; it takes no events")
         await self._send(instance_id, EventRaised(name=name, data=data))
@@ -160,7 +160,7 @@ class Client:
         """
         check_reason(reason)
         check_flag(recursive, "recursive")
-        state = await self._require(instance_id)
+        state = await _require(self.provider, instance_id)
         if "terminate" not in state.status.allowed_actions:
             return False
         await self._send(instance_id, TerminateRequested(reason=reason, recursive=recursive))
@@ -174,7 +174,7 @@ class Client:
             InvalidInstanceStateError: if it is not PENDING or RUNNING.
         """
         check_reason(reason)
-        state = await self._require(instance_id)
+        state = await _require(self.provider, instance_id)
         if "suspend" not in state.status.allowed_actions:
             raise InvalidInstanceStateError(f"instance {instance_id!r} is {state.status.value}; it cannot be suspended")
         await self._send(instance_id, OrchestrationSuspended(reason=reason))
@@ -187,7 +187,7 @@ class Client:
             InvalidInstanceStateError: if it is not SUSPENDED.
         """
         check_reason(reason)
-        state = await self._require(instance_id)
+        state = await _require(self.provider, instance_id)
         if "resume" not in state.status.allowed_actions:
             raise InvalidInstanceStateError(f"instance {instance_id!r} is {state.status.value}, not SUSPENDED")
         await self._send(instance_id, OrchestrationResumed(reason=reason))
@@ -212,12 +212,12 @@ class Client:
             InvalidInstanceStateError: if it is not FAILED (or stopped being FAILED meanwhile).
         """
         check_reason(reason)
-        state = await self._require(instance_id)
+        state = await _require(self.provider, instance_id)
         rewind = ExecutionRewound(reason=reason)
         request = Message(instance_id=instance_id, execution_id=state.execution_id, event=rewind)
         # Checked again in the provider's transaction: of two rewinds at once, one is refused.
         if "rewind" not in state.status.allowed_actions or not await self.provider.request_rewind(request):
-            state = await self._require(instance_id)
+            state = await _require(self.provider, instance_id)
             raise InvalidInstanceStateError(
                 f"instance {instance_id!r} is {state.status.value}; only FAILED instances can be rewound"
             )
@@ -236,7 +236,7 @@ class Client:
             InstanceNotFoundError: if the instance does not exist.
             InvalidInstanceStateError: if it has not finished (complete, fail or terminate it first).
         """
-        state = await self._require(instance_id)
+        state = await _require(self.provider, instance_id)
         if "purge" not in state.status.allowed_actions:
             raise InvalidInstanceStateError(
                 f"instance {instance_id!r} is {state.status.value}; only finished instances can be purged"
@@ -307,7 +307,7 @@ class Client:
             InstanceNotFoundError: if the instance does not exist.
         """
         check_execution_id(execution_id)
-        await self._require(instance_id)
+        await _require(self.provider, instance_id)
         return await self.provider.get_history(instance_id, execution_id)
 
     async def get_orchestration_descriptor(self, instance_id: str) -> OrchestrationDescriptor | None:
@@ -328,18 +328,29 @@ class Client:
             history = await self.provider.get_history(instance_id, state.execution_id - 1)
         return _descriptor(history[0] if history else None)
 
-    async def _require(self, instance_id: str) -> OrchestrationState:
-        check_instance_id(instance_id)
-        state = await self.provider.get_state(instance_id)
-        if state is None:
-            raise InstanceNotFoundError(f"no instance with id {instance_id!r}")
-        return state
+    async def list_workers(self, *, include_stale: bool = False) -> list[WorkerInfo]:
+        """The worker processes (runtimes) on this store and what each serves, by host and process id.
+
+        A runtime keeps a record while it runs and deletes it when it stops cleanly; the record of
+        a process that died stays for a day, not ``alive``: listed with ``include_stale=True``.
+        """
+        check_flag(include_stale, "include_stale")
+        workers = await self.provider.list_workers()
+        return workers if include_stale else [w for w in workers if w.alive]
 
     async def _send(self, instance_id: str, event: HistoryEvent) -> None:
         # Operator requests reach an instance even while it is suspended; everything else waits.
         control = isinstance(event, _OPERATOR_REQUESTS)
         message = Message(instance_id=instance_id, execution_id=None, event=event, control=control)
         await self.provider.enqueue_messages([message])
+
+
+async def _require(provider: Provider, instance_id: str) -> OrchestrationState:
+    check_instance_id(instance_id)
+    state = await provider.get_state(instance_id)
+    if state is None:
+        raise InstanceNotFoundError(f"no instance with id {instance_id!r}")
+    return state
 
 
 def _descriptor(started: HistoryEvent | None) -> OrchestrationDescriptor | None:

@@ -7,6 +7,7 @@ wrapped) from public names alone; ``perdure.engine.events`` holds the history ev
 from perdure.providers._base import (
     ActivityRequest,
     DataRefusedError,
+    Heartbeat,
     InstanceFilter,
     InstanceUpdate,
     LockLostError,
@@ -18,6 +19,8 @@ from perdure.providers._base import (
     QueueKind,
     StoreNotFoundError,
     TurnCommit,
+    WorkerInfo,
+    WorkerLiveness,
     WorkItem,
 )
 from perdure.providers._open import open_provider
@@ -26,6 +29,7 @@ from perdure.providers.sqlite import SqliteProvider
 __all__ = [
     "ActivityRequest",
     "DataRefusedError",
+    "Heartbeat",
     "InstanceFilter",
     "InstanceUpdate",
     "LockLostError",
@@ -39,5 +43,7 @@ __all__ = [
     "StoreNotFoundError",
     "TurnCommit",
     "WorkItem",
+    "WorkerInfo",
+    "WorkerLiveness",
     "open_provider",
 ]

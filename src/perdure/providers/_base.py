@@ -11,6 +11,10 @@ A provider is a small async interface over plain records; no driver type crosses
 Both queues are peek-lock: a fetch locks what it returns until an ack (which deletes it) or an
 abandon (which releases it, maybe with a delay), or until the lock expires and another worker may
 take it over. An orchestration ack commits a whole turn in one transaction.
+
+A worker process may keep a **worker record** (see :class:`WorkerLiveness`): locks fetched with
+its ``worker_id`` then live as long as the record does, renewed by a thread of the worker rather
+than by its event loop, and move to another worker soon after the process dies.
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ from typing import Any, Literal
 from perdure._errors import ErrorDetails, PerdureError, ProviderError
 from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure.engine import HistoryEvent
+from perdure.providers._workers import Heartbeat, WorkerInfo, WorkerLiveness
 
 __all__ = [
     "ActivityRequest",
     "DataRefusedError",
+    "Heartbeat",
     "InstanceFilter",
     "InstanceUpdate",
     "LockLostError",
@@ -40,6 +46,8 @@ __all__ = [
     "StoreNotFoundError",
     "TurnCommit",
     "WorkItem",
+    "WorkerInfo",
+    "WorkerLiveness",
 ]
 
 QueueKind = Literal["orchestrator", "activity"]
@@ -167,13 +175,20 @@ class ActivityRequest:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class WorkItem:
-    """A locked activity work item. ``request`` is ``None`` when its row could not be decoded."""
+    """A locked activity work item. ``request`` is ``None`` when its row could not be decoded.
+
+    ``heartbeat_details`` and ``heartbeat_at`` are what an earlier attempt at this item last
+    reported with a heartbeat (see :class:`Heartbeat`), so a new attempt can resume from there;
+    ``heartbeat_at`` is ``None`` if it never reported one.
+    """
 
     item_id: int
     lock_token: str
     request: ActivityRequest | None
     dequeue_count: int
     error: str | None = None
+    heartbeat_details: Any = None
+    heartbeat_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -309,10 +324,13 @@ class Provider(abc.ABC):
     # --- orchestrator queue ----------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def fetch_orchestration_item(self, lock_seconds: float) -> OrchestrationItem | None:
+    async def fetch_orchestration_item(
+        self, lock_seconds: float, *, worker_id: str | None = None
+    ) -> OrchestrationItem | None:
         """Lock one instance that has visible messages and return it, or ``None`` if there is none.
 
-        A SUSPENDED instance is returned only when a ``control`` message of it is visible.
+        A SUSPENDED instance is returned only when a ``control`` message of it is visible. With a
+        ``worker_id`` (a provider with worker records), the lock is that worker's: its beats keep it.
         """
 
     @abc.abstractmethod
@@ -337,8 +355,13 @@ class Provider(abc.ABC):
     # --- worker queues ---------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def fetch_work_item(self, queues: Sequence[str], lock_seconds: float) -> WorkItem | None:
-        """Lock one visible work item from one of ``queues``, or return ``None``."""
+    async def fetch_work_item(
+        self, queues: Sequence[str], lock_seconds: float, *, worker_id: str | None = None
+    ) -> WorkItem | None:
+        """Lock one visible work item from one of ``queues``, or return ``None``.
+
+        With a ``worker_id``, the lock is that worker's: its beats keep it.
+        """
 
     @abc.abstractmethod
     async def ack_work_item(self, item: WorkItem, completion: Message) -> None:
@@ -381,6 +404,24 @@ class Provider(abc.ABC):
         metric; a provider that cannot count cheaply may keep this default (no samples).
         """
         return {}
+
+    # --- worker records ----------------------------------------------------------------------------
+
+    def worker_liveness(self, worker: WorkerInfo, timeout: float) -> WorkerLiveness | None:
+        """A handle on ``worker``'s record, or ``None`` if this provider keeps no worker records.
+
+        Nothing is written until the first :meth:`WorkerLiveness.beat`. Without records (this
+        default), locks expire on their own after ``lock_seconds`` and workers renew them.
+
+        Args:
+            worker: Who the worker is and what it serves (its times are set by the store).
+            timeout: Seconds after its last beat at which the worker counts as dead.
+        """
+        return None
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """Every worker record, live or recently dead (``alive`` says which); empty without records."""
+        return []
 
     # --- waiting ---------------------------------------------------------------------------------
 

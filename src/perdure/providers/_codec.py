@@ -12,7 +12,7 @@ from perdure._errors import ErrorDetails, HistoryFormatError, type_name_of_class
 from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure.engine import HistoryEvent, decode_event
 from perdure.engine._codec import error_from_dict, error_to_dict
-from perdure.providers._base import ActivityRequest, Message, OrchestrationItem, QueuedMessage, WorkItem
+from perdure.providers._base import ActivityRequest, Message, OrchestrationItem, QueuedMessage, WorkerInfo, WorkItem
 
 __all__ = [
     "MessageRow",
@@ -30,6 +30,8 @@ __all__ = [
     "state_from_row",
     "to_epoch",
     "work_item",
+    "worker_from_row",
+    "worker_serves",
 ]
 
 _REQUEST_FIELDS = {f.name for f in dataclasses.fields(ActivityRequest)}
@@ -259,14 +261,73 @@ def _queued_message(
     )
 
 
-def work_item(item_id: int, lock_token: str, text: str, dequeue_count: int) -> WorkItem:
+def work_item(
+    item_id: int,
+    lock_token: str,
+    text: str,
+    dequeue_count: int,
+    heartbeat_details: str | None = None,
+    heartbeat_at: datetime | float | None = None,
+) -> WorkItem:
     """A fetched work item from its stored row; one that cannot be decoded comes back with ``request=None`` and why."""
     try:
         request: ActivityRequest | None = decode_request(text)
         error = None
     except HistoryFormatError as exc:
         request, error = None, str(exc)
-    return WorkItem(item_id=item_id, lock_token=lock_token, request=request, dequeue_count=dequeue_count, error=error)
+    try:
+        details = decode_value(heartbeat_details)
+    except ValueError:  # progress notes only: a damaged one means starting over, not failing the item
+        details = None
+    return WorkItem(
+        item_id=item_id,
+        lock_token=lock_token,
+        request=request,
+        dequeue_count=dequeue_count,
+        error=error,
+        heartbeat_details=details,
+        heartbeat_at=_moment(heartbeat_at),
+    )
+
+
+def _moment(value: datetime | float | None) -> datetime | None:
+    """A stored time (epoch seconds on SQLite, a timestamp on PostgreSQL) as an aware datetime."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return from_epoch(value)
+
+
+def worker_serves(worker: WorkerInfo) -> str:
+    """The stored ``serves`` column of a worker record."""
+    return _json.dumps(
+        {
+            "orchestrations": list(worker.orchestrations),
+            "activities": list(worker.activities),
+            "queues": list(worker.queues),
+        }
+    )
+
+
+def worker_from_row(row: Sequence[Any]) -> WorkerInfo:
+    """A :class:`WorkerInfo` from the columns of ``select_workers`` (in that order)."""
+    worker_id, host, pid, serves, started_at, last_seen, alive = row
+    try:
+        what = _json.loads(serves)
+    except ValueError:
+        what = None
+    if not isinstance(what, dict):  # a damaged record still says who and when
+        what = {}
+    return WorkerInfo(
+        worker_id=worker_id,
+        host=host,
+        pid=int(pid),
+        orchestrations=tuple(what.get("orchestrations", ())),
+        activities=tuple(what.get("activities", ())),
+        queues=tuple(what.get("queues", ())),
+        started_at=_moment(started_at) or from_epoch(0),
+        last_seen=_moment(last_seen) or from_epoch(0),
+        alive=bool(alive),
+    )
 
 
 def message_kind(message: Message) -> str:

@@ -27,15 +27,16 @@ from perdure.providers._base import (
     Provider,
     QueueKind,
     TurnCommit,
+    WorkerInfo,
     WorkItem,
 )
-from perdure.providers._codec import MessageRow, orchestration_item, state_from_row, work_item
+from perdure.providers._codec import MessageRow, orchestration_item, state_from_row, work_item, worker_from_row
 from perdure.providers._signal import SignalBoard
 
 __all__ = ["LockedInstance", "SqlProvider", "WorkRow"]
 
-WorkRow = tuple[int, str, int]
-"""A locked work item as stored: item id, request text, delivery count."""
+WorkRow = tuple[int, str, int, str | None, Any]
+"""A locked work item as stored: item id, request text, delivery count, heartbeat details and time."""
 
 
 class LockedInstance(NamedTuple):
@@ -108,9 +109,11 @@ class SqlProvider(Provider):
 
     # --- orchestrator queue --------------------------------------------------------------------
 
-    async def fetch_orchestration_item(self, lock_seconds: float) -> OrchestrationItem | None:
+    async def fetch_orchestration_item(
+        self, lock_seconds: float, *, worker_id: str | None = None
+    ) -> OrchestrationItem | None:
         token = uuid.uuid4().hex
-        locked = await self._lock_instance(lock_seconds, token)
+        locked = await self._lock_instance(lock_seconds, token, worker_id)
         if locked is None:
             return None
         return orchestration_item(locked.instance_id, token, locked.messages, locked.state, locked.history)
@@ -130,10 +133,12 @@ class SqlProvider(Provider):
 
     # --- worker queues -------------------------------------------------------------------------
 
-    async def fetch_work_item(self, queues: Sequence[str], lock_seconds: float) -> WorkItem | None:
+    async def fetch_work_item(
+        self, queues: Sequence[str], lock_seconds: float, *, worker_id: str | None = None
+    ) -> WorkItem | None:
         token = uuid.uuid4().hex
-        row = await self._lock_work_item(list(queues), lock_seconds, token)
-        return None if row is None else work_item(row[0], token, row[1], row[2])
+        row = await self._lock_work_item(list(queues), lock_seconds, token, worker_id)
+        return None if row is None else work_item(row[0], token, *row[1:])
 
     async def ack_work_item(self, item: WorkItem, completion: Message) -> None:
         if completion.new_instance is not None:
@@ -157,6 +162,11 @@ class SqlProvider(Provider):
         tokens = {item.item_id: item.lock_token for item in items}
         locks = await self._select_work_item_locks(list(tokens))
         return {item_id for item_id, token in locks if tokens[item_id] == token}
+
+    # --- worker records ------------------------------------------------------------------------
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        return [worker_from_row(row) for row in await self._select_workers()]
 
     # --- waiting -------------------------------------------------------------------------------
 
@@ -225,8 +235,9 @@ class SqlProvider(Provider):
         """Delete the finished ones of these instances with every row they own; how many were deleted."""
 
     @abc.abstractmethod
-    async def _lock_instance(self, lock_seconds: float, token: str) -> LockedInstance | None:
-        """Lock the next fetchable instance with ``token``, count the delivery of its visible messages, read it."""
+    async def _lock_instance(self, lock_seconds: float, token: str, worker_id: str | None) -> LockedInstance | None:
+        """Lock the next fetchable instance with ``token`` (held by ``worker_id``, if given), count the
+        delivery of its visible messages, read it."""
 
     @abc.abstractmethod
     async def _commit_turn(self, item: OrchestrationItem, commit: TurnCommit) -> bool:
@@ -242,12 +253,16 @@ class SqlProvider(Provider):
 
     @abc.abstractmethod
     async def _release_instance(self, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:
-        """Release ``item``'s lock (if still held), or with a delay hold the instance until then;
-        with ``undo_delivery``, first take back the delivery count of its messages (if still held)."""
+        """Release ``item``'s lock (if still held), or with a delay hold the instance until then (by the
+        delay alone: no worker's beats extend the hold); with ``undo_delivery``, first take back the
+        delivery count of its messages (if still held)."""
 
     @abc.abstractmethod
-    async def _lock_work_item(self, queues: list[str], lock_seconds: float, token: str) -> WorkRow | None:
-        """Lock the oldest visible work item of ``queues`` with ``token`` and count the delivery."""
+    async def _lock_work_item(
+        self, queues: list[str], lock_seconds: float, token: str, worker_id: str | None
+    ) -> WorkRow | None:
+        """Lock the oldest visible work item of ``queues`` with ``token`` (held by ``worker_id``, if
+        given) and count the delivery."""
 
     @abc.abstractmethod
     async def _complete_work_item(self, item: WorkItem, completion: Message) -> bool:
@@ -255,7 +270,8 @@ class SqlProvider(Provider):
 
     @abc.abstractmethod
     async def _release_work_item(self, item: WorkItem, delay: float) -> bool:
-        """Unlock the item, visible again after ``delay`` seconds; ``False`` if the lock was taken over."""
+        """Unlock the item (no worker holds it any more), visible again after ``delay`` seconds; ``False``
+        if the lock was taken over."""
 
     @abc.abstractmethod
     async def _renew_work_item(self, item: WorkItem, lock_seconds: float) -> bool:
@@ -264,6 +280,10 @@ class SqlProvider(Provider):
     @abc.abstractmethod
     async def _select_work_item_locks(self, item_ids: list[int]) -> list[tuple[int, str | None]]:
         """``(item id, lock token)`` of those of the items that still exist."""
+
+    @abc.abstractmethod
+    async def _select_workers(self) -> list[Sequence[Any]]:
+        """The ``select_workers`` columns of every worker record, ``alive`` by the store's clock."""
 
     @abc.abstractmethod
     async def _seconds_until_due(self, kind: QueueKind, queues: list[str]) -> float | None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from perdure import _json
 
 __all__ = ["ActivityContext", "AttemptSignals"]
 
@@ -46,6 +49,8 @@ class ActivityContext:
         attempt: 1 for the first attempt, 2… for retries by a ``RetryPolicy``.
         orchestration_name: The scheduling orchestration's name.
         orchestration_version: Its pinned version.
+        heartbeat_details: The last details an earlier run of this attempt reported with
+            :meth:`heartbeat` before its worker died, or ``None``: where to resume.
         logger: A logger whose records carry the instance and execution ids.
     """
 
@@ -55,8 +60,10 @@ class ActivityContext:
     attempt: int
     orchestration_name: str
     orchestration_version: str
+    heartbeat_details: Any = None
     logger: logging.LoggerAdapter[logging.Logger] = field(init=False, repr=False, compare=False)
     _signals: AttemptSignals = field(init=False, repr=False, compare=False)
+    _record_heartbeat: Callable[[Any], None] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         extra = {"instance_id": self.instance_id, "execution_id": self.execution_id, "activity": self.name}
@@ -75,8 +82,24 @@ class ActivityContext:
         return self._signals.stopped
 
     def heartbeat(self, details: Any = None) -> None:
-        """Tell the worker that the activity is alive and progressing: resets ``heartbeat_timeout``.
+        """Report progress, which also resets ``heartbeat_timeout``; if the worker dies, the next run
+        of this attempt finds ``details`` in :attr:`heartbeat_details` and can resume from there.
 
-        Cheap enough to call in a tight loop.
+        Cheap enough to call in a tight loop, from the activity's thread or the event loop: it
+        keeps only the latest details in memory, and the runtime stores them in the background
+        (every quarter of ``RuntimeOptions.worker_timeout``), so the last few seconds of
+        heartbeats may be lost in a crash.
+
+        Args:
+            details: A JSON value, e.g. how far the work got; ``None`` keeps the details reported
+                before and records only that the activity is still making progress.
+
+        Raises:
+            SerializationError: if ``details`` is not a JSON value.
         """
-        self._signals.beat()
+        if details is not None:
+            _json.check_json(details, f"heartbeat details of activity {self.name!r}")
+            details = _json.loads(_json.dumps(details))  # a copy: the caller may go on changing it
+        self._signals.beat()  # resets heartbeat_timeout
+        if self._record_heartbeat is not None:
+            self._record_heartbeat(details)

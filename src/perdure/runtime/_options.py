@@ -22,8 +22,13 @@ class RuntimeOptions:
         activity_queues: The worker queues this runtime serves.
         run_orchestrations: Whether to run the orchestration dispatcher.
         run_activities: Whether to run the work dispatcher.
-        lock_seconds: How long a fetched instance stays locked; an expired lock is taken over.
-        activity_lock_seconds: How long a fetched activity stays locked; renewed while it runs.
+        lock_seconds: How long a fetched instance stays locked when the provider keeps no worker
+            records (both built-in providers do: then ``worker_timeout`` governs every lock).
+        activity_lock_seconds: How long a fetched activity stays locked, renewed while it runs,
+            when the provider keeps no worker records.
+        worker_timeout: Seconds after which a worker that stopped renewing its record (every
+            quarter of this, from a thread, whatever its event loop does) counts as dead, and its
+            instances and activities are taken over by other workers.
         max_dispatch_attempts: After this many deliveries without success, a message fails its
             instance (poison message), an unregistered orchestration version fails the instance,
             and an unregistered activity fails the activity.
@@ -54,6 +59,7 @@ class RuntimeOptions:
     run_activities: bool = True
     lock_seconds: float = 30.0
     activity_lock_seconds: float = 60.0
+    worker_timeout: float = 10.0
     max_dispatch_attempts: int = 10
     dispatch_backoff: float = 0.5
     max_dispatch_backoff: float = 30.0
@@ -70,7 +76,7 @@ class RuntimeOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        for name in ("lock_seconds", "activity_lock_seconds", "idle_timeout"):
+        for name in ("lock_seconds", "activity_lock_seconds", "worker_timeout", "idle_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         for name in ("queue_depth_interval", "blocked_loop_warning"):

@@ -24,6 +24,7 @@ from perdure.providers import _clock
 from perdure.providers._base import DataRefusedError, InstanceUpdate, LockLostError, OrchestrationItem, Provider
 from perdure.runtime._dispatcher import Dispatcher
 from perdure.runtime._isolation import TurnGate, is_suspect
+from perdure.runtime._liveness import Liveness
 from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._registry import OrchestrationRegistry
@@ -57,6 +58,8 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         metrics: Metrics | None = None,
         tracer: Tracer | None = None,
         running: Running | None = None,
+        *,
+        liveness: Liveness | None = None,
     ) -> None:
         super().__init__(provider, options.orchestration_concurrency, options.idle_timeout)
         self.running = running or Running()
@@ -66,12 +69,17 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         self.tracer = tracer
         self.log_turns = options.turn_logging()
         self._gate = TurnGate()
+        self.liveness = liveness
 
     async def fetch(self) -> OrchestrationItem | None:
         await self._gate.admit()  # not while a suspect runs alone: nothing else may be in flight
         item = None
         try:
-            item = await self.provider.fetch_orchestration_item(self.options.lock_seconds)
+            if self.liveness is None:
+                item = await self.provider.fetch_orchestration_item(self.options.lock_seconds)
+            else:  # held for as long as this worker's beats come, whatever the turn does to the loop
+                liveness = self.liveness
+                item = await self.provider.fetch_orchestration_item(liveness.timeout, worker_id=liveness.worker_id)
         finally:
             if item is None:
                 await self._gate.leave(alone=False)

@@ -9,6 +9,7 @@ from types import TracebackType
 
 from perdure._tracing import Tracer
 from perdure.providers._base import Provider
+from perdure.runtime._liveness import Liveness, describe_worker
 from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._orchestration_dispatcher import OrchestrationDispatcher
@@ -30,7 +31,9 @@ class Runtime:
             ...
 
     Any number of runtimes (in one process or many) may share one provider's store: instance
-    locks keep turns of an instance apart, and peek-locks hand each activity to one worker.
+    locks keep turns of an instance apart, and peek-locks hand each activity to one worker. A
+    runtime keeps a worker record in the store, renewed by a thread of its own: its locks hold
+    while its process lives, and move to other workers ``worker_timeout`` after it dies.
 
     Attributes:
         metrics: This runtime's counters, histograms and queue depths (``metrics.snapshot()``),
@@ -45,6 +48,12 @@ class Runtime:
         self._dispatchers: list[OrchestrationDispatcher | WorkDispatcher] = []
         self._sampler: asyncio.Task[None] | None = None
         self._watchdog: Watchdog | None = None
+        self._liveness: Liveness | None = None
+
+    @property
+    def worker_id(self) -> str | None:
+        """This runtime's id in the store's worker records while it runs (``None`` without records)."""
+        return None if self._liveness is None else self._liveness.worker_id
 
     @property
     def running(self) -> bool:
@@ -62,15 +71,24 @@ class Runtime:
             if turn_log.level == logging.NOTSET:
                 turn_log.setLevel(logging.DEBUG)  # the switch is the opt-in; let the records through
         running = Running()
+        liveness = await self._start_liveness()
         if options.run_orchestrations:
             self._dispatchers.append(
                 OrchestrationDispatcher(
-                    self.provider, self.registry.orchestrations, options, self.metrics, tracer, running
+                    self.provider,
+                    self.registry.orchestrations,
+                    options,
+                    self.metrics,
+                    tracer,
+                    running,
+                    liveness=liveness,
                 )
             )
         if options.run_activities:
             self._dispatchers.append(
-                WorkDispatcher(self.provider, self.registry.activities, options, self.metrics, tracer, running)
+                WorkDispatcher(
+                    self.provider, self.registry.activities, options, self.metrics, tracer, running, liveness=liveness
+                )
             )
         if options.blocked_loop_warning > 0:
             self._watchdog = Watchdog(running, options.blocked_loop_warning)
@@ -80,12 +98,22 @@ class Runtime:
         if options.queue_depth_interval > 0:
             self._sampler = asyncio.create_task(self._sample_queue_depths(), name="perdure-queue-depths")
         _log.info(
-            "runtime started: %d orchestrations, %d activities registered; tracing %s, turn logging %s",
+            "runtime started as worker %s: %d orchestrations, %d activities registered; tracing %s, turn logging %s",
+            self.worker_id or "(no worker record)",
             len(self.registry.orchestrations.names()),
             len(self.registry.activities.names()),
             "on" if tracer is not None else "off",
             "on" if options.turn_logging() else "off",
         )
+
+    async def _start_liveness(self) -> Liveness | None:
+        worker = describe_worker(self.registry, self.options)
+        handle = self.provider.worker_liveness(worker, self.options.worker_timeout)
+        if handle is None:
+            return None
+        self._liveness = Liveness(handle, worker, self.options.worker_timeout)
+        await self._liveness.start()
+        return self._liveness
 
     async def _sample_queue_depths(self) -> None:
         while True:
@@ -108,6 +136,9 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await sampler
         await asyncio.gather(*(dispatcher.stop(timeout) for dispatcher in dispatchers))
+        liveness, self._liveness = self._liveness, None
+        if liveness is not None:
+            await liveness.stop()
         watchdog, self._watchdog = self._watchdog, None
         if watchdog is not None:  # last: a shutdown held up by blocking code is still reported
             watchdog.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from perdure.providers._base import ActivityRequest, LockLostError, Message, Pro
 from perdure.runtime._activity import ActivityContext
 from perdure.runtime._attempt import Attempt, Attempts, AttemptStopped
 from perdure.runtime._dispatcher import Dispatcher
+from perdure.runtime._liveness import Liveness
 from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._registry import ActivityRegistry, RegisteredActivity
@@ -31,7 +33,8 @@ class WorkDispatcher(Dispatcher[WorkItem]):
     """Runs activities: ``async def`` ones on the loop, plain ones in a thread pool.
 
     The ack deletes the work item and enqueues its completion in one transaction. The lock is
-    renewed while an activity runs, so long activities are not taken over.
+    held while an activity runs, so long activities are not taken over: by the runtime's worker
+    record (``liveness``), or else by renewals from the loop.
     """
 
     kind = "activity"
@@ -44,9 +47,12 @@ class WorkDispatcher(Dispatcher[WorkItem]):
         metrics: Metrics | None = None,
         tracer: Tracer | None = None,
         running: Running | None = None,
+        *,
+        liveness: Liveness | None = None,
     ) -> None:
         super().__init__(provider, options.activity_concurrency, options.idle_timeout)
         self.running = running or Running()
+        self.liveness = liveness
         self.registry = registry
         self.options = options
         self.metrics = metrics or Metrics()
@@ -58,7 +64,11 @@ class WorkDispatcher(Dispatcher[WorkItem]):
         self.attempts = Attempts(provider, self._threads)
 
     async def fetch(self) -> WorkItem | None:
-        return await self.provider.fetch_work_item(self.queues, self.options.activity_lock_seconds)
+        if self.liveness is None:
+            return await self.provider.fetch_work_item(self.queues, self.options.activity_lock_seconds)
+        return await self.provider.fetch_work_item(
+            self.queues, self.liveness.timeout, worker_id=self.liveness.worker_id
+        )
 
     async def idle(self) -> None:
         await self.provider.wait_for_work("activity", self.idle_timeout, self.queues)
@@ -128,6 +138,8 @@ class WorkDispatcher(Dispatcher[WorkItem]):
             attempt=request.attempt,
             orchestration_name=request.orchestration_name,
             orchestration_version=request.orchestration_version,
+            heartbeat_details=item.heartbeat_details,
+            _record_heartbeat=None if self.liveness is None else functools.partial(self.liveness.heartbeat, item),
         )
         attempt = Attempt(request, ctx._signals)
         work = Work(ctx.instance_id, ctx.execution_id, ctx.name)
@@ -194,6 +206,8 @@ class WorkDispatcher(Dispatcher[WorkItem]):
         )
 
     async def _renew(self, item: WorkItem) -> None:
+        if self.liveness is not None:
+            return  # the worker's beats hold the lock, from a thread
         period = self.options.activity_lock_seconds / 3
         while True:
             await asyncio.sleep(period)

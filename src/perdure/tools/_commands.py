@@ -47,6 +47,7 @@ __all__ = [
     "start",
     "suspend",
     "terminate",
+    "workers",
 ]
 
 
@@ -274,6 +275,13 @@ class _Progress:
     def finish(self) -> None:
         if self.enabled and self.tty and self.shown:
             print(file=sys.stderr)
+
+
+@_with_client
+async def workers(client: Client, args: argparse.Namespace) -> int:
+    found = await client.list_workers(include_stale=args.all)
+    text = _format.workers_table(found) if found else ("No workers." if args.all else "No live workers.")
+    return _emit(args, {"workers": [_format.worker_json(w) for w in found]}, text)
 
 
 async def dashboard(args: argparse.Namespace) -> int:

@@ -11,7 +11,9 @@ events and spans, and sends instances as summaries (:mod:`perdure.tools._preview
   fields;
 - a timeline span: ``{"kind": "activity" | "timer" | "child", "label", "event_id", "start",
   "end", "outcome": "completed" | "failed" | "pending", "instance_id"}`` (``instance_id`` only for
-  children; ``end`` is null while pending).
+  children; ``end`` is null while pending);
+- a worker: ``{"worker_id", "host", "pid", "started_at", "last_seen", "alive", "orchestrations":
+  ["name@version"], "activities", "queues"}``.
 
 Text output is inert: every character a terminal would obey rather than show (``ESC``, the other
 C0 and C1 controls, bidirectional overrides) is escaped by :func:`inert` before it is printed, so
@@ -28,7 +30,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from perdure import ErrorDetails, OrchestrationState
+from perdure import ErrorDetails, OrchestrationState, WorkerInfo
 from perdure.engine.events import (
     ActivityFailed,
     ActivityScheduled,
@@ -55,6 +57,8 @@ __all__ = [
     "show_text",
     "table",
     "timeline_json",
+    "worker_json",
+    "workers_table",
 ]
 
 
@@ -242,6 +246,34 @@ def instances_table(states: Sequence[OrchestrationState]) -> str:
         for s in states
     ]
     return table(["INSTANCE", "NAME", "VERSION", "STATUS", "CREATED (UTC)", "UPDATED (UTC)"], rows)
+
+
+def worker_json(worker: WorkerInfo) -> dict[str, Any]:
+    """The stable JSON shape of a worker record."""
+    return {
+        "worker_id": worker.worker_id,
+        "host": worker.host,
+        "pid": worker.pid,
+        "started_at": _iso(worker.started_at),
+        "last_seen": _iso(worker.last_seen),
+        "alive": worker.alive,
+        "orchestrations": list(worker.orchestrations),
+        "activities": list(worker.activities),
+        "queues": list(worker.queues),
+    }
+
+
+def workers_table(workers: Sequence[WorkerInfo]) -> str:
+    """Workers as a table: id, host, pid, started, last seen, and what each serves."""
+    rows = []
+    for w in workers:
+        serves = [
+            f"orchestrations: {', '.join(w.orchestrations)}" if w.orchestrations else "",
+            f"activities: {', '.join(w.activities)} (queues {', '.join(w.queues)})" if w.activities else "",
+        ]
+        seen = _when(w.last_seen) + ("" if w.alive else " (dead)")
+        rows.append([w.worker_id, w.host, str(w.pid), _when(w.started_at), seen, "; ".join(p for p in serves if p)])
+    return table(["WORKER", "HOST", "PID", "STARTED (UTC)", "LAST SEEN (UTC)", "SERVES"], rows)
 
 
 def format_offset(seconds: float) -> str:

@@ -36,6 +36,7 @@ OPTION_FIELDS = (
     "lock_seconds",
     "activity_lock_seconds",
     "determinism_guards",
+    "worker_timeout",
 )
 """The :class:`~perdure.RuntimeOptions` fields the worker's options set (each option's ``dest``)."""
 

@@ -101,6 +101,13 @@ _WORKER_ARGS = (
         metavar="SECONDS",
     ),
     arg(
+        "--worker-timeout",
+        f"seconds without renewing its record after which a worker's work is taken over "
+        f"(default {_RUNTIME.worker_timeout:g})",
+        type=float,
+        metavar="SECONDS",
+    ),
+    arg(
         "--grace",
         f"seconds to finish work on shutdown (default {_worker.GRACE_SECONDS:g})",
         type=float,
@@ -236,6 +243,12 @@ COMMANDS: tuple[Command, ...] = (
         "delete a finished instance, or every finished instance matching --status/--created-before",
         _commands.purge,
         _PURGE_ARGS,
+    ),
+    Command(
+        "workers",
+        "list the live worker processes and what each serves",
+        _commands.workers,
+        (arg("--all", "also list workers that died (kept for a day)", action="store_true"), *_STORE),
     ),
     Command("dashboard", "serve the web dashboard", _commands.dashboard, _DASHBOARD_ARGS),
 )

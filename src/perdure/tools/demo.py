@@ -5,9 +5,10 @@ parallel (the storage API is flaky: its first attempt fails and a retry policy h
 a virtual machine, and finally waits durably for an operator's approval.
 
 The demo runs the worker in a separate process and kills it (SIGKILL) while the virtual machine
-is being created. A new worker takes over from the history: the finished steps are not run again.
-Each activity appends a line to a run log beside the database, which the demo reads at the end to
-show how often each step really ran.
+is being created. A new worker takes over from the history once the killed one's worker record is
+stale (``RuntimeOptions.worker_timeout``, default options throughout), and the demo shows how long
+that took; the finished steps are not run again. Each activity appends a line to a run log beside
+the database, which the demo reads to see where and how often each step really ran.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _run_log(ctx: ActivityContext, detail: str) -> None:
     log = os.environ.get("PERDURE_DEMO_RUN_LOG")
     if log:
         with open(log, "a", encoding="utf-8") as out:
-            out.write(f"{ctx.name}\t{ctx.attempt}\t{detail}\t{os.getpid()}\n")
+            out.write(f"{ctx.name}\t{ctx.attempt}\t{detail}\t{os.getpid()}\t{time.time():.3f}\n")
 
 
 @registry.activity("CreateResourceGroup")
@@ -110,11 +111,9 @@ async def provision_environment(ctx: OrchestrationContext, spec: dict[str, Any])
 
 async def _work(db: str) -> None:
     provider = await SqliteProvider.open(db)
-    # Short locks, so the replacement worker takes over the killed one's work within seconds.
-    options = RuntimeOptions(lock_seconds=2.0, activity_lock_seconds=2.0)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with Runtime(provider, registry, options):
+    async with Runtime(provider, registry, RuntimeOptions()):
         await stop.wait()  # until SIGTERM (graceful) or SIGKILL (the crash the demo shows)
     await provider.close()
 
@@ -165,7 +164,8 @@ class _Show:
         self.worker: subprocess.Popen[bytes] | None = None
         self.shown = 0
         self.names: dict[int, str] = {}
-        self.killed = self.approved = False
+        self.killed_at: float | None = None  # when the crash happened (epoch seconds)
+        self.recovered = self.approved = False
 
     def start_worker(self, note: str = "") -> None:
         env = {**os.environ, "PERDURE_DEMO_RUN_LOG": str(self.run_log)}
@@ -196,22 +196,42 @@ class _Show:
             if state.status.is_terminal:
                 return state
             await self._crash_once()
+            self._show_recovery()
             if state.custom_status == "waiting for approval" and not self.approved:
                 self.screen.say("⏸ the orchestration waits durably for approval; approving as 'operator'")
                 await self.client.raise_event(_INSTANCE, "Approval", "operator")
                 self.approved = True
             await self.provider.wait_for_state_change(_INSTANCE, 0.2)
 
+    def _runs(self) -> list[list[str]]:
+        """The run log's lines: activity, attempt, detail, pid, start time."""
+        text = self.run_log.read_text(encoding="utf-8") if self.run_log.exists() else ""
+        return [line.split("\t") for line in text.splitlines()]
+
     async def _crash_once(self) -> None:
-        runs = self.run_log.read_text(encoding="utf-8") if self.run_log.exists() else ""
-        if self.killed or "CreateVirtualMachine" not in runs or self.worker is None:
+        if self.killed_at is not None or self.worker is None:
+            return
+        if not any(run[0] == "CreateVirtualMachine" for run in self._runs()):
             return
         await asyncio.sleep(_STEP_SECONDS)  # let it get well into the step
+        self.killed_at = time.time()
         self.worker.send_signal(signal.SIGKILL)
         self.worker.wait()
-        self.killed = True
         self.screen.say(f"💥 killed worker {self.worker.pid} (SIGKILL) in the middle of CreateVirtualMachine")
-        self.start_worker("; it resumes from the history once the lock expires")
+        timeout = RuntimeOptions().worker_timeout
+        self.start_worker(f"; it takes the work over once the dead worker's record is {timeout:g} s stale")
+
+    def _show_recovery(self) -> None:
+        """Say, once, how long after the crash the interrupted step ran again."""
+        if self.killed_at is None or self.recovered or self.worker is None:
+            return
+        again = [run for run in self._runs() if run[0] == "CreateVirtualMachine" and run[3] == str(self.worker.pid)]
+        if again:
+            self.recovered = True
+            delay = float(again[0][4]) - self.killed_at
+            self.screen.say(
+                f"⏱ CreateVirtualMachine running again on worker {self.worker.pid}, {delay:.1f} s after the crash"
+            )
 
     def summary(self, final: OrchestrationState) -> int:
         """How it ended, and how often each step really ran; the exit code."""
@@ -219,7 +239,7 @@ class _Show:
             self.screen.say(f"orchestration ended {final.status.value}: {final.error}")
             return 1
         self.screen.say(f"✔ orchestration COMPLETED: {final.output}")
-        counts = Counter(line.split("\t")[0] for line in self.run_log.read_text(encoding="utf-8").splitlines())
+        counts = Counter(run[0] for run in self._runs())
         self.screen.say("how often each step really ran:")
         for step, why in _WHY.items():
             self.screen.say(f"   {step:22s} {counts[step]}×  ({why})")

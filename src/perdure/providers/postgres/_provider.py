@@ -29,12 +29,22 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from perdure._errors import ProviderError
-from perdure.providers._base import InstanceFilter, Message, OrchestrationItem, QueueKind, TurnCommit, WorkItem
+from perdure.providers._base import (
+    InstanceFilter,
+    Message,
+    OrchestrationItem,
+    QueueKind,
+    TurnCommit,
+    WorkerInfo,
+    WorkerLiveness,
+    WorkItem,
+)
 from perdure.providers._codec import activity_items
 from perdure.providers._sql import SqlStyle, instance_query, load_queries
 from perdure.providers._sql_provider import LockedInstance, SqlProvider, WorkRow
 from perdure.providers.postgres._connection import Connection, migrate, open_pool, resolve_schema
 from perdure.providers.postgres._errors import is_transient, provider_error
+from perdure.providers.postgres._liveness import PostgresWorkerLiveness
 from perdure.providers.postgres._notify import Listener
 from perdure.providers.postgres._params import (
     completion_params,
@@ -82,6 +92,7 @@ class PostgresProvider(SqlProvider):
         self.schema = schema
         """The schema holding this provider's tables."""
         self._pool = pool
+        self._conninfo = conninfo
         self._retry_seconds = retry_seconds
         self._listener = Listener(conninfo, schema, self._signals)
         # Every committed state change notifies, so the fallback poll of a waiting client can be
@@ -256,8 +267,8 @@ class PostgresProvider(SqlProvider):
         row = await self._fetchone(_Q["purge_instances"], {"instance_ids": instance_ids})
         return 0 if row is None else int(row[0])
 
-    async def _lock_instance(self, lock_seconds: float, token: str) -> LockedInstance | None:
-        params = {"lock_seconds": float(lock_seconds), "lock_token": token}
+    async def _lock_instance(self, lock_seconds: float, token: str, worker_id: str | None) -> LockedInstance | None:
+        params = {"lock_seconds": float(lock_seconds), "lock_token": token, "worker_id": worker_id}
         row = await self._fetchone(_Q["fetch_orchestration_item"], params)
         if row is None:
             return None
@@ -300,10 +311,12 @@ class PostgresProvider(SqlProvider):
         }
         await self._fetchone(_Q["abandon_orchestration_item"], params)
 
-    async def _lock_work_item(self, queues: list[str], lock_seconds: float, token: str) -> WorkRow | None:
-        params = {"queues": queues, "lock_token": token, "lock_seconds": float(lock_seconds)}
+    async def _lock_work_item(
+        self, queues: list[str], lock_seconds: float, token: str, worker_id: str | None
+    ) -> WorkRow | None:
+        params = {"queues": queues, "lock_token": token, "lock_seconds": float(lock_seconds), "worker_id": worker_id}
         row = await self._fetchone(_Q["fetch_work_item"], params)
-        return None if row is None else (row[0], row[1], row[2])
+        return None if row is None else (row[0], row[1], row[2], row[3], row[4])
 
     async def _complete_work_item(self, item: WorkItem, completion: Message) -> bool:
         params = {**completion_params(item, completion), "notify": self._listener.notice(orchestrator=1)}
@@ -328,6 +341,9 @@ class PostgresProvider(SqlProvider):
         rows = await self._fetchall(_Q["select_work_item_locks"], {"item_ids": item_ids})
         return [(int(item_id), token) for item_id, token in rows]
 
+    async def _select_workers(self) -> list[Sequence[Any]]:
+        return list(await self._fetchall(_Q["select_workers"]))
+
     async def _seconds_until_due(self, kind: QueueKind, queues: list[str]) -> float | None:
         if kind == "orchestrator":
             query, params = _Q["earliest_orchestrator_due"], None
@@ -343,6 +359,9 @@ class PostgresProvider(SqlProvider):
 
     async def queue_depths(self) -> dict[str, int]:
         return {str(queue): int(count) for queue, count in await self._fetchall(_Q["queue_depths"])}
+
+    def worker_liveness(self, worker: WorkerInfo, timeout: float) -> WorkerLiveness | None:
+        return PostgresWorkerLiveness(self._conninfo, self.schema, worker, timeout)
 
     async def close(self) -> None:
         if self._closed:

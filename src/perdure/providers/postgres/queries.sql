@@ -110,7 +110,7 @@ WITH purged AS (
 SELECT count(*) FROM purged
 
 -- name: fetch_orchestration_item
-SELECT * FROM fetch_orchestration_item(%(lock_seconds)s, %(lock_token)s)
+SELECT * FROM fetch_orchestration_item(%(lock_seconds)s, %(lock_token)s, %(worker_id)s)
 
 -- name: ack_orchestration_item
 SELECT ack_orchestration_item(
@@ -136,8 +136,8 @@ WITH undone AS (
 ), released AS (
     DELETE FROM instance_locks
     WHERE instance_id = %(instance_id)s AND lock_token = %(lock_token)s AND %(delay)s <= 0
-), held AS (
-    UPDATE instance_locks SET locked_until = now() + make_interval(secs => %(delay)s)
+), held AS (  -- by the delay alone: no worker's beats extend it
+    UPDATE instance_locks SET locked_until = now() + make_interval(secs => %(delay)s), worker_id = NULL
     WHERE instance_id = %(instance_id)s AND lock_token = %(lock_token)s AND %(delay)s > 0
 )
 SELECT pg_notify(notify_channel(), %(notify)s)
@@ -152,9 +152,9 @@ WITH next AS (
 )
 UPDATE worker_queue w
 SET lock_token = %(lock_token)s, visible_at = now() + make_interval(secs => %(lock_seconds)s),
-    dequeue_count = w.dequeue_count + 1
+    dequeue_count = w.dequeue_count + 1, worker_id = %(worker_id)s
 FROM next WHERE w.item_id = next.item_id
-RETURNING w.item_id, w.request, w.dequeue_count
+RETURNING w.item_id, w.request, w.dequeue_count, w.heartbeat_details, w.heartbeat_at
 
 -- name: ack_work_item
 -- Delete the item if the lock is still ours and enqueue its completion; no row back: lock lost.
@@ -180,7 +180,7 @@ SELECT item_id, lock_token FROM worker_queue WHERE item_id = ANY (%(item_ids)s::
 
 -- name: release_work_item
 WITH released AS (
-    UPDATE worker_queue SET lock_token = NULL, visible_at = now() + make_interval(secs => %(seconds)s)
+    UPDATE worker_queue SET lock_token = NULL, worker_id = NULL, visible_at = now() + make_interval(secs => %(seconds)s)
     WHERE item_id = %(item_id)s AND lock_token = %(lock_token)s
     RETURNING item_id
 )
@@ -222,3 +222,16 @@ WHERE queue = ANY (%(queues)s::text[])
 SELECT 'orchestrator', count(*) FROM orchestrator_queue WHERE visible_at <= now()
 UNION ALL
 SELECT 'activity:' || queue, count(*) FROM worker_queue WHERE visible_at <= now() GROUP BY queue
+
+-- name: worker_beat
+SELECT worker_beat(
+    %(worker_id)s, %(host)s, %(pid)s, %(serves)s, %(started_at)s, %(timeout)s,
+    %(items)s::bigint[], %(tokens)s::text[], %(details)s::text[]
+)
+
+-- name: delete_worker
+DELETE FROM workers WHERE worker_id = %(worker_id)s
+
+-- name: select_workers
+SELECT worker_id, host, pid, serves, started_at, last_seen, expires_at > now() FROM workers
+ORDER BY host, pid, started_at, worker_id

@@ -47,7 +47,8 @@ CREATE INDEX orchestrator_queue_by_instance ON orchestrator_queue (instance_id, 
 CREATE TABLE instance_locks (
     instance_id  text PRIMARY KEY,
     lock_token   text NOT NULL,
-    locked_until timestamptz NOT NULL
+    locked_until timestamptz NOT NULL,
+    worker_id    text  -- the worker holding the lock, whose beats push locked_until along
 );
 
 CREATE TABLE worker_queue (
@@ -57,7 +58,10 @@ CREATE TABLE worker_queue (
     request       text NOT NULL,
     visible_at    timestamptz NOT NULL,
     lock_token    text,
-    dequeue_count integer NOT NULL DEFAULT 0
+    dequeue_count integer NOT NULL DEFAULT 0,
+    worker_id     text,  -- the worker holding the lock, whose beats push visible_at along
+    heartbeat_details text,  -- the last details an attempt reported, for the next attempt
+    heartbeat_at  timestamptz
 );
 CREATE INDEX worker_queue_by_visible ON worker_queue (queue, visible_at, item_id);
 CREATE INDEX worker_queue_by_instance ON worker_queue (instance_id);
@@ -96,8 +100,9 @@ $$;
 
 -- Lock one instance that has visible messages (no live lock, not held back by suspension) and
 -- return it with its messages, state and current history, in one round trip. Candidates are
--- tried in queue order; an advisory lock skips instances another fetch is taking right now.
-CREATE FUNCTION fetch_orchestration_item(p_lock_seconds double precision, p_token text)
+-- tried in queue order; an advisory lock skips instances another fetch is taking right now. With
+-- p_worker_id the lock is that worker's, extended by its beats (worker_beat).
+CREATE FUNCTION fetch_orchestration_item(p_lock_seconds double precision, p_token text, p_worker_id text DEFAULT NULL)
 RETURNS TABLE (
     o_instance_id text, o_message_ids bigint[], o_message_executions integer[], o_message_events text[],
     o_message_dequeues integer[], o_state_instance_id text, o_name text, o_version text, o_status text,
@@ -122,9 +127,10 @@ BEGIN
         v_tried := v_tried || v_id;
         CONTINUE WHEN NOT pg_try_advisory_xact_lock(hashtext(current_schema()), hashtext(v_id));
         v_locked := NULL;
-        INSERT INTO instance_locks AS l (instance_id, lock_token, locked_until)
-        VALUES (v_id, p_token, now() + make_interval(secs => p_lock_seconds))
-        ON CONFLICT (instance_id) DO UPDATE SET lock_token = excluded.lock_token, locked_until = excluded.locked_until
+        INSERT INTO instance_locks AS l (instance_id, lock_token, locked_until, worker_id)
+        VALUES (v_id, p_token, now() + make_interval(secs => p_lock_seconds), p_worker_id)
+        ON CONFLICT (instance_id) DO UPDATE
+            SET lock_token = excluded.lock_token, locked_until = excluded.locked_until, worker_id = excluded.worker_id
             WHERE l.locked_until <= now()
         RETURNING true INTO v_locked;
         CONTINUE WHEN v_locked IS NULL;
@@ -201,3 +207,41 @@ CREATE TABLE enqueue_receipts (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX enqueue_receipts_by_created ON enqueue_receipts (created_at);
+
+-- One row per running worker process (a Runtime), renewed by a thread of the worker through
+-- worker_beat. A worker counts as dead once expires_at has passed; its locks expire then too.
+CREATE TABLE workers (
+    worker_id  text PRIMARY KEY,
+    host       text NOT NULL,
+    pid        integer NOT NULL,
+    serves     text NOT NULL,  -- JSON: {"orchestrations": ["name@version"], "activities": [], "queues": []}
+    started_at timestamptz NOT NULL,
+    last_seen  timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX instance_locks_by_worker ON instance_locks (worker_id) WHERE worker_id IS NOT NULL;
+CREATE INDEX worker_queue_by_worker ON worker_queue (worker_id) WHERE worker_id IS NOT NULL;
+
+-- A worker's beat, from its liveness thread: its record (created if missing) seen now, every lock
+-- it holds extended to its new expiry, and its running activities' heartbeats stored (details
+-- NULL keeps the stored details and records only the time). Records dead for a day are swept.
+CREATE FUNCTION worker_beat(
+    p_worker_id text, p_host text, p_pid integer, p_serves text, p_started_at timestamptz,
+    p_timeout double precision, p_items bigint[], p_tokens text[], p_details text[]
+) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_expires timestamptz := now() + make_interval(secs => p_timeout);
+BEGIN
+    INSERT INTO workers (worker_id, host, pid, serves, started_at, last_seen, expires_at)
+    VALUES (p_worker_id, p_host, p_pid, p_serves, p_started_at, now(), v_expires)
+    ON CONFLICT (worker_id) DO UPDATE SET last_seen = excluded.last_seen, expires_at = excluded.expires_at;
+    UPDATE instance_locks SET locked_until = v_expires WHERE worker_id = p_worker_id;
+    UPDATE worker_queue SET visible_at = v_expires WHERE worker_id = p_worker_id;
+    IF cardinality(p_items) > 0 THEN
+        UPDATE worker_queue w SET heartbeat_details = coalesce(h.details, w.heartbeat_details), heartbeat_at = now()
+        FROM unnest(p_items, p_tokens, p_details) AS h(item_id, lock_token, details)
+        WHERE w.item_id = h.item_id AND w.lock_token = h.lock_token;
+    END IF;
+    DELETE FROM workers WHERE expires_at < now() - interval '1 day';
+END
+$$;

@@ -23,7 +23,7 @@ Q = load_queries("perdure.providers.sqlite")
 """The named queries of ``queries.sql``."""
 BUSY_GIVE_UP_SECONDS = 300.0
 """How long a call waits for another process's lock before it raises :class:`ProviderError`."""
-_FILE_VERSION = 1  # PRAGMA user_version once the file's stored rows are in today's form
+_FILE_VERSION = 2  # PRAGMA user_version once the file's stored rows are in today's form
 _TABLES = ("history", "instances", "orchestrator_queue")  # a file with these holds a perdure store
 
 
@@ -88,10 +88,28 @@ def _prepare(connection: sqlite3.Connection, path: str, synchronous: str) -> Non
     connection.execute(f"PRAGMA synchronous={synchronous}")
     connection.execute("PRAGMA busy_timeout=0")  # never block the loop: callers retry asynchronously
     connection.executescript(read_sql("perdure.providers.sqlite", "schema.sql"))
-    if connection.execute("PRAGMA user_version").fetchone()[0] < _FILE_VERSION:
+    if _file_version(connection) < _FILE_VERSION:
         with transaction(connection):
-            connection.execute(Q["mark_control_messages"])
-            connection.execute(f"PRAGMA user_version={_FILE_VERSION}")
+            _upgrade(connection, _file_version(connection))  # read again: another process may have done it
+
+
+def _file_version(connection: sqlite3.Connection) -> int:
+    return int(connection.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _upgrade(connection: sqlite3.Connection, version: int) -> None:
+    """Bring a file written by an earlier version (or a new one, version 0) to today's form."""
+    if version < 1:
+        connection.execute(Q["mark_control_messages"])
+    if version < 2:
+        # A new file has the columns already (schema.sql); a file from before worker records gains them.
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(worker_queue)")}
+        if "worker_id" not in columns:
+            for statement in Q["add_worker_columns"].split(";"):
+                connection.execute(statement)
+        for statement in Q["worker_indexes"].split(";"):
+            connection.execute(statement)
+    connection.execute(f"PRAGMA user_version={_FILE_VERSION}")
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ sleeping on the loop, and never reaches users.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -17,11 +18,21 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from perdure._errors import ProviderError
-from perdure.providers._base import InstanceFilter, Message, OrchestrationItem, QueueKind, TurnCommit, WorkItem
+from perdure.providers._base import (
+    InstanceFilter,
+    Message,
+    OrchestrationItem,
+    QueueKind,
+    TurnCommit,
+    WorkerInfo,
+    WorkerLiveness,
+    WorkItem,
+)
 from perdure.providers._sql_provider import LockedInstance, SqlProvider, WorkRow
 from perdure.providers.sqlite import _statements as tx
 from perdure.providers.sqlite._connection import BUSY_GIVE_UP_SECONDS, connect, data_version, waiting_out_locks
 from perdure.providers.sqlite._group_commit import GroupCommit
+from perdure.providers.sqlite._liveness import OnLoop, SqliteWorkerLiveness
 
 __all__ = ["SqliteProvider"]
 
@@ -37,9 +48,13 @@ class SqliteProvider(SqlProvider):
     process is noticed within ``poll_interval``.
     """
 
-    def __init__(self, connection: sqlite3.Connection, poll_interval: float) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, poll_interval: float, path: str = ":memory:", synchronous: str = "NORMAL"
+    ) -> None:
         super().__init__()
         self._db = connection
+        self._path = path
+        self._synchronous = synchronous
         self._poll_interval = poll_interval
         self._writes = GroupCommit(connection, BUSY_GIVE_UP_SECONDS)
         self._watcher: asyncio.Task[None] | None = None
@@ -71,7 +86,7 @@ class SqliteProvider(SqlProvider):
         """
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError("synchronous must be 'NORMAL' or 'FULL'")
-        return cls(await connect(str(path), synchronous, create=create), poll_interval)
+        return cls(await connect(str(path), synchronous, create=create), poll_interval, str(path), synchronous)
 
     # --- plumbing ----------------------------------------------------------------------------------
 
@@ -131,8 +146,8 @@ class SqliteProvider(SqlProvider):
     async def _delete_instances(self, instance_ids: list[str]) -> int:
         return await self._write(tx.delete_instances, instance_ids)
 
-    async def _lock_instance(self, lock_seconds: float, token: str) -> LockedInstance | None:
-        return await self._write(tx.lock_instance, lock_seconds, token)
+    async def _lock_instance(self, lock_seconds: float, token: str, worker_id: str | None) -> LockedInstance | None:
+        return await self._write(tx.lock_instance, lock_seconds, token, worker_id)
 
     async def _commit_turn(self, item: OrchestrationItem, commit: TurnCommit) -> bool:
         return await self._write(tx.commit_turn, item, commit)
@@ -140,8 +155,10 @@ class SqliteProvider(SqlProvider):
     async def _release_instance(self, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:
         await self._write(tx.release_instance, item, delay, undo_delivery)
 
-    async def _lock_work_item(self, queues: list[str], lock_seconds: float, token: str) -> WorkRow | None:
-        return await self._write(tx.lock_work_item, queues, lock_seconds, token)
+    async def _lock_work_item(
+        self, queues: list[str], lock_seconds: float, token: str, worker_id: str | None
+    ) -> WorkRow | None:
+        return await self._write(tx.lock_work_item, queues, lock_seconds, token, worker_id)
 
     async def _complete_work_item(self, item: WorkItem, completion: Message) -> bool:
         return await self._write(tx.complete_work_item, item, completion)
@@ -155,6 +172,9 @@ class SqliteProvider(SqlProvider):
     async def _select_work_item_locks(self, item_ids: list[int]) -> list[tuple[int, str | None]]:
         return await self._read(tx.select_work_item_locks, item_ids)
 
+    async def _select_workers(self) -> list[Sequence[Any]]:
+        return await self._read(tx.select_workers)
+
     async def _seconds_until_due(self, kind: QueueKind, queues: list[str]) -> float | None:
         return await self._read(tx.earliest_due, kind, queues)
 
@@ -162,6 +182,25 @@ class SqliteProvider(SqlProvider):
 
     async def queue_depths(self) -> dict[str, int]:
         return await self._read(tx.queue_depths)
+
+    def worker_liveness(self, worker: WorkerInfo, timeout: float) -> WorkerLiveness | None:
+        # A private in-memory database lives and dies with this one connection: no other
+        # connection can reach it, and no other process could take its work over anyway.
+        if self._path in ("", ":memory:"):
+            return None
+        return SqliteWorkerLiveness(self._path, self._synchronous, worker, timeout, self._on_loop())
+
+    def _on_loop(self) -> OnLoop | None:
+        """How another thread runs a write of this connection on the current event loop, if there is one."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+
+        def submit(function: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+            return asyncio.run_coroutine_threadsafe(self._write(function, *args), loop)
+
+        return submit
 
     async def close(self) -> None:
         if self._closed:

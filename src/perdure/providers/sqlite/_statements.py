@@ -12,12 +12,14 @@ from perdure import _json
 from perdure.engine import encode_event
 from perdure.providers import _clock
 from perdure.providers._base import (
+    Heartbeat,
     InstanceFilter,
     InstanceUpdate,
     Message,
     OrchestrationItem,
     QueueKind,
     TurnCommit,
+    WorkerInfo,
     WorkItem,
 )
 from perdure.providers._codec import (
@@ -27,15 +29,18 @@ from perdure.providers._codec import (
     encode_value,
     message_kind,
     to_epoch,
+    worker_serves,
 )
 from perdure.providers._sql import SqlStyle, instance_query
 from perdure.providers._sql_provider import LockedInstance, WorkRow
 from perdure.providers.sqlite._connection import Q, transaction
 
 __all__ = [
+    "beat_worker",
     "commit_turn",
     "complete_work_item",
     "delete_instances",
+    "delete_worker",
     "earliest_due",
     "insert_instance",
     "insert_messages",
@@ -49,6 +54,7 @@ __all__ = [
     "select_state",
     "select_states",
     "select_work_item_locks",
+    "select_workers",
     "update_work_item",
 ]
 
@@ -150,16 +156,17 @@ def delete_instances(db: sqlite3.Connection, instance_ids: list[str]) -> int:
     return purged
 
 
-def lock_instance(db: sqlite3.Connection, lock_seconds: float, token: str) -> LockedInstance | None:
+def lock_instance(
+    db: sqlite3.Connection, lock_seconds: float, token: str, worker_id: str | None
+) -> LockedInstance | None:
     now = _clock.now()
     with transaction(db):
         row = db.execute(Q["next_orchestration_instance"], {"now": now}).fetchone()
         if row is None:
             return None
         instance_id = row[0]
-        db.execute(
-            Q["lock_instance"], {"instance_id": instance_id, "lock_token": token, "locked_until": now + lock_seconds}
-        )
+        lock = {"instance_id": instance_id, "lock_token": token, "locked_until": now + lock_seconds}
+        db.execute(Q["lock_instance"], {**lock, "worker_id": worker_id})
         key = {"instance_id": instance_id, "now": now}
         messages = sorted(db.execute(Q["take_visible_messages"], key).fetchall())
         state = db.execute(Q["select_state"], key).fetchone()
@@ -222,14 +229,17 @@ def release_instance(db: sqlite3.Connection, item: OrchestrationItem, delay: flo
         db.execute(Q["hold_instance" if delay > 0 else "delete_lock"], key)
 
 
-def lock_work_item(db: sqlite3.Connection, queues: list[str], lock_seconds: float, token: str) -> WorkRow | None:
+def lock_work_item(
+    db: sqlite3.Connection, queues: list[str], lock_seconds: float, token: str, worker_id: str | None
+) -> WorkRow | None:
     now = _clock.now()
     with transaction(db):
         row = db.execute(Q["next_work_item"], {"queues": _json.dumps(queues), "now": now}).fetchone()
         if row is None:
             return None
-        db.execute(Q["lock_work_item"], {"item_id": row[0], "lock_token": token, "locked_until": now + lock_seconds})
-    return (row[0], row[1], row[2])
+        lock = {"item_id": row[0], "lock_token": token, "locked_until": now + lock_seconds}
+        db.execute(Q["lock_work_item"], {**lock, "worker_id": worker_id})
+    return (row[0], row[1], row[2], row[3], row[4])
 
 
 def complete_work_item(db: sqlite3.Connection, item: WorkItem, completion: Message) -> bool:
@@ -254,6 +264,11 @@ def select_work_item_locks(db: sqlite3.Connection, item_ids: list[int]) -> list[
     return [(int(item_id), token) for item_id, token in rows]
 
 
+def select_workers(db: sqlite3.Connection) -> list[Sequence[Any]]:
+    rows: list[Sequence[Any]] = db.execute(Q["select_workers"], {"now": _clock.now()}).fetchall()
+    return rows
+
+
 def queue_depths(db: sqlite3.Connection) -> dict[str, int]:
     now = _clock.now()
     depths = {"orchestrator": int(db.execute(Q["orchestrator_queue_depth"], {"now": now}).fetchone()[0])}
@@ -269,3 +284,36 @@ def earliest_due(db: sqlite3.Connection, kind: QueueKind, queues: list[str]) -> 
     else:
         row = db.execute(Q["earliest_worker_due"], {"queues": _json.dumps(queues)}).fetchone()
     return None if row is None or row[0] is None else float(row[0]) - _clock.now()
+
+
+# --- worker records: run by the worker's liveness thread, on its own connection ------------------
+
+
+def beat_worker(db: sqlite3.Connection, worker: WorkerInfo, timeout: float, heartbeats: Sequence[Heartbeat]) -> None:
+    """Renew the worker's record and every lock it holds, and store its activities' heartbeats."""
+    now = _clock.now()
+    expires_at = now + timeout
+    key = {"worker_id": worker.worker_id, "expires_at": expires_at}
+    record = {
+        **key,
+        "host": worker.host,
+        "pid": worker.pid,
+        "serves": worker_serves(worker),
+        "started_at": to_epoch(worker.started_at),
+        "now": now,
+    }
+    beats = [
+        {"item_id": h.item_id, "lock_token": h.lock_token, "details": encode_value(h.details), "now": now}
+        for h in heartbeats
+    ]
+    with transaction(db):
+        db.execute(Q["beat_worker"], record)
+        db.execute(Q["extend_instance_locks"], key)
+        db.execute(Q["extend_work_items"], key)
+        db.executemany(Q["store_heartbeat"], beats)
+        db.execute(Q["sweep_workers"], {"now": now})
+
+
+def delete_worker(db: sqlite3.Connection, worker_id: str) -> None:
+    with transaction(db):
+        db.execute(Q["delete_worker"], {"worker_id": worker_id})

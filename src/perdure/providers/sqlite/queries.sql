@@ -51,8 +51,10 @@ ORDER BY q.visible_at, q.message_id
 LIMIT 1
 
 -- name: lock_instance
-INSERT INTO instance_locks (instance_id, lock_token, locked_until) VALUES (:instance_id, :lock_token, :locked_until)
-ON CONFLICT (instance_id) DO UPDATE SET lock_token = excluded.lock_token, locked_until = excluded.locked_until
+INSERT INTO instance_locks (instance_id, lock_token, locked_until, worker_id)
+VALUES (:instance_id, :lock_token, :locked_until, :worker_id)
+ON CONFLICT (instance_id) DO UPDATE
+SET lock_token = excluded.lock_token, locked_until = excluded.locked_until, worker_id = excluded.worker_id
 
 -- name: take_visible_messages
 -- Counts the delivery and returns the messages in one statement (RETURNING order is not defined).
@@ -90,16 +92,19 @@ WHERE message_id = :message_id AND dequeue_count > 0
 
 -- name: hold_instance
 -- Put back with a delay: the lock stays until then, so no message of the instance overtakes another.
-UPDATE instance_locks SET locked_until = :locked_until WHERE instance_id = :instance_id AND lock_token = :lock_token
+-- No worker holds it any more: its beats must not extend the delay.
+UPDATE instance_locks SET locked_until = :locked_until, worker_id = NULL
+WHERE instance_id = :instance_id AND lock_token = :lock_token
 
 -- name: next_work_item
-SELECT item_id, request, dequeue_count + 1 FROM worker_queue
+SELECT item_id, request, dequeue_count + 1, heartbeat_details, heartbeat_at FROM worker_queue
 WHERE queue IN (SELECT value FROM json_each(:queues)) AND visible_at <= :now
 ORDER BY visible_at, item_id
 LIMIT 1
 
 -- name: lock_work_item
-UPDATE worker_queue SET lock_token = :lock_token, visible_at = :locked_until, dequeue_count = dequeue_count + 1
+UPDATE worker_queue
+SET lock_token = :lock_token, visible_at = :locked_until, dequeue_count = dequeue_count + 1, worker_id = :worker_id
 WHERE item_id = :item_id
 
 -- name: delete_work_item
@@ -116,7 +121,8 @@ DELETE FROM worker_queue WHERE item_id = :item_id
 SELECT item_id, lock_token FROM worker_queue WHERE item_id IN (SELECT value FROM json_each(:item_ids))
 
 -- name: release_work_item
-UPDATE worker_queue SET lock_token = NULL, visible_at = :visible_at WHERE item_id = :item_id AND lock_token = :lock_token
+UPDATE worker_queue SET lock_token = NULL, worker_id = NULL, visible_at = :visible_at
+WHERE item_id = :item_id AND lock_token = :lock_token
 
 -- name: renew_work_item
 UPDATE worker_queue SET visible_at = :locked_until WHERE item_id = :item_id AND lock_token = :lock_token
@@ -158,3 +164,42 @@ SELECT queue, COUNT(*) FROM worker_queue WHERE visible_at <= :now GROUP BY queue
 -- the kind: the queued messages of the types that reach a suspended instance become 'control'.
 UPDATE orchestrator_queue SET kind = 'control'
 WHERE kind IN ('OrchestrationResumed', 'OrchestrationSuspended', 'TerminateRequested')
+
+-- name: add_worker_columns
+-- Files from before worker records: the columns the lock rows and work items gained.
+ALTER TABLE instance_locks ADD COLUMN worker_id TEXT;
+ALTER TABLE worker_queue ADD COLUMN worker_id TEXT;
+ALTER TABLE worker_queue ADD COLUMN heartbeat_details TEXT;
+ALTER TABLE worker_queue ADD COLUMN heartbeat_at REAL
+
+-- name: worker_indexes
+CREATE INDEX IF NOT EXISTS instance_locks_by_worker ON instance_locks (worker_id) WHERE worker_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS worker_queue_by_worker ON worker_queue (worker_id) WHERE worker_id IS NOT NULL
+
+-- name: beat_worker
+-- The worker's record, created if missing (the first beat registers it; a worker whose record was
+-- swept away while it could not reach the store comes back).
+INSERT INTO workers (worker_id, host, pid, serves, started_at, last_seen, expires_at)
+VALUES (:worker_id, :host, :pid, :serves, :started_at, :now, :expires_at)
+ON CONFLICT (worker_id) DO UPDATE SET last_seen = excluded.last_seen, expires_at = excluded.expires_at
+
+-- name: extend_instance_locks
+UPDATE instance_locks SET locked_until = :expires_at WHERE worker_id = :worker_id
+
+-- name: extend_work_items
+UPDATE worker_queue SET visible_at = :expires_at WHERE worker_id = :worker_id
+
+-- name: store_heartbeat
+UPDATE worker_queue SET heartbeat_details = COALESCE(:details, heartbeat_details), heartbeat_at = :now
+WHERE item_id = :item_id AND lock_token = :lock_token
+
+-- name: sweep_workers
+-- Records of workers dead for a day are of no more use to anyone.
+DELETE FROM workers WHERE expires_at < :now - 86400
+
+-- name: delete_worker
+DELETE FROM workers WHERE worker_id = :worker_id
+
+-- name: select_workers
+SELECT worker_id, host, pid, serves, started_at, last_seen, expires_at > :now FROM workers
+ORDER BY host, pid, started_at, worker_id

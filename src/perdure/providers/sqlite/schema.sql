@@ -40,11 +40,13 @@ CREATE TABLE IF NOT EXISTS orchestrator_queue (
 CREATE INDEX IF NOT EXISTS orchestrator_queue_by_visible ON orchestrator_queue (visible_at);
 CREATE INDEX IF NOT EXISTS orchestrator_queue_by_instance ON orchestrator_queue (instance_id, message_id);
 
--- The peek-lock on an instance: one turn at a time; an expired lock may be taken over.
+-- The peek-lock on an instance: one turn at a time; an expired lock may be taken over. A lock
+-- with a worker_id is that worker's: the worker's beats push locked_until along (see workers).
 CREATE TABLE IF NOT EXISTS instance_locks (
     instance_id  TEXT PRIMARY KEY,
     lock_token   TEXT NOT NULL,
-    locked_until REAL NOT NULL
+    locked_until REAL NOT NULL,
+    worker_id    TEXT
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS worker_queue (
@@ -54,7 +56,22 @@ CREATE TABLE IF NOT EXISTS worker_queue (
     request       TEXT NOT NULL,
     visible_at    REAL NOT NULL,
     lock_token    TEXT,
-    dequeue_count INTEGER NOT NULL DEFAULT 0
+    dequeue_count INTEGER NOT NULL DEFAULT 0,
+    worker_id     TEXT,  -- the worker holding the lock, whose beats push visible_at along
+    heartbeat_details TEXT,  -- the last details an attempt reported, for the next attempt
+    heartbeat_at  REAL
 );
 CREATE INDEX IF NOT EXISTS worker_queue_by_visible ON worker_queue (queue, visible_at);
 CREATE INDEX IF NOT EXISTS worker_queue_by_instance ON worker_queue (instance_id);
+
+-- One row per running worker process (a Runtime), renewed by a thread of the worker. A worker
+-- counts as dead once expires_at has passed; its locks expire at the same moment.
+CREATE TABLE IF NOT EXISTS workers (
+    worker_id  TEXT PRIMARY KEY,
+    host       TEXT NOT NULL,
+    pid        INTEGER NOT NULL,
+    serves     TEXT NOT NULL,  -- JSON: {"orchestrations": ["name@version"], "activities": [], "queues": []}
+    started_at REAL NOT NULL,
+    last_seen  REAL NOT NULL,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
