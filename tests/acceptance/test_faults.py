@@ -99,15 +99,16 @@ async def test_a_storm_of_sigkills_loses_and_repeats_nothing(workers: Workers) -
     provider = await SqliteProvider.open(workers.db)
     client = Client(provider)
     try:
-        for n in range(120):
+        pipelines = 400  # enough that the storm ends before the work does, on a quiet machine too
+        for n in range(pipelines):
             await client.start_orchestration(f"pipeline-{n:03}", "Pipeline", n)
-        total = 240  # each pipeline starts one child
+        total = 2 * pipelines  # each pipeline starts one child
         workers.start()
         workers.start()
         kills = 0
         rng = random.Random(13)
-        while kills < 14:  # two workers on one file, one of them SIGKILLed every 0.3-1.2 s
-            await asyncio.sleep(rng.uniform(0.3, 1.2))
+        while kills < 14:  # two workers on one file, one of them SIGKILLed every 0.1-0.5 s
+            await asyncio.sleep(rng.uniform(0.1, 0.5))
             if await _count(provider, OrchestrationStatus.COMPLETED) == total:
                 break
             victim = rng.choice(workers.live())
@@ -125,7 +126,7 @@ async def test_a_storm_of_sigkills_loses_and_repeats_nothing(workers: Workers) -
             await asyncio.sleep(0.1)
 
         await _check_all_completed_once(client, total)
-        for n in range(120):
+        for n in range(pipelines):
             state = await client.get_status(f"pipeline-{n:03}")
             assert state is not None and state.output == expected_output(n)
     finally:
