@@ -46,6 +46,12 @@ EXPECTED: dict[str, list[str]] = {
         "env-broken: FAILED (rolled back)",
         "env-broken: resources left: 0",
     ],
+    "long_activities.py": [
+        "status: COMPLETED",
+        "crunch: 4950",
+        "fetch: fetched https://example.org/report on attempt 2",  # the first timed out
+        "race: fast won; cancelled: Slow",
+    ],
     "eternal_monitor.py": [
         "status: COMPLETED",
         "executions: 4",
