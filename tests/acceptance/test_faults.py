@@ -38,7 +38,8 @@ from perdure import (
     RuntimeOptions,
     SqliteProvider,
 )
-from perdure.providers import InstanceFilter
+from perdure.engine.events import EventRaised
+from perdure.providers import InstanceFilter, Message
 
 pytestmark = pytest.mark.slow
 
@@ -235,9 +236,11 @@ async def test_corrupt_rows_delay_no_healthy_instance_by_more_than_5_s(provider:
         for column, garbage in corruptions.items():  # corrupted while no turn of theirs is in flight
             update = f"UPDATE instances SET {column} = {param} WHERE instance_id = 'bad-{column}'"
             await raw_sql(provider, update, {"v": garbage})
-        for _ in range(3):  # each bad instance has messages queued when its turn comes
-            for column in corruptions:
-                await client.raise_event(f"bad-{column}", "go")
+        # Each bad instance has messages queued when its turn comes, sent as another instance would:
+        # the client refuses events to one whose status reads FAILED.
+        go = [Message(instance_id=f"bad-{c}", execution_id=None, event=EventRaised(name="go")) for c in corruptions]
+        for _ in range(3):
+            await provider.enqueue_messages(go)
         disturbed = await asyncio.gather(*(healthy(f"among-{n:02}", n) for n in range(30)))
         delay = max(disturbed) - max(undisturbed)
         assert delay < 5.0, f"healthy instances took {max(disturbed):.1f} s, {max(undisturbed):.1f} s undisturbed"
