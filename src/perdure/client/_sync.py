@@ -95,6 +95,7 @@ class SyncClient:
     list_instances = _blocking(Client.list_instances)
     get_history = _blocking(Client.get_history)
     get_orchestration_descriptor = _blocking(Client.get_orchestration_descriptor)
+    list_workers = _blocking(Client.list_workers)
 
     @property
     def closed(self) -> bool:
