@@ -163,8 +163,8 @@ class DelegatingProvider(Provider):
     async def purge_instances(self, instance_ids: Sequence[str]) -> int:
         return await self.inner.purge_instances(instance_ids)
 
-    async def fetch_orchestration_item(self, lock_seconds: float) -> OrchestrationItem | None:
-        return await self.inner.fetch_orchestration_item(lock_seconds)
+    async def fetch_orchestration_item(self, lock_seconds: float, **kwargs: Any) -> OrchestrationItem | None:
+        return await self.inner.fetch_orchestration_item(lock_seconds, **kwargs)
 
     async def ack_orchestration_item(self, item: OrchestrationItem, commit: TurnCommit) -> None:
         await self.inner.ack_orchestration_item(item, commit)

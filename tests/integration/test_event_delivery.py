@@ -127,8 +127,8 @@ class _PickupClock(DelegatingProvider):
         await self.inner.create_instance(start)
         self.ready.setdefault("orchestration", time.monotonic())
 
-    async def fetch_orchestration_item(self, lock_seconds: float) -> OrchestrationItem | None:
-        item = await self.inner.fetch_orchestration_item(lock_seconds)
+    async def fetch_orchestration_item(self, lock_seconds: float, **kwargs: Any) -> OrchestrationItem | None:
+        item = await self.inner.fetch_orchestration_item(lock_seconds, **kwargs)
         if item is not None:
             self.picked.setdefault("orchestration", time.monotonic())
         return item

@@ -29,6 +29,7 @@ from perdure.engine.events import (
 from perdure.providers import (
     ActivityRequest,
     Heartbeat,
+    HistoryMark,
     InstanceFilter,
     InstanceUpdate,
     LockLostError,
@@ -265,6 +266,61 @@ async def test_history_of_each_execution_is_kept(provider: Provider) -> None:
 
 
 # --- the orchestrator queue -------------------------------------------------------------------------------
+
+
+async def _history_of(provider: Provider, instance_id: str, length: int) -> list[int]:
+    """Give ``instance_id`` an execution 1 of ``length`` events (one turn each after the start); their ids."""
+    await provider.create_instance(start(instance_id))
+    await run_start_turn(provider, instance_id)
+    for event_id in range(2, length + 1):
+        await provider.enqueue_messages([raised(instance_id, "tick", event_id)])
+        item = await fetch(provider)
+        event = EventRaised(event_id=event_id, timestamp=datetime.now(UTC), name="tick", data=event_id)
+        commit = TurnCommit(execution_id=1, history=[event], consumed=[m.message_id for m in item.messages])
+        await provider.ack_orchestration_item(item, commit)
+    await provider.enqueue_messages([raised(instance_id, "tick", "next")])
+    return list(range(1, length + 1))
+
+
+async def _fetched(provider: Provider, held: dict[str, HistoryMark]) -> OrchestrationItem:
+    item = await provider.fetch_orchestration_item(30, held=held)
+    assert item is not None
+    await provider.abandon_orchestration_item(item, undo_delivery=True)
+    return item
+
+
+@pytest.mark.parametrize("length", [3, 40])  # short and long histories (PostgreSQL treats them apart)
+async def test_a_fetch_returns_only_the_history_after_what_the_caller_holds(provider: Provider, length: int) -> None:
+    ids = await _history_of(provider, "h", length)
+    whole = await _fetched(provider, {})
+    assert [e.event_id for e in whole.history or []] == ids and whole.history_from == 1
+    assert await provider.get_history("h") == whole.history
+
+    last = await _fetched(provider, {"h": HistoryMark(execution_id=1, event_id=length)})
+    assert last.history == (whole.history or [])[-1:] and last.history_from == length, "only the event it holds"
+    tail = await _fetched(provider, {"h": HistoryMark(execution_id=1, event_id=2)})
+    assert tail.history == (whole.history or [])[1:] and tail.history_from == 2, "the event it holds, then the rest"
+    assert [m.event for m in tail.messages] == [m.event for m in whole.messages]
+    assert tail.state == whole.state
+
+
+@pytest.mark.parametrize("length", [3, 40])
+async def test_a_mark_that_does_not_fit_the_store_gets_the_whole_history(provider: Provider, length: int) -> None:
+    ids = await _history_of(provider, "h", length)
+    for mark in (
+        HistoryMark(execution_id=2, event_id=1),  # another execution
+        HistoryMark(execution_id=1, event_id=length + 5),  # more than is stored
+    ):
+        item = await _fetched(provider, {"h": mark, "other": HistoryMark(execution_id=1, event_id=1)})
+        assert [e.event_id for e in item.history or []] == ids and item.history_from == 1, mark
+    item = await _fetched(provider, {"other": HistoryMark(execution_id=1, event_id=length)})
+    assert [e.event_id for e in item.history or []] == ids and item.history_from == 1, "a mark of another instance"
+
+
+async def test_a_mark_on_an_instance_without_history_changes_nothing(provider: Provider) -> None:
+    await provider.create_instance(start("fresh"))
+    item = await _fetched(provider, {"fresh": HistoryMark(execution_id=1, event_id=1)})
+    assert item.history == [] and item.history_from == 1 and item.state is not None
 
 
 async def test_a_locked_instance_is_not_fetched_twice(provider: Provider) -> None:

@@ -136,8 +136,8 @@ class _RecordingProvider(DelegatingProvider):
         self.name = name
         self.recorder = recorder
 
-    async def fetch_orchestration_item(self, lock_seconds: float) -> OrchestrationItem | None:
-        item = await self.inner.fetch_orchestration_item(lock_seconds)
+    async def fetch_orchestration_item(self, lock_seconds: float, **kwargs: Any) -> OrchestrationItem | None:
+        item = await self.inner.fetch_orchestration_item(lock_seconds, **kwargs)
         if item is not None:
             with self.recorder.lock:
                 holder = self.recorder.holders.get(item.instance_id)

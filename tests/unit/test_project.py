@@ -68,6 +68,7 @@ def test_the_provider_contract_is_public() -> None:
             "ActivityRequest",
             "DataRefusedError",
             "Heartbeat",
+            "HistoryMark",
             "InstanceFilter",
             "InstanceUpdate",
             "LockLostError",

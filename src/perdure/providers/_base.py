@@ -20,7 +20,7 @@ than by its event loop, and move to another worker soon after the process dies.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -34,6 +34,7 @@ __all__ = [
     "ActivityRequest",
     "DataRefusedError",
     "Heartbeat",
+    "HistoryMark",
     "InstanceFilter",
     "InstanceUpdate",
     "LockLostError",
@@ -131,12 +132,29 @@ class QueuedMessage:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class HistoryMark:
+    """How much of an execution's history a caller already holds: its events up to ``event_id``.
+
+    Attributes:
+        execution_id: The execution.
+        event_id: The id of the last event of it the caller holds (event ids run 1, 2, 3…).
+    """
+
+    execution_id: int
+    event_id: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class OrchestrationItem:
     """One locked instance with its visible messages and the current execution's history.
 
     ``history`` is ``None`` when a stored event could not be decoded (``history_error`` says why).
     ``state_error`` says which columns of the instance row could not be decoded; ``state`` then
     holds what could (unreadable values are ``None``) and the turn fails the instance.
+
+    ``history_from`` is the id of the first event in ``history``: ``1`` when it is the whole
+    history, else the event id of the :class:`HistoryMark` the fetch was given for this instance
+    (that event comes first, so the caller can check it is the one it holds, then every later one).
     """
 
     instance_id: str
@@ -146,6 +164,7 @@ class OrchestrationItem:
     history: list[HistoryEvent] | None
     history_error: str | None = None
     state_error: str | None = None
+    history_from: int = 1
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -325,12 +344,20 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     async def fetch_orchestration_item(
-        self, lock_seconds: float, *, worker_id: str | None = None
+        self, lock_seconds: float, *, worker_id: str | None = None, held: Mapping[str, HistoryMark] | None = None
     ) -> OrchestrationItem | None:
         """Lock one instance that has visible messages and return it, or ``None`` if there is none.
 
         A SUSPENDED instance is returned only when a ``control`` message of it is visible. With a
         ``worker_id`` (a provider with worker records), the lock is that worker's: its beats keep it.
+
+        ``held`` says, by instance id, which history the caller already holds (its execution
+        cache). When the locked instance has a mark there, its current execution is the mark's and
+        its stored history holds the mark's event, only the events from that one on are returned
+        (``OrchestrationItem.history_from`` is the mark's event id); in every other case the whole
+        history is (``history_from`` is 1). The caller checks that the first event returned is the
+        one it holds: the provider does not know what it holds, only up to where. ``held`` is read
+        during the call, possibly from another thread, and never kept.
         """
 
     @abc.abstractmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from perdure import _json
 from perdure._errors import ErrorDetails, HistoryFormatError, type_name_of_class
@@ -15,12 +15,14 @@ from perdure.engine._codec import error_from_dict, error_to_dict
 from perdure.providers._base import ActivityRequest, Message, OrchestrationItem, QueuedMessage, WorkerInfo, WorkItem
 
 __all__ = [
+    "DecodedHistory",
     "MessageRow",
     "activity_items",
     "decode_error",
     "decode_request",
     "decode_state",
     "decode_value",
+    "decoded_history",
     "encode_error",
     "encode_request",
     "encode_value",
@@ -213,12 +215,28 @@ MessageRow = tuple[int, int | None, str, int]
 """A queued message as stored: message id, execution id, event text, delivery count."""
 
 
+class DecodedHistory(NamedTuple):
+    """Stored events decoded, or why they could not be (``events`` is then ``None``)."""
+
+    events: list[HistoryEvent] | None
+    error: str | None
+
+
+def decoded_history(history: Iterable[str]) -> DecodedHistory:
+    """Decode stored events; one that cannot be decoded makes the whole history unreadable."""
+    try:
+        return DecodedHistory([decode_event(text) for text in history], None)
+    except HistoryFormatError as exc:
+        return DecodedHistory(None, str(exc))
+
+
 def orchestration_item(
     instance_id: str,
     lock_token: str,
     messages: Iterable[MessageRow],
     state: Sequence[Any] | None,
     history: Sequence[str],
+    history_from: int = 1,
 ) -> OrchestrationItem:
     """A fetched instance from its stored rows (``state`` holds the ``select_state`` columns).
 
@@ -226,11 +244,7 @@ def orchestration_item(
     be decoded comes back as ``None`` and why; an instance row that cannot be decoded in full
     comes back with ``state_error`` set. Each fails one instance, never the dispatcher.
     """
-    try:
-        events: list[HistoryEvent] | None = [decode_event(text) for text in history]
-        history_error = None
-    except HistoryFormatError as exc:
-        events, history_error = None, str(exc)
+    events, history_error = decoded_history(history)
     decoded, state_error = (None, None) if state is None else decode_state(state)
     return OrchestrationItem(
         instance_id=instance_id,
@@ -240,6 +254,7 @@ def orchestration_item(
         history=events,
         history_error=history_error,
         state_error=state_error,
+        history_from=history_from,
     )
 
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 import abc
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 from perdure._errors import InstanceAlreadyExistsError
 from perdure._state import OrchestrationState
 from perdure.engine import HistoryEvent, decode_event
 from perdure.providers._base import (
+    HistoryMark,
     InstanceFilter,
     LockLostError,
     Message,
@@ -30,7 +32,14 @@ from perdure.providers._base import (
     WorkerInfo,
     WorkItem,
 )
-from perdure.providers._codec import MessageRow, orchestration_item, state_from_row, work_item, worker_from_row
+from perdure.providers._codec import (
+    MessageRow,
+    decoded_history,
+    orchestration_item,
+    state_from_row,
+    work_item,
+    worker_from_row,
+)
 from perdure.providers._signal import SignalBoard
 
 __all__ = ["LockedInstance", "SqlProvider", "WorkRow"]
@@ -48,7 +57,9 @@ class LockedInstance(NamedTuple):
     state: Sequence[Any] | None
     """The ``select_state`` columns; ``None`` if the instance does not exist."""
     history: Sequence[str]
-    """The current execution's events, in order."""
+    """The current execution's events from ``history_from`` on, in order."""
+    history_from: int = 1
+    """The event id of the first event of ``history`` (1: the whole history)."""
 
 
 class SqlProvider(Provider):
@@ -110,13 +121,41 @@ class SqlProvider(Provider):
     # --- orchestrator queue --------------------------------------------------------------------
 
     async def fetch_orchestration_item(
-        self, lock_seconds: float, *, worker_id: str | None = None
+        self, lock_seconds: float, *, worker_id: str | None = None, held: Mapping[str, HistoryMark] | None = None
     ) -> OrchestrationItem | None:
         token = uuid.uuid4().hex
-        locked = await self._lock_instance(lock_seconds, token, worker_id)
+        held = held or {}
+        locked = await self._lock_instance(lock_seconds, token, worker_id, held)
         if locked is None:
             return None
-        return orchestration_item(locked.instance_id, token, locked.messages, locked.state, locked.history)
+        item = orchestration_item(
+            locked.instance_id, token, locked.messages, locked.state, locked.history, locked.history_from
+        )
+        return await self._history_as_held(item, held.get(item.instance_id))
+
+    async def _history_as_held(self, item: OrchestrationItem, mark: HistoryMark | None) -> OrchestrationItem:
+        """``item`` with the history the contract promises for ``mark``, if the backend returned another part.
+
+        A backend may return more than asked (the whole of a short history) or less (only the last
+        event of a long one, not knowing what the caller holds). What is missing is read now, under
+        the instance lock, which no other turn can append under; only a restart or a purge could
+        change the history meanwhile, and they take the lock away, so the turn's ack writes nothing.
+        """
+        state, history = item.state, item.history
+        if state is None or history is None:
+            return item
+        wanted = mark.event_id if mark is not None and mark.execution_id == state.execution_id else 1
+        if wanted >= item.history_from:
+            at = wanted - item.history_from
+            if at < len(history) and history[at].event_id == wanted:
+                return item if at == 0 else replace(item, history=history[at:], history_from=wanted)
+            wanted = 1  # the mark's event is not stored: the whole history
+            if item.history_from == 1:
+                return item
+        events, error = decoded_history(await self._select_history_from(item.instance_id, state.execution_id, wanted))
+        if events is not None and wanted > 1 and (not events or events[0].event_id != wanted):
+            return await self._history_as_held(item, None)
+        return replace(item, history=events, history_error=error, history_from=wanted)
 
     async def ack_orchestration_item(self, item: OrchestrationItem, commit: TurnCommit) -> None:
         if not await self._commit_turn(item, commit):
@@ -227,6 +266,10 @@ class SqlProvider(Provider):
         """The stored events of one execution (the current one for ``None``), in order."""
 
     @abc.abstractmethod
+    async def _select_history_from(self, instance_id: str, execution_id: int, event_id: int) -> list[str]:
+        """The stored events of one execution whose ids are ``event_id`` or more, in order."""
+
+    @abc.abstractmethod
     async def _select_states(self, where: InstanceFilter) -> list[Sequence[Any]]:
         """The ``select_state`` columns of the instances ``where`` asks for (see ``_sql.instance_query``)."""
 
@@ -235,9 +278,15 @@ class SqlProvider(Provider):
         """Delete the finished ones of these instances with every row they own; how many were deleted."""
 
     @abc.abstractmethod
-    async def _lock_instance(self, lock_seconds: float, token: str, worker_id: str | None) -> LockedInstance | None:
+    async def _lock_instance(
+        self, lock_seconds: float, token: str, worker_id: str | None, held: Mapping[str, HistoryMark]
+    ) -> LockedInstance | None:
         """Lock the next fetchable instance with ``token`` (held by ``worker_id``, if given), count the
-        delivery of its visible messages, read it."""
+        delivery of its visible messages, read it.
+
+        Its history should be what ``fetch_orchestration_item`` promises for ``held``; a backend that
+        cannot look ``held`` up while it locks may return the whole history, or only its last event
+        (``history_from`` says which), and the template reads what is missing."""
 
     @abc.abstractmethod
     async def _commit_turn(self, item: OrchestrationItem, commit: TurnCommit) -> bool:

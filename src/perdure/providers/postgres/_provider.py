@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -30,6 +30,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from perdure._errors import ProviderError
 from perdure.providers._base import (
+    HistoryMark,
     InstanceFilter,
     Message,
     OrchestrationItem,
@@ -62,6 +63,10 @@ Row = tuple[Any, ...]
 _log = logging.getLogger("perdure.providers.postgres")
 _SQL = load_queries("perdure.providers.postgres")
 _Q = {name: text.encode() for name, text in _SQL.items()}
+# The fetch function cannot look up what a caller holds: to a caller with a cache, a history longer
+# than this comes back as its last event, which the caller most likely holds (the template reads the
+# rest if it does not); a shorter one comes back whole, as decoding it costs less than a second read.
+_TAIL_OVER = 32
 
 
 def _as_is(value: datetime) -> datetime:
@@ -259,6 +264,10 @@ class PostgresProvider(SqlProvider):
         rows = await self._fetchall(_Q["select_current_history" if execution_id is None else "select_history"], params)
         return [str(row[0]) for row in rows]
 
+    async def _select_history_from(self, instance_id: str, execution_id: int, event_id: int) -> list[str]:
+        params = {"instance_id": instance_id, "execution_id": execution_id, "event_id": event_id}
+        return [str(row[0]) for row in await self._fetchall(_Q["select_history_from"], params)]
+
     async def _select_states(self, where: InstanceFilter) -> list[Sequence[Any]]:
         query, params = instance_query(_SQL["select_state"], where, _STYLE)
         return list(await self._fetchall(query.encode(), params))
@@ -267,14 +276,13 @@ class PostgresProvider(SqlProvider):
         row = await self._fetchone(_Q["purge_instances"], {"instance_ids": instance_ids})
         return 0 if row is None else int(row[0])
 
-    async def _lock_instance(self, lock_seconds: float, token: str, worker_id: str | None) -> LockedInstance | None:
+    async def _lock_instance(
+        self, lock_seconds: float, token: str, worker_id: str | None, held: Mapping[str, HistoryMark]
+    ) -> LockedInstance | None:
         params = {"lock_seconds": float(lock_seconds), "lock_token": token, "worker_id": worker_id}
+        params["tail_over"] = _TAIL_OVER if held else None
         row = await self._fetchone(_Q["fetch_orchestration_item"], params)
-        if row is None:
-            return None
-        instance_id, ids, executions, events, dequeues = row[:5]
-        messages = list(zip(ids or (), executions or (), events or (), dequeues or (), strict=True))
-        return LockedInstance(instance_id, messages, None if row[5] is None else row[5:17], row[17] or ())
+        return None if row is None else _locked_instance(row)
 
     async def _commit_turn(self, item: OrchestrationItem, commit: TurnCommit) -> bool:
         params = turn_params(item, commit)
@@ -376,3 +384,11 @@ async def _rewind_queued(conn: Connection, request: Message) -> bool:
     cursor = await conn.execute(_Q["select_state"], {"instance_id": request.instance_id})
     row = await cursor.fetchone()
     return row is not None and row[3] == "PENDING" and row[4] == request.execution_id
+
+
+def _locked_instance(row: Row) -> LockedInstance:
+    """A row of ``fetch_orchestration_item``: the messages as arrays, the state columns, the history."""
+    instance_id, ids, executions, events, dequeues = row[:5]
+    messages = list(zip(ids or (), executions or (), events or (), dequeues or (), strict=True))
+    state = None if row[5] is None else row[5:17]
+    return LockedInstance(instance_id, messages, state, row[17] or (), int(row[18] or 1))

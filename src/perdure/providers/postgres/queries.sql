@@ -87,6 +87,11 @@ FROM instances WHERE instance_id = %(instance_id)s
 -- name: select_history
 SELECT event FROM history WHERE instance_id = %(instance_id)s AND execution_id = %(execution_id)s ORDER BY event_id
 
+-- name: select_history_from
+-- The tail of an execution's history, for a caller that holds the events before event_id.
+SELECT event FROM history
+WHERE instance_id = %(instance_id)s AND execution_id = %(execution_id)s AND event_id >= %(event_id)s ORDER BY event_id
+
 -- name: select_current_history
 SELECT h.event FROM history h JOIN instances i ON i.instance_id = h.instance_id AND i.execution_id = h.execution_id
 WHERE h.instance_id = %(instance_id)s ORDER BY h.event_id
@@ -110,7 +115,7 @@ WITH purged AS (
 SELECT count(*) FROM purged
 
 -- name: fetch_orchestration_item
-SELECT * FROM fetch_orchestration_item(%(lock_seconds)s, %(lock_token)s, %(worker_id)s)
+SELECT * FROM fetch_orchestration_item(%(lock_seconds)s, %(lock_token)s, %(worker_id)s, %(tail_over)s)
 
 -- name: ack_orchestration_item
 SELECT ack_orchestration_item(

@@ -101,13 +101,18 @@ $$;
 -- Lock one instance that has visible messages (no live lock, not held back by suspension) and
 -- return it with its messages, state and current history, in one round trip. Candidates are
 -- tried in queue order; an advisory lock skips instances another fetch is taking right now. With
--- p_worker_id the lock is that worker's, extended by its beats (worker_beat).
-CREATE FUNCTION fetch_orchestration_item(p_lock_seconds double precision, p_token text, p_worker_id text DEFAULT NULL)
+-- p_worker_id the lock is that worker's, extended by its beats (worker_beat). With p_tail_over, a
+-- history longer than that many events comes back as its last event only (o_history_from is its
+-- id): a caller with an execution cache most likely holds the rest, and reads it if not.
+CREATE FUNCTION fetch_orchestration_item(
+    p_lock_seconds double precision, p_token text, p_worker_id text DEFAULT NULL, p_tail_over integer DEFAULT NULL
+)
 RETURNS TABLE (
     o_instance_id text, o_message_ids bigint[], o_message_executions integer[], o_message_events text[],
     o_message_dequeues integer[], o_state_instance_id text, o_name text, o_version text, o_status text,
     o_execution_id integer, o_input text, o_output text, o_error text, o_custom_status text,
-    o_parent_instance_id text, o_created_at timestamptz, o_updated_at timestamptz, o_history text[]
+    o_parent_instance_id text, o_created_at timestamptz, o_updated_at timestamptz, o_history text[],
+    o_history_from integer
 ) LANGUAGE plpgsql AS $$
 DECLARE
     v_id text;
@@ -150,8 +155,13 @@ BEGIN
                i.execution_id, i.input, i.output, i.error, i.custom_status, i.parent_instance_id, i.created_at,
                i.updated_at,
                (SELECT array_agg(h.event ORDER BY h.event_id) FROM history h
-                WHERE h.instance_id = v_id AND h.execution_id = i.execution_id)
-        FROM agg LEFT JOIN instances i ON i.instance_id = v_id;
+                WHERE h.instance_id = v_id AND h.execution_id = i.execution_id AND h.event_id >= f.first),
+               f.first
+        FROM agg LEFT JOIN instances i ON i.instance_id = v_id
+        LEFT JOIN LATERAL (
+            SELECT CASE WHEN max(h.event_id) > p_tail_over THEN max(h.event_id) ELSE 1 END AS first
+            FROM history h WHERE h.instance_id = v_id AND h.execution_id = i.execution_id
+        ) f ON true;
         RETURN;
     END LOOP;
 END

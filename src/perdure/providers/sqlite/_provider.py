@@ -13,12 +13,13 @@ import asyncio
 import concurrent.futures
 import contextlib
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from perdure._errors import ProviderError
 from perdure.providers._base import (
+    HistoryMark,
     InstanceFilter,
     Message,
     OrchestrationItem,
@@ -140,14 +141,19 @@ class SqliteProvider(SqlProvider):
     async def _select_history(self, instance_id: str, execution_id: int | None) -> list[str]:
         return await self._read(tx.select_history, instance_id, execution_id)
 
+    async def _select_history_from(self, instance_id: str, execution_id: int, event_id: int) -> list[str]:
+        return await self._read(tx.select_history_from, instance_id, execution_id, event_id)
+
     async def _select_states(self, where: InstanceFilter) -> list[Sequence[Any]]:
         return await self._read(tx.select_states, where)
 
     async def _delete_instances(self, instance_ids: list[str]) -> int:
         return await self._write(tx.delete_instances, instance_ids)
 
-    async def _lock_instance(self, lock_seconds: float, token: str, worker_id: str | None) -> LockedInstance | None:
-        return await self._write(tx.lock_instance, lock_seconds, token, worker_id)
+    async def _lock_instance(
+        self, lock_seconds: float, token: str, worker_id: str | None, held: Mapping[str, HistoryMark]
+    ) -> LockedInstance | None:
+        return await self._write(tx.lock_instance, lock_seconds, token, worker_id, held)
 
     async def _commit_turn(self, item: OrchestrationItem, commit: TurnCommit) -> bool:
         return await self._write(tx.commit_turn, item, commit)

@@ -5,7 +5,7 @@ clock (``_clock``: the wall clock without its jumps)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from perdure import _json
@@ -13,6 +13,7 @@ from perdure.engine import encode_event
 from perdure.providers import _clock
 from perdure.providers._base import (
     Heartbeat,
+    HistoryMark,
     InstanceFilter,
     InstanceUpdate,
     Message,
@@ -51,6 +52,7 @@ __all__ = [
     "release_instance",
     "replace_instance",
     "select_history",
+    "select_history_from",
     "select_state",
     "select_states",
     "select_work_item_locks",
@@ -157,7 +159,7 @@ def delete_instances(db: sqlite3.Connection, instance_ids: list[str]) -> int:
 
 
 def lock_instance(
-    db: sqlite3.Connection, lock_seconds: float, token: str, worker_id: str | None
+    db: sqlite3.Connection, lock_seconds: float, token: str, worker_id: str | None, held: Mapping[str, HistoryMark]
 ) -> LockedInstance | None:
     now = _clock.now()
     with transaction(db):
@@ -170,8 +172,25 @@ def lock_instance(
         key = {"instance_id": instance_id, "now": now}
         messages = sorted(db.execute(Q["take_visible_messages"], key).fetchall())
         state = db.execute(Q["select_state"], key).fetchone()
-        history = [] if state is None else select_history(db, instance_id, state[4])
+        if state is None:
+            return LockedInstance(instance_id, messages, state, [])
+        mark = held.get(instance_id)
+        if mark is not None and mark.execution_id == state[4]:
+            # Only what the caller does not hold yet, from the event it says it holds last.
+            tail = select_history_from(db, instance_id, mark.execution_id, mark.event_id, with_ids=True)
+            if tail and tail[0][0] == mark.event_id:
+                return LockedInstance(instance_id, messages, state, [text for _, text in tail], mark.event_id)
+        history = select_history(db, instance_id, state[4])
     return LockedInstance(instance_id, messages, state, history)
+
+
+def select_history_from(
+    db: sqlite3.Connection, instance_id: str, execution_id: int, event_id: int, *, with_ids: bool = False
+) -> list[Any]:
+    """The events of an execution from ``event_id`` on; with ``with_ids``, ``(event id, event)`` pairs."""
+    key = {"instance_id": instance_id, "execution_id": execution_id, "event_id": event_id}
+    rows = db.execute(Q["select_history_from"], key).fetchall()
+    return rows if with_ids else [text for _, text in rows]
 
 
 def commit_turn(db: sqlite3.Connection, item: OrchestrationItem, commit: TurnCommit) -> bool:

@@ -35,6 +35,11 @@ FROM instances WHERE instance_id = :instance_id
 -- name: select_history
 SELECT event FROM history WHERE instance_id = :instance_id AND execution_id = :execution_id ORDER BY event_id
 
+-- name: select_history_from
+-- The tail of an execution's history, for a caller that holds the events before event_id.
+SELECT event_id, event FROM history
+WHERE instance_id = :instance_id AND execution_id = :execution_id AND event_id >= :event_id ORDER BY event_id
+
 -- name: select_current_history
 SELECT h.event FROM history h JOIN instances i ON i.instance_id = h.instance_id AND i.execution_id = h.execution_id
 WHERE h.instance_id = :instance_id ORDER BY h.event_id

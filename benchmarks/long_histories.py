@@ -1,0 +1,216 @@
+"""Long histories: the cost of one step as an orchestration's history grows, with and without the execution cache.
+
+Run: ``python benchmarks/long_histories.py [--backend sqlite postgres] [--sequence 100 1000 10000]
+[--fan-out 1000 20000] [--held 10000] [--before-limit 1000]``.
+
+Shapes, each with ``cache_size=0`` (every turn replays the whole history: before) and with the
+default cache (after), back to back in one run:
+
+- sequence: one orchestration awaiting N activities one after the other; the figure is the
+  wall-clock time per activity, and the ratio of that figure at the largest N to the smallest;
+- fan-out: one orchestration awaiting N activities in one ``when_all``, per activity;
+- held: the peak RSS of a worker process that holds N waiting executions (a child process per
+  setting, so that each peak is its own).
+
+``--before-limit`` skips the uncached runs above that size (they are quadratic: 10,000 steps
+take many minutes). Every shape checks that every instance COMPLETED with the right output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from perdure import (
+    ActivityContext,
+    Client,
+    OrchestrationContext,
+    OrchestrationStatus,
+    PostgresProvider,
+    Registry,
+    Runtime,
+    RuntimeOptions,
+    SqliteProvider,
+)
+from perdure.providers import Provider
+
+POSTGRES_URL = os.environ.get("PERDURE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+registry = Registry()
+
+
+@registry.activity("Echo")
+async def echo(ctx: ActivityContext, value: int) -> int:
+    return value
+
+
+@registry.orchestration("Sequence")
+async def sequence(ctx: OrchestrationContext, count: int) -> int:
+    total = 0
+    for i in range(count):
+        total += await ctx.call_activity("Echo", i)
+    return total
+
+
+@registry.orchestration("FanOut")
+async def fan_out(ctx: OrchestrationContext, count: int) -> int:
+    return sum(await ctx.when_all([ctx.call_activity("Echo", i) for i in range(count)]))
+
+
+@registry.orchestration("Waiter")
+async def waiter(ctx: OrchestrationContext, value: int) -> int:
+    first = await ctx.call_activity("Echo", value)
+    return int(first) + int(await ctx.wait_for_event("go"))
+
+
+@asynccontextmanager
+async def store(backend: str) -> AsyncIterator[Provider]:
+    """A fresh SQLite file or PostgreSQL schema, removed afterwards."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory() as directory:
+            provider: Provider = await SqliteProvider.open(str(Path(directory) / "bench.db"))
+            try:
+                yield provider
+            finally:
+                await provider.close()
+        return
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    provider = await PostgresProvider.connect(POSTGRES_URL, schema=schema, max_size=10)
+    try:
+        yield provider
+    finally:
+        await provider.close()
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')  # type: ignore[arg-type]
+
+
+def options(cache_size: int | None) -> RuntimeOptions:
+    return RuntimeOptions() if cache_size is None else RuntimeOptions(cache_size=cache_size)
+
+
+async def check(client: Client, instance_id: str, expected: Any, timeout: float = 3600) -> None:
+    state = await client.wait_for_orchestration(instance_id, timeout=timeout)
+    if state.status is not OrchestrationStatus.COMPLETED or state.output != expected:
+        raise SystemExit(f"{instance_id}: {state.status.value} {state.output!r} (expected {expected!r})")
+
+
+async def one_orchestration(backend: str, cache_size: int | None, name: str, count: int) -> float:
+    """Seconds from start to completion of one orchestration of ``count`` activities."""
+    async with store(backend) as provider, Runtime(provider, registry, options(cache_size)):
+        client = Client(provider)
+        began = time.perf_counter()
+        await client.start_orchestration("run", name, count)
+        await check(client, "run", sum(range(count)))
+        return time.perf_counter() - began
+
+
+async def hold(backend: str, cache_size: int | None, count: int) -> dict[str, float]:
+    """Run ``count`` instances until each waits for an event, measure, then let them all finish."""
+    async with store(backend) as provider, Runtime(provider, registry, options(cache_size)) as runtime:
+        client = Client(provider)
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        for at in range(0, count, 500):
+            await asyncio.gather(
+                *(client.start_orchestration(f"w-{n}", "Waiter", n) for n in range(at, min(at + 500, count)))
+            )
+        # Every instance has run its second turn (the activity's result) once no message is queued.
+        while True:
+            depths = await provider.queue_depths()
+            if sum(depths.values()) == 0 and runtime.metrics.snapshot().get("turns.committed", 0) >= 2 * count:
+                break
+            await asyncio.sleep(0.5)
+        rss_held = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        began = time.perf_counter()
+        for at in range(0, count, 500):
+            await asyncio.gather(*(client.raise_event(f"w-{n}", "go", 1) for n in range(at, min(at + 500, count))))
+        for at in range(0, count, 500):
+            await asyncio.gather(*(check(client, f"w-{n}", n + 1) for n in range(at, min(at + 500, count))))
+        return {
+            "rss_before_mib": rss_before / 1024,
+            "rss_held_mib": rss_held / 1024,
+            "finish_s": time.perf_counter() - began,
+        }
+
+
+def hold_in_child(backend: str, cache_size: int | None, count: int) -> dict[str, float]:
+    """``hold`` in a fresh process: its peak RSS is its own."""
+    argv = [sys.executable, __file__, "--child-hold", backend, str(count), str(cache_size)]
+    output = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    return dict(json.loads(output.strip().splitlines()[-1]))
+
+
+def settings(args: argparse.Namespace) -> list[tuple[str, int | None]]:
+    return [("before (cache_size=0)", 0), ("after (default cache)", None)]
+
+
+async def run_backend(backend: str, args: argparse.Namespace) -> None:
+    print(f"\n== {backend} ==", flush=True)
+    for label, cache_size in settings(args):
+        per_step: dict[int, float] = {}
+        for count in args.sequence:
+            if cache_size == 0 and count > args.before_limit:
+                print(f"{label}: sequence {count}: skipped (above --before-limit)", flush=True)
+                continue
+            seconds = await one_orchestration(backend, cache_size, "Sequence", count)
+            per_step[count] = seconds / count * 1000
+            print(f"{label}: sequence {count}: {seconds:.2f} s, {per_step[count]:.2f} ms per step", flush=True)
+        if len(per_step) > 1:
+            low, high = min(per_step), max(per_step)
+            print(f"{label}: sequence per-step cost {high} / {low}: {per_step[high] / per_step[low]:.2f}x", flush=True)
+        per_activity: dict[int, float] = {}
+        for count in args.fan_out:
+            if cache_size == 0 and count > args.before_limit:
+                print(f"{label}: fan-out {count}: skipped (above --before-limit)", flush=True)
+                continue
+            seconds = await one_orchestration(backend, cache_size, "FanOut", count)
+            per_activity[count] = seconds / count * 1000
+            print(f"{label}: fan-out {count}: {seconds:.2f} s, {per_activity[count]:.3f} ms per activity", flush=True)
+        if len(per_activity) > 1:
+            low, high = min(per_activity), max(per_activity)
+            ratio = per_activity[high] / per_activity[low]
+            print(f"{label}: fan-out per-activity cost {high} / {low}: {ratio:.2f}x", flush=True)
+        if args.held:
+            figures = hold_in_child(backend, cache_size, args.held)
+            print(
+                f"{label}: {args.held} waiting executions: peak RSS {figures['rss_held_mib']:.0f} MiB "
+                f"(process at start {figures['rss_before_mib']:.0f} MiB); all finished in {figures['finish_s']:.2f} s",
+                flush=True,
+            )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--backend", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"])
+    parser.add_argument("--sequence", type=int, nargs="*", default=[100, 1000, 10000])
+    parser.add_argument("--fan-out", type=int, nargs="*", default=[1000, 20000])
+    parser.add_argument("--held", type=int, default=10000, help="waiting executions for the RSS figure (0: skip)")
+    parser.add_argument("--before-limit", type=int, default=1000, help="largest N run without the cache")
+    parser.add_argument("--child-hold", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_hold:
+        backend, count, cache_size = args.child_hold
+        size = None if cache_size == "None" else int(cache_size)
+        print(json.dumps(await hold(backend, size, int(count))))
+        return
+    print(f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, load {os.getloadavg()}")
+    for backend in args.backend:
+        await run_backend(backend, args)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
