@@ -176,14 +176,19 @@ async def test_a_poison_message_mid_run_records_the_failure_in_history(
     provider: Provider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A message that crashes a later turn fails the instance; the history stays sound."""
-    real_replay = _turn.replay
+    real_replay, real_resume = _turn.replay, _turn.resume
 
-    def replay(*args: Any, **kwargs: Any) -> Any:
-        if kwargs["history"] and any(getattr(e, "name", None) == "boom" for e in kwargs["new_events"]):
-            raise RuntimeError("this event crashes the turn")
-        return real_replay(*args, **kwargs)
+    def crashing(real: Any) -> Any:
+        def engine(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("history", True) and any(getattr(e, "name", None) == "boom" for e in kwargs["new_events"]):
+                raise RuntimeError("this event crashes the turn")
+            return real(*args, **kwargs)
 
-    monkeypatch.setattr(_turn, "replay", replay)
+        return engine
+
+    # A replay, or the resumption of the execution the cache kept: the turn crashes either way.
+    monkeypatch.setattr(_turn, "replay", crashing(real_replay))
+    monkeypatch.setattr(_turn, "resume", crashing(real_resume))
     registry = Registry()
 
     @registry.orchestration()

@@ -8,11 +8,12 @@ same way; a rewind applies them, so no event is asked for twice and no finished 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 from typing import Any
 
 import pytest
-from tests.integration.runtime_support import assert_history_sound, history_has, running, wait_until
+from tests.integration.runtime_support import FAST, assert_history_sound, history_has, running, wait_until
 
 from perdure import (
     ActivityContext,
@@ -95,7 +96,8 @@ async def test_an_event_consumed_by_a_non_determinism_failure_is_applied_by_the_
         first = await ctx.call_activity("Step", "renamed" if code["changed"] else "prepare")
         return [first, await ctx.wait_for_event("approve")]
 
-    async with running(provider, registry) as client:
+    # A deploy is a new process, with an empty execution cache; here one runtime plays both, without one.
+    async with running(provider, registry, dataclasses.replace(FAST, cache_size=0)) as client:
         await client.start_orchestration("a", "Approval")
         await wait_until(lambda: history_has(client, "a", ActivityCompleted), what="the first step done")
         code["changed"] = True  # a bad deploy: the code no longer makes the recorded decision
@@ -244,15 +246,19 @@ async def test_retry_attempts_of_a_child_are_walked_back_with_a_fresh_budget(pro
 async def test_a_poisoned_instance_keeps_its_event_and_a_rewind_delivers_it(
     provider: Provider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_replay = _turn.replay
     code = {"crashes": True}
 
-    def replay(*args: Any, **kwargs: Any) -> Any:
-        if code["crashes"] and any(isinstance(e, EventRaised) for e in kwargs["new_events"]):
-            raise RuntimeError("this event crashes the turn")  # as a bug in a worker would
-        return real_replay(*args, **kwargs)
+    def crashing(real: Any) -> Any:
+        def engine(*args: Any, **kwargs: Any) -> Any:
+            if code["crashes"] and any(isinstance(e, EventRaised) for e in kwargs["new_events"]):
+                raise RuntimeError("this event crashes the turn")  # as a bug in a worker would
+            return real(*args, **kwargs)
 
-    monkeypatch.setattr(_turn, "replay", replay)
+        return engine
+
+    # A replay, or the resumption of the execution the cache kept: the turn crashes either way.
+    monkeypatch.setattr(_turn, "replay", crashing(_turn.replay))
+    monkeypatch.setattr(_turn, "resume", crashing(_turn.resume))
     registry = Registry()
 
     @registry.orchestration("Waits")

@@ -326,8 +326,11 @@ async def test_the_metrics_of_a_known_workload(provider: Provider) -> None:
         snapshot = await wait_until(settled, what="5 finished orchestrations counted")
 
     # 4 turns for each orchestration that completes (start, then one per activity); 3 for the one that fails.
+    # Every turn after the first resumes the execution the cache kept: no replay.
     counts = {k: v for k, v in snapshot.items() if isinstance(v, int)}
     assert counts == {
+        "cache.hit": 14,
+        "cache.miss": 5,
         "activities.completed": 13,
         "activities.failed": 1,
         "orchestrations.completed": 4,
@@ -355,6 +358,7 @@ async def test_the_metrics_of_a_known_workload(provider: Provider) -> None:
     assert exported[("perdure.orchestrations", (("status", "completed"),))] == 4
     assert exported[("perdure.orchestrations", (("status", "failed"),))] == 1
     assert exported[("perdure.turns", (("outcome", "committed"),))] == 19
+    assert exported[("perdure.cache", (("outcome", "hit"),))] == 14
     assert exported[("perdure.turn.duration", ())] == 19
     assert exported[("perdure.activity.duration", ())] == 14
 

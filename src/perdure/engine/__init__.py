@@ -5,7 +5,7 @@ Nothing in this package does I/O or touches an event loop; the runtime drives it
 
 from perdure.engine._codec import FORMAT_VERSION, decode_event, encode_event
 from perdure.engine._context import OrchestrationContext
-from perdure.engine._replay import OrchestrationFunction, ReplayOutcome, describe, replay
+from perdure.engine._replay import LiveExecution, OrchestrationFunction, ReplayOutcome, describe, replay, resume
 from perdure.engine._retry import RetryPolicy
 from perdure.engine._tasks import DurableTask
 from perdure.engine.events import HistoryEvent
@@ -14,6 +14,7 @@ __all__ = [
     "FORMAT_VERSION",
     "DurableTask",
     "HistoryEvent",
+    "LiveExecution",
     "OrchestrationContext",
     "OrchestrationFunction",
     "RetryPolicy",
@@ -22,4 +23,5 @@ __all__ = [
     "describe",
     "encode_event",
     "replay",
+    "resume",
 ]

@@ -9,6 +9,7 @@ are reported as warnings for the runtime to log.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
+from itertools import chain
 from typing import Any
 
 from perdure.engine._tasks import DurableTask
@@ -24,16 +25,21 @@ def _listeners(task: DurableTask[Any]) -> list[DurableTask[Any]]:
 
 
 def _reaches(tasks: Iterable[DurableTask[Any]], wanted: Collection[DurableTask[Any]]) -> bool:
-    """Whether one of ``tasks``, or a combination they are part of (directly or not), is ``wanted``."""
+    """Whether one of ``tasks``, or a combination they are part of (directly or not), is ``wanted``.
+
+    ``tasks`` is walked lazily: the answer usually comes from the first one (a task the code awaits,
+    or its ``when_all``), so a turn of an execution with many open tasks does not pay for all of them.
+    """
     seen: set[DurableTask[Any]] = set()
-    pending = list(tasks)
-    while pending:
-        task = pending.pop()
-        if task in wanted:
-            return True
-        if task not in seen:
-            seen.add(task)
-            pending.extend(_listeners(task))
+    for start in tasks:
+        pending = [start]
+        while pending:
+            task = pending.pop()
+            if task in wanted:
+                return True
+            if task not in seen:
+                seen.add(task)
+                pending.extend(_listeners(task))
     return False
 
 
@@ -57,7 +63,7 @@ def stuck_warnings(
     task: DurableTask[Any] | None, open_tasks: Iterable[DurableTask[Any]], waits: Iterable[Iterable[DurableTask[Any]]]
 ) -> list[str]:
     """At the end of a turn: whether ``task``, which the code waits for, can still finish."""
-    if task is None or task.done() or _reaches([*open_tasks, *(t for ts in waits for t in ts)], (task,)):
+    if task is None or task.done() or _reaches(chain(open_tasks, (t for ts in waits for t in ts)), (task,)):
         return []
     return [
         f"the orchestration awaits a {type(task).__name__} that this execution never scheduled (kept from an "

@@ -17,41 +17,38 @@ How a turn runs:
 
 Decisions are history events (``ActivityScheduled``, ``TimerCreated``…); there is no separate
 action type. The runtime acts on them after the turn is committed.
+
+A replay asked to ``keep`` its state hands back the :class:`LiveExecution` (the suspended
+coroutine and its tasks) when the execution goes on. :func:`resume` then applies only the next
+turn's events to it, which gives exactly what a replay of the stored history would, as long as
+that history is the one the state was built from (the runtime's execution cache checks it).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
-from perdure._errors import (
-    ErrorDetails,
-    NonDeterminismError,
-    PerdureError,
-    type_name,
-)
+from perdure._errors import ErrorDetails, NonDeterminismError, PerdureError
 from perdure._state import OrchestrationStatus
 from perdure.engine._awaits import stuck_warnings, unawaited_warnings
 from perdure.engine._context import OrchestrationContext
 from perdure.engine._driver import CoroutineDriver, OrchestrationFunction
-from perdure.engine._matching import application_order, event_key, same_decision
+from perdure.engine._matching import application_order, same_decision
+from perdure.engine._outcome import ReplayOutcome, StoredEnd, describe, failed_by_engine, stored_end
+from perdure.engine._task_table import TaskTable
 from perdure.engine._tasks import DurableTask, ScheduledTask, resolved
 from perdure.engine.events import (
     TERMINAL_EVENTS,
-    ActivityCompleted,
-    ActivityFailed,
-    ActivityScheduled,
     Completion,
     CustomStatusUpdated,
     Decision,
     EventRaised,
-    EventSent,
     ExecutionRewound,
     HistoryEvent,
-    OrchestrationChained,
     OrchestrationCompleted,
     OrchestrationContinuedAsNew,
     OrchestrationFailed,
@@ -59,73 +56,16 @@ from perdure.engine.events import (
     OrchestrationStarted,
     OrchestrationSuspended,
     OrchestrationTerminated,
-    Patched,
-    SubOrchestrationCompleted,
-    SubOrchestrationFailed,
-    SubOrchestrationScheduled,
     TaskCancelled,
     TerminateRequested,
-    TimerCreated,
-    TimerFired,
 )
 
-__all__ = ["OrchestrationFunction", "ReplayOutcome", "describe", "replay"]
+__all__ = ["LiveExecution", "OrchestrationFunction", "ReplayOutcome", "describe", "replay", "resume"]
 
 _E = TypeVar("_E", bound=HistoryEvent)
 
-# Which completion events may complete a task scheduled by which decision.
-_COMPLETED_BY: dict[type[Decision], tuple[type[Completion], ...]] = {
-    ActivityScheduled: (ActivityCompleted, ActivityFailed),
-    TimerCreated: (TimerFired,),
-    SubOrchestrationScheduled: (SubOrchestrationCompleted, SubOrchestrationFailed),
-}
 # Events an operator sends that act on a suspended instance; everything else waits for resume.
 _CONTROL_EVENTS = (OrchestrationSuspended, OrchestrationResumed, OrchestrationTerminated, TerminateRequested)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ReplayOutcome:
-    """What one replay produced: the events to append and what the code decided.
-
-    Attributes:
-        new_events: Events to append to history, numbered and time-stamped, in order.
-        consumed: Indices of the new events (messages) this turn used or dropped; the others stay queued.
-        status: The instance status after the turn.
-        output: The output, when the orchestration completed.
-        error: The failure, when it failed.
-        custom_status: The custom status after the turn.
-        carryover: Unawaited external events to hand to the next execution after continue-as-new.
-        dropped: (index of the new event, why) for messages consumed without being recorded.
-        unapplied: Indices of consumed new events the execution never saw, because it had already
-            ended or because the turn failed as a whole (non-determinism): the runtime keeps those
-            that carry input with a failed execution, so that a rewind can apply them.
-        engine_error: Why the engine, not the code, failed the execution; ``failed_at``: at which event.
-        warnings: What the code did that is likely a mistake (tasks it never awaited…), to log.
-    """
-
-    new_events: list[HistoryEvent]
-    consumed: list[int]
-    status: OrchestrationStatus
-    output: Any = None
-    error: ErrorDetails | None = None
-    custom_status: Any = None
-    carryover: list[EventRaised] = field(default_factory=list)
-    dropped: list[tuple[int, str]] = field(default_factory=list)
-    unapplied: list[int] = field(default_factory=list)
-    engine_error: PerdureError | None = None
-    failed_at: HistoryEvent | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def decisions(self) -> list[Decision]:
-        """The new events that record decisions: what the runtime must act on."""
-        return [e for e in self.new_events if isinstance(e, Decision)]
-
-    @property
-    def terminal_event(self) -> HistoryEvent | None:
-        """The event that ended the execution in this turn, if any."""
-        last = self.new_events[-1] if self.new_events else None
-        return last if isinstance(last, TERMINAL_EVENTS) else None
 
 
 def replay(
@@ -137,6 +77,7 @@ def replay(
     new_events: Sequence[HistoryEvent],
     now: datetime,
     determinism_guards: bool = True,
+    keep: bool = False,
 ) -> ReplayOutcome:
     """Replay ``history``, apply ``new_events`` and return what the code decided.
 
@@ -149,14 +90,32 @@ def replay(
             for a new execution).
         now: The turn time; new events are stamped with it, so ``ctx.now()`` is deterministic.
         determinism_guards: Refuse ``time.time()``, ``random`` and the like while the code runs (``_guards``).
+        keep: Keep the execution's state for :func:`resume` (``ReplayOutcome.live``) if it goes on,
+            instead of closing its coroutine.
 
     Non-determinism and internal inconsistencies do not raise: the result fails the instance.
     """
-    return _Replay(orchestration, instance_id, execution_id, now, determinism_guards).run(history, new_events)
+    engine = LiveExecution(orchestration, instance_id, execution_id, now, determinism_guards)
+    return engine.run(history, new_events, keep)
 
 
-class _Replay:
-    """The state of one replay. Implements the ``_Engine`` protocol the context uses."""
+def resume(live: LiveExecution, *, new_events: Sequence[HistoryEvent], now: datetime) -> ReplayOutcome:
+    """Apply the next turn's ``new_events`` to an execution kept by an earlier turn, without replaying.
+
+    ``live`` must come from the turn that recorded the last stored event of its execution (its
+    ``ReplayOutcome.live``), and that turn must have been committed as it was; it is used up: the
+    new outcome's ``live`` is the state to keep after this turn, if any. Everything else is as
+    for :func:`replay`, whose result this equals.
+    """
+    return live.resume(new_events, now)
+
+
+class LiveExecution:
+    """An execution's engine state: its code's coroutine, its tasks, and what history says of them.
+
+    Built by a replay; implements the ``_Engine`` protocol the context uses. An execution cache
+    keeps one between turns (``replay(keep=True)``, then :func:`resume`); :meth:`close` ends it.
+    """
 
     def __init__(
         self, orchestration: OrchestrationFunction, instance_id: str, execution_id: int, now: datetime, guarded: bool
@@ -181,27 +140,25 @@ class _Replay:
         self.warnings: list[str] = []
         # decisions the code made while replaying, not yet matched with recorded ones
         self.unmatched: deque[tuple[Decision, DurableTask[Any] | None]] = deque()
-        self.scheduled: dict[int, Decision] = {}
-        self.open_tasks: dict[int, DurableTask[Any]] = {}
-        self.cancelled: set[int] = set()  # ids of the decisions whose tasks the code cancelled
-        self.waiters: dict[str, deque[DurableTask[Any]]] = {}
-        self.buffered: dict[str, deque[EventRaised]] = {}
+        self.tasks = TaskTable()
+        self.history: Sequence[HistoryEvent] = ()
+
+    def close(self) -> None:
+        """Close the coroutine (its ``finally`` blocks run); the state cannot be resumed any more."""
+        self.code.close()
 
     # --- driving the turn ---
 
-    def run(self, history: Sequence[HistoryEvent], new_events: Sequence[HistoryEvent]) -> ReplayOutcome:
-        consumed: list[int] = []
-        dropped: list[tuple[int, str]] = []
-        unapplied: list[int] = []
-        carryover: list[EventRaised] = []
+    def run(self, history: Sequence[HistoryEvent], new_events: Sequence[HistoryEvent], keep: bool) -> ReplayOutcome:
         self.last_stored_id = history[-1].event_id if history else 0
-        self.history: Sequence[HistoryEvent] = history
+        self.history = history
         try:
             for event in history:
                 self.check_position(event)
                 self.next_event_id = event.event_id + 1
                 self.apply(event)
             self.replaying = False
+            self.history = ()  # not needed any more: the code makes new decisions from here on
             # Decisions the code makes after the last stored event are new, as in the Durable Task
             # family: a committed turn records all its decisions, so this only happens to a history
             # cut short on purpose (a rewound execution) or to code that now does more before it
@@ -209,6 +166,32 @@ class _Replay:
             while self.unmatched:
                 decision, task = self.unmatched.popleft()
                 self.record(self.append(resolved(decision, task)), task)
+        except PerdureError as exc:
+            self.code.close()
+            return failed_by_engine(exc, stored_end(history), len(new_events), self.now, self.applying)
+        except BaseException:
+            self.code.close()
+            raise
+        return self.apply_messages(new_events, lambda: stored_end(history), keep)
+
+    def resume(self, new_events: Sequence[HistoryEvent], now: datetime) -> ReplayOutcome:
+        if self.finished or not self.code.running or self.replaying:
+            raise RuntimeError("only an execution kept after a turn that left it running can be resumed")
+        stored = StoredEnd(self.next_event_id - 1, self.custom_status, False)
+        self.now = self.current_time = now
+        self.appended, self.warnings, self.applying = [], [], None
+        self.last_stored_id = stored.last_event_id
+        return self.apply_messages(new_events, lambda: stored, True)
+
+    def apply_messages(
+        self, new_events: Sequence[HistoryEvent], stored: Callable[[], StoredEnd], keep: bool
+    ) -> ReplayOutcome:
+        """Apply a turn's new events (after the stored history) and say what came of them."""
+        consumed: list[int] = []
+        dropped: list[tuple[int, str]] = []
+        unapplied: list[int] = []
+        carryover: list[EventRaised] = []
+        try:
             held_back = False
             for index in self.application_order(new_events):
                 event = new_events[index]
@@ -230,11 +213,16 @@ class _Replay:
                 if reason is not None:
                     dropped.append((index, reason))
             if isinstance(self.last_terminal, OrchestrationContinuedAsNew):
-                carryover = sorted((e for q in self.buffered.values() for e in q), key=lambda e: e.event_id)
-            self.warnings += stuck_warnings(self.code.awaited, self.open_tasks.values(), self.waiters.values())
+                carryover = self.tasks.unawaited_events()
+            self.warnings += stuck_warnings(self.code.awaited, self.tasks.open.values(), self.tasks.waiters.values())
         except PerdureError as exc:
-            return _failed_by_engine(exc, history, len(new_events), self.now, self.applying)
-        finally:
+            self.code.close()
+            return failed_by_engine(exc, stored(), len(new_events), self.now, self.applying)
+        except BaseException:
+            self.code.close()
+            raise
+        live = self if keep and not self.finished and self.code.running else None
+        if live is None:
             self.code.close()
         return ReplayOutcome(
             new_events=self.appended,
@@ -247,6 +235,7 @@ class _Replay:
             dropped=dropped,
             unapplied=unapplied,
             warnings=self.warnings,
+            live=live,
         )
 
     def application_order(self, new_events: Sequence[HistoryEvent]) -> list[int]:
@@ -268,8 +257,12 @@ class _Replay:
     def apply_new(self, event: HistoryEvent) -> str | None:
         """Append a new event and apply it; returns why it was dropped instead, if it was."""
         source = event.source_event_id if isinstance(event, Completion) else None
-        if source in self.scheduled and source not in self.open_tasks:
-            return "its task was cancelled" if source in self.cancelled else f"duplicate completion of event {source}"
+        if source in self.tasks.scheduled and source not in self.tasks.open:
+            return (
+                "its task was cancelled"
+                if source in self.tasks.cancelled
+                else f"duplicate completion of event {source}"
+            )
         if isinstance(event, TerminateRequested):
             event = OrchestrationTerminated(reason=event.reason)
         elif isinstance(event, OrchestrationSuspended) and self.status is OrchestrationStatus.SUSPENDED:
@@ -303,9 +296,9 @@ class _Replay:
         elif not self.code.started:
             raise NonDeterminismError(f"history does not begin with OrchestrationStarted: found {self.name(event)}")
         elif isinstance(event, Completion):
-            self.complete(event)
+            self.tasks.complete(event, self.name)
         elif isinstance(event, EventRaised):
-            self.deliver(event)
+            self.tasks.deliver(event)
         elif isinstance(event, OrchestrationSuspended):
             self.status = OrchestrationStatus.SUSPENDED
         elif isinstance(event, OrchestrationResumed):
@@ -330,11 +323,11 @@ class _Replay:
 
     def record(self, decision: Decision, task: DurableTask[Any] | None) -> None:
         if isinstance(decision, TaskCancelled):  # ``task`` is the cancelled one
-            self.open_tasks.pop(decision.source_event_id, None)
-            self.cancelled.add(decision.source_event_id)
+            self.tasks.open.pop(decision.source_event_id, None)
+            self.tasks.cancelled.add(decision.source_event_id)
         elif task is not None:
-            self.scheduled[decision.event_id] = decision
-            self.open_tasks[decision.event_id] = task
+            self.tasks.scheduled[decision.event_id] = decision
+            self.tasks.open[decision.event_id] = task
             if isinstance(task, ScheduledTask):
                 task._event_id = decision.event_id
         if isinstance(decision, CustomStatusUpdated):
@@ -348,7 +341,7 @@ class _Replay:
         elif isinstance(decision, OrchestrationContinuedAsNew):
             self.finish(OrchestrationStatus.RUNNING)
         if self.finished and not self.replaying:
-            self.warnings += unawaited_warnings(self.open_tasks, self.scheduled, self.code.yielded, describe)
+            self.warnings += unawaited_warnings(self.tasks.open, self.tasks.scheduled, self.code.yielded, describe)
 
     def next_recorded(self) -> HistoryEvent | None:
         """Replaying, the stored event the next decision meets: a step's decisions follow the event resuming it."""
@@ -390,45 +383,13 @@ class _Replay:
         self.finished = True
         self.status = status
 
-    # --- completions and events ---
-
-    def complete(self, event: Completion) -> None:
-        source = self.scheduled.get(event.source_event_id)
-        if source is None:
-            raise NonDeterminismError(
-                f"{self.name(event)} claims to complete a task, but event {event.source_event_id} scheduled no task"
-            )
-        if not isinstance(event, _COMPLETED_BY[type(source)]):
-            raise NonDeterminismError(
-                f"{self.name(event)} does not match {self.name(source)} that it claims to complete"
-            )
-        task = self.open_tasks.pop(event.source_event_id, None)
-        if task is None:
-            raise NonDeterminismError(f"history completes {self.name(source)} twice: {self.name(event)}")
-        if isinstance(event, ActivityFailed | SubOrchestrationFailed):
-            assert isinstance(task, ScheduledTask)
-            task._fail_with(event.error)
-        else:
-            task._resolve(getattr(event, "result", None))
+    # --- completions and events (the task table's, but the context calls them here) ---
 
     def wait_event(self, name: str, task: DurableTask[Any]) -> None:
-        buffered = self.buffered.get(event_key(name))
-        if buffered:
-            task._resolve(buffered.popleft().data)
-        else:
-            self.waiters.setdefault(event_key(name), deque()).append(task)
+        self.tasks.wait_event(name, task)
 
     def withdraw_wait(self, name: str, task: DurableTask[Any]) -> None:
-        waiters = self.waiters.get(event_key(name))
-        if waiters and task in waiters:
-            waiters.remove(task)
-
-    def deliver(self, event: EventRaised) -> None:
-        waiters = self.waiters.get(event_key(event.name))
-        if waiters:
-            waiters.popleft()._resolve(event.data)
-        else:
-            self.buffered.setdefault(event_key(event.name), deque()).append(event)
+        self.tasks.withdraw_wait(name, task)
 
     # --- running the code ---
 
@@ -445,53 +406,3 @@ class _Replay:
         ending = self.code.resume()
         if ending is not None:
             self.schedule(ending, None)
-
-
-def _failed_by_engine(
-    exc: PerdureError, history: Sequence[HistoryEvent], message_count: int, now: datetime, at: HistoryEvent | None
-) -> ReplayOutcome:
-    """The turn cannot be trusted: record only the failure, and consume every message (none applied)."""
-    error = ErrorDetails(type=type_name(exc), message=str(exc))
-    # The custom status is what the stored history says; the part of this turn is thrown away.
-    custom_status = next((e.value for e in reversed(history) if isinstance(e, CustomStatusUpdated)), None)
-    ended = bool(history) and isinstance(history[-1], TERMINAL_EVENTS)
-    new_events: list[HistoryEvent] = []
-    if not ended:  # an execution records one terminal event, never a second
-        next_id = history[-1].event_id + 1 if history else 1
-        new_events = [OrchestrationFailed(event_id=next_id, timestamp=now, error=error)]
-    return ReplayOutcome(
-        new_events=new_events,
-        consumed=list(range(message_count)),
-        status=OrchestrationStatus.FAILED,
-        error=error,
-        custom_status=custom_status,
-        unapplied=list(range(message_count)),
-        engine_error=exc,
-        failed_at=at,
-    )
-
-
-def describe(event: HistoryEvent | None) -> str:
-    """A short human description of an event, for error messages and logs."""
-    if event is None:
-        return "nothing"
-    kind = type(event).__name__
-    where = f" (event {event.event_id})" if event.event_id else ""
-    if isinstance(event, ActivityScheduled | SubOrchestrationScheduled | OrchestrationChained):
-        return f"{kind} {event.name!r} with input {_short(event.input)}{where}"
-    if isinstance(event, EventSent):
-        return f"{kind} {event.name!r} to {event.instance_id!r}{where}"
-    if isinstance(event, EventRaised):
-        return f"{kind} {event.name!r}{where}"
-    if isinstance(event, Patched):
-        return f"{kind} {event.change_id!r}{where}"
-    if isinstance(event, Completion):
-        return f"{kind} for event {event.source_event_id}{where}"
-    if isinstance(event, TimerCreated):
-        return f"{kind} due {event.fire_at.isoformat()}{where}"
-    return f"{kind}{where}"
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

@@ -13,6 +13,9 @@ Instruments (on the ``perdure`` meter) and the snapshot keys they correspond to:
   ``.terminated``, ``.continued_as_new`` — executions that ended;
 - ``perdure.activities`` (counter, ``outcome``): ``activities.completed``, ``.failed`` (time-outs
   included), ``.abandoned``, ``.cancelled`` (stopped because the orchestration no longer wants it);
+- ``perdure.cache`` (counter, ``outcome``): ``cache.hit`` (a turn resumed the execution kept in
+  memory), ``cache.miss`` (nothing kept: replayed), ``cache.stale`` (kept, but the store had moved
+  on: replayed), ``cache.evicted`` (over ``cache_size``), ``cache.expired`` (idle too long);
 - ``perdure.turn.duration`` and ``perdure.activity.duration`` (histograms, seconds):
   ``turn.duration`` and ``activity.duration`` (count, sum, min, max);
 - ``perdure.queue.depth`` (gauge, ``queue``): ``queue.depth``, the last sample by queue.
@@ -32,6 +35,7 @@ _COUNTERS = {
     "turns": ("outcome", "Orchestration turns, by outcome: committed, abandoned (put back) or discarded (lock lost)"),
     "orchestrations": ("status", "Executions that ended, by how they ended"),
     "activities": ("outcome", "Activity attempts, by outcome: completed, failed, abandoned (put back) or cancelled"),
+    "cache": ("outcome", "Execution cache lookups (hit, miss, stale) and entries closed early (evicted, expired)"),
 }
 _HISTOGRAMS = {
     "turn.duration": "Seconds from fetching an instance to committing its turn",

@@ -50,6 +50,13 @@ class RuntimeOptions:
         determinism_guards: While orchestration code runs, make ``time.time()``, ``datetime.now()``,
             ``random``, ``uuid.uuid4()`` and the like raise :class:`~perdure.NonDeterministicCallError`
             (docs/testing.md says exactly what is guarded). Activities are never affected.
+        cache_size: How many running executions the runtime keeps in memory between their turns
+            (the suspended code and its tasks), so that the next turn applies only its new events
+            instead of replaying the whole history; least recently used ones go first. ``0`` turns
+            the cache off. Every turn checks its entry against the stored history and replays from
+            the store when they differ, so the cache never changes a result (docs/cache.md).
+        cache_idle_timeout: Seconds after which an execution that had no turn leaves the cache, so
+            that an idle orchestration costs no memory.
     """
 
     orchestration_concurrency: int = 4
@@ -70,13 +77,17 @@ class RuntimeOptions:
     queue_depth_interval: float = 10.0
     blocked_loop_warning: float = 1.0
     determinism_guards: bool = True
+    cache_size: int = 1000
+    cache_idle_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         for name in ("orchestration_concurrency", "activity_concurrency", "max_dispatch_attempts"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        for name in ("lock_seconds", "activity_lock_seconds", "worker_timeout", "idle_timeout"):
+        if isinstance(self.cache_size, bool) or not isinstance(self.cache_size, int) or self.cache_size < 0:
+            raise ValueError(f"cache_size must be an int >= 0 (0 turns the cache off), got {self.cache_size!r}")
+        for name in ("lock_seconds", "activity_lock_seconds", "worker_timeout", "idle_timeout", "cache_idle_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         for name in ("queue_depth_interval", "blocked_loop_warning"):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from perdure._errors import HistoryFormatError, ProviderError
 from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure._tracing import Tracer, execution_span
-from perdure.engine._replay import describe
+from perdure.engine._replay import LiveExecution, describe
 from perdure.engine.events import (
     TERMINAL_EVENTS,
     HistoryEvent,
@@ -22,6 +23,7 @@ from perdure.engine.events import (
 )
 from perdure.providers import _clock
 from perdure.providers._base import DataRefusedError, InstanceUpdate, LockLostError, OrchestrationItem, Provider
+from perdure.runtime._cache import ExecutionCache
 from perdure.runtime._dispatcher import Dispatcher
 from perdure.runtime._isolation import TurnGate, is_suspect
 from perdure.runtime._liveness import Liveness
@@ -70,16 +72,25 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         self.log_turns = options.turn_logging()
         self._gate = TurnGate()
         self.liveness = liveness
+        self.cache = ExecutionCache(options.cache_size, options.cache_idle_timeout) if options.cache_size else None
 
     async def fetch(self) -> OrchestrationItem | None:
         await self._gate.admit()  # not while a suspect runs alone: nothing else may be in flight
         item = None
+        extra: dict[str, Any] = {}
+        if self.cache is not None:
+            expired = self.cache.expire()
+            if expired:
+                self.metrics.count("cache", "expired", expired)
+            extra["held"] = self.cache.marks  # the provider returns only what the cache lacks
         try:
             if self.liveness is None:
-                item = await self.provider.fetch_orchestration_item(self.options.lock_seconds)
+                item = await self.provider.fetch_orchestration_item(self.options.lock_seconds, **extra)
             else:  # held for as long as this worker's beats come, whatever the turn does to the loop
                 liveness = self.liveness
-                item = await self.provider.fetch_orchestration_item(liveness.timeout, worker_id=liveness.worker_id)
+                item = await self.provider.fetch_orchestration_item(
+                    liveness.timeout, worker_id=liveness.worker_id, **extra
+                )
         finally:
             if item is None:
                 await self._gate.leave(alone=False)
@@ -105,6 +116,58 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
             await self._gate.leave(alone)
 
     async def _turn(self, item: OrchestrationItem) -> None:
+        live: LiveExecution | None = None  # the state the cache kept, to resume
+        plan: TurnPlan | Abandon | None = None
+        kept: LiveExecution | None = None
+        try:
+            if self.cache is not None:
+                try:
+                    item, live = await self._from_cache(item)
+                except ProviderError as exc:
+                    _log.error("reading the history of instance %r failed: %s", item.instance_id, exc)
+                    await self._put_back(item, self.options.backoff(1))
+                    return
+            plan, committed = await self._plan_and_commit(item, live)
+            if committed and isinstance(plan, TurnPlan):
+                kept = self._keep(item, plan)
+        finally:
+            # What the cache or the engine built and is not kept now must not linger (nor run on later).
+            fresh = plan.result.live if isinstance(plan, TurnPlan) and plan.result is not None else None
+            for state in (live, fresh):
+                if state is not None and state is not kept:
+                    state.close()
+
+    async def _from_cache(self, item: OrchestrationItem) -> tuple[OrchestrationItem, LiveExecution | None]:
+        """The item with its whole history, and the kept state to resume if the store holds what it saw."""
+        assert self.cache is not None
+        taken = self.cache.take(item)
+        self.metrics.count("cache", taken.outcome)
+        if taken.item is not None:
+            return taken.item, taken.live
+        # The store returned the history after an event this worker no longer holds: read it all.
+        assert item.state is not None
+        try:
+            history = await self.provider.get_history(item.instance_id, item.state.execution_id)
+        except HistoryFormatError as exc:
+            return replace(item, history=None, history_error=str(exc), history_from=1), None
+        return replace(item, history=history, history_from=1), None
+
+    def _keep(self, item: OrchestrationItem, plan: TurnPlan) -> LiveExecution | None:
+        """Keep the state a committed turn left running, with the history as the store now holds it."""
+        live = plan.result.live if plan.result is not None else None
+        if live is None or self.cache is None or item.state is None or plan.rewound:
+            return None
+        if live.execution_id != plan.commit.execution_id or not isinstance(plan.replayed, list):
+            return None
+        evicted = self.cache.keep(item.instance_id, live, plan.replayed, plan.commit.history, item.state.created_at)
+        if evicted:
+            self.metrics.count("cache", "evicted", evicted)
+        return live
+
+    async def _plan_and_commit(
+        self, item: OrchestrationItem, live: LiveExecution | None
+    ) -> tuple[TurnPlan | Abandon | None, bool]:
+        """Plan the turn and commit it, or put it back; the plan, and whether it was committed."""
         began = time.perf_counter()
         ids = {"instance_id": item.instance_id, "execution_id": item.state.execution_id if item.state else None}
         try:
@@ -122,6 +185,8 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
                     children,
                     earlier=earlier,
                     tracing=self.tracer is not None,
+                    live=live,
+                    keep=self.cache is not None,
                 )
         except Exception:
             # A bug or a misbehaving registry: put it back; the attempt count makes it poison eventually.
@@ -131,12 +196,19 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
             )
             self.metrics.count("turns", "abandoned")
             await self.provider.abandon_orchestration_item(item, self.options.backoff(attempts))
-            return
+            return None, False
         if isinstance(plan, Abandon):
             _log.info("instance %r put back for %.1f s: %s", item.instance_id, plan.delay, plan.reason, extra=ids)
             self.metrics.count("turns", "abandoned")
             await self.provider.abandon_orchestration_item(item, plan.delay)
-            return
+            return plan, False
+        committed = await self._record(item, plan, ids)
+        if committed:
+            self.metrics.record("turn.duration", time.perf_counter() - began)
+        return plan, committed
+
+    async def _record(self, item: OrchestrationItem, plan: TurnPlan, ids: dict[str, Any]) -> bool:
+        """Log the plan and commit it; whether it was committed as planned."""
         commit = plan.commit
         ids["execution_id"] = commit.execution_id
         for error in plan.errors:
@@ -146,21 +218,18 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         for note in plan.notes:
             _log.debug("%s", note, extra=ids)
         if self.log_turns:
-            self._log_turn(item, plan)
+            _log_turn(item, plan)
         try:
-            committed = await self._commit(item, plan, ids)
+            return await self._commit(item, plan, ids)
         except DataRefusedError as exc:
             # Its data, not the store, is the problem: retrying would fail the same way.
             _log.error("the store refused the turn of instance %r: %s", item.instance_id, exc, extra=ids)
             await self._record_refusal(item, exc, ids)
-            return
         except ProviderError as exc:
             attempts = max((m.dequeue_count for m in item.messages), default=1)
             _log.error("the turn of instance %r could not be stored: %s", item.instance_id, exc, extra=ids)
             await self._put_back(item, self.options.backoff(attempts))
-            return
-        if committed:
-            self.metrics.record("turn.duration", time.perf_counter() - began)
+        return False
 
     async def _commit(self, item: OrchestrationItem, plan: TurnPlan, ids: dict[str, Any]) -> bool:
         """Ack the turn and count it; ``False`` if it was discarded because the lock was lost."""
@@ -226,6 +295,11 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
     async def release(self, item: OrchestrationItem) -> None:
         await self.provider.abandon_orchestration_item(item)
 
+    async def stop(self, timeout: float) -> None:
+        await super().stop(timeout)
+        if self.cache is not None:
+            self.cache.clear()  # their coroutines close now, not whenever they are collected
+
     def _ended(self, item: OrchestrationItem, plan: TurnPlan, terminal: HistoryEvent) -> None:
         """Count an execution that ended, and emit its span."""
         status = _ENDED_AS.get(type(terminal), "completed")
@@ -259,27 +333,28 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         except Exception:  # tracing must never break a committed turn
             _log.exception("emitting the span of instance %r failed", item.instance_id)
 
-    def _log_turn(self, item: OrchestrationItem, plan: TurnPlan) -> None:
-        """Log the whole turn: what was replayed, what was new, what was decided (``PERDURE_LOG=debug``)."""
-        result = plan.result
-        new = result.new_events if result is not None else list(plan.commit.history)
-        decisions = result.decisions if result is not None else []
-        lines = [
-            f"turn of instance {item.instance_id!r} execution {plan.commit.execution_id}: "
-            f"replayed {len(plan.replayed)} events, {len(new)} new, {len(decisions)} decisions"
-            + (f", status {result.status.value}" if result is not None else "")
-        ]
-        for title, events in (("replayed", plan.replayed), ("new", new), ("decisions", decisions)):
-            lines.append(f"  {title}:" if events else f"  {title}: none")
-            lines.extend(f"    {describe(event)}" for event in events)
-        _turn_log.debug(
-            "\n".join(lines),
-            extra={
-                "instance_id": item.instance_id,
-                "execution_id": plan.commit.execution_id,
-                "event_ids": [e.event_id for e in new],
-            },
-        )
+
+def _log_turn(item: OrchestrationItem, plan: TurnPlan) -> None:
+    """Log the whole turn: what was replayed, what was new, what was decided (``PERDURE_LOG=debug``)."""
+    result = plan.result
+    new = result.new_events if result is not None else list(plan.commit.history)
+    decisions = result.decisions if result is not None else []
+    lines = [
+        f"turn of instance {item.instance_id!r} execution {plan.commit.execution_id}: "
+        f"replayed {len(plan.replayed)} events, {len(new)} new, {len(decisions)} decisions"
+        + (f", status {result.status.value}" if result is not None else "")
+    ]
+    for title, events in (("replayed", plan.replayed), ("new", new), ("decisions", decisions)):
+        lines.append(f"  {title}:" if events else f"  {title}: none")
+        lines.extend(f"    {describe(event)}" for event in events)
+    _turn_log.debug(
+        "\n".join(lines),
+        extra={
+            "instance_id": item.instance_id,
+            "execution_id": plan.commit.execution_id,
+            "event_ids": [e.event_id for e in new],
+        },
+    )
 
 
 def _log_failure(instance_id: str, execution_id: int, state: InstanceUpdate) -> None:

@@ -303,13 +303,15 @@ def _terminate_children(history: Sequence[HistoryEvent], reason: str | None) -> 
 
 
 def stop_writes(sender: Sender, history: Sequence[HistoryEvent], result: ReplayOutcome) -> Outbox:
-    """What the turn in ``result`` (run on ``history``) sends to stop work it no longer wants."""
-    events = [*history, *result.new_events]
-    scheduled = {e.event_id: e for e in events if isinstance(e, ActivityScheduled | SubOrchestrationScheduled)}
+    """What the turn in ``result`` (run on ``history``) sends to stop work it no longer wants.
+
+    Only the turn's new events are scanned (and the whole history only when the execution ends),
+    so that a turn of a long history costs what its new events cost.
+    """
     outbox = Outbox()
     for event in result.new_events:
         if isinstance(event, TaskCancelled):
-            source = scheduled.get(event.source_event_id)
+            source = _event_at(history, result.new_events, event.source_event_id)
             if isinstance(source, ActivityScheduled):
                 outbox.cancelled_activities.append(source.event_id)
             elif isinstance(source, SubOrchestrationScheduled):
@@ -322,9 +324,17 @@ def stop_writes(sender: Sender, history: Sequence[HistoryEvent], result: ReplayO
     # A failed execution lets its running activities finish: their results are kept with it, so that a
     # rewind does not run them again (docs/rewind.md). Every other ending stops them.
     if result.terminal_event is not None and not isinstance(result.terminal_event, OrchestrationFailed):
-        outbox.cancelled_activities.extend(open_activities(events))
+        outbox.cancelled_activities.extend(open_activities([*history, *result.new_events]))
     outbox.cancelled_activities[:] = sorted(set(outbox.cancelled_activities))
     return outbox
+
+
+def _event_at(history: Sequence[HistoryEvent], new: Sequence[HistoryEvent], event_id: int) -> HistoryEvent | None:
+    """The event ``event_id`` of the execution: events are numbered 1, 2, 3… in order, so it is found by position."""
+    at = event_id - 1
+    if 0 <= at < len(history) and history[at].event_id == event_id:
+        return history[at]
+    return next((e for e in (*history, *new) if e.event_id == event_id), None)
 
 
 def open_activities(history: Sequence[HistoryEvent]) -> list[int]:

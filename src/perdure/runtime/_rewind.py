@@ -237,14 +237,17 @@ def is_rewind_of(kept: Sequence[HistoryEvent], history: Sequence[HistoryEvent]) 
 def earlier_executions(item: OrchestrationItem) -> list[int]:
     """The earlier executions of ``item`` whose histories its turn needs to forward completions (ascending)."""
     state, history = item.state, item.history
-    if state is None or not history or not any(isinstance(e, ExecutionRewound) for e in history):
+    if state is None or not history:
         return []
     stale = [
         m.execution_id
         for m in item.messages
         if isinstance(m.event, Completion) and m.execution_id is not None and m.execution_id < state.execution_id
     ]
-    return list(range(min(stale), state.execution_id)) if stale else []
+    # Messages first: most turns carry no stale completion, and need not scan a long history.
+    if not stale or not any(isinstance(e, ExecutionRewound) for e in history):
+        return []
+    return list(range(min(stale), state.execution_id))
 
 
 def rewind_requested(state: OrchestrationState | None) -> bool:

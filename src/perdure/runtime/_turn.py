@@ -29,7 +29,7 @@ from datetime import datetime
 
 from perdure._errors import HistoryFormatError, PerdureError, PoisonMessageError, UnregisteredOrchestrationError
 from perdure._state import OrchestrationState, OrchestrationStatus
-from perdure.engine._replay import OrchestrationFunction, ReplayOutcome, replay
+from perdure.engine._replay import LiveExecution, OrchestrationFunction, ReplayOutcome, replay, resume
 from perdure.engine.events import (
     TERMINAL_EVENTS,
     Completion,
@@ -79,6 +79,8 @@ def plan_turn(
     *,
     earlier: Mapping[int, list[HistoryEvent]] | None = None,
     tracing: bool = False,
+    live: LiveExecution | None = None,
+    keep: bool = False,
 ) -> TurnPlan | Abandon:
     """Decide what one turn of ``item`` commits (or that it must be put back).
 
@@ -90,6 +92,11 @@ def plan_turn(
     activities and children even when its start carried none (it then heads its own trace); a
     start that carried one always passes it on, so a traced client's trace continues through
     workers that do not trace.
+
+    ``live`` is the execution's state an execution cache kept after its last turn, which must have
+    been built from ``item.history`` exactly (the cache checks it against the store): the turn
+    then applies only its new messages to it. With ``keep``, the plan's ``result.live`` is the state
+    to keep after this turn, if the execution goes on; whoever does not keep a state closes it.
     """
     rewinding = rewind_requested(item.state)
     if rewinding:
@@ -99,6 +106,7 @@ def plan_turn(
     planner = _Planner(item, registry, options, now, tracing)
     planner.child_states = child_states or {}
     planner.earlier = earlier or {}
+    planner.live, planner.keep = live, keep
     plan = planner.plan()
     if rewinding and isinstance(plan, TurnPlan) and plan.commit.state is None:
         assert item.state is not None and item.state.error is not None
@@ -305,16 +313,7 @@ class _Planner(TurnEndings):
         rewritten: bool = False,
     ) -> TurnPlan:
         """Run the engine; a ``rewritten`` history (a rewind's) is written in full."""
-        item = self.item
-        result = replay(
-            function,
-            instance_id=item.instance_id,
-            execution_id=execution_id,
-            history=history,
-            new_events=[i.event for i in inputs],
-            now=self.now,
-            determinism_guards=self.options.determinism_guards,
-        )
+        result = self.engine(function, execution_id, [i.event for i in inputs], history, rewritten)
         if not history and result.new_events and isinstance(result.new_events[0], OrchestrationStarted):
             started = result.new_events[0]  # as recorded, time-stamped: a root trace id derives from it
         failed = result.status is OrchestrationStatus.FAILED
@@ -351,6 +350,29 @@ class _Planner(TurnEndings):
             cancelled_activities=stopping.cancelled_activities,
         )
         return self.planned(commit, result, history, rewound=rewritten)
+
+    def engine(
+        self,
+        function: OrchestrationFunction,
+        execution_id: int,
+        events: list[HistoryEvent],
+        history: list[HistoryEvent],
+        rewritten: bool,
+    ) -> ReplayOutcome:
+        """Resume the execution's kept state with ``events`` if it was built from ``history``, else replay."""
+        live, self.live = self.live, None  # used once, or not at all
+        if live is not None and not rewritten and _continues(live, function, execution_id, history):
+            return resume(live, new_events=events, now=self.now)
+        return replay(
+            function,
+            instance_id=self.item.instance_id,
+            execution_id=execution_id,
+            history=history,
+            new_events=events,
+            now=self.now,
+            determinism_guards=self.options.determinism_guards,
+            keep=self.keep and not rewritten,
+        )
 
     # --- rewind ----------------------------------------------------------------------------------
 
@@ -403,6 +425,14 @@ class _Planner(TurnEndings):
     def terminate_recursively(self, inputs: list[Input], consumed: list[int]) -> bool:
         requests = [inputs[i].event for i in consumed]
         return any(isinstance(e, TerminateRequested) and e.recursive for e in requests)
+
+
+def _continues(
+    live: LiveExecution, function: OrchestrationFunction, execution_id: int, history: list[HistoryEvent]
+) -> bool:
+    """Whether ``live`` is the state a replay of ``history`` by ``function`` would build."""
+    last = history[-1].event_id if history else 0
+    return live.orchestration is function and live.execution_id == execution_id and live.next_event_id == last + 1
 
 
 def _ended(state: OrchestrationState, history: Sequence[HistoryEvent] | None) -> bool:

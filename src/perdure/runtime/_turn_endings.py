@@ -16,7 +16,7 @@ from datetime import datetime
 from perdure._errors import ErrorDetails, PerdureError, type_name
 from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure._tracing import execution_trace_context
-from perdure.engine._replay import ReplayOutcome
+from perdure.engine._replay import LiveExecution, ReplayOutcome
 from perdure.engine.events import (
     Completion,
     HistoryEvent,
@@ -95,6 +95,8 @@ class TurnEndings:
         self.errors: list[str] = []  # drops no correct run explains
         self.replies: list[Message] = []  # answers to would-be parents of a duplicate start
         self.consumed: list[int] = []  # message ids consumed before the engine runs
+        self.live: LiveExecution | None = None  # the execution's state kept by a cache, to resume
+        self.keep = False  # keep the engine's state after the turn (ReplayOutcome.live)
 
     def planned(
         self,

@@ -1,0 +1,175 @@
+"""The execution cache: running executions kept in memory between turns, checked against the store every time.
+
+A turn normally replays an execution's whole history, so a long orchestration costs time
+quadratic in its length. After a committed turn that leaves the execution running, the
+dispatcher keeps its engine state (:class:`~perdure.engine._replay.LiveExecution`: the suspended
+coroutine and its task table) with the history as the store now holds it. The next fetch of that
+instance tells the provider which event the worker holds last (:class:`HistoryMark`), the provider
+returns the history from that event on, and :meth:`ExecutionCache.take` decides:
+
+- the store holds exactly what the entry saw (same instance row, same execution, same last event,
+  nothing after it): the turn resumes the kept state with its new messages only;
+- the store holds more, or something else (another worker ran a turn, a restart, a purge and a new
+  instance under the same id, a rewind or continue-as-new started another execution): the kept
+  state is closed and the turn replays from the store, as without a cache. The history events
+  the entry holds are reused when the store's history continues them, and read otherwise.
+
+An entry is taken out of the cache for the length of a turn and put back only after that turn is
+committed as planned, so a turn that fails, is put back, loses its lock or meets non-determinism
+leaves nothing behind. Entries beyond ``cache_size`` (least recently used first) and entries idle
+for ``cache_idle_timeout`` are closed, and so is everything at shutdown.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from perdure.engine import HistoryEvent, decode_event, encode_event
+from perdure.engine._replay import LiveExecution
+from perdure.providers._base import HistoryMark, OrchestrationItem
+
+__all__ = ["CachedExecution", "ExecutionCache", "Taken"]
+
+
+@dataclass(slots=True)
+class CachedExecution:
+    """One kept execution.
+
+    Attributes:
+        live: The engine state after its last turn.
+        history: Its whole history as the store holds it after that turn (decoded from stored form).
+        created_at: The instance row's creation time: a purged and re-created instance differs.
+        used_at: When its last turn ended (``time.monotonic``), for the idle expiry.
+    """
+
+    live: LiveExecution
+    history: list[HistoryEvent]
+    created_at: datetime
+    used_at: float
+
+    @property
+    def mark(self) -> HistoryMark:
+        return HistoryMark(execution_id=self.live.execution_id, event_id=len(self.history))
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """What the cache makes of a fetched item.
+
+    Attributes:
+        item: The item with its whole history, or ``None`` when the store returned only part of it
+            and the entry cannot complete it: the whole history must be read.
+        live: The kept state to resume, when the store holds exactly what it was built from.
+        outcome: ``"hit"``, ``"miss"`` (nothing kept) or ``"stale"`` (kept, but the store moved on).
+    """
+
+    item: OrchestrationItem | None
+    live: LiveExecution | None
+    outcome: str
+
+
+class ExecutionCache:
+    """Kept executions by instance id, least recently used first; bounded in number and idle time."""
+
+    def __init__(self, size: int, idle_timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.size = size
+        self.idle_timeout = idle_timeout
+        self._clock = clock
+        self._entries: OrderedDict[str, CachedExecution] = OrderedDict()
+        self._marks: dict[str, HistoryMark] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def marks(self) -> Mapping[str, HistoryMark]:
+        """What this worker holds, by instance id: the ``held`` of its fetches."""
+        return self._marks
+
+    def take(self, item: OrchestrationItem) -> Taken:
+        """Take the instance's entry out and match it with ``item`` as fetched (see the module docstring)."""
+        entry = self._entries.pop(item.instance_id, None)
+        self._marks.pop(item.instance_id, None)
+        if entry is None:
+            return Taken(item if item.history_from == 1 else None, None, "miss")
+        history = _continued(entry, item)
+        current = history is not None and history is entry.history
+        if not current:
+            entry.live.close()
+        if history is None:
+            return Taken(item if item.history_from == 1 else None, None, "stale")
+        whole = item if history is item.history else replace(item, history=history, history_from=1)
+        return Taken(whole, entry.live if current else None, "hit" if current else "stale")
+
+    def keep(
+        self,
+        instance_id: str,
+        live: LiveExecution,
+        history: list[HistoryEvent],
+        new: Sequence[HistoryEvent],
+        created_at: datetime,
+    ) -> int:
+        """Keep ``live`` after a committed turn that appended ``new`` to ``history`` (the list is extended).
+
+        Returns:
+            How many other entries it evicted (over ``size``, least recently used first).
+        """
+        history.extend(decode_event(encode_event(e)) for e in new)  # exactly what a fetch would return
+        previous = self._entries.pop(instance_id, None)
+        if previous is not None and previous.live is not live:
+            previous.live.close()
+        entry = CachedExecution(live, history, created_at, self._clock())
+        self._entries[instance_id] = entry
+        self._marks[instance_id] = entry.mark
+        evicted = 0
+        while len(self._entries) > self.size:
+            self._close(next(iter(self._entries)))
+            evicted += 1
+        return evicted
+
+    def expire(self) -> int:
+        """Close the entries idle for longer than ``idle_timeout``; how many."""
+        limit = self._clock() - self.idle_timeout
+        expired = 0
+        while self._entries:
+            instance_id, entry = next(iter(self._entries.items()))
+            if entry.used_at > limit:
+                break
+            self._close(instance_id)
+            expired += 1
+        return expired
+
+    def clear(self) -> None:
+        """Close every entry (at shutdown)."""
+        while self._entries:
+            self._close(next(iter(self._entries)))
+
+    def _close(self, instance_id: str) -> None:
+        entry = self._entries.pop(instance_id)
+        self._marks.pop(instance_id, None)
+        entry.live.close()
+
+
+def _continued(entry: CachedExecution, item: OrchestrationItem) -> list[HistoryEvent] | None:
+    """The whole stored history of ``item`` if it continues what ``entry`` saw (``entry.history``
+    itself when it is exactly that), else ``None``: the entry says nothing about it.
+
+    Within one instance row (its creation time) and one execution, history is append-only: if
+    the first event returned is the one the entry holds at that position, and the last one too
+    when nothing follows, everything before them is the same as well.
+    """
+    state, tail, start = item.state, item.history, item.history_from
+    held = entry.history
+    if state is None or not tail or state.created_at != entry.created_at:
+        return None
+    if state.execution_id != entry.live.execution_id or start > len(held):
+        return None
+    if any(e.event_id != start + i for i, e in enumerate(tail)) or tail[0] != held[start - 1]:
+        return None
+    if start + len(tail) - 1 == len(held):  # nothing stored after what the entry saw
+        return held if tail[-1] == held[-1] else None
+    return tail if start == 1 else [*held[: start - 1], *tail]
