@@ -53,6 +53,7 @@ class CachedExecution:
 
     @property
     def mark(self) -> HistoryMark:
+        """What the entry holds, as the fetch is told: its execution, and its last event's id."""
         return HistoryMark(execution_id=self.live.execution_id, event_id=len(self.history))
 
 
@@ -130,6 +131,20 @@ class ExecutionCache:
             self._close(next(iter(self._entries)))
             evicted += 1
         return evicted
+
+    def expect(self, instance_id: str, live: LiveExecution) -> None:
+        """Announce, before its turn's ack, the entry ``live`` will be if the ack succeeds.
+
+        Another loop of this process may fetch the instance as soon as the ack releases it, before
+        the entry is kept: with the mark already there, its fetch reads only the tail. The entry,
+        not the mark, is what a turn trusts, so a mark whose ack then fails costs a read, no more.
+        """
+        self._marks[instance_id] = HistoryMark(execution_id=live.execution_id, event_id=live.next_event_id - 1)
+
+    def forget(self, instance_id: str) -> None:
+        """Withdraw what :meth:`expect` announced, the turn not being kept after all."""
+        if instance_id not in self._entries:
+            self._marks.pop(instance_id, None)
 
     def expire(self) -> int:
         """Close the entries idle for longer than ``idle_timeout``; how many."""

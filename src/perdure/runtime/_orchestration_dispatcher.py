@@ -131,6 +131,8 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
             if committed and isinstance(plan, TurnPlan):
                 kept = self._keep(item, plan)
         finally:
+            if self.cache is not None and kept is None:
+                self.cache.forget(item.instance_id)
             # What the cache or the engine built and is not kept now must not linger (nor run on later).
             fresh = plan.result.live if isinstance(plan, TurnPlan) and plan.result is not None else None
             for state in (live, fresh):
@@ -219,6 +221,9 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
             _log.debug("%s", note, extra=ids)
         if self.log_turns:
             _log_turn(item, plan)
+        live = plan.result.live if plan.result is not None else None
+        if self.cache is not None and live is not None:
+            self.cache.expect(item.instance_id, live)  # a fetch right after the ack reads only the tail
         try:
             return await self._commit(item, plan, ids)
         except DataRefusedError as exc:
