@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from perdure.engine import HistoryEvent, decode_event, encode_event
+from perdure.engine import HistoryEvent, encode_event
 from perdure.engine._replay import LiveExecution
 from perdure.providers._base import HistoryMark, OrchestrationItem
 
@@ -41,7 +41,9 @@ class CachedExecution:
 
     Attributes:
         live: The engine state after its last turn.
-        history: Its whole history as the store holds it after that turn (decoded from stored form).
+        history: Its whole history as the store holds it after that turn (the events of the turns
+            this worker ran are kept as the engine made them, not decoded: they are compared in
+            stored form, and replay compares values as JSON anyway).
         created_at: The instance row's creation time: a purged and re-created instance differs.
         used_at: When its last turn ended (``time.monotonic``), for the idle expiry.
     """
@@ -119,7 +121,7 @@ class ExecutionCache:
         Returns:
             How many other entries it evicted (over ``size``, least recently used first).
         """
-        history.extend(decode_event(encode_event(e)) for e in new)  # exactly what a fetch would return
+        history.extend(new)
         previous = self._entries.pop(instance_id, None)
         if previous is not None and previous.live is not live:
             previous.live.close()
@@ -183,8 +185,13 @@ def _continued(entry: CachedExecution, item: OrchestrationItem) -> list[HistoryE
         return None
     if state.execution_id != entry.live.execution_id or start > len(held):
         return None
-    if any(e.event_id != start + i for i, e in enumerate(tail)) or tail[0] != held[start - 1]:
+    if any(e.event_id != start + i for i, e in enumerate(tail)) or not _same(tail[0], held[start - 1]):
         return None
     if start + len(tail) - 1 == len(held):  # nothing stored after what the entry saw
-        return held if tail[-1] == held[-1] else None
+        return held if _same(tail[-1], held[-1]) else None
     return tail if start == 1 else [*held[: start - 1], *tail]
+
+
+def _same(stored: HistoryEvent, held: HistoryEvent) -> bool:
+    """Whether ``held`` is the event the store holds as ``stored`` (compared as the store keeps them)."""
+    return stored == held or encode_event(stored) == encode_event(held)
