@@ -1,7 +1,7 @@
 """Long histories: the cost of one step as an orchestration's history grows, with and without the execution cache.
 
 Run: ``python benchmarks/long_histories.py [--backend sqlite postgres] [--sequence 100 1000 10000]
-[--fan-out 1000 20000] [--held 10000] [--before-limit 1000]``.
+[--fan-out 1000 20000] [--throughput 1000] [--held 10000] [--before-limit 1000]``.
 
 Shapes, each with ``cache_size=0`` (every turn replays the whole history: before) and with the
 default cache (after), back to back in one run:
@@ -9,6 +9,8 @@ default cache (after), back to back in one run:
 - sequence: one orchestration awaiting N activities one after the other; the figure is the
   wall-clock time per activity, and the ratio of that figure at the largest N to the smallest;
 - fan-out: one orchestration awaiting N activities in one ``when_all``, per activity;
+- throughput: N one-activity orchestrations started together, per second (short histories: the
+  cache must not cost them anything);
 - held: the peak RSS of a worker process that holds N waiting executions (a child process per
   setting, so that each peak is its own).
 
@@ -99,8 +101,11 @@ async def store(backend: str) -> AsyncIterator[Provider]:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')  # type: ignore[arg-type]
 
 
-def options(cache_size: int | None) -> RuntimeOptions:
-    return RuntimeOptions() if cache_size is None else RuntimeOptions(cache_size=cache_size)
+def options(cache_size: int | None, idle: float = 60.0) -> RuntimeOptions:
+    """The default options (``None``), or the cache of that size."""
+    if cache_size is None:
+        return RuntimeOptions()
+    return RuntimeOptions(cache_size=cache_size, cache_idle_timeout=idle)
 
 
 async def check(client: Client, instance_id: str, expected: Any, timeout: float = 3600) -> None:
@@ -119,11 +124,28 @@ async def one_orchestration(backend: str, cache_size: int | None, name: str, cou
         return time.perf_counter() - began
 
 
-async def hold(backend: str, cache_size: int | None, count: int) -> dict[str, float]:
-    """Run ``count`` instances until each waits for an event, measure, then let them all finish."""
-    async with store(backend) as provider, Runtime(provider, registry, options(cache_size)) as runtime:
+async def throughput(backend: str, cache_size: int | None, count: int) -> float:
+    """Orchestrations of one activity each, started together: completed per second (a short history:
+    the cache must cost them nothing)."""
+    async with store(backend) as provider, Runtime(provider, registry, options(cache_size)):
         client = Client(provider)
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        began = time.perf_counter()
+        for at in range(0, count, 500):
+            await asyncio.gather(
+                *(client.start_orchestration(f"t-{n}", "Sequence", 1) for n in range(at, min(at + 500, count)))
+            )
+        for n in range(count):
+            await check(client, f"t-{n}", 0)
+        return count / (time.perf_counter() - began)
+
+
+async def hold(backend: str, cached: bool, count: int) -> dict[str, float]:
+    """Run ``count`` instances until each waits for an event, measure, then let them all finish."""
+    # With the cache, it must hold every one of them: as large as that, and no idle expiry meanwhile.
+    settings = options(count if cached else 0, idle=3600)
+    async with store(backend) as provider, Runtime(provider, registry, settings) as runtime:
+        client = Client(provider)
+        rss_before = _rss_kib("VmRSS")
         for at in range(0, count, 500):
             await asyncio.gather(
                 *(client.start_orchestration(f"w-{n}", "Waiter", n) for n in range(at, min(at + 500, count)))
@@ -134,7 +156,7 @@ async def hold(backend: str, cache_size: int | None, count: int) -> dict[str, fl
             if sum(depths.values()) == 0 and runtime.metrics.snapshot().get("turns.committed", 0) >= 2 * count:
                 break
             await asyncio.sleep(0.5)
-        rss_held = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rss_held = _rss_kib("VmHWM")
         began = time.perf_counter()
         for at in range(0, count, 500):
             await asyncio.gather(*(client.raise_event(f"w-{n}", "go", 1) for n in range(at, min(at + 500, count))))
@@ -147,20 +169,27 @@ async def hold(backend: str, cache_size: int | None, count: int) -> dict[str, fl
         }
 
 
-def hold_in_child(backend: str, cache_size: int | None, count: int) -> dict[str, float]:
+def _rss_kib(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process in KiB. Not ``ru_maxrss``: on Linux a
+    process started by ``fork`` and ``exec`` inherits its parent's peak there."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def hold_in_child(backend: str, cached: bool, count: int) -> dict[str, float]:
     """``hold`` in a fresh process: its peak RSS is its own."""
-    argv = [sys.executable, __file__, "--child-hold", backend, str(count), str(cache_size)]
+    argv = [sys.executable, __file__, "--child-hold", backend, str(count), "cached" if cached else "uncached"]
     output = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
     return dict(json.loads(output.strip().splitlines()[-1]))
 
 
-def settings(args: argparse.Namespace) -> list[tuple[str, int | None]]:
-    return [("before (cache_size=0)", 0), ("after (default cache)", None)]
-
-
 async def run_backend(backend: str, args: argparse.Namespace) -> None:
     print(f"\n== {backend} ==", flush=True)
-    for label, cache_size in settings(args):
+    await one_orchestration(backend, None, "Sequence", 20)  # warm-up: imports, connections, first queries
+    for label, cache_size in (("before (cache_size=0)", 0), ("after (default cache)", None)):
         per_step: dict[int, float] = {}
         for count in args.sequence:
             if cache_size == 0 and count > args.before_limit:
@@ -184,11 +213,15 @@ async def run_backend(backend: str, args: argparse.Namespace) -> None:
             low, high = min(per_activity), max(per_activity)
             ratio = per_activity[high] / per_activity[low]
             print(f"{label}: fan-out per-activity cost {high} / {low}: {ratio:.2f}x", flush=True)
+        if args.throughput:
+            rate = await throughput(backend, cache_size, args.throughput)
+            print(f"{label}: {args.throughput} 1-activity orchestrations started together: {rate:.0f}/s", flush=True)
         if args.held:
-            figures = hold_in_child(backend, cache_size, args.held)
+            figures = hold_in_child(backend, cache_size != 0, args.held)
+            held = "none cached" if cache_size == 0 else "all cached"
             print(
-                f"{label}: {args.held} waiting executions: peak RSS {figures['rss_held_mib']:.0f} MiB "
-                f"(process at start {figures['rss_before_mib']:.0f} MiB); all finished in {figures['finish_s']:.2f} s",
+                f"{label}: {args.held} waiting executions ({held}): peak RSS {figures['rss_held_mib']:.0f} MiB "
+                f"(RSS at start {figures['rss_before_mib']:.0f} MiB); all finished in {figures['finish_s']:.2f} s",
                 flush=True,
             )
 
@@ -198,14 +231,14 @@ async def main() -> None:
     parser.add_argument("--backend", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"])
     parser.add_argument("--sequence", type=int, nargs="*", default=[100, 1000, 10000])
     parser.add_argument("--fan-out", type=int, nargs="*", default=[1000, 20000])
+    parser.add_argument("--throughput", type=int, default=1000, help="1-activity orchestrations at once (0: skip)")
     parser.add_argument("--held", type=int, default=10000, help="waiting executions for the RSS figure (0: skip)")
     parser.add_argument("--before-limit", type=int, default=1000, help="largest N run without the cache")
     parser.add_argument("--child-hold", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_hold:
-        backend, count, cache_size = args.child_hold
-        size = None if cache_size == "None" else int(cache_size)
-        print(json.dumps(await hold(backend, size, int(count))))
+        backend, count, cached = args.child_hold
+        print(json.dumps(await hold(backend, cached == "cached", int(count))))
         return
     print(f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, load {os.getloadavg()}")
     for backend in args.backend:
