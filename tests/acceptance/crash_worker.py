@@ -19,11 +19,11 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from perdure import ActivityContext, OrchestrationContext, Registry, Runtime, RuntimeOptions, SqliteProvider
-from perdure.providers._base import Message, OrchestrationItem, TurnCommit, WorkItem
+from perdure.providers._base import HistoryMark, Message, OrchestrationItem, TurnCommit, WorkItem
 
 MODE, _, _LIMIT = os.environ.get("PERDURE_CRASH", "").partition(":")
 LIMIT = int(_LIMIT or 0)
@@ -118,9 +118,9 @@ class CrashingProvider(SqliteProvider):
     """Dies right after the Nth fetch or ack, as ``PERDURE_CRASH`` says."""
 
     async def fetch_orchestration_item(
-        self, lock_seconds: float, *, worker_id: str | None = None
+        self, lock_seconds: float, *, worker_id: str | None = None, held: Mapping[str, HistoryMark] | None = None
     ) -> OrchestrationItem | None:
-        item = await super().fetch_orchestration_item(lock_seconds, worker_id=worker_id)
+        item = await super().fetch_orchestration_item(lock_seconds, worker_id=worker_id, held=held)
         if item is not None:
             tick("fetch")
         return item
