@@ -28,6 +28,7 @@ from perdure._errors import (
     UnregisteredActivityError,
     UnregisteredOrchestrationError,
 )
+from perdure._payloads import DataConverter, PayloadCodec
 from perdure._state import OrchestrationDescriptor, OrchestrationState, OrchestrationStatus
 from perdure.client import Client, SyncClient
 from perdure.engine import DurableTask, OrchestrationContext, RetryPolicy
@@ -44,6 +45,7 @@ __all__ = [
     "ActivityFailedError",
     "ActivityRegistry",
     "Client",
+    "DataConverter",
     "DurableTask",
     "ErrorDetails",
     "HistoryFormatError",
@@ -58,6 +60,7 @@ __all__ = [
     "OrchestrationRegistry",
     "OrchestrationState",
     "OrchestrationStatus",
+    "PayloadCodec",
     "PerdureError",
     "PoisonMessageError",
     "PostgresProvider",

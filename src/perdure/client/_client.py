@@ -7,9 +7,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 
-from perdure import _json
 from perdure._errors import InstanceNotFoundError, InvalidInstanceStateError
 from perdure._state import OrchestrationDescriptor, OrchestrationState, OrchestrationStatus
 from perdure._tracing import Tracer
@@ -28,6 +27,7 @@ from perdure._validate import (
     check_timeout,
     check_version,
 )
+from perdure.client._payloads import ClientPayloads, PayloadSettings
 from perdure.client._start import IF_EXISTS, IfExists, new_instance_id, start_instance
 from perdure.engine.events import (
     EventRaised,
@@ -57,8 +57,9 @@ class Client:
     spans become its children, whichever process runs them.
     """
 
-    def __init__(self, provider: Provider, *, tracer_provider: Any = None) -> None:
+    def __init__(self, provider: Provider, *, tracer_provider: Any = None, **payloads: Unpack[PayloadSettings]) -> None:
         self.provider = provider
+        self._payloads = ClientPayloads(**payloads)
         self._tracer_provider = tracer_provider
         self._tracer: Tracer | None = None
 
@@ -82,7 +83,7 @@ class Client:
         Args:
             instance_id: A unique id of your choice, or ``None`` for a new random one.
             name: The registered orchestration name.
-            input: A JSON value handed to the orchestration.
+            input: The orchestration's input: a JSON value, dataclass, pydantic model… (docs/payloads.md).
             version: Pin this version; by default the name's version policy chooses when the
                 instance starts.
             if_exists: When an instance with this id exists: ``"fail"`` (the default) raises
@@ -97,13 +98,13 @@ class Client:
 
         Raises:
             InstanceAlreadyExistsError: if an instance with this id exists and ``if_exists`` is ``"fail"``.
-            SerializationError: if ``input`` is not a JSON value.
+            SerializationError: if ``input`` cannot be stored, or is larger than ``max_payload_bytes``.
         """
         instance_id = new_instance_id() if instance_id is None else check_instance_id(instance_id)
         check_name(name, "orchestration name")
         check_version(version)
         check_choice(if_exists, IF_EXISTS, "if_exists")
-        _json.check_json(input, f"input of orchestration {name!r}")
+        input = self._payloads.send(input, f"input of orchestration {name!r}")
         start = StartRequested(name=name, version=version, input=input)
         return await start_instance(self.provider, self._tracing(), instance_id, start, if_exists)
 
@@ -114,10 +115,10 @@ class Client:
             InstanceNotFoundError: if the instance does not exist.
             InvalidInstanceStateError: if it has finished (completed, failed or terminated): the
                 event would never be read. (One that finishes after this check drops the event.)
-            SerializationError: if ``data`` is not a JSON value.
+            SerializationError: if ``data`` cannot be stored, or is larger than ``max_payload_bytes``.
         """
         check_name(name, "event name")
-        _json.check_json(data, f"data of event {name!r}")
+        data = self._payloads.send(data, f"data of event {name!r}")
         state = await _require(self.provider, instance_id)
         if "raise_event" not in state.status.allowed_actions:
             raise InvalidInstanceStateError(f"instance {instance_id!r} is {state.status.value}; it takes no events")
@@ -126,10 +127,10 @@ class Client:
     async def get_status(self, instance_id: str) -> OrchestrationState | None:
         """The instance's current state, or ``None`` if it does not exist."""
         check_instance_id(instance_id)
-        return await self.provider.get_state(instance_id)
+        return self._payloads.state(await self.provider.get_state(instance_id))
 
     async def wait_for_orchestration(
-        self, instance_id: str, timeout: float = 60.0, *, execution_id: int | None = None
+        self, instance_id: str, timeout: float = 60.0, *, execution_id: int | None = None, result_type: Any = None
     ) -> OrchestrationState:
         """Wait until the instance completes, fails or is terminated, and return its state.
 
@@ -138,6 +139,7 @@ class Client:
             timeout: Seconds to wait at most.
             execution_id: Wait for this execution (or a later one) to end, e.g. the one
                 :meth:`rewind` returned; an earlier execution that ended does not count.
+            result_type: Decode the output to this type (a dataclass…); by default it is the stored JSON.
 
         Raises:
             InstanceNotFoundError: if the instance does not exist.
@@ -146,7 +148,8 @@ class Client:
         check_timeout(timeout)
         check_execution_id(execution_id)
         check_instance_id(instance_id)
-        return await _wait_until_ended(self.provider, instance_id, timeout, execution_id or 0)
+        ended = await _wait_until_ended(self.provider, instance_id, timeout, execution_id or 0)
+        return self._payloads.state(ended, result_type)
 
     async def terminate(self, instance_id: str, reason: str | None = None, *, recursive: bool = True) -> bool:
         """Terminate a pending, running or suspended instance (and its unfinished children).
@@ -298,17 +301,17 @@ class Client:
             limit=check_limit(limit),
             after=check_text(after, "after"),
         )
-        return await self.provider.list_instances(where)
+        return self._payloads.states(await self.provider.list_instances(where))
 
     async def get_history(self, instance_id: str, execution_id: int | None = None) -> list[HistoryEvent]:
-        """The history of one execution (the current one by default).
+        """The history of one execution (the current one by default), payloads decoded by the codec.
 
         Raises:
             InstanceNotFoundError: if the instance does not exist.
         """
         check_execution_id(execution_id)
         await _require(self.provider, instance_id)
-        return await self.provider.get_history(instance_id, execution_id)
+        return self._payloads.history(await self.provider.get_history(instance_id, execution_id))
 
     async def get_orchestration_descriptor(self, instance_id: str) -> OrchestrationDescriptor | None:
         """Name, pinned version and parent of an instance, read from its history.

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -31,13 +31,15 @@ from perdure._errors import (
     ErrorDetails,
     NonDeterminismError,
     PerdureError,
-    type_name,
 )
+from perdure._payloads import Payloads, PayloadTypes
 from perdure._state import OrchestrationStatus
 from perdure.engine._awaits import stuck_warnings, unawaited_warnings
 from perdure.engine._context import OrchestrationContext
 from perdure.engine._driver import CoroutineDriver, OrchestrationFunction
 from perdure.engine._matching import application_order, event_key, same_decision
+from perdure.engine._outcome import ReplayOutcome, describe, failed_by_engine
+from perdure.engine._payload_fields import hand_over, hand_over_result, open_event, seal_event, started_input
 from perdure.engine._tasks import DurableTask, ScheduledTask, resolved
 from perdure.engine.events import (
     TERMINAL_EVENTS,
@@ -48,10 +50,8 @@ from perdure.engine.events import (
     CustomStatusUpdated,
     Decision,
     EventRaised,
-    EventSent,
     ExecutionRewound,
     HistoryEvent,
-    OrchestrationChained,
     OrchestrationCompleted,
     OrchestrationContinuedAsNew,
     OrchestrationFailed,
@@ -59,7 +59,6 @@ from perdure.engine.events import (
     OrchestrationStarted,
     OrchestrationSuspended,
     OrchestrationTerminated,
-    Patched,
     SubOrchestrationCompleted,
     SubOrchestrationFailed,
     SubOrchestrationScheduled,
@@ -83,51 +82,6 @@ _COMPLETED_BY: dict[type[Decision], tuple[type[Completion], ...]] = {
 _CONTROL_EVENTS = (OrchestrationSuspended, OrchestrationResumed, OrchestrationTerminated, TerminateRequested)
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ReplayOutcome:
-    """What one replay produced: the events to append and what the code decided.
-
-    Attributes:
-        new_events: Events to append to history, numbered and time-stamped, in order.
-        consumed: Indices of the new events (messages) this turn used or dropped; the others stay queued.
-        status: The instance status after the turn.
-        output: The output, when the orchestration completed.
-        error: The failure, when it failed.
-        custom_status: The custom status after the turn.
-        carryover: Unawaited external events to hand to the next execution after continue-as-new.
-        dropped: (index of the new event, why) for messages consumed without being recorded.
-        unapplied: Indices of consumed new events the execution never saw, because it had already
-            ended or because the turn failed as a whole (non-determinism): the runtime keeps those
-            that carry input with a failed execution, so that a rewind can apply them.
-        engine_error: Why the engine, not the code, failed the execution; ``failed_at``: at which event.
-        warnings: What the code did that is likely a mistake (tasks it never awaited…), to log.
-    """
-
-    new_events: list[HistoryEvent]
-    consumed: list[int]
-    status: OrchestrationStatus
-    output: Any = None
-    error: ErrorDetails | None = None
-    custom_status: Any = None
-    carryover: list[EventRaised] = field(default_factory=list)
-    dropped: list[tuple[int, str]] = field(default_factory=list)
-    unapplied: list[int] = field(default_factory=list)
-    engine_error: PerdureError | None = None
-    failed_at: HistoryEvent | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def decisions(self) -> list[Decision]:
-        """The new events that record decisions: what the runtime must act on."""
-        return [e for e in self.new_events if isinstance(e, Decision)]
-
-    @property
-    def terminal_event(self) -> HistoryEvent | None:
-        """The event that ended the execution in this turn, if any."""
-        last = self.new_events[-1] if self.new_events else None
-        return last if isinstance(last, TERMINAL_EVENTS) else None
-
-
 def replay(
     orchestration: OrchestrationFunction,
     *,
@@ -137,6 +91,8 @@ def replay(
     new_events: Sequence[HistoryEvent],
     now: datetime,
     determinism_guards: bool = True,
+    payloads: Payloads | None = None,
+    types: PayloadTypes | None = None,
 ) -> ReplayOutcome:
     """Replay ``history``, apply ``new_events`` and return what the code decided.
 
@@ -149,10 +105,23 @@ def replay(
             for a new execution).
         now: The turn time; new events are stamped with it, so ``ctx.now()`` is deterministic.
         determinism_guards: Refuse ``time.time()``, ``random`` and the like while the code runs (``_guards``).
+        payloads: How payloads are converted and encoded (default: plain JSON, no codec). New
+            decisions are stored encoded; results and inputs reach the code decoded to the types
+            its annotations (or ``result_type``) name.
+        types: The result types of activities and orchestrations, for tasks without ``result_type``.
 
     Non-determinism and internal inconsistencies do not raise: the result fails the instance.
+
+    Raises:
+        UnreadablePayloadError: if a stored payload is encoded and ``payloads`` cannot decode it
+            (no codec, or the wrong key): a problem of this process, not of the instance, so the
+            turn must be retried elsewhere, not recorded.
     """
-    return _Replay(orchestration, instance_id, execution_id, now, determinism_guards).run(history, new_events)
+    engine = _Replay(orchestration, instance_id, execution_id, now, determinism_guards)
+    if payloads is not None:
+        engine.payloads = engine.code.payloads = payloads
+    engine.types = types
+    return engine.run(history, new_events)
 
 
 class _Replay:
@@ -186,6 +155,8 @@ class _Replay:
         self.cancelled: set[int] = set()  # ids of the decisions whose tasks the code cancelled
         self.waiters: dict[str, deque[DurableTask[Any]]] = {}
         self.buffered: dict[str, deque[EventRaised]] = {}
+        self.payloads = _PLAIN_JSON
+        self.types: PayloadTypes | None = None
 
     # --- driving the turn ---
 
@@ -208,7 +179,7 @@ class _Replay:
             # blocks. Only a decision that contradicts a recorded one is non-determinism.
             while self.unmatched:
                 decision, task = self.unmatched.popleft()
-                self.record(self.append(resolved(decision, task)), task)
+                self.record(self.append(seal_event(resolved(decision, task), self.payloads)), task)
             held_back = False
             for index in self.application_order(new_events):
                 event = new_events[index]
@@ -232,8 +203,8 @@ class _Replay:
             if isinstance(self.last_terminal, OrchestrationContinuedAsNew):
                 carryover = sorted((e for q in self.buffered.values() for e in q), key=lambda e: e.event_id)
             self.warnings += stuck_warnings(self.code.awaited, self.open_tasks.values(), self.waiters.values())
-        except PerdureError as exc:
-            return _failed_by_engine(exc, history, len(new_events), self.now, self.applying)
+        except PerdureError as exc:  # (an UnreadablePayloadError is raised again: see failed_by_engine)
+            return failed_by_engine(exc, history, len(new_events), self.now, self.applying)
         finally:
             self.code.close()
         return ReplayOutcome(
@@ -326,7 +297,7 @@ class _Replay:
         if self.replaying:
             self.unmatched.append((decision, task))
         else:
-            self.record(self.append(decision), task)
+            self.record(self.append(seal_event(decision, self.payloads)), task)
 
     def record(self, decision: Decision, task: DurableTask[Any] | None) -> None:
         if isinstance(decision, TaskCancelled):  # ``task`` is the cancelled one
@@ -363,7 +334,9 @@ class _Replay:
             )
         decision, task = self.unmatched.popleft()
         decision = resolved(decision, task)
-        if not same_decision(decision, recorded):
+        # Compared unencoded: an encryption codec never encodes the same value twice alike.
+        stored = recorded if self.payloads.codec is None else open_event(recorded, self.payloads)
+        if not same_decision(decision, stored):
             raise NonDeterminismError(
                 f"the orchestration code made the decision {describe(decision)}, "
                 f"but history recorded {describe(recorded)} at that position"
@@ -409,12 +382,12 @@ class _Replay:
             assert isinstance(task, ScheduledTask)
             task._fail_with(event.error)
         else:
-            task._resolve(getattr(event, "result", None))
+            hand_over_result(task, source, event, self.payloads, self.types)
 
     def wait_event(self, name: str, task: DurableTask[Any]) -> None:
         buffered = self.buffered.get(event_key(name))
         if buffered:
-            task._resolve(buffered.popleft().data)
+            hand_over(task, buffered.popleft().data, f"data of event {name!r}", self.payloads)
         else:
             self.waiters.setdefault(event_key(name), deque()).append(task)
 
@@ -426,7 +399,7 @@ class _Replay:
     def deliver(self, event: EventRaised) -> None:
         waiters = self.waiters.get(event_key(event.name))
         if waiters:
-            waiters.popleft()._resolve(event.data)
+            hand_over(waiters.popleft(), event.data, f"data of event {event.name!r}", self.payloads)
         else:
             self.buffered.setdefault(event_key(event.name), deque()).append(event)
 
@@ -435,8 +408,11 @@ class _Replay:
     def start(self, event: OrchestrationStarted) -> None:
         if self.code.started:
             raise NonDeterminismError(f"history starts the orchestration twice: {self.name(event)}")
-        ctx = OrchestrationContext(self, event, instance_id=self.instance_id, execution_id=self.execution_id)
-        self.code.start(self.orchestration, ctx, event)
+        orchestration, value = started_input(self.orchestration, event, self.payloads)
+        ctx = OrchestrationContext(
+            self, event, instance_id=self.instance_id, execution_id=self.execution_id, input=value
+        )
+        self.code.start(orchestration, ctx, replace(event, input=value))
 
     def run_code(self) -> None:
         """Resume the code as long as the task it awaits has finished, and record how it ended, if it did."""
@@ -447,51 +423,4 @@ class _Replay:
             self.schedule(ending, None)
 
 
-def _failed_by_engine(
-    exc: PerdureError, history: Sequence[HistoryEvent], message_count: int, now: datetime, at: HistoryEvent | None
-) -> ReplayOutcome:
-    """The turn cannot be trusted: record only the failure, and consume every message (none applied)."""
-    error = ErrorDetails(type=type_name(exc), message=str(exc))
-    # The custom status is what the stored history says; the part of this turn is thrown away.
-    custom_status = next((e.value for e in reversed(history) if isinstance(e, CustomStatusUpdated)), None)
-    ended = bool(history) and isinstance(history[-1], TERMINAL_EVENTS)
-    new_events: list[HistoryEvent] = []
-    if not ended:  # an execution records one terminal event, never a second
-        next_id = history[-1].event_id + 1 if history else 1
-        new_events = [OrchestrationFailed(event_id=next_id, timestamp=now, error=error)]
-    return ReplayOutcome(
-        new_events=new_events,
-        consumed=list(range(message_count)),
-        status=OrchestrationStatus.FAILED,
-        error=error,
-        custom_status=custom_status,
-        unapplied=list(range(message_count)),
-        engine_error=exc,
-        failed_at=at,
-    )
-
-
-def describe(event: HistoryEvent | None) -> str:
-    """A short human description of an event, for error messages and logs."""
-    if event is None:
-        return "nothing"
-    kind = type(event).__name__
-    where = f" (event {event.event_id})" if event.event_id else ""
-    if isinstance(event, ActivityScheduled | SubOrchestrationScheduled | OrchestrationChained):
-        return f"{kind} {event.name!r} with input {_short(event.input)}{where}"
-    if isinstance(event, EventSent):
-        return f"{kind} {event.name!r} to {event.instance_id!r}{where}"
-    if isinstance(event, EventRaised):
-        return f"{kind} {event.name!r}{where}"
-    if isinstance(event, Patched):
-        return f"{kind} {event.change_id!r}{where}"
-    if isinstance(event, Completion):
-        return f"{kind} for event {event.source_event_id}{where}"
-    if isinstance(event, TimerCreated):
-        return f"{kind} due {event.fire_at.isoformat()}{where}"
-    return f"{kind}{where}"
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+_PLAIN_JSON = Payloads()

@@ -208,14 +208,16 @@ class ScheduledTask(DurableTask[Any]):
     ``_event_id`` is the id of the decision that scheduled it, set by the engine when recorded.
     """
 
-    __slots__ = ("_engine", "_error_type", "_event_id", "_what")
+    __slots__ = ("_engine", "_error_type", "_event_id", "_what", "result_type")
 
-    def __init__(self, engine: _Engine, error_type: type[TaskFailedError], what: str) -> None:
+    def __init__(self, engine: _Engine, error_type: type[TaskFailedError], what: str, result_type: Any = None) -> None:
         super().__init__()
         self._engine = engine
         self._error_type = error_type
         self._what = what
         self._event_id = 0
+        self.result_type = result_type
+        """The type its result is decoded to (``None``: the JSON value as stored)."""
 
     def _fail_with(self, details: ErrorDetails) -> None:
         self._fail(self._error_type(f"{self._what} failed: {details.type}: {details.message}", details))
@@ -232,11 +234,13 @@ class EventWait(DurableTask[Any]):
     """A wait for an external event; cancelling it withdraws the wait (no history event needed:
     a wait is not a decision, and replay withdraws it at the same point)."""
 
-    __slots__ = ("_engine", "_name")
+    __slots__ = ("_engine", "_name", "result_type")
 
-    def __init__(self, engine: _Engine, name: str) -> None:
+    def __init__(self, engine: _Engine, name: str, result_type: Any = None) -> None:
         super().__init__()
         self._engine, self._name = engine, name
+        self.result_type = result_type
+        """The type the event's data is decoded to (``None``: the JSON value as stored)."""
 
     def _cancel_work(self) -> None:
         self._engine.withdraw_wait(self._name, self)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from perdure._payloads import DEFAULT_MAX_PAYLOAD_BYTES, Payloads
 from perdure._validate import check_name
 
 __all__ = ["RuntimeOptions"]
@@ -50,6 +51,12 @@ class RuntimeOptions:
         determinism_guards: While orchestration code runs, make ``time.time()``, ``datetime.now()``,
             ``random``, ``uuid.uuid4()`` and the like raise :class:`~perdure.NonDeterministicCallError`
             (docs/testing.md says exactly what is guarded). Activities are never affected.
+        data_converter: How values are converted to the JSON the store keeps and back
+            (a :class:`~perdure.DataConverter`; ``None``: the default one, see docs/payloads.md).
+        payload_codec: A :class:`~perdure.PayloadCodec` applied to every payload's JSON before it
+            is stored (compression, encryption at rest); every runtime and client of a store needs it.
+        max_payload_bytes: The largest payload (its JSON, in bytes) accepted: a larger input,
+            output, event or activity result is refused where it is given, never stored.
     """
 
     orchestration_concurrency: int = 4
@@ -70,6 +77,9 @@ class RuntimeOptions:
     queue_depth_interval: float = 10.0
     blocked_loop_warning: float = 1.0
     determinism_guards: bool = True
+    data_converter: Any = None
+    payload_codec: Any = None
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
 
     def __post_init__(self) -> None:
         for name in ("orchestration_concurrency", "activity_concurrency", "max_dispatch_attempts"):
@@ -86,6 +96,11 @@ class RuntimeOptions:
             raise TypeError("activity_queues must be a sequence of queue names, not one string")
         for queue in self.activity_queues:
             check_name(queue, "queue name")
+        self.payloads()  # checks the three payload settings
+
+    def payloads(self) -> Payloads:
+        """The payload settings together, as the dispatchers use them."""
+        return Payloads(self.data_converter, self.payload_codec, self.max_payload_bytes)
 
     def turn_logging(self) -> bool:
         """Whether turns are logged in full: ``log_turns``, or else ``PERDURE_LOG=debug``."""

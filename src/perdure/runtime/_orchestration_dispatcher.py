@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from perdure._errors import HistoryFormatError, ProviderError
+from perdure._payloads import UnreadablePayloadError
 from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure._tracing import Tracer, execution_span
 from perdure.engine._replay import describe
@@ -27,7 +28,7 @@ from perdure.runtime._isolation import TurnGate, is_suspect
 from perdure.runtime._liveness import Liveness
 from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
-from perdure.runtime._registry import OrchestrationRegistry
+from perdure.runtime._registry import ActivityRegistry, OrchestrationRegistry, ResultTypes
 from perdure.runtime._retained import never_ran
 from perdure.runtime._rewind import children_to_rewind, earlier_executions
 from perdure.runtime._turn import Abandon, TurnPlan, plan_failure, plan_turn
@@ -60,10 +61,13 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         running: Running | None = None,
         *,
         liveness: Liveness | None = None,
+        activities: ActivityRegistry | None = None,
     ) -> None:
         super().__init__(provider, options.orchestration_concurrency, options.idle_timeout)
         self.running = running or Running()
         self.registry = registry
+        self.payloads = options.payloads()
+        self.types = ResultTypes(registry, activities)
         self.options = options
         self.metrics = metrics or Metrics()
         self.tracer = tracer
@@ -108,21 +112,10 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         began = time.perf_counter()
         ids = {"instance_id": item.instance_id, "execution_id": item.state.execution_id if item.state else None}
         try:
-            # A rewind restarts the failed run's children, and a completion for an execution a rewind
-            # continued is forwarded: read what that needs here, so planning stays pure.
-            children = {child: await self._child_to_rewind(child) for child in children_to_rewind(item)}
-            earlier = await self._earlier_histories(item)
-            turn = Work(item.instance_id, item.state.execution_id if item.state else None)
-            with self.running.doing(turn):  # the watchdog names it if orchestration code blocks the loop
-                plan = plan_turn(
-                    item,
-                    self.registry,
-                    self.options,
-                    self._now(),
-                    children,
-                    earlier=earlier,
-                    tracing=self.tracer is not None,
-                )
+            plan = await self._plan(item)
+        except UnreadablePayloadError as exc:
+            await self._cannot_read(item, exc, ids)
+            return
         except Exception:
             # A bug or a misbehaving registry: put it back; the attempt count makes it poison eventually.
             attempts = max((m.dequeue_count for m in item.messages), default=1)
@@ -161,6 +154,35 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
             return
         if committed:
             self.metrics.record("turn.duration", time.perf_counter() - began)
+
+    async def _plan(self, item: OrchestrationItem) -> TurnPlan | Abandon:
+        # A rewind restarts the failed run's children, and a completion for an execution a rewind
+        # continued is forwarded: read what that needs here, so planning stays pure.
+        children = {child: await self._child_to_rewind(child) for child in children_to_rewind(item)}
+        earlier = await self._earlier_histories(item)
+        turn = Work(item.instance_id, item.state.execution_id if item.state else None)
+        with self.running.doing(turn):  # the watchdog names it if orchestration code blocks the loop
+            return plan_turn(
+                item,
+                self.registry,
+                self.options,
+                self._now(),
+                children,
+                earlier=earlier,
+                tracing=self.tracer is not None,
+                payloads=self.payloads,
+                types=self.types,
+            )
+
+    async def _cannot_read(self, item: OrchestrationItem, exc: UnreadablePayloadError, ids: dict[str, Any]) -> None:
+        """Put back a turn whose payloads this process cannot decode (no codec, or not the key).
+
+        Another process may have the right codec, and this one may be fixed: the delivery is not
+        counted, so the instance never turns poison, and nothing is lost.
+        """
+        _log.error("turn of instance %r put back: %s", item.instance_id, exc, extra=ids)
+        self.metrics.count("turns", "abandoned")
+        await self.provider.abandon_orchestration_item(item, self.options.max_dispatch_backoff, undo_delivery=True)
 
     async def _commit(self, item: OrchestrationItem, plan: TurnPlan, ids: dict[str, Any]) -> bool:
         """Ack the turn and count it; ``False`` if it was discarded because the lock was lost."""

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from perdure._errors import RegistrationError, UnregisteredActivityError, UnregisteredOrchestrationError
+from perdure._payloads import parameter_type, return_type
 from perdure._validate import check_name, parse_version
 from perdure.engine._replay import OrchestrationFunction
 
-__all__ = ["ActivityRegistry", "OrchestrationRegistry", "Registry"]
+__all__ = ["ActivityRegistry", "OrchestrationRegistry", "Registry", "ResultTypes"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,6 +27,11 @@ class RegisteredActivity:
     function: Callable[..., Any]
     is_async: bool
     takes_input: bool
+
+    @property
+    def input_type(self) -> Any:
+        """The annotation of the input parameter (``None``: none, or no input)."""
+        return parameter_type(self.function, 1) if self.takes_input else None
 
 
 def _takes_input(function: Callable[..., Any], what: str) -> bool:
@@ -63,6 +69,7 @@ class OrchestrationRegistry:
     def __init__(self) -> None:
         self._functions: dict[str, dict[str, OrchestrationFunction]] = {}
         self._policies: dict[str, str] = {}
+        self._as_written: dict[tuple[str, str], Callable[..., Any]] = {}  # before ``_without_input``
 
     def add(self, name: str, function: Callable[..., Any], version: str = DEFAULT_VERSION) -> None:
         """Register ``function`` as ``name@version``; a duplicate is refused."""
@@ -75,6 +82,15 @@ class OrchestrationRegistry:
             raise RegistrationError(f"orchestration {name}@{version} is already registered")
         takes_input = _takes_input(function, f"orchestration {name!r}")
         versions[version] = function if takes_input else _without_input(function)
+        self._as_written[name, version] = function
+
+    def result_type(self, name: str) -> Any:
+        """The return annotation of the version of ``name`` new instances get (``None``: unknown here)."""
+        try:
+            function = self._as_written.get((name, self.resolve(name)))
+        except UnregisteredOrchestrationError:
+            return None
+        return None if function is None else return_type(function)
 
     def set_policy(self, name: str, policy: str) -> None:
         """Choose which version new instances of ``name`` get: ``"latest"`` or an exact version."""
@@ -139,6 +155,25 @@ class ActivityRegistry:
     def names(self) -> list[str]:
         """Every registered activity name."""
         return sorted(self._activities)
+
+    def result_type(self, name: str) -> Any:
+        """The return annotation of activity ``name`` (``None``: none, or not registered here)."""
+        activity = self._activities.get(name)
+        return None if activity is None else return_type(activity.function)
+
+
+class ResultTypes:
+    """The result types of a registry's activities and orchestrations, as the replay engine asks for them."""
+
+    def __init__(self, orchestrations: OrchestrationRegistry, activities: ActivityRegistry | None) -> None:
+        self._orchestrations = orchestrations
+        self._activities = activities
+
+    def activity_result(self, name: str) -> Any:
+        return None if self._activities is None else self._activities.result_type(name)
+
+    def orchestration_result(self, name: str) -> Any:
+        return self._orchestrations.result_type(name)
 
 
 class Registry:

@@ -82,6 +82,7 @@ class Runtime:
                     tracer,
                     running,
                     liveness=liveness,
+                    activities=self.registry.activities,
                 )
             )
         if options.run_activities:

@@ -28,6 +28,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from perdure._errors import HistoryFormatError, PerdureError, PoisonMessageError, UnregisteredOrchestrationError
+from perdure._payloads import Payloads, PayloadTypes
 from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure.engine._replay import OrchestrationFunction, ReplayOutcome, replay
 from perdure.engine.events import (
@@ -45,7 +46,7 @@ from perdure.engine.events import (
 from perdure.providers._base import OrchestrationItem, QueuedMessage, TurnCommit
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._outbox import decision_writes, end_writes, is_time_out, parent_of, reply_taken, stop_writes
-from perdure.runtime._registry import OrchestrationRegistry
+from perdure.runtime._registry import OrchestrationRegistry, ResultTypes
 from perdure.runtime._retained import never_ran, retainable, retained_events, split_retained
 from perdure.runtime._rewind import (
     answer_again,
@@ -79,6 +80,8 @@ def plan_turn(
     *,
     earlier: Mapping[int, list[HistoryEvent]] | None = None,
     tracing: bool = False,
+    payloads: Payloads | None = None,
+    types: PayloadTypes | None = None,
 ) -> TurnPlan | Abandon:
     """Decide what one turn of ``item`` commits (or that it must be put back).
 
@@ -89,7 +92,11 @@ def plan_turn(
     that planning stays pure. With ``tracing``, the execution's span context is handed to its
     activities and children even when its start carried none (it then heads its own trace); a
     start that carried one always passes it on, so a traced client's trace continues through
-    workers that do not trace.
+    workers that do not trace. ``payloads`` (default: ``options.payloads()``) and ``types`` (default:
+    the orchestrations' return annotations) are how the engine converts, encodes and decodes values.
+
+    Raises:
+        UnreadablePayloadError: if this process cannot decode the instance's payloads (see ``replay``).
     """
     rewinding = rewind_requested(item.state)
     if rewinding:
@@ -99,6 +106,8 @@ def plan_turn(
     planner = _Planner(item, registry, options, now, tracing)
     planner.child_states = child_states or {}
     planner.earlier = earlier or {}
+    planner.payloads = payloads or options.payloads()
+    planner.types = types or ResultTypes(registry, None)
     plan = planner.plan()
     if rewinding and isinstance(plan, TurnPlan) and plan.commit.state is None:
         assert item.state is not None and item.state.error is not None
@@ -314,6 +323,8 @@ class _Planner(TurnEndings):
             new_events=[i.event for i in inputs],
             now=self.now,
             determinism_guards=self.options.determinism_guards,
+            payloads=self.payloads,
+            types=self.types,
         )
         if not history and result.new_events and isinstance(result.new_events[0], OrchestrationStarted):
             started = result.new_events[0]  # as recorded, time-stamped: a root trace id derives from it

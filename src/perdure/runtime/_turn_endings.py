@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from perdure._errors import ErrorDetails, PerdureError, type_name
+from perdure._payloads import Payloads, PayloadTypes
 from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure._tracing import execution_trace_context
 from perdure.engine._replay import ReplayOutcome
@@ -33,6 +34,8 @@ from perdure.runtime._outbox import Sender, end_writes, open_activities, parent_
 from perdure.runtime._registry import OrchestrationRegistry
 from perdure.runtime._retained import never_ran, retainable, retained_events
 from perdure.runtime._rewind import forwarded
+
+_PLAIN_JSON = Payloads()
 
 __all__ = ["Abandon", "Input", "TurnEndings", "TurnPlan", "instance_update", "message_ids"]
 
@@ -95,6 +98,8 @@ class TurnEndings:
         self.errors: list[str] = []  # drops no correct run explains
         self.replies: list[Message] = []  # answers to would-be parents of a duplicate start
         self.consumed: list[int] = []  # message ids consumed before the engine runs
+        self.payloads = _PLAIN_JSON
+        self.types: PayloadTypes | None = None
 
     def planned(
         self,

@@ -10,8 +10,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from perdure import _json
-from perdure._errors import ACTIVITY_TIMEOUT, ErrorDetails, PoisonMessageError, UnregisteredActivityError
+from perdure._errors import (
+    ACTIVITY_TIMEOUT,
+    ErrorDetails,
+    PoisonMessageError,
+    SerializationError,
+    UnregisteredActivityError,
+)
+from perdure._payloads import UnreadablePayloadError
 from perdure._tracing import Tracer
 from perdure.engine.events import ActivityCompleted, ActivityFailed, HistoryEvent
 from perdure.providers._base import ActivityRequest, LockLostError, Message, Provider, WorkItem
@@ -58,6 +64,7 @@ class WorkDispatcher(Dispatcher[WorkItem]):
         self.metrics = metrics or Metrics()
         self.tracer = tracer
         self.queues = list(options.activity_queues)
+        self.payloads = options.payloads()
         self._threads = ThreadPoolExecutor(
             max_workers=options.activity_concurrency, thread_name_prefix="perdure-activity"
         )
@@ -141,26 +148,45 @@ class WorkDispatcher(Dispatcher[WorkItem]):
             heartbeat_details=item.heartbeat_details,
             _record_heartbeat=None if self.liveness is None else functools.partial(self.liveness.heartbeat, item),
         )
+        try:
+            args = self._arguments(activity, ctx, request)
+        except UnreadablePayloadError as exc:
+            # This process has not the codec (or key) the input was stored with: another may.
+            _log.error("activity %r of %r put back: %s", request.name, request.instance_id, exc, extra=_ids(request))
+            await self.provider.abandon_work_item(item, self.options.max_dispatch_backoff)
+            self.metrics.count("activities", "abandoned")
+            return None, None
+        except SerializationError as exc:  # the input does not fit the parameter's type: a failed attempt
+            return self._failed(request, exc), None
         attempt = Attempt(request, ctx._signals)
         work = Work(ctx.instance_id, ctx.execution_id, ctx.name)
         attempt.on_task = lambda task: self.running.watch(task, work)  # named if it blocks the loop
-        return await self._run(item, activity, ctx, attempt), attempt
+        return await self._run(item, activity, args, attempt), attempt
+
+    def _arguments(
+        self, activity: RegisteredActivity, ctx: ActivityContext, request: ActivityRequest
+    ) -> tuple[Any, ...]:
+        """The activity's arguments: the context, and the input decoded to its parameter's annotation."""
+        if not activity.takes_input:
+            return (ctx,)
+        what = f"input of activity {request.name!r}"
+        return ctx, self.payloads.receive(request.input, activity.input_type, what)
 
     async def _run(
-        self, item: WorkItem, activity: RegisteredActivity, ctx: ActivityContext, attempt: Attempt
+        self, item: WorkItem, activity: RegisteredActivity, args: tuple[Any, ...], attempt: Attempt
     ) -> HistoryEvent | None:
         """Run the attempt; what to report (``None`` if it was cancelled: nobody waits for it any more)."""
         request = attempt.request
         renewal = asyncio.create_task(self._renew(item))
         began = time.perf_counter()
         tracer = self.tracer
-        args = (ctx, request.input) if activity.takes_input else (ctx,)
         with contextlib.ExitStack() as stack:
             span = None if tracer is None else stack.enter_context(self._span(tracer, request))
             try:
                 result = await self.attempts.run(item, activity, args, attempt)
-                _json.check_json(result, f"result of activity {request.name!r}")
-            except Exception as exc:  # the activity's failure (or a non-JSON result) is reported, not raised
+                # Converted, checked and encoded here: a result that cannot be stored fails the attempt.
+                result = self.payloads.send(result, f"result of activity {request.name!r}")
+            except Exception as exc:  # the activity's failure (or a result it cannot store) is reported, not raised
                 if tracer is not None:
                     tracer.fail(span, exc)
                 return self._failed(request, exc)

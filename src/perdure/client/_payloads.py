@@ -1,0 +1,80 @@
+"""The client's side of payloads: values it sends are converted and encoded, values it reads decoded."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, TypedDict, overload
+
+from perdure._payloads import DEFAULT_MAX_PAYLOAD_BYTES, DataConverter, PayloadCodec, Payloads
+from perdure._state import OrchestrationState
+from perdure.engine._payload_fields import open_event
+from perdure.engine.events import HistoryEvent
+
+__all__ = ["ClientPayloads", "PayloadSettings"]
+
+
+class PayloadSettings(TypedDict, total=False):
+    """The payload keywords of ``Client`` and ``SyncClient``; they must match the runtimes' ``RuntimeOptions``.
+
+    Values the client gives are converted and encoded as the runtimes will read them, and values it
+    reads (states, histories) come back decoded. See docs/payloads.md.
+
+    Attributes:
+        payload_codec: The :class:`~perdure.PayloadCodec` the store's payloads are encoded with.
+        data_converter: The :class:`~perdure.DataConverter` (default: the built-in one).
+        max_payload_bytes: The largest input or event data accepted, as JSON (default 2 MiB).
+    """
+
+    payload_codec: PayloadCodec | None
+    data_converter: DataConverter | None
+    max_payload_bytes: int
+
+
+class ClientPayloads:
+    """The payload settings of one client (see :class:`PayloadSettings`)."""
+
+    def __init__(
+        self,
+        data_converter: DataConverter | None = None,
+        payload_codec: PayloadCodec | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    ) -> None:
+        self.payloads = Payloads(data_converter, payload_codec, max_payload_bytes)
+
+    def send(self, value: Any, what: str) -> Any:
+        """The stored form of a value the caller gives; raises ``SerializationError`` at the call."""
+        return self.payloads.send(value, what)
+
+    @overload
+    def state(self, state: OrchestrationState, result_type: Any = None) -> OrchestrationState: ...
+
+    @overload
+    def state(self, state: None, result_type: Any = None) -> None: ...
+
+    def state(self, state: OrchestrationState | None, result_type: Any = None) -> OrchestrationState | None:
+        """``state`` with its input, output and custom status decoded (the output to ``result_type``).
+
+        Raises:
+            SerializationError: if one cannot be decoded (``UnreadablePayloadError``: the codec is
+                missing or has not the key), or the output does not fit ``result_type``.
+        """
+        if state is None:
+            return None
+        payloads, ident = self.payloads, f"instance {state.instance_id!r}"
+        return replace(
+            state,
+            input=payloads.open(state.input, f"input of {ident}"),
+            output=payloads.receive(state.output, result_type, f"output of {ident}"),
+            custom_status=payloads.open(state.custom_status, f"custom status of {ident}"),
+        )
+
+    def states(self, states: Sequence[OrchestrationState]) -> list[OrchestrationState]:
+        """Every state of a listing, decoded."""
+        return [self.state(state) for state in states]
+
+    def history(self, events: Sequence[HistoryEvent]) -> list[HistoryEvent]:
+        """A history with every payload decoded by the codec (as JSON values)."""
+        if self.payloads.codec is None:
+            return list(events)
+        return [open_event(event, self.payloads) for event in events]
