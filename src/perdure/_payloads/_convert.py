@@ -147,6 +147,8 @@ def _key(key: Any, path: str) -> str:
     if isinstance(key, Enum):
         key = key.value
     if isinstance(key, str):
+        if lone_surrogate(key) is not None:
+            raise SerializationError(f"{path}: a dict key with a lone surrogate, which UTF-8 cannot encode")
         return key
     if isinstance(key, int | float | uuid.UUID) and not isinstance(key, bool):
         return str(key)

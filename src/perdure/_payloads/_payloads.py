@@ -80,7 +80,7 @@ class Payloads:
         except SerializationError as exc:
             raise SerializationError(f"the {what} cannot be stored: {exc}") from None
         except (TypeError, ValueError, RecursionError) as exc:  # from a converter that returned no JSON value
-            raise SerializationError(f"the {what} cannot be stored: it did not convert to JSON: {exc}") from None
+            raise SerializationError(f"the {what} cannot be stored: it is not a JSON value: {exc}") from None
         size = len(text) if text.isascii() else len(text.encode())
         if size > self.max_bytes:
             raise SerializationError(

@@ -6,12 +6,19 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, TypedDict, overload
 
-from perdure._payloads import DEFAULT_MAX_PAYLOAD_BYTES, DataConverter, PayloadCodec, Payloads
+from perdure._payloads import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DataConverter,
+    PayloadCodec,
+    Payloads,
+    UnreadablePayloadError,
+    encoded_size,
+)
 from perdure._state import OrchestrationState
-from perdure.engine._payload_fields import open_event
+from perdure.engine._payload_fields import PAYLOAD_FIELDS
 from perdure.engine.events import HistoryEvent
 
-__all__ = ["ClientPayloads", "PayloadSettings"]
+__all__ = ["ClientPayloads", "PayloadSettings", "show_unreadable"]
 
 
 class PayloadSettings(TypedDict, total=False):
@@ -41,6 +48,8 @@ class ClientPayloads:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     ) -> None:
         self.payloads = Payloads(data_converter, payload_codec, max_payload_bytes)
+        self.lenient = False
+        """Show a payload this client cannot decode as ``"<encoded N bytes>"`` instead of raising (the tools do)."""
 
     def send(self, value: Any, what: str) -> Any:
         """The stored form of a value the caller gives; raises ``SerializationError`` at the call."""
@@ -61,12 +70,13 @@ class ClientPayloads:
         """
         if state is None:
             return None
-        payloads, ident = self.payloads, f"instance {state.instance_id!r}"
+        ident = f"instance {state.instance_id!r}"
+        output = self._open(state.output, f"output of {ident}")
         return replace(
             state,
-            input=payloads.open(state.input, f"input of {ident}"),
-            output=payloads.receive(state.output, result_type, f"output of {ident}"),
-            custom_status=payloads.open(state.custom_status, f"custom status of {ident}"),
+            input=self._open(state.input, f"input of {ident}"),
+            output=self.payloads.decode(output, result_type, f"output of {ident}"),
+            custom_status=self._open(state.custom_status, f"custom status of {ident}"),
         )
 
     def states(self, states: Sequence[OrchestrationState]) -> list[OrchestrationState]:
@@ -75,6 +85,28 @@ class ClientPayloads:
 
     def history(self, events: Sequence[HistoryEvent]) -> list[HistoryEvent]:
         """A history with every payload decoded by the codec (as JSON values)."""
-        if self.payloads.codec is None:
+        if self.payloads.codec is None and not self.lenient:
             return list(events)
-        return [open_event(event, self.payloads) for event in events]
+        return [self._open_event(event) for event in events]
+
+    def _open(self, stored: Any, what: str) -> Any:
+        try:
+            return self.payloads.open(stored, what)
+        except UnreadablePayloadError:
+            if not self.lenient:
+                raise
+            return f"<encoded {encoded_size(stored)} bytes>"
+
+    def _open_event(self, event: HistoryEvent) -> HistoryEvent:
+        field = PAYLOAD_FIELDS.get(type(event))
+        if field is None:
+            return event
+        value = getattr(event, field)
+        opened = self._open(value, f"{field} of {type(event).__name__}")
+        return event if opened is value else replace(event, **{field: opened})
+
+
+def show_unreadable(client: Any) -> None:
+    """Make ``client`` (a ``Client``) show payloads it cannot decode as ``"<encoded N bytes>"``, as the CLI and
+    dashboard do, rather than raise."""
+    client._payloads.lenient = True

@@ -19,6 +19,7 @@ from perdure.client import Client
 from perdure.engine import replay
 from perdure.engine.events import HistoryEvent, OrchestrationFailed, OrchestrationStarted
 from perdure.runtime import Registry, RuntimeOptions
+from perdure.runtime._registry import ResultTypes
 
 __all__ = ["ReplayResult", "Replayer", "stored_histories"]
 
@@ -99,6 +100,8 @@ class Replayer:
             new_events=[],
             now=events[-1].timestamp,
             determinism_guards=self.options.determinism_guards,
+            payloads=self.options.payloads(),
+            types=ResultTypes(self.registry.orchestrations, self.registry.activities),
         )
         if outcome.engine_error is not None:
             return ReplayResult(False, outcome.engine_error, outcome.failed_at)

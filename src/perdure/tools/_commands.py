@@ -20,6 +20,8 @@ from typing import Any
 from perdure import Client, InstanceNotFoundError, OrchestrationStatus, RegistrationError
 from perdure._validate import check_name
 from perdure._validate import parse_version as _semantic_version
+from perdure.client._payloads import show_unreadable
+from perdure.providers import Provider
 from perdure.tools import _format
 from perdure.tools._run import (
     EXIT_FAILURE,
@@ -120,9 +122,16 @@ def _with_client(command: Callable[[Client, argparse.Namespace], Awaitable[int]]
     async def handle(args: argparse.Namespace) -> int:
         # Only a start that asks for it (--create) may create a store: a typo must not make an empty one.
         async with open_store(require_db(args), create=getattr(args, "create", False)) as provider:
-            return await command(Client(provider), args)
+            return await command(tool_client(provider, args), args)
 
     return handle
+
+
+def tool_client(provider: Provider, args: argparse.Namespace) -> Client:
+    """A client with the ``--codec`` given, that shows payloads it cannot decode as ``<encoded N bytes>``."""
+    client = Client(provider, payload_codec=getattr(args, "payload_codec", None))
+    show_unreadable(client)
+    return client
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> int:
@@ -296,7 +305,7 @@ async def dashboard(args: argparse.Namespace) -> int:
     require_token_for(host, token)  # before the store is opened: a bad argument touches nothing
     async with open_store(db) as provider:
         await serve(
-            Client(provider),
+            tool_client(provider, args),
             host=host,
             port=args.port if args.port is not None else 8080,
             token=token,

@@ -15,6 +15,7 @@ from pathlib import Path
 from perdure.client._start import IF_EXISTS
 from perdure.runtime import RuntimeOptions
 from perdure.tools import _commands, _replay, _worker
+from perdure.tools._codec_option import CODEC
 from perdure.tools._commands import parse_moment, parse_name, parse_status, parse_version
 from perdure.tools._parser import Arg, Command, Many, arg, build_parser, listed
 from perdure.tools._run import run
@@ -33,7 +34,7 @@ _RUNTIME = RuntimeOptions()  # the worker's defaults
 _WHEN = "ISO 8601 time or an age (30m, 12h, 7d)"
 _ID = arg("instance_id", metavar="ID")
 _DB = arg("--db", "the store: sqlite:///path.db or postgresql://…", metavar="URL")
-_STORE = (_DB, arg("--json", "print one JSON document instead of text", action="store_true"))
+_STORE = (_DB, arg("--json", "print one JSON document instead of text", action="store_true"), CODEC)
 _REASON = arg("--reason", "why; recorded in the history")
 
 
@@ -115,6 +116,7 @@ _WORKER_ARGS = (
         metavar="SECONDS",
     ),
     _GUARDS,
+    CODEC,
     arg("--log-level", "logging level (default INFO)", default="INFO", metavar="LEVEL"),
 )
 
@@ -132,6 +134,7 @@ _REPLAY_ARGS = (
     ),
     _GUARDS,
     arg("--json", "print one JSON document instead of text", action="store_true"),
+    CODEC,
 )
 
 _LIST_ARGS = (
@@ -160,6 +163,7 @@ _DASHBOARD_ARGS = (
     arg("--token", "access token required on every request"),
     arg("--refresh", "page refresh interval (default 1.5)", type=float, metavar="SECONDS"),
     _DB,
+    CODEC,
 )
 
 COMMANDS: tuple[Command, ...] = (
