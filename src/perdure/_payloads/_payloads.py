@@ -93,8 +93,11 @@ class Payloads:
         return value
 
     def seal(self, value: Any) -> Any:
-        """The stored form of a converted value: encoded by the codec, if there is one (``None`` stays ``None``)."""
-        if self.codec is None or value is None:
+        """The stored form of a converted value: encoded by the codec, if there is one.
+
+        ``None`` stays ``None``, and a value already encoded is not encoded again.
+        """
+        if self.codec is None or value is None or is_encoded(value):
             return value
         return seal(self.codec, dumps(value))
 

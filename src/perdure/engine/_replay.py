@@ -106,8 +106,10 @@ def replay(
         now: The turn time; new events are stamped with it, so ``ctx.now()`` is deterministic.
         determinism_guards: Refuse ``time.time()``, ``random`` and the like while the code runs (``_guards``).
         payloads: How payloads are converted and encoded (default: plain JSON, no codec). New
-            decisions are stored encoded; results and inputs reach the code decoded to the types
-            its annotations (or ``result_type``) name.
+            decisions are returned encoded, encoded once the code has stopped (a codec may use the
+            clock or randomness, as Fernet does, which the determinism guards refuse while the code
+            runs); results and inputs reach the code decoded to the types its annotations (or
+            ``result_type``) name.
         types: The result types of activities and orchestrations, for tasks without ``result_type``.
 
     Non-determinism and internal inconsistencies do not raise: the result fails the instance.
@@ -179,7 +181,7 @@ class _Replay:
             # blocks. Only a decision that contradicts a recorded one is non-determinism.
             while self.unmatched:
                 decision, task = self.unmatched.popleft()
-                self.record(self.append(seal_event(resolved(decision, task), self.payloads)), task)
+                self.record(self.append(resolved(decision, task)), task)
             held_back = False
             for index in self.application_order(new_events):
                 event = new_events[index]
@@ -208,12 +210,12 @@ class _Replay:
         finally:
             self.code.close()
         return ReplayOutcome(
-            new_events=self.appended,
+            new_events=[seal_event(event, self.payloads) for event in self.appended],
             consumed=consumed,
             status=self.status,
-            output=self.output,
+            output=self.payloads.seal(self.output),
             error=self.error,
-            custom_status=self.custom_status,
+            custom_status=self.payloads.seal(self.custom_status),
             carryover=carryover,
             dropped=dropped,
             unapplied=unapplied,
@@ -297,7 +299,7 @@ class _Replay:
         if self.replaying:
             self.unmatched.append((decision, task))
         else:
-            self.record(self.append(seal_event(decision, self.payloads)), task)
+            self.record(self.append(decision), task)
 
     def record(self, decision: Decision, task: DurableTask[Any] | None) -> None:
         if isinstance(decision, TaskCancelled):  # ``task`` is the cancelled one
