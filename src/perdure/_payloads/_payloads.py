@@ -19,6 +19,8 @@ from perdure._json import dumps, loads, unreadable
 from perdure._payloads._codec import PayloadCodec, UnreadablePayloadError, is_encoded, seal, unseal
 from perdure._payloads._convert import DataConverter
 
+_PLAIN = (str, int, float, bool, dict, list)
+
 __all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "PayloadTypes", "Payloads", "parameter_type", "return_type"]
 
 DEFAULT_MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
@@ -124,8 +126,8 @@ class Payloads:
 
     def decode(self, data: Any, type_: Any, what: str) -> Any:
         """``data`` as the type ``type_`` names (``None``: as it is); raises :class:`SerializationError`."""
-        if type_ is None:
-            return data
+        if type_ is None or (self._fast and (type_ is Any or (type_ in _PLAIN and type(data) is type_))):
+            return data  # nothing to convert (the common case, kept cheap)
         try:
             return self.converter.from_json(data, type_, _root(what))
         except SerializationError as exc:

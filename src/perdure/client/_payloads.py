@@ -13,6 +13,7 @@ from perdure._payloads import (
     Payloads,
     UnreadablePayloadError,
     encoded_size,
+    is_encoded,
 )
 from perdure._state import OrchestrationState
 from perdure.engine._payload_fields import PAYLOAD_FIELDS
@@ -70,12 +71,16 @@ class ClientPayloads:
         """
         if state is None:
             return None
+        payloads = self.payloads
+        plain = payloads.codec is None and result_type is None and not self.lenient
+        if plain and not (is_encoded(state.input) or is_encoded(state.output) or is_encoded(state.custom_status)):
+            return state  # nothing to decode (the common case, kept cheap)
         ident = f"instance {state.instance_id!r}"
         output = self._open(state.output, f"output of {ident}")
         return replace(
             state,
             input=self._open(state.input, f"input of {ident}"),
-            output=self.payloads.decode(output, result_type, f"output of {ident}"),
+            output=payloads.decode(output, result_type, f"output of {ident}"),
             custom_status=self._open(state.custom_status, f"custom status of {ident}"),
         )
 

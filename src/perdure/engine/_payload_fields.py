@@ -51,8 +51,10 @@ PAYLOAD_FIELDS: dict[type[HistoryEvent], str] = {
 
 def seal_event(event: _E, payloads: Payloads) -> _E:
     """``event`` with its payload encoded by the codec (the same event when there is no codec)."""
+    if payloads.codec is None:
+        return event
     field = PAYLOAD_FIELDS.get(type(event))
-    if payloads.codec is None or field is None:
+    if field is None:
         return event
     value = getattr(event, field)
     sealed = payloads.seal(value)
