@@ -8,18 +8,22 @@ sorted list (sorted by its items' JSON text, so that the same set is always stor
 which replay needs).
 
 Back (pydantic's ``TypeAdapter``, the ``pydantic`` extra): the JSON value is validated into the
-type an annotation names. Plain JSON annotations (``str``, ``int``, ``float``, ``bool``,
-``dict``, ``list``, ``Any``) and no annotation at all need no pydantic: the value arrives as the
-JSON the store holds.
+type an annotation names. Annotations made of JSON types only (``str``, ``int``, ``float``,
+``bool``, ``None``, ``dict``, ``list``, ``Any``, and ``list[...]``, ``dict[str, ...]``, unions and
+``Optional`` of those) and no annotation at all need no pydantic and convert nothing: the value
+arrives as the JSON the store holds, as it always did, even if it does not match the annotation.
 """
 
 from __future__ import annotations
 
 import base64
+import collections.abc
 import dataclasses
 import functools
 import math
 import sys
+import types
+import typing
 import uuid
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -31,7 +35,6 @@ from perdure._json import MAX_PAYLOAD_DEPTH, dumps, lone_surrogate
 
 __all__ = ["DataConverter", "iso_duration", "type_label"]
 
-_PLAIN = (str, int, float, bool, dict, list)
 _NO_TYPE = (None, Any, object)
 
 
@@ -71,12 +74,8 @@ class DataConverter:
             SerializationError: if ``data`` does not fit ``type_`` (naming where and why), or if
                 decoding to ``type_`` needs pydantic and it is not installed.
         """
-        if type_ in _NO_TYPE:
+        if type_ in _NO_TYPE or not _converts(type_):
             return data
-        if type_ in _PLAIN and type(data) is type_:
-            return data
-        if type_ is float and type(data) is int:
-            return float(data)
         adapter = _adapter(type_)
         try:
             return adapter.validate_python([data])[0]
@@ -176,6 +175,34 @@ def iso_duration(value: timedelta) -> str:
     elif seconds or not (days or clock):
         clock += f"{seconds}S"
     return text + ("T" + clock if clock else "")
+
+
+_JSON_TYPES = frozenset({str, int, float, bool, dict, list, type(None), Any, object})
+_JSON_ORIGINS = frozenset(
+    {list, dict, typing.Union, types.UnionType, collections.abc.Sequence, collections.abc.Mapping}
+)
+
+
+def _converts(type_: Any) -> bool:
+    """Whether values for the annotation ``type_`` need converting (it names more than JSON types)."""
+    try:
+        return _converts_cached(type_)
+    except TypeError:  # an annotation that cannot be hashed: let the adapter decide
+        return True
+
+
+@functools.lru_cache(maxsize=1024)
+def _converts_cached(type_: Any) -> bool:
+    if type_ in _JSON_TYPES or isinstance(type_, typing.TypeVar):
+        return False
+    origin = typing.get_origin(type_)
+    if origin is typing.Annotated:
+        return _converts(typing.get_args(type_)[0])
+    if origin is typing.Literal:
+        return False
+    if origin in _JSON_ORIGINS:
+        return any(_converts(arg) for arg in typing.get_args(type_) if arg is not Ellipsis)
+    return True
 
 
 def type_label(type_: Any) -> str:
