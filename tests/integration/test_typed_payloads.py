@@ -214,6 +214,7 @@ SECRETS = {
     "child": "SECRET-CHILD-3b8d",
     "output": "SECRET-OUTPUT-a61c",
 }
+HEARTBEAT = "SECRET-HEARTBEAT-c0de"  # kept only while its activity runs
 
 
 def secret_registry() -> Registry:
@@ -221,6 +222,9 @@ def secret_registry() -> Registry:
 
     @registry.activity()
     async def lookup(ctx: ActivityContext, card: str) -> dict[str, str]:
+        if ctx.instance_id == "pay-1":
+            ctx.heartbeat({"progress": HEARTBEAT})
+            await asyncio.sleep(1.0)  # a few liveness beats store the details meanwhile
         return {"card": card, "holder": SECRETS["activity result"]}
 
     @registry.orchestration()
@@ -268,9 +272,11 @@ async def test_with_fernet_no_plaintext_reaches_the_store(
     provider: Provider, provider_kind: str, tmp_path: Path, encrypted: bool
 ) -> None:
     codec = FernetCodec([FernetCodec.generate_key()]) if encrypted else None
-    async with Runtime(provider, secret_registry(), replace(FAST, payload_codec=codec)):
+    async with Runtime(provider, secret_registry(), replace(FAST, payload_codec=codec, worker_timeout=1.0)):
         client = Client(provider, payload_codec=codec)
         await client.start_orchestration("pay-1", "pay", SECRETS["input"])
+        await asyncio.sleep(0.7)
+        while_running = await raw_store_bytes(provider, provider_kind, tmp_path)
         await wait_until(lambda: _status_is(client, "pay-1", SECRETS["status"]), what="the custom status")
         await client.raise_event("pay-1", "confirm", SECRETS["event"])
         state = await client.wait_for_orchestration("pay-1", timeout=30)
@@ -286,6 +292,7 @@ async def test_with_fernet_no_plaintext_reaches_the_store(
     assert any(isinstance(e, EventRaised) and e.data == SECRETS["event"] for e in history)  # decoded for readers
     stored = await raw_store_bytes(provider, provider_kind, tmp_path)
     found = sorted(name for name, secret in SECRETS.items() if secret.encode() in stored)
+    assert (HEARTBEAT.encode() in while_running) is not encrypted
     if encrypted:
         assert found == []
         assert b"perdure:encoded" in stored

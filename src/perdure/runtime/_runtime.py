@@ -112,7 +112,8 @@ class Runtime:
         handle = self.provider.worker_liveness(worker, self.options.worker_timeout)
         if handle is None:
             return None
-        self._liveness = Liveness(handle, worker, self.options.worker_timeout)
+        seal = self.options.payloads().seal if self.options.payload_codec is not None else None
+        self._liveness = Liveness(handle, worker, self.options.worker_timeout, seal)
         await self._liveness.start()
         return self._liveness
 

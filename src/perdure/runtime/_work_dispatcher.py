@@ -138,18 +138,8 @@ class WorkDispatcher(Dispatcher[WorkItem]):
                 self.metrics.count("activities", "abandoned")
                 return None, None
             return ActivityFailed(source_event_id=source, error=ErrorDetails.from_exception(exc)), None
-        ctx = ActivityContext(
-            instance_id=request.instance_id,
-            execution_id=request.execution_id,
-            name=request.name,
-            attempt=request.attempt,
-            orchestration_name=request.orchestration_name,
-            orchestration_version=request.orchestration_version,
-            heartbeat_details=item.heartbeat_details,
-            _record_heartbeat=None if self.liveness is None else functools.partial(self.liveness.heartbeat, item),
-        )
         try:
-            args = self._arguments(activity, ctx, request)
+            ctx, args = self._arguments(item, activity, request)
         except UnreadablePayloadError as exc:
             # This process has not the codec (or key) the input was stored with: another may.
             _log.error("activity %r of %r put back: %s", request.name, request.instance_id, exc, extra=_ids(request))
@@ -164,13 +154,25 @@ class WorkDispatcher(Dispatcher[WorkItem]):
         return await self._run(item, activity, args, attempt), attempt
 
     def _arguments(
-        self, activity: RegisteredActivity, ctx: ActivityContext, request: ActivityRequest
-    ) -> tuple[Any, ...]:
-        """The activity's arguments: the context, and the input decoded to its parameter's annotation."""
+        self, item: WorkItem, activity: RegisteredActivity, request: ActivityRequest
+    ) -> tuple[ActivityContext, tuple[Any, ...]]:
+        """The activity's context, and its arguments: the context, and the input decoded to its
+        parameter's annotation. Raises ``SerializationError`` (``UnreadablePayloadError``: no key)."""
+        what = f"heartbeat details of activity {request.name!r}"
+        ctx = ActivityContext(
+            instance_id=request.instance_id,
+            execution_id=request.execution_id,
+            name=request.name,
+            attempt=request.attempt,
+            orchestration_name=request.orchestration_name,
+            orchestration_version=request.orchestration_version,
+            heartbeat_details=self.payloads.open(item.heartbeat_details, what),
+            _record_heartbeat=None if self.liveness is None else functools.partial(self.liveness.heartbeat, item),
+        )
         if not activity.takes_input:
-            return (ctx,)
+            return ctx, (ctx,)
         what = f"input of activity {request.name!r}"
-        return ctx, self.payloads.receive(request.input, activity.input_type, what)
+        return ctx, (ctx, self.payloads.receive(request.input, activity.input_type, what))
 
     async def _run(
         self, item: WorkItem, activity: RegisteredActivity, args: tuple[Any, ...], attempt: Attempt
