@@ -119,6 +119,7 @@ def test_values_decode_to_the_annotated_type() -> None:
     assert PAYLOADS.decode(stored({1, 2}), frozenset[int], "data") == frozenset({1, 2})
     assert PAYLOADS.decode(stored(Color.RED), Color, "data") is Color.RED
     assert PAYLOADS.decode(stored(None), Order | None, "data") is None
+    assert PAYLOADS.decode(None, Order, "data") is None  # no value is not a value of the wrong type
     # Without a type, or with a plain JSON one, the stored value comes back as it is.
     assert PAYLOADS.decode(raw, None, "input") is raw
     assert PAYLOADS.decode(raw, dict, "input") is raw

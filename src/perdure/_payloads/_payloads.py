@@ -125,8 +125,16 @@ class Payloads:
             raise UnreadablePayloadError(f"the {what} decoded by {codec} is not JSON text") from None
 
     def decode(self, data: Any, type_: Any, what: str) -> Any:
-        """``data`` as the type ``type_`` names (``None``: as it is); raises :class:`SerializationError`."""
-        if type_ is None or (self._fast and (type_ is Any or (type_ in _PLAIN and type(data) is type_))):
+        """``data`` as the type ``type_`` names (``None``: as it is); raises :class:`SerializationError`.
+
+        ``null`` stays ``None`` whatever the type: no value given, or the output of an instance
+        that failed, is not a value of the wrong type.
+        """
+        if (
+            type_ is None
+            or data is None
+            or (self._fast and (type_ is Any or (type_ in _PLAIN and type(data) is type_)))
+        ):
             return data  # nothing to convert (the common case, kept cheap)
         try:
             return self.converter.from_json(data, type_, _root(what))
