@@ -85,3 +85,23 @@ async def test_a_bad_codec_is_a_usage_error(tmp_path: Path) -> None:
     assert own.code == 0, own.err
     for command in ("dashboard", "worker", "replay"):
         assert "--codec" in (await cli(command, "--help")).out
+
+
+def test_the_dashboard_shows_what_it_cannot_decode_as_encoded_sizes(tmp_path: Path) -> None:
+    import asyncio
+
+    import httpx
+    from tests.acceptance.test_dashboard import start_dashboard, stop_process
+
+    db = tmp_path / "perdure.db"
+    asyncio.run(_seed(db))
+    for extra in ((), ("--codec", "zlib")):  # no codec, and one that is not the store's
+        process, url = start_dashboard(db, *extra)
+        try:
+            listing = httpx.get(f"{url}api/instances", timeout=10)
+            one = httpx.get(f"{url}api/instance", params={"id": "secret"}, timeout=10)
+        finally:
+            stop_process(process)
+        assert listing.status_code == one.status_code == 200
+        assert "<encoded " in listing.text and "<encoded " in one.text
+        assert "4111" not in listing.text + one.text
