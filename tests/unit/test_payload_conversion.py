@@ -242,3 +242,13 @@ def test_a_codec_must_have_encode_and_decode() -> None:
     with pytest.raises(TypeError, match="PayloadCodec"):
         Payloads(codec=object())  # type: ignore[arg-type]
     assert issubclass(ZlibCodec, PayloadCodec)
+
+
+def test_runtime_options_check_the_payload_settings_when_made() -> None:
+    from perdure import RuntimeOptions
+
+    with pytest.raises(TypeError, match="PayloadCodec"):
+        RuntimeOptions(payload_codec="fernet")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_payload_bytes"):
+        RuntimeOptions(max_payload_bytes=0)
+    assert RuntimeOptions().max_payload_bytes == 2 * 1024 * 1024

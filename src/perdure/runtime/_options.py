@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from perdure._payloads import DEFAULT_MAX_PAYLOAD_BYTES, Payloads
+from perdure._payloads import DEFAULT_MAX_PAYLOAD_BYTES, DataConverter, PayloadCodec, Payloads
 from perdure._validate import check_name
 
 __all__ = ["RuntimeOptions"]
@@ -77,8 +77,8 @@ class RuntimeOptions:
     queue_depth_interval: float = 10.0
     blocked_loop_warning: float = 1.0
     determinism_guards: bool = True
-    data_converter: Any = None
-    payload_codec: Any = None
+    data_converter: DataConverter | None = None
+    payload_codec: PayloadCodec | None = None
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
 
     def __post_init__(self) -> None:
