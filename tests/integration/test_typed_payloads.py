@@ -31,6 +31,7 @@ from perdure import (
 )
 from perdure.codecs import FernetCodec, ZlibCodec
 from perdure.engine.events import EventRaised
+from perdure.testing import Replayer
 
 COMPLETED = OrchestrationStatus.COMPLETED
 
@@ -168,6 +169,11 @@ async def test_every_listed_type_round_trips_through_the_runtime(provider: Provi
     assert raw.input["items"][0] == {"sku": "A7", "price": "19.99", "qty": 2}
     assert raw.input["tags"] == ["fragile", "gift"] and raw.input["window"] == "P2DT3H0.000005S"
     assert raw.custom_status == {"by": "ops", "at": "2026-11-30T09:00:00+00:00", "color": "red"}
+    # The replayer decodes as the runtime does: today's code replays the typed history.
+    for execution_id in (1, 2):
+        history = await client.get_history("typed", execution_id)
+        result = Replayer(typed_registry()).replay(history, instance_id="typed", execution_id=execution_id)
+        assert result.ok, result.error
 
 
 async def _waiting_for_approval(client: Client) -> bool:
