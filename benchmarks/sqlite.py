@@ -129,6 +129,45 @@ def payloads_as_before() -> Iterator[None]:
             setattr(Payloads, name, method)
 
 
+@contextlib.contextmanager
+def time_inside_payloads(spent: list[float]) -> Iterator[None]:
+    """Add to ``spent[0]`` the seconds spent in the entry points of payload handling (none nests in another)."""
+    from perdure._payloads import _payloads
+    from perdure.client._payloads import ClientPayloads
+    from perdure.engine import _payload_fields
+    from perdure.runtime._registry import ResultTypes
+
+    targets: list[tuple[Any, str]] = [
+        (Payloads, "to_json"),
+        (Payloads, "receive"),
+        (Payloads, "seal"),
+        (ClientPayloads, "state"),
+        (ResultTypes, "activity_result"),
+        (ResultTypes, "orchestration_result"),
+        (_payload_fields, "parameter_type"),
+        (_payloads, "parameter_type"),
+    ]
+    saved = [(owner, name, getattr(owner, name)) for owner, name in targets]
+
+    def timed(function: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - began
+
+        return call
+
+    for owner, name, function in saved:
+        setattr(owner, name, timed(function))
+    try:
+        yield
+    finally:
+        for owner, name, function in saved:
+            setattr(owner, name, function)
+
+
 async def _overhead_round(tmp: str, label: str, round_: int, scale: int) -> dict[str, float]:
     provider = await SqliteProvider.open(Path(tmp) / f"{label}-{round_}.db")
     client = Client(provider)
@@ -180,6 +219,13 @@ async def payload_overhead(rounds: int, scale: int) -> None:
                     results[label].append(await _overhead_round(tmp, label, round_, scale))
     print(f"payload overhead, plain JSON inputs, {rounds} rounds of each, in alternating order (medians):")
     _per_call()
+    spent = [0.0]
+    with tempfile.TemporaryDirectory() as tmp, time_inside_payloads(spent):
+        began = time.perf_counter()
+        await _overhead_round(tmp, "timed", 0, scale)
+        total = time.perf_counter() - began
+    share = spent[0] / total
+    print(f"  time inside payload handling, one more round: {spent[0] * 1000:.0f} ms of {total:.2f} s ({share:.1%})")
     for name in results["before"][0]:
         before = statistics.median(r[name] for r in results["before"])
         after = statistics.median(r[name] for r in results["converter"])
