@@ -143,6 +143,8 @@ class Payloads:
 
     def receive(self, stored: Any, type_: Any, what: str) -> Any:
         """:meth:`open` then :meth:`decode`: a stored payload as its receiver wants it."""
+        if type_ is None and self.codec is None and not is_encoded(stored):
+            return stored  # plain JSON to an unannotated receiver: the common case, kept cheap
         return self.decode(self.open(stored, what), type_, what)
 
 

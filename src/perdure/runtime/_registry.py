@@ -168,9 +168,15 @@ class ResultTypes:
     def __init__(self, orchestrations: OrchestrationRegistry, activities: ActivityRegistry | None) -> None:
         self._orchestrations = orchestrations
         self._activities = activities
+        self._activity_results: dict[str, Any] = {}  # an activity, once registered, never changes
 
     def activity_result(self, name: str) -> Any:
-        return None if self._activities is None else self._activities.result_type(name)
+        found = self._activity_results.get(name)
+        if found is None and self._activities is not None:
+            found = self._activities.result_type(name)
+            if found is not None:  # kept once known: a registered activity never changes
+                self._activity_results[name] = found
+        return found
 
     def orchestration_result(self, name: str) -> Any:
         return self._orchestrations.result_type(name)
