@@ -61,6 +61,13 @@ def test_public_api_is_exactly_this() -> None:
         assert hasattr(perdure, name), name
 
 
+def test_the_shipped_codecs_are_public() -> None:
+    import perdure.codecs
+
+    assert sorted(perdure.codecs.__all__) == ["FernetCodec", "PayloadCodec", "ZlibCodec"]
+    assert perdure.codecs.PayloadCodec is perdure.PayloadCodec
+
+
 def test_the_provider_contract_is_public() -> None:
     # A provider is written from these names alone: the contract and every record it takes or returns.
     import perdure.providers
