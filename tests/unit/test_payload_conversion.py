@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from perdure import DataConverter, PayloadCodec, SerializationError
+from perdure import DataConverter, OrchestrationContext, PayloadCodec, RuntimeOptions, SerializationError
 from perdure._payloads import ENCODED_KEY, Payloads, UnreadablePayloadError, encoded_size, iso_duration
 from perdure.codecs import FernetCodec, ZlibCodec
+from perdure.engine import replay
+from perdure.engine.events import ActivityScheduled, OrchestrationStarted
 
 
 class Color(Enum):
@@ -245,10 +247,37 @@ def test_a_codec_must_have_encode_and_decode() -> None:
 
 
 def test_runtime_options_check_the_payload_settings_when_made() -> None:
-    from perdure import RuntimeOptions
-
     with pytest.raises(TypeError, match="PayloadCodec"):
         RuntimeOptions(payload_codec="fernet")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_payload_bytes"):
         RuntimeOptions(max_payload_bytes=0)
     assert RuntimeOptions().max_payload_bytes == 2 * 1024 * 1024
+
+
+def test_the_engine_stores_decisions_encoded_and_compares_them_decoded() -> None:
+    payloads = Payloads(codec=FernetCodec([FernetCodec.generate_key()]))
+    now = datetime(2026, 11, 29, tzinfo=UTC)
+
+    def orchestration(secret: str) -> Any:
+        async def run(ctx: OrchestrationContext, order: Order) -> None:
+            assert isinstance(order, Order)  # decoded from its encoded form
+            await ctx.call_activity("charge", {"card": secret})
+
+        return run
+
+    def turn(function: Any, history: list[Any], new: list[Any]) -> Any:
+        return replay(
+            function, instance_id="i", execution_id=1, history=history, new_events=new, now=now, payloads=payloads
+        )
+
+    started = OrchestrationStarted(name="pay", version="1", input=payloads.send(ORDER, "input"))
+    first = turn(orchestration("SECRET-1"), [], [started])
+    scheduled = first.new_events[-1]
+    assert isinstance(scheduled, ActivityScheduled) and set(scheduled.input) == {ENCODED_KEY}
+    assert payloads.open(scheduled.input, "input") == {"card": "SECRET-1"}
+    # The same code replays its history, though encoding the same input again gives other bytes.
+    assert turn(orchestration("SECRET-1"), first.new_events, []).engine_error is None
+    # Other code fails, and the error, which is stored, does not hold the value in clear.
+    diverged = turn(orchestration("SECRET-2"), first.new_events, [])
+    assert diverged.engine_error is not None and "perdure:encoded" in str(diverged.engine_error)
+    assert "SECRET" not in str(diverged.engine_error)

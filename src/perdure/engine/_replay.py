@@ -340,7 +340,7 @@ class _Replay:
         stored = recorded if self.payloads.codec is None else open_event(recorded, self.payloads)
         if not same_decision(decision, stored):
             raise NonDeterminismError(
-                f"the orchestration code made the decision {describe(decision)}, "
+                f"the orchestration code made the decision {_told(decision, self.payloads)}, "
                 f"but history recorded {describe(recorded)} at that position"
             )
         self.record(recorded, task)
@@ -349,7 +349,9 @@ class _Replay:
         if self.unmatched:
             decision, _ = self.unmatched[0]
             where = f"history recorded {describe(event)} there" if event else "history has no further decisions"
-            raise NonDeterminismError(f"the orchestration code made the decision {describe(decision)}, but {where}")
+            raise NonDeterminismError(
+                f"the orchestration code made the decision {_told(decision, self.payloads)}, but {where}"
+            )
 
     def name(self, event: HistoryEvent) -> str:
         """``describe(event)`` for an error message. An event of this turn goes unnamed by id: when the
@@ -426,3 +428,8 @@ class _Replay:
 
 
 _PLAIN_JSON = Payloads()
+
+
+def _told(decision: Decision, payloads: Payloads) -> str:
+    """``describe(decision)`` for an error that is stored: its input encoded, as history has it."""
+    return describe(seal_event(decision, payloads))
