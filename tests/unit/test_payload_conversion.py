@@ -281,3 +281,14 @@ def test_the_engine_stores_decisions_encoded_and_compares_them_decoded() -> None
     diverged = turn(orchestration("SECRET-2"), first.new_events, [])
     assert diverged.engine_error is not None and "perdure:encoded" in str(diverged.engine_error)
     assert "SECRET" not in str(diverged.engine_error)
+
+
+def test_an_annotation_that_cannot_be_evaluated_leaves_the_others() -> None:
+    from perdure._payloads import parameter_type, return_type
+
+    class Local:  # not reachable from the module: its annotation cannot be evaluated
+        pass
+
+    def activity(ctx: Local, when: datetime) -> Order: ...
+
+    assert (parameter_type(activity, 0), parameter_type(activity, 1), return_type(activity)) == (None, datetime, Order)

@@ -181,15 +181,36 @@ _HINTS: dict[Callable[..., Any], dict[str, Any]] = {}
 def _hints(function: Callable[..., Any]) -> dict[str, Any]:
     """``function``'s annotations, evaluated (``from __future__ import annotations`` makes them text).
 
-    Empty, and asked again next time, while they cannot be evaluated: a name they use is not
-    defined yet, or not reachable from the function's module (a class defined inside another
-    function). The values then stay JSON (docs/payloads.md, "Decoding by annotation").
+    While some cannot be evaluated (a name they use is not defined yet, or not reachable from the
+    function's module, like a class defined inside another function), only the others, asked
+    again next time; the values of the others stay JSON (docs/payloads.md).
     """
     hints = _HINTS.get(function)
     if hints is None:
         try:
             hints = typing.get_type_hints(function, include_extras=True)
         except Exception:
-            return {}
+            return _each_hint(function)  # not kept: what is missing may be defined later
         _HINTS[function] = hints
     return hints
+
+
+def _each_hint(function: Callable[..., Any]) -> dict[str, Any]:
+    """The annotations of ``function`` that can be evaluated, one by one (``ctx: Context`` imported
+    inside a function must not keep ``order: Order`` from being decoded)."""
+    found: dict[str, Any] = {}
+    namespace = getattr(function, "__globals__", {})
+    for name, annotation in getattr(function, "__annotations__", {}).items():
+        try:
+            found[name] = typing.get_type_hints(_Annotated(annotation, namespace), include_extras=True)["value"]
+        except Exception:
+            continue
+    return found
+
+
+class _Annotated:
+    """One annotation alone, as ``typing.get_type_hints`` evaluates them (in the function's module)."""
+
+    def __init__(self, annotation: Any, namespace: dict[str, Any]) -> None:
+        self.__annotations__ = {"value": annotation}
+        self.__globals__ = namespace
