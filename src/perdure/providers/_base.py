@@ -28,6 +28,7 @@ from typing import Any, Literal
 from perdure._errors import ErrorDetails, PerdureError, ProviderError
 from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure.engine import HistoryEvent
+from perdure.providers._clock import PROCESS_CLOCK, TimeSource
 from perdure.providers._workers import Heartbeat, WorkerInfo, WorkerLiveness
 
 __all__ = [
@@ -250,6 +251,11 @@ class InstanceFilter:
 
 class Provider(abc.ABC):
     """Storage behind the runtime and the client. Every method is one transaction."""
+
+    clock: TimeSource = PROCESS_CLOCK
+    """Where this store's times come from, and the runtime's with them (a turn's time, activity
+    deadlines): the process clock, or a virtual one in a test environment (``perdure.testing``).
+    PostgreSQL keeps its own times by the database's clock; the runtime still reads this one."""
 
     # --- instances and history -----------------------------------------------------------------
 

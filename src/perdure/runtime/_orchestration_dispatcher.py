@@ -20,7 +20,6 @@ from perdure.engine.events import (
     OrchestrationStarted,
     OrchestrationTerminated,
 )
-from perdure.providers import _clock
 from perdure.providers._base import DataRefusedError, InstanceUpdate, LockLostError, OrchestrationItem, Provider
 from perdure.runtime._dispatcher import Dispatcher
 from perdure.runtime._isolation import TurnGate, is_suspect
@@ -202,10 +201,9 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         except ProviderError as exc:  # the lock expires in time anyway
             _log.warning("putting instance %r back failed: %s", item.instance_id, exc)
 
-    @staticmethod
-    def _now() -> datetime:
-        """A turn's time: the process's clock, which a wall-clock jump does not move at once."""
-        return datetime.fromtimestamp(_clock.now(), UTC)
+    def _now(self) -> datetime:
+        """A turn's time: the store's clock (the process's, which a wall-clock jump does not move at once)."""
+        return datetime.fromtimestamp(self.provider.clock.now(), UTC)
 
     async def _child_to_rewind(self, instance_id: str) -> OrchestrationState | None:
         """A child's state for a rewind; ``None`` when it must be started again (purged, or never ran)."""

@@ -141,7 +141,7 @@ class WorkDispatcher(Dispatcher[WorkItem]):
             heartbeat_details=item.heartbeat_details,
             _record_heartbeat=None if self.liveness is None else functools.partial(self.liveness.heartbeat, item),
         )
-        attempt = Attempt(request, ctx._signals)
+        attempt = Attempt(request, ctx._signals, self.provider.clock)
         work = Work(ctx.instance_id, ctx.execution_id, ctx.name)
         attempt.on_task = lambda task: self.running.watch(task, work)  # named if it blocks the loop
         return await self._run(item, activity, ctx, attempt), attempt
