@@ -191,6 +191,23 @@ class SqliteProvider(SqlProvider):
     async def _seconds_until_due(self, kind: QueueKind, queues: list[str]) -> float | None:
         return await self._read(tx.earliest_due, self.clock, kind, queues)
 
+    # --- a test environment's virtual clock (``perdure.testing``) ----------------------------------
+
+    async def _waiting_until(self) -> float | None:
+        """``None`` if anything runs or could run now, else when the next thing is due (``math.inf``: never)."""
+        return await self._read(tx.waiting_until, self.clock)
+
+    async def _move_clock(self, advance: Callable[[float], None], until: float) -> float:
+        """If everything waits, move the clock (by ``advance``) to the next due time, not past ``until``.
+
+        Atomic with the check, and with moving the locks of live workers along; wakes every waiter.
+        Returns by how many seconds the clock moved.
+        """
+        seconds = await self._write(tx.move_clock, self.clock, advance, until)
+        if seconds:
+            self._signals.everything()
+        return seconds
+
     # --- the rest of the contract ------------------------------------------------------------------
 
     async def queue_depths(self) -> dict[str, int]:

@@ -5,8 +5,9 @@ environment's virtual clock)."""
 
 from __future__ import annotations
 
+import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from perdure import _json
@@ -48,6 +49,7 @@ __all__ = [
     "lock_instance",
     "lock_work_item",
     "mark_rewinding",
+    "move_clock",
     "queue_depths",
     "release_instance",
     "replace_instance",
@@ -57,6 +59,7 @@ __all__ = [
     "select_work_item_locks",
     "select_workers",
     "update_work_item",
+    "waiting_until",
 ]
 
 _STYLE = SqlStyle(placeholder=":{}", instance_id="instance_id", time=to_epoch)
@@ -322,3 +325,38 @@ def beat_worker(
 def delete_worker(db: sqlite3.Connection, worker_id: str) -> None:
     with transaction(db):
         db.execute(Q["delete_worker"], {"worker_id": worker_id})
+
+
+# --- a test environment's virtual clock (``perdure.testing``) ------------------------------------
+
+
+def waiting_until(db: sqlite3.Connection, clock: TimeSource) -> float | None:
+    """``None`` if anything runs or could run now; else when the next message or work item is due
+    (``math.inf``: nothing is). In flight means held by a worker: it needs a store with worker records."""
+    now = clock.now()
+    if db.execute(Q["running_or_due"], {"now": now}).fetchone()[0]:
+        return None
+    if db.execute(Q["next_orchestration_instance"], {"now": now}).fetchone() is not None:
+        return None
+    dues = [db.execute(Q[query]).fetchone()[0] for query in ("earliest_orchestrator_due", "earliest_work_due")]
+    return min((float(due) for due in dues if due is not None), default=math.inf)
+
+
+def move_clock(db: sqlite3.Connection, clock: TimeSource, advance: Callable[[float], None], until: float) -> float:
+    """If everything waits, move a virtual clock on to the next due time, but not past ``until``
+    (``math.inf``: no bound); returns by how many seconds it moved (``0``: it did not).
+
+    What live workers hold (instance locks, running activities, their records) moves with it, in
+    the same transaction: locks stand for real time, and must not expire because the clock jumped.
+    """
+    due = waiting_until(db, clock)
+    if due is None:
+        return 0.0
+    seconds = min(due, until) - clock.now()
+    if not 0 < seconds < math.inf:
+        return 0.0
+    advance(seconds)
+    with transaction(db):
+        for query in ("shift_instance_locks", "shift_work_item_locks", "shift_workers"):
+            db.execute(Q[query], {"seconds": seconds})
+    return seconds

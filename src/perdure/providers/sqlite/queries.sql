@@ -203,3 +203,22 @@ DELETE FROM workers WHERE worker_id = :worker_id
 -- name: select_workers
 SELECT worker_id, host, pid, serves, started_at, last_seen, expires_at > :now FROM workers
 ORDER BY host, pid, started_at, worker_id
+
+-- name: running_or_due
+-- For a test environment's virtual clock: whether a worker holds an instance (a turn in flight), an
+-- activity is locked (running) or due. A lock without a worker is a hold, and is due when it ends.
+SELECT EXISTS (SELECT 1 FROM instance_locks WHERE worker_id IS NOT NULL AND locked_until > :now)
+    OR EXISTS (SELECT 1 FROM worker_queue WHERE lock_token IS NOT NULL OR visible_at <= :now)
+
+-- name: earliest_work_due
+SELECT MIN(visible_at) FROM worker_queue
+
+-- name: shift_instance_locks
+-- The virtual clock moved on: what a live worker holds moves with it (locks measure real time).
+UPDATE instance_locks SET locked_until = locked_until + :seconds WHERE worker_id IS NOT NULL
+
+-- name: shift_work_item_locks
+UPDATE worker_queue SET visible_at = visible_at + :seconds WHERE lock_token IS NOT NULL
+
+-- name: shift_workers
+UPDATE workers SET expires_at = expires_at + :seconds
