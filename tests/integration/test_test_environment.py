@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -121,7 +122,7 @@ async def test_sleep_fires_what_falls_due_on_the_way_in_order_and_stops_where_as
             assert (env.now() - start).total_seconds() / DAY == pytest.approx(2.5, abs=0.01)
         state = await env.client.wait_for_orchestration(instance_id, timeout=10)
     fired = [datetime.fromisoformat(when) for when in state.output]
-    assert [(b - a).total_seconds() / DAY for a, b in zip(fired, fired[1:], strict=False)] == [
+    assert [(b - a).total_seconds() / DAY for a, b in itertools.pairwise(fired)] == [
         pytest.approx(1, abs=0.01),
         pytest.approx(1, abs=0.01),
     ]

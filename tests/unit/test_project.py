@@ -59,6 +59,14 @@ def test_public_api_is_exactly_this() -> None:
         assert hasattr(perdure, name), name
 
 
+def test_the_testing_tools_are_exactly_these() -> None:
+    import perdure.testing
+
+    assert sorted(perdure.testing.__all__) == ["ReplayResult", "Replayer", "TestEnvironment"]
+    for name in perdure.testing.__all__:
+        assert hasattr(perdure.testing, name), name
+
+
 def test_the_provider_contract_is_public() -> None:
     # A provider is written from these names alone: the contract and every record it takes or returns.
     import perdure.providers
