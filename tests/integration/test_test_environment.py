@@ -157,3 +157,20 @@ async def test_retry_delays_are_skipped_too_and_activities_run_in_real_time() ->
 
 def test_pytest_does_not_take_it_for_a_test_class() -> None:
     assert TestEnvironment.__test__ is False  # type: ignore[attr-defined]
+
+
+async def test_the_runtime_stays_alive_across_a_skip_and_sleep_refuses_a_negative_duration() -> None:
+    registry = Registry()
+
+    @registry.orchestration()
+    async def month(ctx: OrchestrationContext, _: Any) -> None:
+        await ctx.create_timer(timedelta(days=30))
+
+    async with TestEnvironment(registry) as env:
+        instance_id = await env.client.start_orchestration(None, "month")
+        await env.client.wait_for_orchestration(instance_id, timeout=10)
+        [worker] = await env.client.list_workers()
+        assert worker.alive, "a jump of the clock must not make the running worker look dead"
+        assert worker.worker_id == env.runtime.worker_id
+        with pytest.raises(ValueError, match="non-negative"):
+            await env.sleep(-1)

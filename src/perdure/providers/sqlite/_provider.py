@@ -200,7 +200,7 @@ class SqliteProvider(SqlProvider):
     async def _move_clock(self, advance: Callable[[float], None], until: float) -> float:
         """If everything waits, move the clock (by ``advance``) to the next due time, not past ``until``.
 
-        Atomic with the check, and with moving the locks of live workers along; wakes every waiter.
+        Atomic with the check (nothing that arrives meanwhile is overtaken); wakes every waiter.
         Returns by how many seconds the clock moved.
         """
         seconds = await self._write(tx.move_clock, self.clock, advance, until)

@@ -213,12 +213,7 @@ SELECT EXISTS (SELECT 1 FROM instance_locks WHERE worker_id IS NOT NULL AND lock
 -- name: earliest_work_due
 SELECT MIN(visible_at) FROM worker_queue
 
--- name: shift_instance_locks
--- The virtual clock moved on: what a live worker holds moves with it (locks measure real time).
-UPDATE instance_locks SET locked_until = locked_until + :seconds WHERE worker_id IS NOT NULL
-
--- name: shift_work_item_locks
-UPDATE worker_queue SET visible_at = visible_at + :seconds WHERE lock_token IS NOT NULL
-
 -- name: shift_workers
+-- The virtual clock moved on while nothing ran: live workers' records move with it (they stand for
+-- real time), so that they do not read as dead, nor are swept away, until their next beat.
 UPDATE workers SET expires_at = expires_at + :seconds
