@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -174,3 +176,18 @@ async def test_the_runtime_stays_alive_across_a_skip_and_sleep_refuses_a_negativ
         assert worker.worker_id == env.runtime.worker_id
         with pytest.raises(ValueError, match="non-negative"):
             await env.sleep(-1)
+
+
+DOCS = (Path(__file__).resolve().parents[2] / "docs" / "testing.md").read_text(encoding="utf-8")
+
+
+async def test_the_pytest_example_of_the_docs_passes() -> None:
+    text = DOCS
+    section = text[text.index("## Time-skipping tests") :]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match is not None
+    namespace: dict[str, Any] = {"__name__": "docs_testing_example"}
+    exec(compile(match.group(1), "docs/testing.md", "exec"), namespace)
+    tests = [value for name, value in namespace.items() if name.startswith("test_")]
+    assert len(tests) == 1
+    await tests[0]()
