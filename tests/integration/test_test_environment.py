@@ -191,3 +191,32 @@ async def test_the_pytest_example_of_the_docs_passes() -> None:
     tests = [value for name, value in namespace.items() if name.startswith("test_")]
     assert len(tests) == 1
     await tests[0]()
+
+
+async def test_instances_wake_in_the_order_of_their_due_times_across_children_and_events() -> None:
+    registry = Registry()
+
+    @registry.orchestration()
+    async def nudger(ctx: OrchestrationContext, target: str) -> str:
+        await ctx.create_timer(timedelta(days=2))
+        ctx.send_event(target, "nudge", ctx.now().isoformat())
+        return "sent"
+
+    @registry.orchestration()
+    async def waiter(ctx: OrchestrationContext, _: Any) -> str:
+        child = ctx.call_sub_orchestration("nudger", ctx.instance_id)
+        try:
+            sent_at = await ctx.wait_for_event("nudge", timeout=timedelta(days=3))  # the 2-day timer comes first
+        except TimeoutError:
+            return "timed out"
+        await child
+        return f"nudged at {sent_at}"
+
+    async with TestEnvironment(registry) as env:
+        start = env.now()
+        instance_id = await env.client.start_orchestration(None, "waiter")
+        state = await env.client.wait_for_orchestration(instance_id, timeout=10)
+    assert state.status is OrchestrationStatus.COMPLETED, state.error
+    assert state.output.startswith("nudged at ")
+    sent_at = datetime.fromisoformat(state.output.removeprefix("nudged at "))
+    assert (sent_at - start).total_seconds() / DAY == pytest.approx(2, abs=0.01)
