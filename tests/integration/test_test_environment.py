@@ -220,3 +220,13 @@ async def test_instances_wake_in_the_order_of_their_due_times_across_children_an
     assert state.output.startswith("nudged at ")
     sent_at = datetime.fromisoformat(state.output.removeprefix("nudged at "))
     assert (sent_at - start).total_seconds() / DAY == pytest.approx(2, abs=0.01)
+
+
+async def test_it_says_so_when_used_without_async_with() -> None:
+    env = TestEnvironment(Registry())
+    with pytest.raises(RuntimeError, match="async with TestEnvironment"):
+        _ = env.client
+    async with env:
+        assert env.runtime.running
+    with pytest.raises(RuntimeError, match="not running"):
+        await env.sleep(1)

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 from perdure.client import Client
 from perdure.providers import SqliteProvider
@@ -27,6 +28,8 @@ from perdure.providers._clock import PROCESS_CLOCK, TimeSource
 from perdure.runtime import Registry, Runtime, RuntimeOptions
 
 __all__ = ["TestEnvironment", "VirtualClock"]
+
+_Part = TypeVar("_Part")
 
 _log = logging.getLogger("perdure.testing")
 
@@ -73,7 +76,7 @@ class TestEnvironment:
     ::
 
         async with TestEnvironment(registry) as env:
-            instance_id = await env.client.start_orchestration(name="Renewal", input=order)
+            instance_id = await env.client.start_orchestration(None, "Renewal", order)
             state = await env.client.wait_for_orchestration(instance_id)  # its 30-day timer fired at once
 
     The store is a SQLite file in a temporary directory, deleted on exit. With ``time_skipping``
@@ -89,17 +92,10 @@ class TestEnvironment:
         options: The runtime's options (default: ``RuntimeOptions()``).
 
     Attributes:
-        client: A :class:`~perdure.Client` of the environment's store (set on entering).
-        runtime: The running :class:`~perdure.Runtime` (set on entering).
-        provider: The store, a :class:`~perdure.SqliteProvider` (set on entering).
         time_skipping: Whether time is virtual.
     """
 
     __test__ = False  # a library class whose name starts with "Test": not a test class for pytest
-
-    client: Client
-    runtime: Runtime
-    provider: SqliteProvider
 
     def __init__(
         self, registry: Registry, *, time_skipping: bool = True, options: RuntimeOptions | None = None
@@ -107,24 +103,51 @@ class TestEnvironment:
         self.registry = registry
         self.time_skipping = time_skipping
         self.options = options or RuntimeOptions()
-        self._clock: VirtualClock | None = VirtualClock() if time_skipping else None
+        self._clock: VirtualClock | None = None
         self._auto_skip_held = 0
         self._directory: tempfile.TemporaryDirectory[str] | None = None
+        self._provider: SqliteProvider | None = None
+        self._runtime: Runtime | None = None
+        self._client: Client | None = None
         self._skipper: asyncio.Task[None] | None = None
+
+    @property
+    def client(self) -> Client:
+        """A :class:`~perdure.Client` of the environment's store."""
+        return self._entered(self._client)
+
+    @property
+    def runtime(self) -> Runtime:
+        """The running :class:`~perdure.Runtime`."""
+        return self._entered(self._runtime)
+
+    @property
+    def provider(self) -> SqliteProvider:
+        """The store: a :class:`~perdure.SqliteProvider` on a file of a temporary directory."""
+        return self._entered(self._provider)
+
+    @staticmethod
+    def _entered(part: _Part | None) -> _Part:
+        if part is None:
+            raise RuntimeError(
+                "the TestEnvironment is not running: use it as `async with TestEnvironment(...) as env:`"
+            )
+        return part
 
     async def __aenter__(self) -> TestEnvironment:
         if self._directory is not None:
             raise RuntimeError("this TestEnvironment is already in use")
         self._directory = tempfile.TemporaryDirectory(prefix="perdure-test-")
+        self._clock = VirtualClock() if self.time_skipping else None
         try:
             path = Path(self._directory.name) / "perdure.db"
-            self.provider = await SqliteProvider.open(path, clock=self._clock)
-            self.runtime = Runtime(self.provider, self.registry, self.options)
-            await self.runtime.start()
+            self._provider = await SqliteProvider.open(path, clock=self._clock)
+            self._runtime = Runtime(self._provider, self.registry, self.options)
+            await self._runtime.start()
         except BaseException:
             await self._close()
             raise
-        self.client = Client(self.provider)
+        self._client = Client(self._provider)
         if self._clock is not None:
             self._skipper = asyncio.create_task(self._skip_while_waiting(), name="perdure-time-skipping")
         return self
@@ -140,10 +163,15 @@ class TestEnvironment:
             skipper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await skipper
-        with contextlib.suppress(AttributeError):
-            await self.runtime.shutdown()
-        with contextlib.suppress(AttributeError):
-            await self.provider.close()
+        self._client = None
+        runtime, self._runtime = self._runtime, None
+        provider, self._provider = self._provider, None
+        try:
+            if runtime is not None:
+                await runtime.shutdown()
+        finally:
+            if provider is not None:
+                await provider.close()
         directory, self._directory = self._directory, None
         if directory is not None:
             directory.cleanup()
