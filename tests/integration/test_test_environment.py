@@ -52,12 +52,12 @@ def _days(later: str, earlier: str) -> float:
 
 
 async def test_a_30_day_timer_and_a_7_day_timeout_take_under_a_second_and_now_shows_virtual_time() -> None:
-    began = time.monotonic()
     async with TestEnvironment(renewal_registry()) as env:
+        began = time.monotonic()
         instance_id = await env.client.start_orchestration(None, "renewal", "ada")
         state = await env.client.wait_for_orchestration(instance_id, timeout=10)
+        took = time.monotonic() - began
         virtual_now = env.now()
-    took = time.monotonic() - began
     assert state.status is OrchestrationStatus.COMPLETED, state.error
     output = state.output
     assert output["reminder"] == "reminded ada"
@@ -83,7 +83,7 @@ async def test_the_same_code_runs_with_real_time_without_time_skipping() -> None
         instance_id = await env.client.start_orchestration(None, "short")
         state = await env.client.wait_for_orchestration(instance_id, timeout=10)
         assert abs((env.now() - datetime.now(UTC)).total_seconds()) < 1
-    assert state.output == pytest.approx(0.3, abs=0.2)
+    assert 0.3 <= state.output < 3  # ctx.now() moved with real time
     assert time.monotonic() - began >= 0.3
 
 
