@@ -185,7 +185,7 @@ class TestEnvironment:
         """Let ``duration`` (seconds or a ``timedelta``) pass.
 
         With ``time_skipping``, it first lets what can run now run, until everything waits (so
-        ``start_orchestration`` then ``sleep(days=30)`` sees the instance's 30-day timer fire).
+        ``start_orchestration`` then ``sleep(timedelta(days=30))`` sees its 30-day timer fire).
         Then the virtual clock moves ``duration`` on, stopping at each time something falls due on
         the way until everything waits again, as if the time had passed; it returns once the clock
         is there and everything waits again. Automatic skipping is held meanwhile, so the clock
