@@ -150,3 +150,65 @@ async def test_a_turn_that_kills_its_process_again_and_again_charges_no_activity
     finally:
         release.set()
         await runtime.shutdown()
+
+
+class RefusesOnce(DelegatingProvider):
+    """Refuses the first request to take deliveries back; records every request."""
+
+    def __init__(self, store: Provider) -> None:
+        super().__init__(store)
+        self.charges: list[tuple[int, bool]] = []
+
+    async def charge_work_deliveries(self, items: Any, *, charged: bool) -> None:
+        self.charges.append((len(items), charged))
+        if len(self.charges) == 1:
+            raise ProviderError("the store is away for a moment")
+        await self.inner.charge_work_deliveries(items, charged=charged)
+
+
+async def test_a_suspect_whose_activities_cannot_be_uncharged_is_put_back_unseen_and_runs_later(
+    provider: Provider,
+) -> None:
+    """If the store refuses to take back the deliveries of the activities in flight, running the
+    suspect now could make them pay for its crash: it is put back, its delivery taken back, and its
+    turn runs again once the store answers (its code runs at most once per delivery counted)."""
+    registry = Registry()
+    running = asyncio.Event()
+    release = asyncio.Event()
+
+    @registry.activity("Slow")
+    async def slow(ctx: ActivityContext, value: str) -> str:
+        running.set()
+        await release.wait()
+        return value
+
+    @registry.orchestration("Healthy")
+    async def healthy(ctx: OrchestrationContext, _: Any) -> Any:
+        return await ctx.call_activity("Slow", "done")
+
+    @registry.orchestration("Waits")
+    async def waits(ctx: OrchestrationContext, _: Any) -> Any:
+        return await ctx.wait_for_event("go")
+
+    client = Client(provider)
+    await client.start_orchestration("suspect", "Waits")
+    await client.start_orchestration("healthy", "Healthy")
+    crashed = await _hold(provider, "suspect")  # delivered once, and never finished: a suspect
+    assert crashed is not None
+    await provider.abandon_orchestration_item(crashed)
+    held = await _hold(provider, "suspect")  # kept back until the activity is in flight
+    assert held is not None and held.messages[0].dequeue_count == 2
+    store = RefusesOnce(provider)
+    async with Runtime(store, registry, OPTIONS):
+        await asyncio.wait_for(running.wait(), 60)
+        await provider.abandon_orchestration_item(held, undo_delivery=True)
+        await wait_until(lambda: _status_is(client, "suspect", OrchestrationStatus.RUNNING), timeout=60)
+        assert store.charges == [(1, False), (1, False), (1, True)]
+        release.set()
+        state = await client.wait_for_orchestration("healthy", timeout=60)
+        assert (state.status, state.output) == (OrchestrationStatus.COMPLETED, "done")
+
+
+async def _status_is(client: Client, instance_id: str, status: OrchestrationStatus) -> bool:
+    state = await client.get_status(instance_id)
+    return state is not None and state.status is status
