@@ -120,8 +120,9 @@ class HeldWork:
     async def uncharge(self, provider: Provider) -> list[WorkItem] | None:
         """Stop fetching, and take back the deliveries of the items held; ``None`` if the store refused.
 
-        Returns the items whose deliveries were taken back, for :meth:`recharge`. On ``None`` nothing
-        changed and fetching goes on: the suspect should not run now.
+        Returns the items whose deliveries were taken back, for :meth:`recharge`. On ``None`` fetching
+        goes on and the suspect must not run now. (Should the store have taken them back after all,
+        its answer lost with the connection, those items are undercounted by one, as below.)
         """
         try:
             async with self._changed:
