@@ -560,6 +560,32 @@ async def test_work_items_held_names_the_items_still_locked_with_their_tokens(pr
     assert await provider.work_items_held([]) == set()
 
 
+async def test_deliveries_of_held_work_items_can_be_taken_back_and_counted_again(provider: Provider) -> None:
+    """What a suspect turn running alone does to the activities in flight beside it."""
+    await _enqueue_work(provider, request("a", source=2), request("a", source=3), request("a", source=4))
+    held, done, lost = await fetch_work(provider), await fetch_work(provider), await fetch_work(provider, lock=0.2)
+    await provider.ack_work_item(
+        done, Message(instance_id="a", execution_id=1, event=ActivityCompleted(source_event_id=3))
+    )
+    taken = await eventually(lambda: provider.fetch_work_item(["default"], 30), "the take-over of the expired item")
+    assert taken.item_id == lost.item_id and taken.dequeue_count == 2
+
+    # Only the item still held with its token changes: the acked one is gone, the other is another's now.
+    await provider.charge_work_deliveries([held, done, lost], charged=False)
+    await provider.charge_work_deliveries([held], charged=False)  # never below zero
+    await provider.charge_work_deliveries([], charged=False)
+    await provider.abandon_work_item(held)
+    await provider.abandon_work_item(taken)
+    items = {w.item_id: w for w in [await fetch_work(provider), await fetch_work(provider)]}
+    assert {i: w.dequeue_count for i, w in items.items()} == {held.item_id: 1, lost.item_id: 3}
+
+    again = items[held.item_id]
+    await provider.charge_work_deliveries([again], charged=False)
+    await provider.charge_work_deliveries([again], charged=True)  # the turn is over: counted after all
+    await provider.abandon_work_item(again)
+    assert (await fetch_work(provider)).dequeue_count == again.dequeue_count + 1
+
+
 async def test_activity_requests_round_trip_their_time_limits(provider: Provider) -> None:
     deadline = datetime(2030, 5, 1, 12, 30, tzinfo=UTC)
     limited = dataclasses.replace(request("a"), start_to_close=1.5, deadline=deadline, heartbeat_timeout=10.0)

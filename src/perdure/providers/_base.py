@@ -391,6 +391,17 @@ class Provider(abc.ABC):
             LockLostError: if the lock was already taken over.
         """
 
+    @abc.abstractmethod
+    async def charge_work_deliveries(self, items: Sequence[WorkItem], *, charged: bool) -> None:
+        """Take back (``charged=False``) or count again (``charged=True``) the delivery that fetched each item.
+
+        Only items still held with their lock tokens change; a count never goes below zero. The
+        runtime takes back the deliveries of the activities it runs while a suspect turn runs alone
+        in its process, and counts them again once that turn is over: if the turn kills the
+        process, the activities are redelivered (and run again) without the crash counting
+        towards their poison limit.
+        """
+
     async def work_items_held(self, items: Sequence[WorkItem]) -> set[int]:
         """The ids of ``items`` that are still locked with their lock tokens.
 

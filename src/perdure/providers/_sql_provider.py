@@ -156,6 +156,10 @@ class SqlProvider(Provider):
         if not await self._renew_work_item(item, lock_seconds):
             raise _work_item_lost(item)
 
+    async def charge_work_deliveries(self, items: Sequence[WorkItem], *, charged: bool) -> None:
+        if items:
+            await self._count_work_deliveries([(item.item_id, item.lock_token) for item in items], 1 if charged else -1)
+
     async def work_items_held(self, items: Sequence[WorkItem]) -> set[int]:
         if not items:
             return set()
@@ -276,6 +280,11 @@ class SqlProvider(Provider):
     @abc.abstractmethod
     async def _renew_work_item(self, item: WorkItem, lock_seconds: float) -> bool:
         """Extend the item's lock; ``False`` if it was taken over."""
+
+    @abc.abstractmethod
+    async def _count_work_deliveries(self, held: list[tuple[int, str]], change: int) -> None:
+        """Add ``change`` to the delivery count of each ``(item id, lock token)`` still locked with that
+        token, never below zero."""
 
     @abc.abstractmethod
     async def _select_work_item_locks(self, item_ids: list[int]) -> list[tuple[int, str | None]]:

@@ -22,7 +22,7 @@ from perdure.engine.events import (
 )
 from perdure.providers._base import DataRefusedError, InstanceUpdate, LockLostError, OrchestrationItem, Provider
 from perdure.runtime._dispatcher import Dispatcher
-from perdure.runtime._isolation import TurnGate, is_suspect
+from perdure.runtime._isolation import HeldWork, TurnGate, is_suspect
 from perdure.runtime._liveness import Liveness
 from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
@@ -59,6 +59,7 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         running: Running | None = None,
         *,
         liveness: Liveness | None = None,
+        held_work: HeldWork | None = None,
     ) -> None:
         super().__init__(provider, options.orchestration_concurrency, options.idle_timeout)
         self.running = running or Running()
@@ -68,6 +69,7 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         self.tracer = tracer
         self.log_turns = options.turn_logging()
         self._gate = TurnGate()
+        self.held_work = held_work or HeldWork()  # the same runtime's activities in flight
         self.liveness = liveness
 
     async def fetch(self) -> OrchestrationItem | None:
@@ -99,9 +101,23 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
                     item.instance_id,
                     extra={"instance_id": item.instance_id},
                 )
-            await self._turn(item)
+                await self._alone(item)
+            else:
+                await self._turn(item)
         finally:
             await self._gate.leave(alone)
+
+    async def _alone(self, item: OrchestrationItem) -> None:
+        """Run a suspect's turn with no activity of this runtime charged for it, should it kill the process."""
+        held = await self.held_work.uncharge(self.provider)
+        if held is None:
+            # The activities in flight would pay if it crashed now: put it back unseen, and try again.
+            await self.provider.abandon_orchestration_item(item, self.options.backoff(1), undo_delivery=True)
+            return
+        try:
+            await self._turn(item)
+        finally:
+            await self.held_work.recharge(self.provider, held)
 
     async def _turn(self, item: OrchestrationItem) -> None:
         began = time.perf_counter()

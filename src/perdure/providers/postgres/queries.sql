@@ -186,6 +186,13 @@ WITH released AS (
 )
 SELECT pg_notify(notify_channel(), %(notify)s) FROM released
 
+-- name: count_work_deliveries
+-- Take back (change -1) or count again (+1) the deliveries of items still held by the fetches that locked them.
+UPDATE worker_queue w SET dequeue_count = greatest(w.dequeue_count + %(change)s, 0)
+FROM unnest(%(item_ids)s::bigint[], %(lock_tokens)s::text[]) AS held(item_id, lock_token)
+WHERE w.item_id = held.item_id AND w.lock_token = held.lock_token
+RETURNING w.item_id
+
 -- name: renew_work_item
 UPDATE worker_queue SET visible_at = now() + make_interval(secs => %(seconds)s)
 WHERE item_id = %(item_id)s AND lock_token = %(lock_token)s

@@ -182,6 +182,9 @@ class SqliteProvider(SqlProvider):
     async def _renew_work_item(self, item: WorkItem, lock_seconds: float) -> bool:
         return await self._write(tx.update_work_item, self.clock, "renew_work_item", item, lock_seconds)
 
+    async def _count_work_deliveries(self, held: list[tuple[int, str]], change: int) -> None:
+        await self._write(tx.count_work_deliveries, held, change)
+
     async def _select_work_item_locks(self, item_ids: list[int]) -> list[tuple[int, str | None]]:
         return await self._read(tx.select_work_item_locks, item_ids)
 

@@ -41,6 +41,7 @@ __all__ = [
     "beat_worker",
     "commit_turn",
     "complete_work_item",
+    "count_work_deliveries",
     "delete_instances",
     "delete_worker",
     "earliest_due",
@@ -263,6 +264,12 @@ def update_work_item(db: sqlite3.Connection, clock: TimeSource, query: str, item
     params = {"item_id": item.item_id, "lock_token": item.lock_token, "visible_at": until, "locked_until": until}
     with transaction(db):
         return bool(db.execute(Q[query], params).rowcount)
+
+
+def count_work_deliveries(db: sqlite3.Connection, held: list[tuple[int, str]], change: int) -> None:
+    params = [{"item_id": item_id, "lock_token": token, "change": change} for item_id, token in held]
+    with transaction(db):
+        db.executemany(Q["count_work_delivery"], params)
 
 
 def select_work_item_locks(db: sqlite3.Connection, item_ids: list[int]) -> list[tuple[int, str | None]]:

@@ -124,6 +124,11 @@ SELECT item_id, lock_token FROM worker_queue WHERE item_id IN (SELECT value FROM
 UPDATE worker_queue SET lock_token = NULL, worker_id = NULL, visible_at = :visible_at
 WHERE item_id = :item_id AND lock_token = :lock_token
 
+-- name: count_work_delivery
+-- Take back (change -1) or count again (+1) the delivery of an item while it is still held by that fetch.
+UPDATE worker_queue SET dequeue_count = MAX(dequeue_count + :change, 0)
+WHERE item_id = :item_id AND lock_token = :lock_token
+
 -- name: renew_work_item
 UPDATE worker_queue SET visible_at = :locked_until WHERE item_id = :item_id AND lock_token = :lock_token
 
