@@ -10,8 +10,12 @@ events and spans, and sends instances as summaries (:mod:`perdure.tools._preview
   ``offset_seconds`` counts from the execution's first event and ``details`` holds the event's own
   fields;
 - a timeline span: ``{"kind": "activity" | "timer" | "child", "label", "event_id", "start",
-  "end", "outcome": "completed" | "failed" | "pending", "instance_id"}`` (``instance_id`` only for
-  children; ``end`` is null while pending);
+  "end", "outcome", "instance_id"}`` (``instance_id`` only for children; ``end`` is null while
+  pending). ``outcome`` is ``completed``, ``failed``, ``cancelled`` (by the code, or an activity
+  still open when its execution ended: the end cancels it), ``withdrawn`` (a timer still open when
+  its execution ended: it never fires, such as the timeout of an event that came in time),
+  ``abandoned`` (a child still open when its execution ended: the parent stopped waiting for it),
+  or ``pending`` (open, in an execution that goes on);
 - a worker: ``{"worker_id", "host", "pid", "started_at", "last_seen", "alive", "orchestrations":
   ["name@version"], "activities", "queues"}``.
 
@@ -32,6 +36,7 @@ from typing import Any
 
 from perdure import ErrorDetails, OrchestrationState, WorkerInfo
 from perdure.engine.events import (
+    TERMINAL_EVENTS,
     ActivityFailed,
     ActivityScheduled,
     Completion,
@@ -159,7 +164,16 @@ def timeline_json(history: Sequence[HistoryEvent]) -> list[dict[str, Any]]:
             span = spans[event.source_event_id]
             span["end"] = event.timestamp.isoformat()
             span["outcome"] = _outcome(event)
+    ended = next((e for e in history if isinstance(e, TERMINAL_EVENTS)), None)
+    if ended is not None:  # what was still open then never completes: the end of the execution dropped it
+        for span in spans.values():
+            if span["outcome"] == "pending":
+                span["outcome"] = _LEFT_OPEN[span["kind"]]
+                span["end"] = ended.timestamp.isoformat()
     return list(spans.values())
+
+
+_LEFT_OPEN = {"activity": "cancelled", "timer": "withdrawn", "child": "abandoned"}
 
 
 def _outcome(event: Completion) -> str:

@@ -1,0 +1,209 @@
+"""What an unfinished instance waits for (the dashboard's "Waiting for"), read from state, history and workers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from perdure import ErrorDetails, OrchestrationState, OrchestrationStatus, WorkerInfo
+from perdure.engine.events import (
+    ActivityCompleted,
+    ActivityFailed,
+    ActivityScheduled,
+    HistoryEvent,
+    OrchestrationCompleted,
+    OrchestrationStarted,
+    OrchestrationSuspended,
+    SubOrchestrationScheduled,
+    TaskCancelled,
+    TimerCreated,
+    TimerFired,
+)
+from perdure.tools._format import timeline_json
+from perdure.tools._waits import Wait, wait_json, waits
+
+T0 = datetime(2026, 11, 29, 14, 0, 0, tzinfo=UTC)
+ERROR = ErrorDetails(type="RuntimeError", message="card declined")
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def state(status: OrchestrationStatus, **changes: Any) -> OrchestrationState:
+    fields: dict[str, Any] = {
+        "instance_id": "order-1",
+        "name": "Checkout",
+        "version": "1.0.0",
+        "status": status,
+        "execution_id": 1,
+        "created_at": T0,
+        "updated_at": at(5),
+    }
+    return OrchestrationState(**{**fields, **changes})
+
+
+def worker(worker_id: str, **changes: Any) -> WorkerInfo:
+    fields: dict[str, Any] = {
+        "worker_id": worker_id,
+        "host": "web-1",
+        "pid": 4711,
+        "orchestrations": ("Checkout@1.0.0",),
+        "activities": ("Charge", "Greet"),
+        "queues": ("default",),
+        "started_at": T0,
+        "last_seen": at(4),
+    }
+    return WorkerInfo(**{**fields, **changes})
+
+
+STARTED = OrchestrationStarted(event_id=1, timestamp=T0, name="Checkout", version="1.0.0")
+RUNNING = OrchestrationStatus.RUNNING
+
+
+def test_a_running_activity_names_its_attempt_and_the_worker_that_serves_it() -> None:
+    history: list[HistoryEvent] = [
+        STARTED,
+        ActivityScheduled(event_id=2, timestamp=at(1), name="Charge", input=42),
+        ActivityFailed(event_id=3, timestamp=at(2), source_event_id=2, error=ERROR),
+        TimerCreated(event_id=4, timestamp=at(2), fire_at=at(3)),
+        TimerFired(event_id=5, timestamp=at(3), source_event_id=4, fire_at=at(3)),
+        ActivityScheduled(event_id=6, timestamp=at(3), name="Charge", input=42, attempt=2),
+    ]
+    [wait] = waits(state(RUNNING), history, [worker("w-1"), worker("w-2", activities=("Greet",))])
+    assert wait == Wait(
+        kind="activity",
+        text="activity Charge, attempt 2, scheduled at 2026-11-29 14:00:03 UTC; "
+        "served by worker w-1 on web-1 (pid 4711)",
+        since=at(3),
+        event_id=6,
+        served_by=("w-1",),
+    )
+
+
+def test_an_activity_no_live_worker_serves_says_so() -> None:
+    history = [STARTED, ActivityScheduled(event_id=2, timestamp=at(1), name="Render", queue="gpu", deadline=at(60))]
+    dead = worker("w-dead", activities=("Render",), queues=("gpu",), alive=False)
+    wrong_queue = worker("w-cpu", activities=("Render",), queues=("cpu",))
+    [wait] = waits(state(RUNNING), history, [dead, wrong_queue])
+    assert wait.text == (
+        "activity Render on queue gpu, scheduled at 2026-11-29 14:00:01 UTC, deadline 2026-11-29 14:01:00 UTC; "
+        "no live worker serves activity Render on queue gpu"
+    )
+    assert (wait.due, wait.served_by) == (at(60), ())
+    two = waits(state(RUNNING), history, [worker("a", activities=("Render",), queues=("gpu",))] * 2)
+    assert two[0].text.endswith("; served by 2 live workers")
+
+
+def test_open_timers_and_children_are_listed_in_the_order_they_were_scheduled() -> None:
+    history = [
+        STARTED,
+        SubOrchestrationScheduled(event_id=2, timestamp=at(1), name="Ship", instance_id="order-1-ship"),
+        TimerCreated(event_id=3, timestamp=at(1), fire_at=at(3600)),
+    ]
+    child, timer = waits(state(RUNNING), history, [])
+    assert (child.kind, child.instance_id, child.event_id) == ("child", "order-1-ship", 2)
+    assert child.text == "child orchestration Ship (order-1-ship) since 2026-11-29 14:00:01 UTC"
+    assert (timer.kind, timer.text, timer.due) == ("timer", "timer due at 2026-11-29 15:00:00 UTC", at(3600))
+
+
+def test_completed_and_cancelled_tasks_are_not_waited_for() -> None:
+    history = [
+        STARTED,
+        ActivityScheduled(event_id=2, timestamp=at(1), name="Greet"),
+        ActivityCompleted(event_id=3, timestamp=at(2), source_event_id=2, result="hi"),
+        TimerCreated(event_id=4, timestamp=at(2), fire_at=at(900)),
+        TaskCancelled(event_id=5, timestamp=at(2), source_event_id=4),
+    ]
+    [wait] = waits(state(RUNNING), history, [])
+    assert wait.kind == "event"
+    assert wait.text == (
+        "an external event (nothing it scheduled is open since 2026-11-29 14:00:02 UTC; "
+        "history does not record which event a wait is for)"
+    )
+
+
+def test_a_pending_instance_waits_for_a_worker_that_serves_its_orchestration() -> None:
+    pending = state(OrchestrationStatus.PENDING, version=None)
+    [nobody] = waits(pending, [], [worker("w-1", orchestrations=("Other@1.0.0",))])
+    assert nobody.text == (
+        "a worker to run its first turn (pending since 2026-11-29 14:00:05 UTC); "
+        "no live worker serves orchestration Checkout"
+    )
+    [served] = waits(pending, [], [worker("w-1")])
+    assert served.served_by == ("w-1",) and "served by worker w-1" in served.text
+    rewinding = state(OrchestrationStatus.PENDING, error=ERROR, execution_id=2)
+    [rewind] = waits(rewinding, [], [worker("w-1", orchestrations=("Checkout@2.0.0",))])
+    assert rewind.text.startswith("a worker to run the turn that applies its rewind")
+    assert rewind.text.endswith("no live worker serves orchestration Checkout@1.0.0")
+
+
+def test_a_suspended_instance_waits_for_an_operator_and_still_for_its_tasks() -> None:
+    history = [
+        STARTED,
+        TimerCreated(event_id=2, timestamp=at(1), fire_at=at(60)),
+        OrchestrationSuspended(event_id=3, timestamp=at(2), reason="maintenance"),
+    ]
+    resume, timer = waits(state(OrchestrationStatus.SUSPENDED), history, [])
+    assert (resume.kind, resume.since) == ("resume", at(2))
+    assert resume.text == "an operator to resume it (suspended since 2026-11-29 14:00:02 UTC)"
+    assert timer.kind == "timer"
+
+
+@pytest.mark.parametrize(
+    "status", [OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED, OrchestrationStatus.TERMINATED]
+)
+def test_a_finished_instance_waits_for_nothing(status: OrchestrationStatus) -> None:
+    history = [
+        STARTED,
+        TimerCreated(event_id=2, timestamp=at(1), fire_at=at(60)),
+        OrchestrationCompleted(event_id=3, timestamp=at(2)),
+    ]
+    assert waits(state(status), history, [worker("w-1")]) == []
+
+
+def test_the_json_shape() -> None:
+    wait = Wait(kind="timer", text="timer due at …", since=at(1), due=at(60), event_id=2)
+    assert wait_json(wait) == {
+        "kind": "timer",
+        "text": "timer due at …",
+        "since": "2026-11-29T14:00:01+00:00",
+        "due": "2026-11-29T14:01:00+00:00",
+        "event_id": 2,
+        "instance_id": None,
+        "served_by": [],
+    }
+
+
+# --- the timeline says what happened to the tasks an ended execution left open ----------------
+
+
+def outcomes(history: list[HistoryEvent]) -> dict[str, tuple[str, str | None]]:
+    return {span["label"]: (span["outcome"], span["end"]) for span in timeline_json(history)}
+
+
+def test_an_ended_execution_withdraws_its_open_timers_and_cancels_its_open_activities() -> None:
+    history: list[HistoryEvent] = [
+        STARTED,
+        TimerCreated(event_id=2, timestamp=at(1), fire_at=at(3600)),  # the timeout of an event that came in time
+        ActivityScheduled(event_id=3, timestamp=at(1), name="Audit"),
+        SubOrchestrationScheduled(event_id=4, timestamp=at(1), name="Ship", instance_id="order-1-ship"),
+        ActivityScheduled(event_id=5, timestamp=at(1), name="Greet"),
+        ActivityCompleted(event_id=6, timestamp=at(2), source_event_id=5, result="hi"),
+        TimerCreated(event_id=7, timestamp=at(2), fire_at=at(7200)),
+        TaskCancelled(event_id=8, timestamp=at(2), source_event_id=7),
+    ]
+    running = outcomes(history)
+    assert running["timer until 15:00:00"] == ("pending", None)
+    assert running["Audit"] == ("pending", None) and running["Greet"][0] == "completed"
+    ended = outcomes([*history, OrchestrationCompleted(event_id=9, timestamp=at(3), output="ok")])
+    end = at(3).isoformat()
+    assert ended == {
+        "timer until 15:00:00": ("withdrawn", end),
+        "Audit": ("cancelled", end),
+        "Ship · order-1-ship": ("abandoned", end),
+        "Greet": ("completed", at(2).isoformat()),
+        "timer until 16:00:00": ("cancelled", at(2).isoformat()),  # cancelled by the code
+    }
