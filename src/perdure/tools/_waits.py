@@ -97,6 +97,8 @@ def _open_tasks(history: Sequence[HistoryEvent]) -> list[HistoryEvent]:
 
 
 def _start(state: OrchestrationState, live: Sequence[WorkerInfo]) -> Wait:
+    # Before its first turn an instance has no version yet (its start request may pin one, unread
+    # here): any version of the name counts then.
     what = f"{state.name}@{state.version}" if state.version else state.name
     serving = tuple(w.worker_id for w in live if w.serves(state.name, state.version))
     turn = "the turn that applies its rewind" if state.error is not None else "its first turn"
