@@ -12,6 +12,7 @@ import threading
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +35,7 @@ from perdure import (
     OrchestrationStatus,
     Registry,
     RetryPolicy,
+    WorkerInfo,
     open_provider,
 )
 
@@ -257,25 +259,54 @@ def test_the_list_shows_custom_status_and_error_columns(site: Site, worker: Back
     expect(headers.nth(5)).to_have_text("Error")
 
 
+async def _dead_worker(store: str) -> None:
+    """The record of a worker that died (killed: its record stays, not alive, for a day)."""
+    provider = await open_provider(store, create=False)
+    now = datetime.now(UTC)
+    dead = WorkerInfo(
+        worker_id="8a7e55c04b1f4f0d9b0c6e2a1d3f4b57",
+        host="gpu-2",
+        pid=1177,
+        activities=("Render",),
+        queues=("gpu",),
+        started_at=now,
+        last_seen=now,
+    )
+    try:
+        handle = provider.worker_liveness(dead, timeout=0.1)
+        assert handle is not None
+        await asyncio.to_thread(handle.beat)
+        await asyncio.to_thread(handle.close, remove=False)
+        await asyncio.sleep(0.3)
+    finally:
+        await provider.close()
+
+
 @needs_browser
 def test_the_workers_page_lists_live_workers_and_what_they_serve(
     site: Site, worker: BackgroundWorker, page: Page
 ) -> None:
     worker_id = worker_id_of(worker)
+    off_loop(_dead_worker(site.store))
     page.goto(site.url)
     page.click("header nav a[href='/workers']")
     row = page.locator(f'#rows tr[data-worker-id="{worker_id}"]')
     expect(row).to_have_count(1)
-    expect(row.locator("td.orchestrations")).to_contain_text("Approval@")
-    expect(row.locator("td.orchestrations")).to_contain_text("Checkout@")
+    expect(page.locator("#rows tr")).to_have_count(1)  # the dead one only with "all"
+    expect(row.locator("td.orchestrations")).to_contain_text("Approval@1.0.0")
+    expect(row.locator("td.orchestrations")).to_contain_text("Checkout@1.0.0")
     expect(row.locator("td.activities")).to_contain_text("Charge")
     expect(row.locator("td.activities")).to_contain_text("queues: default")
     page.check("#all")
     assert page.url.endswith("/workers?all=1")
-    expect(row).to_have_count(1)
+    expect(page.locator("#rows tr")).to_have_count(2)
+    dead = page.locator("#rows tr.dead")
+    expect(dead).to_have_attribute("data-worker-id", "8a7e55c04b1f4f0d9b0c6e2a1d3f4b57")
+    expect(dead).to_contain_text("(dead)")
+    expect(dead.locator("td.activities")).to_contain_text("queues: gpu")
     if site.kind == "sqlite":
         IMAGES.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(IMAGES / "dashboard-workers.png"))
+        page.screenshot(path=str(IMAGES / "dashboard-workers.png"), clip={"x": 0, "y": 0, "width": 1280, "height": 330})
 
 
 def test_the_workers_api_and_its_bad_parameter(site: Site, worker: BackgroundWorker) -> None:
