@@ -11,6 +11,7 @@ import asyncio
 import threading
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,11 +98,10 @@ async def _open(kind: str, tmp_path: Path) -> tuple[Any, str]:
     return provider, url
 
 
-@pytest.fixture(scope="module", params=PROVIDER_KINDS)
-def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    """A store of each kind and the dashboard over it (no worker yet)."""
-    kind = str(request.param)
-    provider, store = off_loop(_open(kind, tmp_path_factory.mktemp(f"waits-{kind}")))
+@contextmanager
+def dashboard_over_new_store(kind: str, tmp_path: Path) -> Iterator[Site]:
+    """A new, empty store of ``kind`` and the dashboard over it; the store is dropped afterwards."""
+    provider, store = off_loop(_open(kind, tmp_path))
     process, url = start_dashboard(store)
     try:
         yield Site(kind, store, url)
@@ -109,6 +109,14 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         stop_process(process)
         if kind == "postgres":
             off_loop(drop_test_provider(kind, provider))  # closes it again (a no-op) and drops the schema
+
+
+@pytest.fixture(scope="module", params=PROVIDER_KINDS)
+def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """A store of each kind and the dashboard over it, shared by the tests of the module."""
+    kind = str(request.param)
+    with dashboard_over_new_store(kind, tmp_path_factory.mktemp(f"waits-{kind}")) as opened:
+        yield opened
 
 
 @pytest.fixture(scope="module")
@@ -169,14 +177,15 @@ def worker_id_of(worker: BackgroundWorker) -> str:
 
 
 @needs_browser
-def test_a_pending_instance_no_worker_serves_says_so_in_red(site: Site, page: Page) -> None:
-    # The first test of each store: no worker has started yet.
-    off_loop(_start(site.store, "nobody-1", "Checkout"))
-    page.goto(site.url + "instance?id=nobody-1")
-    line = page.locator('#waiting-for li[data-kind="start"]')
-    expect(line).to_contain_text("a worker to run its first turn")
-    expect(line).to_contain_text("no live worker serves orchestration Checkout")
-    expect(line).to_have_class("unserved")
+def test_a_pending_instance_no_worker_serves_says_so_in_red(site: Site, tmp_path: Path, page: Page) -> None:
+    # A store of its own, which no worker serves (the shared one may have its worker already).
+    with dashboard_over_new_store(site.kind, tmp_path) as alone:
+        off_loop(_start(alone.store, "nobody-1", "Checkout"))
+        page.goto(alone.url + "instance?id=nobody-1")
+        line = page.locator('#waiting-for li[data-kind="start"]')
+        expect(line).to_contain_text("a worker to run its first turn")
+        expect(line).to_contain_text("no live worker serves orchestration Checkout")
+        expect(line).to_have_class("unserved")
 
 
 @needs_browser
