@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import pytest
 
-from perdure import InstanceAlreadyExistsError, OrchestrationStatus, Provider
+from perdure import AwaitedEvent, InstanceAlreadyExistsError, OrchestrationStatus, Provider
 from perdure.engine.events import (
     ActivityCompleted,
     EventRaised,
@@ -649,6 +649,38 @@ async def test_state_round_trips_every_field(provider: Provider) -> None:
         "p",
     )
     assert state.error is None
+
+
+async def test_waiting_for_is_written_with_the_turn_and_replaced_by_the_next(provider: Provider) -> None:
+    await provider.create_instance(start("w"))
+    await provider.create_instance(start("other"))
+    since = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    waits = (
+        AwaitedEvent(name="Approved", since=since, timeout_at=since + timedelta(hours=2), timer_event_id=2),
+        AwaitedEvent(name="comment", since=since + timedelta(seconds=5)),
+    )
+    for _ in range(2):
+        item = await fetch(provider)
+        turn_waits = waits if item.instance_id == "w" else ()
+        state = dataclasses.replace(update(OrchestrationStatus.RUNNING), waiting_for=turn_waits, custom_status="s")
+        commit = TurnCommit(execution_id=1, state=state, consumed=[m.message_id for m in item.messages])
+        await provider.ack_orchestration_item(item, commit)
+
+    state = await provider.get_state("w")
+    assert state is not None and (state.custom_status, state.waiting_for) == ("s", waits)
+    listed = {s.instance_id: s.waiting_for for s in await provider.list_instances(InstanceFilter())}
+    assert listed == {"w": waits, "other": ()}
+
+    # The next turn writes what the code waits for then: here nothing, as the instance completed.
+    await provider.enqueue_messages([raised("w", "approved")])
+    item = await fetch(provider)
+    assert item.state is not None and item.state.custom_status == "s"
+    done = dataclasses.replace(update(OrchestrationStatus.COMPLETED, output=1), custom_status="s")
+    await provider.ack_orchestration_item(
+        item, TurnCommit(execution_id=1, state=done, consumed=[m.message_id for m in item.messages])
+    )
+    state = await provider.get_state("w")
+    assert state is not None and (state.status, state.waiting_for) == (OrchestrationStatus.COMPLETED, ())
 
 
 # --- waiting ------------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from perdure._errors import ErrorDetails, PerdureError, ProviderError
-from perdure._state import OrchestrationState, OrchestrationStatus
+from perdure._state import AwaitedEvent, OrchestrationState, OrchestrationStatus
 from perdure.engine import HistoryEvent
 from perdure.providers._workers import Heartbeat, WorkerInfo, WorkerLiveness
 
@@ -193,7 +193,11 @@ class WorkItem:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class InstanceUpdate:
-    """The instance state a turn leaves behind."""
+    """The instance state a turn leaves behind.
+
+    ``waiting_for`` is what the execution's code waits for (``OrchestrationState.waiting_for``),
+    stored with the rest of the row and read back by ``get_state`` and ``list_instances``.
+    """
 
     name: str
     version: str | None
@@ -204,6 +208,7 @@ class InstanceUpdate:
     error: ErrorDetails | None = None
     custom_status: Any = None
     parent_instance_id: str | None = None
+    waiting_for: Sequence[AwaitedEvent] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

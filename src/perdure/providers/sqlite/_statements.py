@@ -27,6 +27,7 @@ from perdure.providers._codec import (
     encode_error,
     encode_request,
     encode_value,
+    encode_waits,
     message_kind,
     to_epoch,
     worker_serves,
@@ -215,6 +216,7 @@ def _state_row(instance_id: str, state: InstanceUpdate, now: float) -> dict[str,
         "error": encode_error(state.error),
         "custom_status": encode_value(state.custom_status),
         "parent_instance_id": state.parent_instance_id,
+        "waiting_for": encode_waits(state.waiting_for),
         "now": now,
     }
 
