@@ -13,7 +13,7 @@ from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -168,6 +168,10 @@ def waits_of(site: Site, instance_id: str) -> list[dict[str, Any]]:
     return waits
 
 
+def utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def worker_id_of(worker: BackgroundWorker) -> str:
     [record] = worker.call(lambda c: c.list_workers())
     return str(record.worker_id)
@@ -216,20 +220,31 @@ def test_a_running_activity_shows_its_attempt_and_the_worker_that_serves_it(
 
 
 @needs_browser
-def test_an_event_wait_with_a_timeout_shows_its_timer_then_the_timer_withdrawn(
+def test_an_event_wait_names_the_event_and_its_timeout_then_the_timer_reads_withdrawn(
     site: Site, worker: BackgroundWorker, page: Page
 ) -> None:
     worker.call(lambda c: c.start_orchestration("approval-1", "Approval"))
     wait_until(worker, "approval-1", lambda state, _: state.status is OrchestrationStatus.RUNNING)
+    [awaited] = worker.call(lambda c: c.get_status("approval-1")).waiting_for
+    assert (awaited.name, awaited.timeout_at - awaited.since) == ("approved", timedelta(hours=1))
+    [wait] = waits_of(site, "approval-1")
+    assert (wait["kind"], wait["event"], wait["due"]) == ("event", "approved", awaited.timeout_at.isoformat())
+
     page.goto(site.url + "instance?id=approval-1")
-    expect(page.locator('#waiting-for li[data-kind="timer"]')).to_contain_text("timer due at ")
+    line = page.locator('#waiting-for li[data-kind="event"]')
+    expect(line).to_have_text(f"event 'approved' since {utc(awaited.since)}, timeout at {utc(awaited.timeout_at)}")
+    expect(page.locator('#waiting-for li[data-kind="timer"]')).to_have_count(0)  # the timeout is not a timer of its own
     expect(page.locator(".gantt .outcome-pending")).to_have_count(1)
+    if site.kind == "sqlite":
+        IMAGES.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(IMAGES / "dashboard-waiting-event.png"), full_page=True)
 
     page.click('button[data-action="raise-event"]')
     page.fill("#event-name", "approved")
     page.fill("#event-data", '"Ada"')
     page.click("#confirm-ok")
     expect(page.locator("#status")).to_have_text("COMPLETED")
+    assert worker.call(lambda c: c.get_status("approval-1")).waiting_for == ()
     # The timeout's timer never fires now: it is shown withdrawn, not as still to come.
     expect(page.locator('.gantt g.span[data-kind="timer"]')).to_have_class("span kind-timer outcome-withdrawn")
     expect(page.locator(".gantt .outcome-pending")).to_have_count(0)
@@ -237,14 +252,16 @@ def test_an_event_wait_with_a_timeout_shows_its_timer_then_the_timer_withdrawn(
 
 
 @needs_browser
-def test_a_wait_with_nothing_scheduled_is_an_event_and_a_cancelled_timer_reads_cancelled(
+def test_a_wait_with_nothing_scheduled_names_its_event_and_a_cancelled_timer_reads_cancelled(
     site: Site, worker: BackgroundWorker, page: Page
 ) -> None:
     worker.call(lambda c: c.start_orchestration("waiter-1", "Waiter"))
     worker.call(lambda c: c.start_orchestration("mind-1", "ChangedItsMind"))
     wait_until(worker, "waiter-1", lambda state, _: state.status is OrchestrationStatus.RUNNING)
     page.goto(site.url + "instance?id=waiter-1")
-    expect(page.locator('#waiting-for li[data-kind="event"]')).to_contain_text("an external event")
+    line = page.locator('#waiting-for li[data-kind="event"]')
+    expect(line).to_contain_text("event 'go' since ")
+    expect(line).not_to_contain_text("timeout")
 
     worker.call(lambda c: c.wait_for_orchestration("mind-1", timeout=10))
     page.goto(site.url + "instance?id=mind-1")

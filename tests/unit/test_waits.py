@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from perdure import ErrorDetails, OrchestrationState, OrchestrationStatus, WorkerInfo
+from perdure import AwaitedEvent, ErrorDetails, OrchestrationState, OrchestrationStatus, WorkerInfo
 from perdure.engine.events import (
     ActivityCompleted,
     ActivityFailed,
@@ -121,8 +121,42 @@ def test_completed_and_cancelled_tasks_are_not_waited_for() -> None:
     assert wait.kind == "event"
     assert wait.text == (
         "an external event (nothing it scheduled is open since 2026-11-29 14:00:02 UTC; "
-        "history does not record which event a wait is for)"
+        "which event is not recorded: its last turn ran before perdure stored event waits)"
     )
+
+
+def test_an_event_wait_names_the_event_and_its_timeout_replaces_the_timers_line() -> None:
+    history = [
+        STARTED,
+        TimerCreated(event_id=2, timestamp=at(1), fire_at=at(3600)),  # the timeout of "approved"
+        TimerCreated(event_id=3, timestamp=at(1), fire_at=at(60)),  # a timer of its own
+    ]
+    awaited = (
+        AwaitedEvent(name="approved", since=at(1), timeout_at=at(3600), timer_event_id=2),
+        AwaitedEvent(name="Comment", since=at(1)),
+    )
+    approved, comment, timer = waits(state(RUNNING, waiting_for=awaited), history, [])
+    assert approved.text == "event 'approved' since 2026-11-29 14:00:01 UTC, timeout at 2026-11-29 15:00:00 UTC"
+    assert (approved.kind, approved.event, approved.since, approved.due, approved.event_id) == (
+        "event",
+        "approved",
+        at(1),
+        at(3600),
+        2,
+    )
+    assert (comment.text, comment.due, comment.event_id) == (
+        "event 'Comment' since 2026-11-29 14:00:01 UTC",
+        None,
+        None,
+    )
+    assert (timer.kind, timer.event_id) == ("timer", 3), "only the timeout's timer is folded into its event line"
+
+
+def test_a_suspended_instance_still_shows_the_events_it_waits_for() -> None:
+    history = [STARTED, OrchestrationSuspended(event_id=2, timestamp=at(2))]
+    awaited = (AwaitedEvent(name="approved", since=at(1)),)
+    resume, event = waits(state(OrchestrationStatus.SUSPENDED, waiting_for=awaited), history, [])
+    assert (resume.kind, event.kind, event.event) == ("resume", "event", "approved")
 
 
 def test_a_pending_instance_waits_for_a_worker_that_serves_its_orchestration() -> None:
@@ -174,6 +208,7 @@ def test_the_json_shape() -> None:
         "event_id": 2,
         "instance_id": None,
         "served_by": [],
+        "event": None,
     }
 
 

@@ -8,11 +8,13 @@ Each :class:`Wait` is one thing the instance waits for:
 - ``resume``: a SUSPENDED instance waits for an operator;
 - ``activity``, ``timer``, ``child``: a task its history scheduled and nothing has completed or
   cancelled yet (with, for an activity, the live workers that serve its name and queue);
-- ``event``: a RUNNING instance with no open task can only be waiting for an external event.
+- ``event``: an external event its code waits for, by name, since when and until when
+  (``OrchestrationState.waiting_for``, written by each turn). The timer of a wait's timeout is
+  part of that line, not a line of its own.
 
-History records what the code scheduled, not what it awaits: a wait for an external event is not a
-decision, so the name of the event (and whether a timer is that wait's timeout) is not in it. The
-``event`` line says so rather than guess.
+A wait for an event is not a decision, so history does not record it: only the state does. An
+instance whose last turn ran before perdure stored its waits, RUNNING with nothing open, can only
+be waiting for an external event, and its line says that the name is not known.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from perdure import OrchestrationState, OrchestrationStatus, WorkerInfo
+from perdure import AwaitedEvent, OrchestrationState, OrchestrationStatus, WorkerInfo
 from perdure.engine.events import (
     ActivityScheduled,
     Completion,
@@ -44,7 +46,8 @@ class Wait:
         text: One line for people, times in UTC.
         since: Since when it waits (when the task was scheduled, the instance created or suspended).
         due: When a timer fires, or an activity's deadline.
-        event_id: The history event that scheduled the task.
+        event_id: The history event that scheduled the task (for an event wait, its timeout's timer).
+        event: The event's name, for an event wait.
         instance_id: The child's instance id, for a child.
         served_by: The live workers that can run it (an activity, or a PENDING instance's turn).
     """
@@ -56,6 +59,7 @@ class Wait:
     event_id: int | None = None
     instance_id: str | None = None
     served_by: tuple[str, ...] = ()
+    event: str | None = None
 
 
 def waits(state: OrchestrationState, history: Sequence[HistoryEvent], workers: Sequence[WorkerInfo]) -> list[Wait]:
@@ -73,16 +77,32 @@ def waits(state: OrchestrationState, history: Sequence[HistoryEvent], workers: S
         suspended = [e.timestamp for e in history if isinstance(e, OrchestrationSuspended)]
         since = suspended[-1] if suspended else state.updated_at
         found.append(Wait(kind="resume", text=f"an operator to resume it (suspended since {_at(since)})", since=since))
-    tasks = [_task(event, live) for event in _open_tasks(history)]
+    found += [_event(awaited) for awaited in state.waiting_for]
+    timeouts = {awaited.timer_event_id for awaited in state.waiting_for}
+    tasks = [_task(event, live) for event in _open_tasks(history) if event.event_id not in timeouts]
     found += tasks
-    if state.status is OrchestrationStatus.RUNNING and not tasks:
+    if state.status is OrchestrationStatus.RUNNING and not tasks and not state.waiting_for:
         since = history[-1].timestamp if history else state.updated_at
         text = (
             f"an external event (nothing it scheduled is open since {_at(since)}; "
-            "history does not record which event a wait is for)"
+            "which event is not recorded: its last turn ran before perdure stored event waits)"
         )
         found.append(Wait(kind="event", text=text, since=since))
     return found
+
+
+def _event(awaited: AwaitedEvent) -> Wait:
+    text = f"event {awaited.name!r} since {_at(awaited.since)}"
+    if awaited.timeout_at is not None:
+        text += f", timeout at {_at(awaited.timeout_at)}"
+    return Wait(
+        kind="event",
+        text=text,
+        since=awaited.since,
+        due=awaited.timeout_at,
+        event_id=awaited.timer_event_id,
+        event=awaited.name,
+    )
 
 
 def _open_tasks(history: Sequence[HistoryEvent]) -> list[HistoryEvent]:
@@ -153,7 +173,10 @@ def _at(moment: datetime) -> str:
 
 
 def wait_json(wait: Wait) -> dict[str, Any]:
-    """The JSON shape of a wait: ``{"kind", "text", "since", "due", "event_id", "instance_id", "served_by"}``."""
+    """The JSON shape of a wait.
+
+    ``{"kind", "text", "since", "due", "event_id", "instance_id", "served_by", "event"}``.
+    """
     return {
         "kind": wait.kind,
         "text": wait.text,
@@ -162,4 +185,5 @@ def wait_json(wait: Wait) -> dict[str, Any]:
         "event_id": wait.event_id,
         "instance_id": wait.instance_id,
         "served_by": list(wait.served_by),
+        "event": wait.event,
     }
