@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -168,6 +169,16 @@ def waits_of(site: Site, instance_id: str) -> list[dict[str, Any]]:
     return waits
 
 
+def running_wait(site: Site, instance_id: str, timeout: float = 15) -> dict[str, Any]:
+    """The instance's one wait, once it is an activity a worker runs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        [wait] = waits_of(site, instance_id)
+        if wait["running_on"] is not None or time.monotonic() > deadline:
+            return wait
+        time.sleep(0.05)
+
+
 def utc(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -198,14 +209,15 @@ def test_a_running_activity_shows_its_attempt_and_the_worker_that_serves_it(
 ) -> None:
     worker.call(lambda c: c.start_orchestration("checkout-1", "Checkout", 42))
     wait_until(worker, "checkout-1", scheduled("Charge", 2))
-    worker_id = worker_id_of(worker)
-    [wait] = waits_of(site, "checkout-1")
-    assert (wait["kind"], wait["served_by"]) == ("activity", [worker_id])
+    [record] = worker.call(lambda c: c.list_workers())
+    worker_id = str(record.worker_id)
+    wait = running_wait(site, "checkout-1")  # once the worker holds the attempt's work item
+    assert (wait["kind"], wait["served_by"], wait["running_on"]) == ("activity", [worker_id], worker_id)
 
     page.goto(site.url + "instance?id=checkout-1")
     line = page.locator('#waiting-for li[data-kind="activity"]')
     expect(line).to_contain_text("activity Charge, attempt 2, scheduled at ")
-    expect(line).to_contain_text(f"served by worker {worker_id} on ")
+    expect(line).to_contain_text(f"; running on worker {worker_id} ({record.host}, pid {record.pid})")
     expect(page.locator('.gantt g.span[data-kind="activity"]')).to_have_count(2)
     expect(page.locator(".gantt .outcome-failed")).to_have_count(1)
     expect(page.locator(".gantt .outcome-pending")).to_have_count(1)

@@ -83,6 +83,24 @@ def test_a_running_activity_names_its_attempt_and_the_worker_that_serves_it() ->
     )
 
 
+def test_a_running_activity_names_the_worker_running_it_by_host_and_pid() -> None:
+    history: list[HistoryEvent] = [
+        STARTED,
+        ActivityScheduled(event_id=2, timestamp=at(1), name="Charge", input=42, attempt=2),
+        ActivityScheduled(event_id=3, timestamp=at(1), name="Greet"),
+    ]
+    workers = [worker("w-1"), worker("w-2", host="web-2", pid=99)]
+    charge, greet = waits(state(RUNNING), history, workers, {2: "w-2"})
+    assert charge.text == (
+        "activity Charge, attempt 2, scheduled at 2026-11-29 14:00:01 UTC; running on worker w-2 (web-2, pid 99)"
+    )
+    assert (charge.running_on, charge.served_by) == ("w-2", ("w-1", "w-2"))
+    assert (greet.running_on, greet.text.endswith("; served by 2 live workers")) == (None, True)
+    # The holder's record may be gone (it died after taking the item, and the record was swept).
+    [gone] = waits(state(RUNNING), history[:2], workers, {2: "w-9"})
+    assert gone.text.endswith("; running on worker w-9")
+
+
 def test_an_activity_no_live_worker_serves_says_so() -> None:
     history = [STARTED, ActivityScheduled(event_id=2, timestamp=at(1), name="Render", queue="gpu", deadline=at(60))]
     dead = worker("w-dead", activities=("Render",), queues=("gpu",), alive=False)
@@ -209,6 +227,7 @@ def test_the_json_shape() -> None:
         "instance_id": None,
         "served_by": [],
         "event": None,
+        "running_on": None,
     }
 
 

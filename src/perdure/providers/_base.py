@@ -428,6 +428,16 @@ class Provider(abc.ABC):
         """Every worker record, live or recently dead (``alive`` says which); empty without records."""
         return []
 
+    async def activity_workers(self, instance_id: str, execution_id: int) -> dict[int, str]:
+        """Which worker runs each activity of ``instance_id``'s execution ``execution_id`` right now.
+
+        Keyed by the id of the event that scheduled the activity (``ActivityRequest.source_event_id``),
+        the ``worker_id`` of the worker (:meth:`list_workers`) whose lock on its work item has not
+        expired. An activity waiting for a worker, or whose worker's lock expired, is missing. For
+        operators; this default knows no workers and answers ``{}``.
+        """
+        return {}
+
     # --- waiting ---------------------------------------------------------------------------------
 
     @abc.abstractmethod

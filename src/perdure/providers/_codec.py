@@ -27,6 +27,7 @@ __all__ = [
     "encode_value",
     "encode_waits",
     "from_epoch",
+    "held_activities",
     "message_kind",
     "orchestration_item",
     "state_from_row",
@@ -155,6 +156,20 @@ def _aware(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("deadline has no time zone")
     return value
+
+
+def held_activities(rows: Iterable[Sequence[Any]], execution_id: int) -> dict[int, str]:
+    """Of ``(request, worker_id)`` rows of held work items, the workers of ``execution_id``'s activities,
+    by ``source_event_id`` (a row that cannot be decoded is left out: this is only for operators)."""
+    held: dict[int, str] = {}
+    for text, worker_id in rows:
+        try:
+            request = decode_request(text)
+        except HistoryFormatError:
+            continue
+        if request.execution_id == execution_id:
+            held[request.source_event_id] = str(worker_id)
+    return held
 
 
 def activity_items(rows: Iterable[tuple[int, str]], execution_id: int, source_event_ids: Iterable[int]) -> list[int]:

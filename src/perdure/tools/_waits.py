@@ -7,7 +7,8 @@ Each :class:`Wait` is one thing the instance waits for:
   its rewind), and no live worker may serve its orchestration;
 - ``resume``: a SUSPENDED instance waits for an operator;
 - ``activity``, ``timer``, ``child``: a task its history scheduled and nothing has completed or
-  cancelled yet (with, for an activity, the live workers that serve its name and queue);
+  cancelled yet (with, for an activity, the worker running it, else the live workers that serve
+  its name and queue);
 - ``event``: an external event its code waits for, by name, since when and until when
   (``OrchestrationState.waiting_for``, written by each turn). The timer of a wait's timeout is
   part of that line, not a line of its own.
@@ -19,7 +20,7 @@ be waiting for an external event, and its line says that the name is not known.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -50,6 +51,7 @@ class Wait:
         event: The event's name, for an event wait.
         instance_id: The child's instance id, for a child.
         served_by: The live workers that can run it (an activity, or a PENDING instance's turn).
+        running_on: The worker running it now, for an activity (``Provider.activity_workers``).
     """
 
     kind: str
@@ -60,12 +62,20 @@ class Wait:
     instance_id: str | None = None
     served_by: tuple[str, ...] = ()
     event: str | None = None
+    running_on: str | None = None
 
 
-def waits(state: OrchestrationState, history: Sequence[HistoryEvent], workers: Sequence[WorkerInfo]) -> list[Wait]:
+def waits(
+    state: OrchestrationState,
+    history: Sequence[HistoryEvent],
+    workers: Sequence[WorkerInfo],
+    running: Mapping[int, str] | None = None,
+) -> list[Wait]:
     """What ``state``'s instance waits for, from the ``history`` of its current execution.
 
-    ``workers``: the live workers (``Client.list_workers()``). A finished instance waits for nothing.
+    ``workers``: the live workers (``Client.list_workers()``); ``running``: the worker running each
+    activity, by the id of the event that scheduled it (``Provider.activity_workers``). A finished
+    instance waits for nothing.
     """
     if state.status.is_terminal:
         return []
@@ -79,7 +89,12 @@ def waits(state: OrchestrationState, history: Sequence[HistoryEvent], workers: S
         found.append(Wait(kind="resume", text=f"an operator to resume it (suspended since {_at(since)})", since=since))
     found += [_event(awaited) for awaited in state.waiting_for]
     timeouts = {awaited.timer_event_id for awaited in state.waiting_for}
-    tasks = [_task(event, live) for event in _open_tasks(history) if event.event_id not in timeouts]
+    holders = running or {}
+    tasks = [
+        _task(event, live, holders.get(event.event_id))
+        for event in _open_tasks(history)
+        if event.event_id not in timeouts
+    ]
     found += tasks
     if state.status is OrchestrationStatus.RUNNING and not tasks and not state.waiting_for:
         since = history[-1].timestamp if history else state.updated_at
@@ -131,7 +146,7 @@ def _start(state: OrchestrationState, live: Sequence[WorkerInfo]) -> Wait:
     )
 
 
-def _task(event: HistoryEvent, live: Sequence[WorkerInfo]) -> Wait:
+def _task(event: HistoryEvent, live: Sequence[WorkerInfo], holder: str | None) -> Wait:
     since = event.timestamp
     if isinstance(event, TimerCreated):
         return Wait(
@@ -154,8 +169,25 @@ def _task(event: HistoryEvent, live: Sequence[WorkerInfo]) -> Wait:
     if event.deadline is not None:
         text += f", deadline {_at(event.deadline)}"
     serving = tuple(w.worker_id for w in live if event.name in w.activities and event.queue in w.queues)
-    text += _served(serving, live, f"activity {event.name} on queue {event.queue}")
-    return Wait(kind="activity", text=text, since=since, due=event.deadline, event_id=event.event_id, served_by=serving)
+    if holder:
+        text += _running_on(holder, live)
+    else:
+        text += _served(serving, live, f"activity {event.name} on queue {event.queue}")
+    return Wait(
+        kind="activity",
+        text=text,
+        since=since,
+        due=event.deadline,
+        event_id=event.event_id,
+        served_by=serving,
+        running_on=holder,
+    )
+
+
+def _running_on(holder: str, live: Sequence[WorkerInfo]) -> str:
+    """The worker running an activity, by host and process id while its record is live."""
+    found = [w for w in live if w.worker_id == holder]
+    return f"; running on worker {holder}" + (f" ({found[0].host}, pid {found[0].pid})" if found else "")
 
 
 def _served(serving: Sequence[str], live: Sequence[WorkerInfo], what: str) -> str:
@@ -175,7 +207,7 @@ def _at(moment: datetime) -> str:
 def wait_json(wait: Wait) -> dict[str, Any]:
     """The JSON shape of a wait.
 
-    ``{"kind", "text", "since", "due", "event_id", "instance_id", "served_by", "event"}``.
+    ``{"kind", "text", "since", "due", "event_id", "instance_id", "served_by", "event", "running_on"}``.
     """
     return {
         "kind": wait.kind,
@@ -186,4 +218,5 @@ def wait_json(wait: Wait) -> dict[str, Any]:
         "instance_id": wait.instance_id,
         "served_by": list(wait.served_by),
         "event": wait.event,
+        "running_on": wait.running_on,
     }

@@ -54,6 +54,7 @@ __all__ = [
     "select_history",
     "select_state",
     "select_states",
+    "select_held_work_items",
     "select_work_item_locks",
     "select_workers",
     "update_work_item",
@@ -264,6 +265,13 @@ def update_work_item(db: sqlite3.Connection, query: str, item: WorkItem, seconds
 def select_work_item_locks(db: sqlite3.Connection, item_ids: list[int]) -> list[tuple[int, str | None]]:
     rows = db.execute(Q["select_work_item_locks"], {"item_ids": _json.dumps(item_ids)})
     return [(int(item_id), token) for item_id, token in rows]
+
+
+def select_held_work_items(db: sqlite3.Connection, instance_id: str) -> list[Sequence[Any]]:
+    rows: list[Sequence[Any]] = db.execute(
+        Q["select_held_work_items"], {"instance_id": instance_id, "now": _clock.now()}
+    ).fetchall()
+    return rows
 
 
 def select_workers(db: sqlite3.Connection) -> list[Sequence[Any]]:

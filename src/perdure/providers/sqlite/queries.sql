@@ -117,6 +117,11 @@ SELECT item_id, request FROM worker_queue WHERE instance_id = :instance_id
 -- Whoever holds it: its activity was cancelled, timed out, or its execution ended.
 DELETE FROM worker_queue WHERE item_id = :item_id
 
+-- name: select_held_work_items
+-- The instance's work items held by a worker whose lock has not expired (the dashboard's "running on").
+SELECT request, worker_id FROM worker_queue
+WHERE instance_id = :instance_id AND worker_id IS NOT NULL AND lock_token IS NOT NULL AND visible_at > :now
+
 -- name: select_work_item_locks
 SELECT item_id, lock_token FROM worker_queue WHERE item_id IN (SELECT value FROM json_each(:item_ids))
 

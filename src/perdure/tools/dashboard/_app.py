@@ -244,7 +244,8 @@ async def _waiting_for(
         return []
     if history is None:
         history = await client.get_history(state.instance_id, state.execution_id)
-    return _waits.waits(state, history, await client.list_workers())
+    running = await client.provider.activity_workers(state.instance_id, state.execution_id)
+    return _waits.waits(state, history, await client.list_workers(), running)
 
 
 _FIELDS = ("input", "output", "custom_status", "error")
