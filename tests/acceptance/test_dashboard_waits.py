@@ -179,6 +179,13 @@ def running_wait(site: Site, instance_id: str, timeout: float = 15) -> dict[str,
         time.sleep(0.05)
 
 
+def save_screenshot(site: Site, page: Page, name: str) -> None:
+    """The whole page, once (from the SQLite run), as the docs show it."""
+    if site.kind == "sqlite":
+        IMAGES.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(IMAGES / name), full_page=True)
+
+
 def utc(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -221,9 +228,7 @@ def test_a_running_activity_shows_its_attempt_and_the_worker_that_serves_it(
     expect(page.locator('.gantt g.span[data-kind="activity"]')).to_have_count(2)
     expect(page.locator(".gantt .outcome-failed")).to_have_count(1)
     expect(page.locator(".gantt .outcome-pending")).to_have_count(1)
-    if site.kind == "sqlite":
-        IMAGES.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(IMAGES / "dashboard-waiting.png"), full_page=True)
+    save_screenshot(site, page, "dashboard-waiting.png")
 
     RELEASE.set()
     expect(page.locator("#status")).to_have_text("COMPLETED", timeout=15_000)
@@ -247,9 +252,7 @@ def test_an_event_wait_names_the_event_and_its_timeout_then_the_timer_reads_with
     expect(line).to_have_text(f"event 'approved' since {utc(awaited.since)}, timeout at {utc(awaited.timeout_at)}")
     expect(page.locator('#waiting-for li[data-kind="timer"]')).to_have_count(0)  # the timeout is not a timer of its own
     expect(page.locator(".gantt .outcome-pending")).to_have_count(1)
-    if site.kind == "sqlite":
-        IMAGES.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(IMAGES / "dashboard-waiting-event.png"), full_page=True)
+    save_screenshot(site, page, "dashboard-waiting-event.png")
 
     page.click('button[data-action="raise-event"]')
     page.fill("#event-name", "approved")
