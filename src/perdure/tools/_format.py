@@ -5,7 +5,8 @@ events and spans, and sends instances as summaries (:mod:`perdure.tools._preview
 
 - an instance: ``{"instance_id", "name", "version", "status", "execution_id", "input", "output",
   "error": {"type", "message", "traceback"} | null, "custom_status", "parent_instance_id",
-  "created_at", "updated_at"}`` (times in ISO 8601, UTC);
+  "created_at", "updated_at", "waiting_for": [{"name", "since", "timeout_at", "timer_event_id"}]}``
+  (times in ISO 8601, UTC; ``waiting_for``: the external events its code waits for);
 - a history event: ``{"event_id", "type", "timestamp", "offset_seconds", "details": {…}}`` where
   ``offset_seconds`` counts from the execution's first event and ``details`` holds the event's own
   fields;
@@ -112,6 +113,15 @@ def instance_json(state: OrchestrationState) -> dict[str, Any]:
         "parent_instance_id": state.parent_instance_id,
         "created_at": _iso(state.created_at),
         "updated_at": _iso(state.updated_at),
+        "waiting_for": [
+            {
+                "name": w.name,
+                "since": _iso(w.since),
+                "timeout_at": _iso(w.timeout_at),
+                "timer_event_id": w.timer_event_id,
+            }
+            for w in state.waiting_for
+        ],
     }
 
 
@@ -348,6 +358,9 @@ def show_text(
         lines.append(f"Output:        {_short(state.output, 100)}")
     if state.custom_status is not None:
         lines.append(f"Custom status: {_short(state.custom_status, 100)}")
+    for awaited in state.waiting_for:
+        timeout = f", timeout at {awaited.timeout_at.isoformat()}" if awaited.timeout_at else ""
+        lines.append(f"Waiting for:   event {inert(repr(awaited.name))} since {awaited.since.isoformat()}{timeout}")
     if state.error is not None:
         lines.append(f"Error:         {inert(state.error.type)}: {inert(state.error.message)}")
         if state.error.traceback:
