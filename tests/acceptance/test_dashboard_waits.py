@@ -250,6 +250,7 @@ def test_an_event_wait_names_the_event_and_its_timeout_then_the_timer_reads_with
     page.goto(site.url + "instance?id=approval-1")
     line = page.locator('#waiting-for li[data-kind="event"]')
     expect(line).to_have_text(f"event 'approved' since {utc(awaited.since)}, timeout at {utc(awaited.timeout_at)}")
+    expect(page.locator(".gantt")).to_contain_text("timeout of event 'approved'")
     expect(page.locator('#waiting-for li[data-kind="timer"]')).to_have_count(0)  # the timeout is not a timer of its own
     expect(page.locator(".gantt .outcome-pending")).to_have_count(1)
     save_screenshot(site, page, "dashboard-waiting-event.png")

@@ -214,7 +214,11 @@ async def _instance(request: Request) -> Response:
     execution = _params.number(request.query_params, "execution", low=1, high=state.execution_id)
     history = await client.get_history(instance_id, execution)
     children = await client.list_instances(parent_instance_id=instance_id, limit=500)
-    waiting = await _waiting_for(client, state, history if execution in (None, state.execution_id) else None)
+    current = execution in (None, state.execution_id)
+    waiting = await _waiting_for(client, state, history if current else None)
+    timeline = _format.timeline_json(history)
+    if current:
+        _label_timeouts(timeline, state)
     return JSONResponse(
         {
             "instance": _preview.instance_summary(state),
@@ -225,7 +229,7 @@ async def _instance(request: Request) -> Response:
             },
             "error": _preview.error_page_json(state.error),
             "history": _preview.history_page_json(history),
-            "timeline": _format.timeline_json(history),
+            "timeline": timeline,
             "children": [_preview.instance_summary(c) for c in children],
             # The page enables the buttons the status allows; the client refuses the rest anyway.
             "can": {action: action in state.status.allowed_actions for action in ACTIONS},
@@ -234,6 +238,14 @@ async def _instance(request: Request) -> Response:
             "now": datetime.now(UTC).isoformat(),
         }
     )
+
+
+def _label_timeouts(timeline: list[dict[str, Any]], state: OrchestrationState) -> None:
+    """A timer that is the timeout of an event wait still open is labelled as such."""
+    timeouts = {w.timer_event_id: w.name for w in state.waiting_for}
+    for span in timeline:
+        if span["kind"] == "timer" and span["event_id"] in timeouts:
+            span["label"] = f"timeout of event {timeouts[span['event_id']]!r}"
 
 
 async def _waiting_for(
