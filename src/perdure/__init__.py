@@ -28,7 +28,7 @@ from perdure._errors import (
     UnregisteredActivityError,
     UnregisteredOrchestrationError,
 )
-from perdure._state import OrchestrationDescriptor, OrchestrationState, OrchestrationStatus
+from perdure._state import AwaitedEvent, OrchestrationDescriptor, OrchestrationState, OrchestrationStatus
 from perdure.client import Client, SyncClient
 from perdure.engine import DurableTask, OrchestrationContext, RetryPolicy
 from perdure.providers import Provider, SqliteProvider, WorkerInfo, open_provider
@@ -43,6 +43,7 @@ __all__ = [
     "ActivityContext",
     "ActivityFailedError",
     "ActivityRegistry",
+    "AwaitedEvent",
     "Client",
     "DurableTask",
     "ErrorDetails",

@@ -17,6 +17,7 @@ def test_public_api_is_exactly_this() -> None:
             "ActivityContext",
             "ActivityFailedError",
             "ActivityRegistry",
+            "AwaitedEvent",
             "Client",
             "DurableTask",
             "ErrorDetails",

@@ -281,11 +281,13 @@ class OrchestrationContext:
             due = self._after(timeout, "the timeout of wait_for_event")
             if due < self.now():
                 raise ValueError(f"the timeout of wait_for_event must not be negative, got {timeout!r}")
-        task: DurableTask[Any] = EventWait(self._engine, name)
+        task = EventWait(self._engine, name, self.now())
         self._engine.wait_event(name, task)
         if due is None:
             return task
-        return EventWithTimeout(self._engine, name, task, self.create_timer(due))
+        timer = self.create_timer(due)
+        task._timeout = (due, timer)
+        return EventWithTimeout(self._engine, name, task, timer)
 
     def call_sub_orchestration(
         self,

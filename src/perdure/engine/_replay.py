@@ -33,12 +33,13 @@ from perdure._errors import (
     PerdureError,
     type_name,
 )
-from perdure._state import OrchestrationStatus
+from perdure._state import AwaitedEvent, OrchestrationStatus
 from perdure.engine._awaits import stuck_warnings, unawaited_warnings
 from perdure.engine._context import OrchestrationContext
 from perdure.engine._driver import CoroutineDriver, OrchestrationFunction
 from perdure.engine._matching import application_order, event_key, same_decision
 from perdure.engine._tasks import DurableTask, ScheduledTask, resolved
+from perdure.engine._waiting import open_event_waits
 from perdure.engine.events import (
     TERMINAL_EVENTS,
     ActivityCompleted,
@@ -93,7 +94,7 @@ class ReplayOutcome:
         status: The instance status after the turn.
         output: The output, when the orchestration completed.
         error: The failure, when it failed.
-        custom_status: The custom status after the turn.
+        custom_status: The custom status after the turn; ``waiting_for``: the external events it waits for.
         carryover: Unawaited external events to hand to the next execution after continue-as-new.
         dropped: (index of the new event, why) for messages consumed without being recorded.
         unapplied: Indices of consumed new events the execution never saw, because it had already
@@ -109,6 +110,7 @@ class ReplayOutcome:
     output: Any = None
     error: ErrorDetails | None = None
     custom_status: Any = None
+    waiting_for: list[AwaitedEvent] = field(default_factory=list)
     carryover: list[EventRaised] = field(default_factory=list)
     dropped: list[tuple[int, str]] = field(default_factory=list)
     unapplied: list[int] = field(default_factory=list)
@@ -243,6 +245,7 @@ class _Replay:
             output=self.output,
             error=self.error,
             custom_status=self.custom_status,
+            waiting_for=open_event_waits(self.waiters.values(), self.finished),
             carryover=carryover,
             dropped=dropped,
             unapplied=unapplied,

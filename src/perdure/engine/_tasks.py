@@ -230,13 +230,18 @@ class ScheduledTask(DurableTask[Any]):
 
 class EventWait(DurableTask[Any]):
     """A wait for an external event; cancelling it withdraws the wait (no history event needed:
-    a wait is not a decision, and replay withdraws it at the same point)."""
+    a wait is not a decision, and replay withdraws it at the same point).
 
-    __slots__ = ("_engine", "_name")
+    ``_since`` is the turn time the wait began; ``_timeout`` when it gives up and the timer that
+    ends it, if it has a timeout: what the engine reports of the waits still open (``_waiting``).
+    """
 
-    def __init__(self, engine: _Engine, name: str) -> None:
+    __slots__ = ("_engine", "_name", "_since", "_timeout")
+
+    def __init__(self, engine: _Engine, name: str, since: datetime) -> None:
         super().__init__()
-        self._engine, self._name = engine, name
+        self._engine, self._name, self._since = engine, name, since
+        self._timeout: tuple[datetime, DurableTask[None]] | None = None
 
     def _cancel_work(self) -> None:
         self._engine.withdraw_wait(self._name, self)

@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from perdure._errors import ErrorDetails, PerdureError, ProviderError
-from perdure._state import OrchestrationState, OrchestrationStatus
+from perdure._state import AwaitedEvent, OrchestrationState, OrchestrationStatus
 from perdure.engine import HistoryEvent
 from perdure.providers._clock import PROCESS_CLOCK, TimeSource
 from perdure.providers._workers import Heartbeat, WorkerInfo, WorkerLiveness
@@ -194,7 +194,11 @@ class WorkItem:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class InstanceUpdate:
-    """The instance state a turn leaves behind."""
+    """The instance state a turn leaves behind.
+
+    ``waiting_for`` is what the execution's code waits for (``OrchestrationState.waiting_for``),
+    stored with the rest of the row and read back by ``get_state`` and ``list_instances``.
+    """
 
     name: str
     version: str | None
@@ -205,6 +209,7 @@ class InstanceUpdate:
     error: ErrorDetails | None = None
     custom_status: Any = None
     parent_instance_id: str | None = None
+    waiting_for: Sequence[AwaitedEvent] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -439,6 +444,16 @@ class Provider(abc.ABC):
     async def list_workers(self) -> list[WorkerInfo]:
         """Every worker record, live or recently dead (``alive`` says which); empty without records."""
         return []
+
+    async def activity_workers(self, instance_id: str, execution_id: int) -> dict[int, str]:
+        """Which worker runs each activity of ``instance_id``'s execution ``execution_id`` right now.
+
+        Keyed by the id of the event that scheduled the activity (``ActivityRequest.source_event_id``),
+        the ``worker_id`` of the worker (:meth:`list_workers`) whose lock on its work item has not
+        expired. An activity waiting for a worker, or whose worker's lock expired, is missing. For
+        operators; this default knows no workers and answers ``{}``.
+        """
+        return {}
 
     # --- waiting ---------------------------------------------------------------------------------
 

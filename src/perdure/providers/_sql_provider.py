@@ -30,7 +30,14 @@ from perdure.providers._base import (
     WorkerInfo,
     WorkItem,
 )
-from perdure.providers._codec import MessageRow, orchestration_item, state_from_row, work_item, worker_from_row
+from perdure.providers._codec import (
+    MessageRow,
+    held_activities,
+    orchestration_item,
+    state_from_row,
+    work_item,
+    worker_from_row,
+)
 from perdure.providers._signal import SignalBoard
 
 __all__ = ["LockedInstance", "SqlProvider", "WorkRow"]
@@ -172,6 +179,9 @@ class SqlProvider(Provider):
     async def list_workers(self) -> list[WorkerInfo]:
         return [worker_from_row(row) for row in await self._select_workers()]
 
+    async def activity_workers(self, instance_id: str, execution_id: int) -> dict[int, str]:
+        return held_activities(await self._select_held_work_items(instance_id), execution_id)
+
     # --- waiting -------------------------------------------------------------------------------
 
     async def wait_for_work(self, kind: QueueKind, timeout: float, queues: Sequence[str] = ()) -> None:
@@ -293,6 +303,10 @@ class SqlProvider(Provider):
     @abc.abstractmethod
     async def _select_workers(self) -> list[Sequence[Any]]:
         """The ``select_workers`` columns of every worker record, ``alive`` by the store's clock."""
+
+    @abc.abstractmethod
+    async def _select_held_work_items(self, instance_id: str) -> list[Sequence[Any]]:
+        """The request text and holder (``worker_id``) of the instance's work items a worker holds, lock unexpired."""
 
     @abc.abstractmethod
     async def _seconds_until_due(self, kind: QueueKind, queues: list[str]) -> float | None:

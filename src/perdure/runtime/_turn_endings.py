@@ -314,6 +314,7 @@ def instance_update(started: OrchestrationStarted, result: ReplayOutcome, execut
         output=result.output,
         error=result.error,
         custom_status=result.custom_status,
+        waiting_for=tuple(result.waiting_for),
         parent_instance_id=started.parent_instance,
     )
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from perdure.engine import encode_event
 from perdure.providers._base import Message, NewInstance, OrchestrationItem, TurnCommit, WorkItem
-from perdure.providers._codec import encode_error, encode_request, encode_value, message_kind
+from perdure.providers._codec import encode_error, encode_request, encode_value, encode_waits, message_kind
 
 __all__ = ["completion_params", "instance_params", "message_arrays", "message_params", "release_params", "turn_params"]
 
@@ -94,4 +94,5 @@ def turn_params(item: OrchestrationItem, commit: TurnCommit) -> dict[str, Any]:
         "error": None if s is None else encode_error(s.error),
         "custom_status": None if s is None else encode_value(s.custom_status),
         "parent_instance_id": None if s is None else s.parent_instance_id,
+        "waiting_for": None if s is None else encode_waits(s.waiting_for),
     }

@@ -341,6 +341,9 @@ class PostgresProvider(SqlProvider):
         rows = await self._fetchall(_Q["select_work_item_locks"], {"item_ids": item_ids})
         return [(int(item_id), token) for item_id, token in rows]
 
+    async def _select_held_work_items(self, instance_id: str) -> list[Sequence[Any]]:
+        return list(await self._fetchall(_Q["select_held_work_items"], {"instance_id": instance_id}))
+
     async def _select_workers(self) -> list[Sequence[Any]]:
         return list(await self._fetchall(_Q["select_workers"]))
 

@@ -188,6 +188,9 @@ class SqliteProvider(SqlProvider):
     async def _select_work_item_locks(self, item_ids: list[int]) -> list[tuple[int, str | None]]:
         return await self._read(tx.select_work_item_locks, item_ids)
 
+    async def _select_held_work_items(self, instance_id: str) -> list[Sequence[Any]]:
+        return await self._read(tx.select_held_work_items, self.clock, instance_id)
+
     async def _select_workers(self) -> list[Sequence[Any]]:
         return await self._read(tx.select_workers, self.clock)
 

@@ -29,6 +29,7 @@ from perdure.providers._codec import (
     encode_error,
     encode_request,
     encode_value,
+    encode_waits,
     message_kind,
     to_epoch,
     worker_serves,
@@ -57,6 +58,7 @@ __all__ = [
     "select_history",
     "select_state",
     "select_states",
+    "select_held_work_items",
     "select_work_item_locks",
     "select_workers",
     "update_work_item",
@@ -220,6 +222,7 @@ def _state_row(instance_id: str, state: InstanceUpdate, now: float) -> dict[str,
         "error": encode_error(state.error),
         "custom_status": encode_value(state.custom_status),
         "parent_instance_id": state.parent_instance_id,
+        "waiting_for": encode_waits(state.waiting_for),
         "now": now,
     }
 
@@ -275,6 +278,13 @@ def count_work_deliveries(db: sqlite3.Connection, held: list[tuple[int, str]], c
 def select_work_item_locks(db: sqlite3.Connection, item_ids: list[int]) -> list[tuple[int, str | None]]:
     rows = db.execute(Q["select_work_item_locks"], {"item_ids": _json.dumps(item_ids)})
     return [(int(item_id), token) for item_id, token in rows]
+
+
+def select_held_work_items(db: sqlite3.Connection, clock: TimeSource, instance_id: str) -> list[Sequence[Any]]:
+    rows: list[Sequence[Any]] = db.execute(
+        Q["select_held_work_items"], {"instance_id": instance_id, "now": clock.now()}
+    ).fetchall()
+    return rows
 
 
 def select_workers(db: sqlite3.Connection, clock: TimeSource) -> list[Sequence[Any]]:

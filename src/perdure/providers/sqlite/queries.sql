@@ -13,7 +13,7 @@ VALUES (:instance_id, :name, 'PENDING',
         :input, :parent_instance_id, :now, :now)
 ON CONFLICT (instance_id) DO UPDATE SET
     name = excluded.name, version = NULL, status = 'PENDING', execution_id = excluded.execution_id,
-    input = excluded.input, output = NULL, error = NULL, custom_status = NULL,
+    input = excluded.input, output = NULL, error = NULL, custom_status = NULL, waiting_for = NULL,
     parent_instance_id = excluded.parent_instance_id, created_at = excluded.created_at, updated_at = excluded.updated_at
 RETURNING execution_id
 
@@ -29,7 +29,7 @@ VALUES (:instance_id, :execution_id, :kind, :event, :visible_at)
 
 -- name: select_state
 SELECT instance_id, name, version, status, execution_id, input, output, error, custom_status,
-       parent_instance_id, created_at, updated_at
+       parent_instance_id, created_at, updated_at, waiting_for
 FROM instances WHERE instance_id = :instance_id
 
 -- name: select_history
@@ -78,7 +78,7 @@ INSERT INTO worker_queue (queue, instance_id, request, visible_at) VALUES (:queu
 -- name: update_instance
 UPDATE instances SET name = :name, version = :version, status = :status, execution_id = :execution_id,
     input = :input, output = :output, error = :error, custom_status = :custom_status,
-    parent_instance_id = :parent_instance_id, updated_at = :now
+    parent_instance_id = :parent_instance_id, updated_at = :now, waiting_for = :waiting_for
 WHERE instance_id = :instance_id
 
 -- name: delete_message
@@ -116,6 +116,11 @@ SELECT item_id, request FROM worker_queue WHERE instance_id = :instance_id
 -- name: cancel_work_item
 -- Whoever holds it: its activity was cancelled, timed out, or its execution ended.
 DELETE FROM worker_queue WHERE item_id = :item_id
+
+-- name: select_held_work_items
+-- The instance's work items held by a worker whose lock has not expired (the dashboard's "running on").
+SELECT request, worker_id FROM worker_queue
+WHERE instance_id = :instance_id AND worker_id IS NOT NULL AND lock_token IS NOT NULL AND visible_at > :now
 
 -- name: select_work_item_locks
 SELECT item_id, lock_token FROM worker_queue WHERE item_id IN (SELECT value FROM json_each(:item_ids))
@@ -176,6 +181,10 @@ ALTER TABLE instance_locks ADD COLUMN worker_id TEXT;
 ALTER TABLE worker_queue ADD COLUMN worker_id TEXT;
 ALTER TABLE worker_queue ADD COLUMN heartbeat_details TEXT;
 ALTER TABLE worker_queue ADD COLUMN heartbeat_at REAL
+
+-- name: add_waiting_for
+-- Files from before OrchestrationState.waiting_for.
+ALTER TABLE instances ADD COLUMN waiting_for TEXT
 
 -- name: worker_indexes
 CREATE INDEX IF NOT EXISTS instance_locks_by_worker ON instance_locks (worker_id) WHERE worker_id IS NOT NULL;
