@@ -41,6 +41,7 @@ from perdure.engine.events import (
     OrchestrationTerminated,
     StartRequested,
     TerminateRequested,
+    TimerFired,
 )
 from perdure.providers._base import OrchestrationItem, QueuedMessage, TurnCommit
 from perdure.runtime._options import RuntimeOptions
@@ -238,6 +239,10 @@ class _Planner(TurnEndings):
         if not history and start is None:
             if not accepted:
                 return self.planned(TurnCommit(execution_id=state.execution_id, consumed=self.consumed))
+            if state.status is OrchestrationStatus.PENDING:
+                # Its start is delayed (start_at): what came meanwhile waits for it, however long.
+                delay = self.options.max_dispatch_backoff
+                return Abandon(delay, "its delayed start has not come yet", undo_delivery=True)
             # Messages that overtook the start of a new execution: let the start arrive first.
             return Abandon(self.options.backoff(1), "no start message yet for a new execution")
 
@@ -279,7 +284,8 @@ class _Planner(TurnEndings):
                 self.drop(message, newer, error=True)
             elif event is None:
                 why = f"it belongs to execution {message.execution_id}, not {state.execution_id}"
-                self.drop(message, why, expected=is_time_out(message.event))  # time-outs outlive attempts
+                # Time-outs outlive attempts, and timers the ended execution cancelled or left still fire.
+                self.drop(message, why, expected=is_time_out(message.event) or isinstance(message.event, TimerFired))
             elif isinstance(event, StartRequested):
                 # After continue-as-new only the start addressed to the new execution may begin it.
                 stray = state.execution_id > 1 and message.execution_id is None
