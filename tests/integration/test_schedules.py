@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,8 +15,8 @@ from perdure import (
     OrchestrationContext,
     OrchestrationStatus,
     Provider,
-    Registry,
     RegistrationError,
+    Registry,
     ScheduleAlreadyExistsError,
     ScheduleInfo,
     ScheduleNotFoundError,
@@ -112,7 +113,7 @@ async def test_skip_starts_nothing_while_the_previous_run_still_runs(provider: P
         await wait_until(lambda: _at_least(client, "held", 1), timeout=15, what="the first run")
         first = (await runs_of(client, "held"))[0]
         info = await schedule_reads(client, "held", running=first)
-        await _sleep(3.2)  # three due times come and go while the first run waits
+        await asyncio.sleep(3.2)  # three due times come and go while the first run waits
         assert await runs_of(client, "held") == [first]
         await client.raise_event(first, "Go", "done")
         after = await schedule_reads(client, "held", running=None)
@@ -134,7 +135,7 @@ async def test_buffer_one_starts_one_kept_run_as_soon_as_the_previous_ends(provi
         buffered = await wait_until(
             lambda: _buffered(client, "buf"), timeout=15, what="a due time kept while the first run runs"
         )
-        await _sleep(2.2)
+        await asyncio.sleep(2.2)
         assert await runs_of(client, "buf") == [first]
         await client.raise_event(first, "Go")
         await schedule_reads(client, "buf", running=buffered)  # started at once, not at the next due time
@@ -196,7 +197,7 @@ async def test_a_delayed_start_stays_pending_until_start_at_and_keeps_what_came_
         start_at = datetime.now(UTC) + timedelta(seconds=2)
         await client.start_orchestration("later", "Held", start_at=start_at)
         await client.raise_event("later", "Go", "early")  # waits for the start, and is not poison
-        await _sleep(1.0)
+        await asyncio.sleep(1.0)
         state = await client.get_status("later")
         assert state is not None and state.status is OrchestrationStatus.PENDING
         done = await client.wait_for_orchestration("later", timeout=15)
@@ -209,12 +210,6 @@ async def test_a_delayed_start_stays_pending_until_start_at_and_keeps_what_came_
         await client.start_orchestration("later", "Tick", if_exists="restart", start_at=start_at + timedelta(days=1))
         restarted = await client.get_status("later")
         assert restarted is not None and restarted.status is OrchestrationStatus.PENDING
-
-
-async def _sleep(seconds: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(seconds)
 
 
 def test_fast_options_keep_redeliveries_short() -> None:
