@@ -1,4 +1,4 @@
-"""The dashboard's web application: two pages, a small JSON API and the actions.
+"""The dashboard's web application: two pages, a small JSON API and the actions (schedules: ``_schedules``).
 
 Pages (``/`` and ``/instance?id=…``) are static HTML from ``static/`` with the CSRF token filled
 in; the scripts poll the JSON API and render. The API:
@@ -44,6 +44,7 @@ from perdure._state import ACTIONS
 from perdure.tools import _format, _preview
 from perdure.tools.dashboard import _params
 from perdure.tools.dashboard._params import BadParameter
+from perdure.tools.dashboard._schedules import SCHEDULES_PAGE, schedule_routes
 from perdure.tools.dashboard._security import CSRF_HEADER, SESSION_COOKIE, TOKEN_COOKIE, Guard
 
 __all__ = ["create_app"]
@@ -124,6 +125,7 @@ def create_app(client: Client, *, token: str | None = None, refresh: float = 1.5
         Route("/api/instance", _instance),
         Route("/api/download", _download),
         Route("/api/instance/{action}", _action, methods=["POST"]),
+        *schedule_routes(_page(SCHEDULES_PAGE)),
         Mount("/static", StaticFiles(directory=str(_STATIC)), name="static"),
     ]
     guard = Guard(token)
@@ -131,7 +133,8 @@ def create_app(client: Client, *, token: str | None = None, refresh: float = 1.5
     app.state.client = client
     app.state.guard = guard
     app.state.refresh = refresh
-    app.state.pages = {name: (_STATIC / name).read_text(encoding="utf-8") for name in ("index.html", "instance.html")}
+    pages = ("index.html", "instance.html", SCHEDULES_PAGE)
+    app.state.pages = {name: (_STATIC / name).read_text(encoding="utf-8") for name in pages}
     return app
 
 
