@@ -206,10 +206,13 @@ async def test_a_delayed_start_stays_pending_until_start_at_and_keeps_what_came_
         assert history[0].timestamp >= start_at
         with pytest.raises(ValueError, match="start_at must be an aware datetime"):
             await client.start_orchestration("naive", "Tick", start_at=datetime(2030, 1, 1))
-        # A restart can be delayed too.
+        # A restart can be delayed too, and a terminate does not wait for the start.
         await client.start_orchestration("later", "Tick", if_exists="restart", start_at=start_at + timedelta(days=1))
         restarted = await client.get_status("later")
         assert restarted is not None and restarted.status is OrchestrationStatus.PENDING
+        assert await client.terminate("later", "not needed after all")
+        ended = await client.wait_for_orchestration("later", timeout=15)
+        assert ended.status is OrchestrationStatus.TERMINATED and ended.execution_id == restarted.execution_id
 
 
 def test_fast_options_keep_redeliveries_short() -> None:

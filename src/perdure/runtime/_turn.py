@@ -240,7 +240,10 @@ class _Planner(TurnEndings):
             if not accepted:
                 return self.planned(TurnCommit(execution_id=state.execution_id, consumed=self.consumed))
             if state.status is OrchestrationStatus.PENDING:
-                # Its start is delayed (start_at): what came meanwhile waits for it, however long.
+                # Its start is delayed (start_at): a terminate ends it now, anything else waits for it.
+                terminate = next((i for i in accepted if isinstance(i.event, TerminateRequested)), None)
+                if terminate is not None:
+                    return self.terminate_without_code(state, [], None, terminate)
                 delay = self.options.max_dispatch_backoff
                 return Abandon(delay, "its delayed start has not come yet", undo_delivery=True)
             # Messages that overtook the start of a new execution: let the start arrive first.
