@@ -236,3 +236,50 @@ def test_a_schedule_past_its_end_is_finished() -> None:
     state, runs = fire_due(state_of(end_at=at(15)), at(30), running=False)
     assert len(runs) == 1 and state.next_due is None and state.finished
     assert state.to_json()["state"] == "ended"
+
+
+# --- the schedule orchestration itself, replayed with injected times and the determinism guards ---
+
+
+def schedule_turn(history: list[Any], new_events: list[Any], now: datetime) -> Any:
+    from perdure.engine import replay
+    from perdure.schedules import run_schedule
+
+    return replay(
+        run_schedule,
+        instance_id="schedule:s",
+        execution_id=1,
+        history=history,
+        new_events=new_events,
+        now=now,
+        determinism_guards=True,
+    )
+
+
+def test_the_orchestration_sleeps_until_the_dst_shifted_due_time_and_fires_it() -> None:
+    from perdure.engine.events import (
+        OrchestrationContinuedAsNew,
+        OrchestrationStarted,
+        SubOrchestrationScheduled,
+        TimerCreated,
+        TimerFired,
+    )
+    from perdure.schedules import SCHEDULE_ORCHESTRATION, SCHEDULE_VERSION
+
+    created = datetime(2026, 3, 7, 12, 0, tzinfo=UTC)
+    s = spec(cron="30 2 * * *", timezone="America/New_York", created_at=created, input={"k": 1})
+    state = ScheduleState(spec=s, next_due=s.first_due())
+    started = OrchestrationStarted(name=SCHEDULE_ORCHESTRATION, version=SCHEDULE_VERSION, input=state.to_json())
+    first = schedule_turn([], [started], created)
+    [timer] = [e for e in first.new_events if isinstance(e, TimerCreated)]
+    assert timer.fire_at.astimezone(NEW_YORK).strftime("%m-%d %H:%M %Z") == "03-08 03:30 EDT"
+    assert first.custom_status["next_due"] == "2026-03-08T07:30:00Z"
+
+    fired_at = timer.fire_at + timedelta(milliseconds=40)
+    fired = TimerFired(source_event_id=timer.event_id, fire_at=timer.fire_at)
+    second = schedule_turn(first.new_events, [fired], fired_at)
+    [run] = [e for e in second.new_events if isinstance(e, SubOrchestrationScheduled)]
+    assert (run.name, run.instance_id, run.input) == ("Job", "s@2026-03-08T07:30:00Z", {"k": 1})
+    assert not any(isinstance(e, OrchestrationContinuedAsNew) for e in second.new_events)  # it follows the run
+    assert second.custom_status["running"] == run.instance_id
+    assert second.custom_status["next_due"] == "2026-03-09T06:30:00Z"  # 02:30 EDT the next night
