@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from tests.integration.runtime_support import FAST, running, wait_until
@@ -20,6 +22,7 @@ from perdure import (
     ScheduleAlreadyExistsError,
     ScheduleInfo,
     ScheduleNotFoundError,
+    SyncClient,
 )
 from perdure.testing import Replayer
 
@@ -218,3 +221,15 @@ async def test_a_delayed_start_stays_pending_until_start_at_and_keeps_what_came_
 def test_fast_options_keep_redeliveries_short() -> None:
     # The delayed-start test relies on the messages that wait for a start being retried quickly.
     assert FAST.max_dispatch_backoff <= 0.1
+
+
+def test_sync_client_manages_schedules_from_code_without_a_loop(tmp_path: Path) -> None:
+    with SyncClient(f"sqlite:///{tmp_path / 'sync.db'}") as client:
+        created = client.create_schedule("report", "Tick", {"x": 1}, cron="0 9 * * mon", timezone="Europe/Paris")
+        assert created.next_fire_at is not None and created.next_fire_at.astimezone(ZoneInfo("Europe/Paris")).hour == 9
+        assert [s.schedule_id for s in client.list_schedules()] == ["report"]
+        client.pause_schedule("report", "holidays")  # queued for the schedule's next turn
+        assert client.get_schedule("report").cron == "0 9 * * mon"
+        with pytest.raises(ScheduleAlreadyExistsError):
+            client.create_schedule("report", "Tick", every=60)
+        client.delete_schedule("report")
