@@ -185,7 +185,7 @@ async def test_a_schedule_survives_a_sigkill_of_its_worker_and_catches_up(
     for run in ids:
         await client.wait_for_orchestration(run, timeout=30)
     # Activities run at least once: one the kill interrupted may have logged twice; none is missing.
-    assert set(ran(tmp_path / "runs.log")) == set(ids)
+    assert {run for run in ran(tmp_path / "runs.log") if run.startswith("every2@")} == set(ids)
     assert await started_by_schedule(client, "schedule:every2") == ids
     # The narrow window let the due times of the downtime go: counted as missed, not run.
     narrow_state = await client.get_status("schedule:narrow")
