@@ -179,6 +179,10 @@ async def test_schedule_calls_refuse_bad_input_and_unknown_or_taken_ids(provider
         await client.create_schedule("x", "Tick", every=5, overlap="queue")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="every takes seconds or a timedelta"):
         await client.create_schedule("x", "Tick", every="5s")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="catchup_window must be positive"):
+        await client.create_schedule("x", "Tick", every=5, catchup_window=0)
+    with pytest.raises(TypeError, match="catchup_window takes seconds or a timedelta"):
+        await client.create_schedule("x", "Tick", every=5, catchup_window=None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="would never fire"):
         await client.create_schedule("x", "Tick", every=60, end_at=datetime.now(UTC) + timedelta(seconds=30))
     for call in (client.get_schedule, client.pause_schedule, client.trigger_schedule, client.delete_schedule):

@@ -104,7 +104,7 @@ class ScheduleCalls:
             overlap=overlap,
             start_at=start_at,
             end_at=end_at,
-            catchup_window=duration(catchup_window, "catchup_window") or DEFAULT_CATCHUP_WINDOW,
+            catchup_window=duration(catchup_window, "catchup_window"),  # type: ignore[arg-type]
             created_at=datetime.now(UTC).replace(microsecond=0),  # whole seconds make tidy run ids
         )
         return await self._create(spec)

@@ -140,6 +140,8 @@ class ScheduleSpec:
             check_aware(moment, what)
         if self.start_at is not None and self.end_at is not None and self.end_at <= self.start_at:
             raise ValueError(f"end_at ({self.end_at}) must come after start_at ({self.start_at})")
+        if not isinstance(self.catchup_window, timedelta):
+            raise TypeError(f"catchup_window takes seconds or a timedelta, not {type(self.catchup_window).__name__}")
         if self.catchup_window <= timedelta(0):
             raise ValueError(f"catchup_window must be positive, got {self.catchup_window}")
 
