@@ -18,7 +18,9 @@ Turn rules:
 - to a FAILED instance, messages that carry input are retained with the failed execution
   (``_retained``); other messages to a finished instance, or to an instance that does not exist,
   are dropped;
-- a duplicate completion is dropped (by the engine).
+- a duplicate completion is dropped (by the engine);
+- messages to a PENDING instance whose delayed start has not come wait for it (put back without
+  counting a delivery), except a terminate, which ends it at once.
 """
 
 from __future__ import annotations
