@@ -9,7 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from tests.integration.runtime_support import FAST, running, wait_until
+from tests.integration.runtime_support import running, wait_until
 
 from perdure import (
     Client,
@@ -220,11 +220,6 @@ async def test_a_delayed_start_stays_pending_until_start_at_and_keeps_what_came_
         assert await client.terminate("later", "not needed after all")
         ended = await client.wait_for_orchestration("later", timeout=15)
         assert ended.status is OrchestrationStatus.TERMINATED and ended.execution_id == restarted.execution_id
-
-
-def test_fast_options_keep_redeliveries_short() -> None:
-    # The delayed-start test relies on the messages that wait for a start being retried quickly.
-    assert FAST.max_dispatch_backoff <= 0.1
 
 
 def test_sync_client_manages_schedules_from_code_without_a_loop(tmp_path: Path) -> None:
