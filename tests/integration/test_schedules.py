@@ -195,6 +195,11 @@ async def test_schedule_calls_refuse_bad_input_and_unknown_or_taken_ids(provider
     await client.create_schedule("x", "Tick", cron="0 9 * * *", timezone="Europe/Paris")
     with pytest.raises(ScheduleAlreadyExistsError, match="'x' exists"):
         await client.create_schedule("x", "Tick", every=5)
+    for schedule_id in ("w", "y", "z"):
+        await client.create_schedule(schedule_id, "Tick", every=3600)
+    first = await client.list_schedules(limit=2)
+    assert [s.schedule_id for s in first] == ["w", "x"]
+    assert [s.schedule_id for s in await client.list_schedules(limit=2, after="x")] == ["y", "z"]
     with pytest.raises(RegistrationError, match="built-in"):
         Registry().orchestration("perdure.Schedule")(tick)
 

@@ -107,6 +107,14 @@ class ScheduleState:
             return False
         return not running or (self.spec.overlap == "buffer_one" and self.buffered is None)
 
+    def label(self, running: str | None = None) -> str:
+        """``deleted``, ``ended`` (nothing left to start, and no run followed any more), ``paused`` or ``active``."""
+        if self.deleted:
+            return "deleted"
+        if self.finished and running is None:
+            return "ended"
+        return "paused" if self.paused else "active"
+
     def started(self, run: Run) -> ScheduleState:
         return replace(self, fires=self.fires + 1, last_run_id=run.instance_id, last_due=run.due, last_error=None)
 
@@ -114,7 +122,7 @@ class ScheduleState:
         """The state as JSON: the orchestration's input, and (with ``running``) its custom status."""
         return {
             "spec": self.spec.to_json(),
-            "state": "deleted" if self.deleted else "ended" if self.finished else "paused" if self.paused else "active",
+            "state": self.label(running),
             "next_due": None if self.next_due is None else time_text(self.next_due),
             "paused": self.paused,
             "note": self.note,
