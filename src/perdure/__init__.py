@@ -21,6 +21,8 @@ from perdure._errors import (
     PoisonMessageError,
     ProviderError,
     RegistrationError,
+    ScheduleAlreadyExistsError,
+    ScheduleNotFoundError,
     SerializationError,
     SubOrchestrationFailedError,
     TaskCancelledError,
@@ -33,6 +35,7 @@ from perdure.client import Client, SyncClient
 from perdure.engine import DurableTask, OrchestrationContext, RetryPolicy
 from perdure.providers import Provider, SqliteProvider, WorkerInfo, open_provider
 from perdure.runtime import ActivityContext, ActivityRegistry, OrchestrationRegistry, Registry, Runtime, RuntimeOptions
+from perdure.schedules import ScheduleInfo
 
 if TYPE_CHECKING:
     from perdure.providers.postgres import PostgresProvider
@@ -69,6 +72,9 @@ __all__ = [
     "RetryPolicy",
     "Runtime",
     "RuntimeOptions",
+    "ScheduleAlreadyExistsError",
+    "ScheduleInfo",
+    "ScheduleNotFoundError",
     "SerializationError",
     "SqliteProvider",
     "SubOrchestrationFailedError",

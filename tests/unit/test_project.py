@@ -43,6 +43,9 @@ def test_public_api_is_exactly_this() -> None:
             "RetryPolicy",
             "Runtime",
             "RuntimeOptions",
+            "ScheduleAlreadyExistsError",
+            "ScheduleInfo",
+            "ScheduleNotFoundError",
             "SerializationError",
             "SqliteProvider",
             "SubOrchestrationFailedError",
@@ -138,8 +141,9 @@ _MAY_IMPORT = {
     "engine": {"leaf"},
     "providers": {"leaf", "engine"},
     "_tracing": {"leaf", "engine"},
-    "client": {"leaf", "engine", "providers", "_tracing"},
-    "runtime": {"leaf", "engine", "providers", "_tracing"},
+    "schedules": {"leaf", "engine"},
+    "client": {"leaf", "engine", "providers", "_tracing", "schedules"},
+    "runtime": {"leaf", "engine", "providers", "_tracing", "schedules"},
 }
 
 

@@ -150,7 +150,7 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         if isinstance(plan, Abandon):
             _log.info("instance %r put back for %.1f s: %s", item.instance_id, plan.delay, plan.reason, extra=ids)
             self.metrics.count("turns", "abandoned")
-            await self.provider.abandon_orchestration_item(item, plan.delay)
+            await self.provider.abandon_orchestration_item(item, plan.delay, undo_delivery=plan.undo_delivery)
             return
         commit = plan.commit
         ids["execution_id"] = commit.execution_id

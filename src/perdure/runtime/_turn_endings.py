@@ -39,10 +39,11 @@ __all__ = ["Abandon", "Input", "TurnEndings", "TurnPlan", "instance_update", "me
 
 @dataclass(frozen=True, slots=True)
 class Abandon:
-    """Put the item back, to be retried after ``delay`` seconds."""
+    """Put the item back, to be retried after ``delay`` seconds (``undo_delivery``: not counted as a delivery)."""
 
     delay: float
     reason: str
+    undo_delivery: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
-"""The dashboard's web application: the pages, a small JSON API and the actions.
+"""The dashboard's web application: the pages, a small JSON API and the actions (workers: ``_workers``;
+schedules: ``_schedules``).
 
-Pages (``/``, ``/instance?id=…`` and ``/workers``) are static HTML from ``static/`` with the CSRF
+Pages (``/``, ``/instance?id=…``, ``/workers`` and ``/schedules``) are static HTML from ``static/`` with the CSRF
 token filled in; the scripts poll the JSON API and render. The workers page and its API are in
 :mod:`perdure.tools.dashboard._workers`. The API:
 
@@ -48,6 +49,7 @@ from perdure.engine.events import HistoryEvent
 from perdure.tools import _format, _preview, _waits
 from perdure.tools.dashboard import _params, _workers
 from perdure.tools.dashboard._params import BadParameter
+from perdure.tools.dashboard._schedules import SCHEDULES_PAGE, schedule_routes
 from perdure.tools.dashboard._security import CSRF_HEADER, SESSION_COOKIE, TOKEN_COOKIE, Guard
 
 __all__ = ["create_app"]
@@ -130,6 +132,7 @@ def create_app(client: Client, *, token: str | None = None, refresh: float = 1.5
         Route("/api/instance/{action}", _action, methods=["POST"]),
         *[Route(path, _page(name)) for path, name in _workers.PAGES.items()],
         *_workers.API_ROUTES,
+        *schedule_routes(_page(SCHEDULES_PAGE)),
         Mount("/static", StaticFiles(directory=str(_STATIC)), name="static"),
     ]
     guard = Guard(token)
@@ -137,7 +140,7 @@ def create_app(client: Client, *, token: str | None = None, refresh: float = 1.5
     app.state.client = client
     app.state.guard = guard
     app.state.refresh = refresh
-    pages = ("index.html", "instance.html", *_workers.PAGES.values())
+    pages = ("index.html", "instance.html", *_workers.PAGES.values(), SCHEDULES_PAGE)
     app.state.pages = {name: (_STATIC / name).read_text(encoding="utf-8") for name in pages}
     return app
 
