@@ -136,3 +136,10 @@ def stop_process(process: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.communicate(timeout=10)
+
+
+def csrf_of(html: str) -> str:
+    """The session CSRF token a dashboard page carries."""
+    match = re.search(r'name="csrf-token" content="([0-9a-f]+)"', html)
+    assert match is not None
+    return match.group(1)

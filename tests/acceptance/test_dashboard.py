@@ -17,6 +17,7 @@ from tests.acceptance.dashboard_support import (
     IMAGES,
     ROOT,
     BackgroundWorker,
+    csrf_of,
     needs_browser,
     start_dashboard,
     stop_process,
@@ -252,12 +253,6 @@ def test_rewinding_a_failed_instance_from_the_page_makes_it_complete(
 
 
 # --- protection --------------------------------------------------------------------------------
-
-
-def csrf_of(html: str) -> str:
-    match = re.search(r'name="csrf-token" content="([0-9a-f]+)"', html)
-    assert match is not None
-    return match.group(1)
 
 
 def test_actions_need_post_the_same_origin_and_the_session_csrf_token(

@@ -8,8 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.acceptance.operator_support import create_store
-from tests.acceptance.test_dashboard import (
+from tests.acceptance.dashboard_support import (
     CHROMIUM,
     CHROMIUM_ARGS,
     IMAGES,
@@ -19,6 +18,7 @@ from tests.acceptance.test_dashboard import (
     start_dashboard,
     stop_process,
 )
+from tests.acceptance.operator_support import create_store
 
 from perdure import Client
 
