@@ -21,6 +21,8 @@ from perdure._errors import (
     PoisonMessageError,
     ProviderError,
     RegistrationError,
+    ScheduleAlreadyExistsError,
+    ScheduleNotFoundError,
     SerializationError,
     SubOrchestrationFailedError,
     TaskCancelledError,
@@ -29,11 +31,12 @@ from perdure._errors import (
     UnregisteredOrchestrationError,
 )
 from perdure._payloads import DataConverter, PayloadCodec
-from perdure._state import OrchestrationDescriptor, OrchestrationState, OrchestrationStatus
+from perdure._state import AwaitedEvent, OrchestrationDescriptor, OrchestrationState, OrchestrationStatus
 from perdure.client import Client, SyncClient
 from perdure.engine import DurableTask, OrchestrationContext, RetryPolicy
 from perdure.providers import Provider, SqliteProvider, WorkerInfo, open_provider
 from perdure.runtime import ActivityContext, ActivityRegistry, OrchestrationRegistry, Registry, Runtime, RuntimeOptions
+from perdure.schedules import ScheduleInfo
 
 if TYPE_CHECKING:
     from perdure.providers.postgres import PostgresProvider
@@ -44,6 +47,7 @@ __all__ = [
     "ActivityContext",
     "ActivityFailedError",
     "ActivityRegistry",
+    "AwaitedEvent",
     "Client",
     "DataConverter",
     "DurableTask",
@@ -71,6 +75,9 @@ __all__ = [
     "RetryPolicy",
     "Runtime",
     "RuntimeOptions",
+    "ScheduleAlreadyExistsError",
+    "ScheduleInfo",
+    "ScheduleNotFoundError",
     "SerializationError",
     "SqliteProvider",
     "SubOrchestrationFailedError",

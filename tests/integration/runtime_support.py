@@ -186,6 +186,9 @@ class DelegatingProvider(Provider):
     async def renew_work_item(self, item: WorkItem, lock_seconds: float) -> None:
         await self.inner.renew_work_item(item, lock_seconds)
 
+    async def charge_work_deliveries(self, items: Sequence[WorkItem], *, charged: bool) -> None:
+        await self.inner.charge_work_deliveries(items, charged=charged)
+
     async def work_items_held(self, items: Sequence[WorkItem]) -> set[int]:
         return await self.inner.work_items_held(items)
 

@@ -17,6 +17,7 @@ def test_public_api_is_exactly_this() -> None:
             "ActivityContext",
             "ActivityFailedError",
             "ActivityRegistry",
+            "AwaitedEvent",
             "Client",
             "DataConverter",
             "DurableTask",
@@ -44,6 +45,9 @@ def test_public_api_is_exactly_this() -> None:
             "RetryPolicy",
             "Runtime",
             "RuntimeOptions",
+            "ScheduleAlreadyExistsError",
+            "ScheduleInfo",
+            "ScheduleNotFoundError",
             "SerializationError",
             "SqliteProvider",
             "SubOrchestrationFailedError",
@@ -66,6 +70,14 @@ def test_the_shipped_codecs_are_public() -> None:
 
     assert sorted(perdure.codecs.__all__) == ["FernetCodec", "PayloadCodec", "ZlibCodec"]
     assert perdure.codecs.PayloadCodec is perdure.PayloadCodec
+
+
+def test_the_testing_tools_are_exactly_these() -> None:
+    import perdure.testing
+
+    assert sorted(perdure.testing.__all__) == ["ReplayResult", "Replayer", "TestEnvironment"]
+    for name in perdure.testing.__all__:
+        assert hasattr(perdure.testing, name), name
 
 
 def test_the_provider_contract_is_public() -> None:
@@ -138,8 +150,9 @@ _MAY_IMPORT = {
     "engine": {"leaf"},
     "providers": {"leaf", "engine"},
     "_tracing": {"leaf", "engine"},
-    "client": {"leaf", "engine", "providers", "_tracing"},
-    "runtime": {"leaf", "engine", "providers", "_tracing"},
+    "schedules": {"leaf", "engine"},
+    "client": {"leaf", "engine", "providers", "_tracing", "schedules"},
+    "runtime": {"leaf", "engine", "providers", "_tracing", "schedules"},
 }
 
 

@@ -28,6 +28,7 @@ from perdure._validate import (
     check_version,
 )
 from perdure.client._payloads import ClientPayloads, PayloadSettings
+from perdure.client._schedules import ScheduleCalls
 from perdure.client._start import IF_EXISTS, IfExists, new_instance_id, start_instance
 from perdure.engine.events import (
     EventRaised,
@@ -46,7 +47,7 @@ __all__ = ["Client"]
 _OPERATOR_REQUESTS = (OrchestrationSuspended, OrchestrationResumed, TerminateRequested)
 
 
-class Client:
+class Client(ScheduleCalls):
     """Talks to the store through a provider; needs no running runtime in this process.
 
     Every operation that changes an instance travels as a message through the orchestrator
@@ -77,6 +78,7 @@ class Client:
         *,
         version: str | None = None,
         if_exists: IfExists = "fail",
+        start_at: datetime | None = None,
     ) -> str:
         """Create an instance and schedule its first turn.
 
@@ -92,6 +94,7 @@ class Client:
                 transaction, with a fresh run in its next execution: a finished instance's history
                 is purged, an unfinished one is terminated (its pending work is discarded, its
                 unfinished children are terminated) — see ``docs/management.md``.
+            start_at: Start at this aware datetime, not now: the instance stays PENDING until then.
 
         Returns:
             The instance id (the generated one if ``instance_id`` is ``None``).
@@ -106,7 +109,8 @@ class Client:
         check_choice(if_exists, IF_EXISTS, "if_exists")
         input = self._payloads.send(input, f"input of orchestration {name!r}")
         start = StartRequested(name=name, version=version, input=input)
-        return await start_instance(self.provider, self._tracing(), instance_id, start, if_exists)
+        at = check_aware(start_at, "start_at")
+        return await start_instance(self.provider, self._tracing(), instance_id, start, if_exists, at)
 
     async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
         """Deliver the external event ``name`` to an instance (kept until the instance waits for it).
@@ -122,7 +126,7 @@ class Client:
         state = await _require(self.provider, instance_id)
         if "raise_event" not in state.status.allowed_actions:
             raise InvalidInstanceStateError(f"instance {instance_id!r} is {state.status.value}; it takes no events")
-        await self._send(instance_id, EventRaised(name=name, data=data))
+        await _send(self.provider, instance_id, EventRaised(name=name, data=data))
 
     async def get_status(self, instance_id: str) -> OrchestrationState | None:
         """The instance's current state, or ``None`` if it does not exist."""
@@ -166,7 +170,7 @@ class Client:
         state = await _require(self.provider, instance_id)
         if "terminate" not in state.status.allowed_actions:
             return False
-        await self._send(instance_id, TerminateRequested(reason=reason, recursive=recursive))
+        await _send(self.provider, instance_id, TerminateRequested(reason=reason, recursive=recursive))
         return True
 
     async def suspend(self, instance_id: str, reason: str | None = None) -> None:
@@ -180,7 +184,7 @@ class Client:
         state = await _require(self.provider, instance_id)
         if "suspend" not in state.status.allowed_actions:
             raise InvalidInstanceStateError(f"instance {instance_id!r} is {state.status.value}; it cannot be suspended")
-        await self._send(instance_id, OrchestrationSuspended(reason=reason))
+        await _send(self.provider, instance_id, OrchestrationSuspended(reason=reason))
 
     async def resume(self, instance_id: str, reason: str | None = None) -> None:
         """Resume a suspended instance; the messages that waited are applied in order.
@@ -193,7 +197,7 @@ class Client:
         state = await _require(self.provider, instance_id)
         if "resume" not in state.status.allowed_actions:
             raise InvalidInstanceStateError(f"instance {instance_id!r} is {state.status.value}, not SUSPENDED")
-        await self._send(instance_id, OrchestrationResumed(reason=reason))
+        await _send(self.provider, instance_id, OrchestrationResumed(reason=reason))
 
     async def rewind(self, instance_id: str, reason: str | None = None) -> int:
         """Retry a FAILED instance from where it failed, in a new execution.
@@ -341,11 +345,12 @@ class Client:
         workers = await self.provider.list_workers()
         return workers if include_stale else [w for w in workers if w.alive]
 
-    async def _send(self, instance_id: str, event: HistoryEvent) -> None:
-        # Operator requests reach an instance even while it is suspended; everything else waits.
-        control = isinstance(event, _OPERATOR_REQUESTS)
-        message = Message(instance_id=instance_id, execution_id=None, event=event, control=control)
-        await self.provider.enqueue_messages([message])
+
+async def _send(provider: Provider, instance_id: str, event: HistoryEvent) -> None:
+    # Operator requests reach an instance even while it is suspended; everything else waits.
+    control = isinstance(event, _OPERATOR_REQUESTS)
+    message = Message(instance_id=instance_id, execution_id=None, event=event, control=control)
+    await provider.enqueue_messages([message])
 
 
 async def _require(provider: Provider, instance_id: str) -> OrchestrationState:

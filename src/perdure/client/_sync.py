@@ -115,6 +115,13 @@ class SyncClient:
     get_history = _blocking(Client.get_history)
     get_orchestration_descriptor = _blocking(Client.get_orchestration_descriptor)
     list_workers = _blocking(Client.list_workers)
+    create_schedule = _blocking(Client.create_schedule)
+    list_schedules = _blocking(Client.list_schedules)
+    get_schedule = _blocking(Client.get_schedule)
+    pause_schedule = _blocking(Client.pause_schedule)
+    resume_schedule = _blocking(Client.resume_schedule)
+    trigger_schedule = _blocking(Client.trigger_schedule)
+    delete_schedule = _blocking(Client.delete_schedule)
 
     @property
     def closed(self) -> bool:

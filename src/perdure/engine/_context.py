@@ -263,10 +263,7 @@ class OrchestrationContext:
     def wait_for_event(
         self, name: str, timeout: float | timedelta | None = None, *, result_type: Any = None
     ) -> DurableTask[Any]:
-        """Wait for the external event ``name``; the task's result is the event's data.
-
-        With ``result_type`` (a dataclass, a pydantic model, ``datetime``…), the data is decoded to
-        that type; without it, it arrives as the JSON value stored.
+        """Wait for the external event ``name``; the task's result is the event's data (as ``result_type``).
 
         An event raised before anyone waits for it is kept, and delivered to the first wait of
         that name (events of one name are delivered in arrival order). Names match
@@ -290,11 +287,13 @@ class OrchestrationContext:
             due = _after(self.now(), timeout, "the timeout of wait_for_event")
             if due < self.now():
                 raise ValueError(f"the timeout of wait_for_event must not be negative, got {timeout!r}")
-        task: DurableTask[Any] = EventWait(self._engine, name, result_type)
+        task = EventWait(self._engine, name, self.now(), result_type)
         self._engine.wait_event(name, task)
         if due is None:
             return task
-        return EventWithTimeout(self._engine, name, task, self.create_timer(due))
+        timer = self.create_timer(due)
+        task._timeout = (due, timer)
+        return EventWithTimeout(self._engine, name, task, timer)
 
     def call_sub_orchestration(
         self,
@@ -311,7 +310,7 @@ class OrchestrationContext:
         The task fails with :class:`SubOrchestrationFailedError` if the child fails or is
         terminated. Without ``instance_id`` a deterministic id is derived from this instance.
         Without ``version`` the child's version policy chooses. The output is decoded to
-        ``result_type``, by default the child's return annotation when it is registered in this process.
+        ``result_type`` (default: the child's return annotation, if registered here).
         """
         check_name(name, "orchestration name")
         if instance_id is not None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from perdure._errors import ErrorDetails, PerdureError, type_name
 from perdure._payloads import UnreadablePayloadError
-from perdure._state import OrchestrationStatus
+from perdure._state import AwaitedEvent, OrchestrationStatus
 from perdure.engine.events import (
     TERMINAL_EVENTS,
     ActivityScheduled,
@@ -40,7 +40,7 @@ class ReplayOutcome:
         status: The instance status after the turn.
         output: The output, when the orchestration completed.
         error: The failure, when it failed.
-        custom_status: The custom status after the turn.
+        custom_status: The custom status after the turn; ``waiting_for``: the external events it waits for.
         carryover: Unawaited external events to hand to the next execution after continue-as-new.
         dropped: (index of the new event, why) for messages consumed without being recorded.
         unapplied: Indices of consumed new events the execution never saw, because it had already
@@ -56,6 +56,7 @@ class ReplayOutcome:
     output: Any = None
     error: ErrorDetails | None = None
     custom_status: Any = None
+    waiting_for: list[AwaitedEvent] = field(default_factory=list)
     carryover: list[EventRaised] = field(default_factory=list)
     dropped: list[tuple[int, str]] = field(default_factory=list)
     unapplied: list[int] = field(default_factory=list)

@@ -41,6 +41,7 @@ from perdure.engine._matching import application_order, event_key, same_decision
 from perdure.engine._outcome import ReplayOutcome, describe, failed_by_engine
 from perdure.engine._payload_fields import hand_over, hand_over_result, open_event, seal_event, started_input
 from perdure.engine._tasks import DurableTask, ScheduledTask, resolved
+from perdure.engine._waiting import open_event_waits
 from perdure.engine.events import (
     TERMINAL_EVENTS,
     ActivityCompleted,
@@ -216,6 +217,7 @@ class _Replay:
             output=self.payloads.seal(self.output),
             error=self.error,
             custom_status=self.payloads.seal(self.custom_status),
+            waiting_for=open_event_waits(self.waiters.values(), self.finished),
             carryover=carryover,
             dropped=dropped,
             unapplied=unapplied,

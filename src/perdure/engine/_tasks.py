@@ -232,13 +232,18 @@ class ScheduledTask(DurableTask[Any]):
 
 class EventWait(DurableTask[Any]):
     """A wait for an external event; cancelling it withdraws the wait (no history event needed:
-    a wait is not a decision, and replay withdraws it at the same point)."""
+    a wait is not a decision, and replay withdraws it at the same point).
 
-    __slots__ = ("_engine", "_name", "result_type")
+    ``_since`` is the turn time the wait began; ``_timeout`` when it gives up and the timer that
+    ends it, if it has a timeout: what the engine reports of the waits still open (``_waiting``).
+    """
 
-    def __init__(self, engine: _Engine, name: str, result_type: Any = None) -> None:
+    __slots__ = ("_engine", "_name", "_since", "_timeout", "result_type")
+
+    def __init__(self, engine: _Engine, name: str, since: datetime, result_type: Any = None) -> None:
         super().__init__()
-        self._engine, self._name = engine, name
+        self._engine, self._name, self._since = engine, name, since
+        self._timeout: tuple[datetime, DurableTask[None]] | None = None
         self.result_type = result_type
         """The type the event's data is decoded to (``None``: the JSON value as stored)."""
 

@@ -26,8 +26,9 @@ from datetime import datetime
 from typing import Any, Literal
 
 from perdure._errors import ErrorDetails, PerdureError, ProviderError
-from perdure._state import OrchestrationState, OrchestrationStatus
+from perdure._state import AwaitedEvent, OrchestrationState, OrchestrationStatus
 from perdure.engine import HistoryEvent
+from perdure.providers._clock import PROCESS_CLOCK, TimeSource
 from perdure.providers._workers import Heartbeat, WorkerInfo, WorkerLiveness
 
 __all__ = [
@@ -193,7 +194,11 @@ class WorkItem:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class InstanceUpdate:
-    """The instance state a turn leaves behind."""
+    """The instance state a turn leaves behind.
+
+    ``waiting_for`` is what the execution's code waits for (``OrchestrationState.waiting_for``),
+    stored with the rest of the row and read back by ``get_state`` and ``list_instances``.
+    """
 
     name: str
     version: str | None
@@ -204,6 +209,7 @@ class InstanceUpdate:
     error: ErrorDetails | None = None
     custom_status: Any = None
     parent_instance_id: str | None = None
+    waiting_for: Sequence[AwaitedEvent] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -250,6 +256,11 @@ class InstanceFilter:
 
 class Provider(abc.ABC):
     """Storage behind the runtime and the client. Every method is one transaction."""
+
+    clock: TimeSource = PROCESS_CLOCK
+    """Where this store's times come from, and the runtime's with them (a turn's time, activity
+    deadlines): the process clock, or a virtual one in a test environment (``perdure.testing``).
+    PostgreSQL keeps its own times by the database's clock; the runtime still reads this one."""
 
     # --- instances and history -----------------------------------------------------------------
 
@@ -385,6 +396,17 @@ class Provider(abc.ABC):
             LockLostError: if the lock was already taken over.
         """
 
+    @abc.abstractmethod
+    async def charge_work_deliveries(self, items: Sequence[WorkItem], *, charged: bool) -> None:
+        """Take back (``charged=False``) or count again (``charged=True``) the delivery that fetched each item.
+
+        Only items still held with their lock tokens change; a count never goes below zero. The
+        runtime takes back the deliveries of the activities it runs while a suspect turn runs alone
+        in its process, and counts them again once that turn is over: if the turn kills the
+        process, the activities are redelivered (and run again) without the crash counting
+        towards their poison limit.
+        """
+
     async def work_items_held(self, items: Sequence[WorkItem]) -> set[int]:
         """The ids of ``items`` that are still locked with their lock tokens.
 
@@ -422,6 +444,16 @@ class Provider(abc.ABC):
     async def list_workers(self) -> list[WorkerInfo]:
         """Every worker record, live or recently dead (``alive`` says which); empty without records."""
         return []
+
+    async def activity_workers(self, instance_id: str, execution_id: int) -> dict[int, str]:
+        """Which worker runs each activity of ``instance_id``'s execution ``execution_id`` right now.
+
+        Keyed by the id of the event that scheduled the activity (``ActivityRequest.source_event_id``),
+        the ``worker_id`` of the worker (:meth:`list_workers`) whose lock on its work item has not
+        expired. An activity waiting for a worker, or whose worker's lock expired, is missing. For
+        operators; this default knows no workers and answers ``{}``.
+        """
+        return {}
 
     # --- waiting ---------------------------------------------------------------------------------
 

@@ -30,7 +30,14 @@ from perdure.providers._base import (
     WorkerInfo,
     WorkItem,
 )
-from perdure.providers._codec import MessageRow, orchestration_item, state_from_row, work_item, worker_from_row
+from perdure.providers._codec import (
+    MessageRow,
+    held_activities,
+    orchestration_item,
+    state_from_row,
+    work_item,
+    worker_from_row,
+)
 from perdure.providers._signal import SignalBoard
 
 __all__ = ["LockedInstance", "SqlProvider", "WorkRow"]
@@ -156,6 +163,10 @@ class SqlProvider(Provider):
         if not await self._renew_work_item(item, lock_seconds):
             raise _work_item_lost(item)
 
+    async def charge_work_deliveries(self, items: Sequence[WorkItem], *, charged: bool) -> None:
+        if items:
+            await self._count_work_deliveries([(item.item_id, item.lock_token) for item in items], 1 if charged else -1)
+
     async def work_items_held(self, items: Sequence[WorkItem]) -> set[int]:
         if not items:
             return set()
@@ -167,6 +178,9 @@ class SqlProvider(Provider):
 
     async def list_workers(self) -> list[WorkerInfo]:
         return [worker_from_row(row) for row in await self._select_workers()]
+
+    async def activity_workers(self, instance_id: str, execution_id: int) -> dict[int, str]:
+        return held_activities(await self._select_held_work_items(instance_id), execution_id)
 
     # --- waiting -------------------------------------------------------------------------------
 
@@ -278,12 +292,21 @@ class SqlProvider(Provider):
         """Extend the item's lock; ``False`` if it was taken over."""
 
     @abc.abstractmethod
+    async def _count_work_deliveries(self, held: list[tuple[int, str]], change: int) -> None:
+        """Add ``change`` to the delivery count of each ``(item id, lock token)`` still locked with that
+        token, never below zero."""
+
+    @abc.abstractmethod
     async def _select_work_item_locks(self, item_ids: list[int]) -> list[tuple[int, str | None]]:
         """``(item id, lock token)`` of those of the items that still exist."""
 
     @abc.abstractmethod
     async def _select_workers(self) -> list[Sequence[Any]]:
         """The ``select_workers`` columns of every worker record, ``alive`` by the store's clock."""
+
+    @abc.abstractmethod
+    async def _select_held_work_items(self, instance_id: str) -> list[Sequence[Any]]:
+        """The request text and holder (``worker_id``) of the instance's work items a worker holds, lock unexpired."""
 
     @abc.abstractmethod
     async def _seconds_until_due(self, kind: QueueKind, queues: list[str]) -> float | None:

@@ -21,10 +21,9 @@ from perdure.engine.events import (
     OrchestrationStarted,
     OrchestrationTerminated,
 )
-from perdure.providers import _clock
 from perdure.providers._base import DataRefusedError, InstanceUpdate, LockLostError, OrchestrationItem, Provider
 from perdure.runtime._dispatcher import Dispatcher
-from perdure.runtime._isolation import TurnGate, is_suspect
+from perdure.runtime._isolation import HeldWork, TurnGate, is_suspect
 from perdure.runtime._liveness import Liveness
 from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
@@ -62,6 +61,7 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         *,
         liveness: Liveness | None = None,
         activities: ActivityRegistry | None = None,
+        held_work: HeldWork | None = None,
     ) -> None:
         super().__init__(provider, options.orchestration_concurrency, options.idle_timeout)
         self.running = running or Running()
@@ -73,6 +73,7 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         self.tracer = tracer
         self.log_turns = options.turn_logging()
         self._gate = TurnGate()
+        self.held_work = held_work or HeldWork()  # the same runtime's activities in flight
         self.liveness = liveness
 
     async def fetch(self) -> OrchestrationItem | None:
@@ -104,9 +105,23 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
                     item.instance_id,
                     extra={"instance_id": item.instance_id},
                 )
-            await self._turn(item)
+                await self._alone(item)
+            else:
+                await self._turn(item)
         finally:
             await self._gate.leave(alone)
+
+    async def _alone(self, item: OrchestrationItem) -> None:
+        """Run a suspect's turn with no activity of this runtime charged for it, should it kill the process."""
+        held = await self.held_work.uncharge(self.provider)
+        if held is None:
+            # The activities in flight would pay if it crashed now: put it back unseen, and try again.
+            await self.provider.abandon_orchestration_item(item, self.options.backoff(1), undo_delivery=True)
+            return
+        try:
+            await self._turn(item)
+        finally:
+            await self.held_work.recharge(self.provider, held)
 
     async def _turn(self, item: OrchestrationItem) -> None:
         began = time.perf_counter()
@@ -128,7 +143,7 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         if isinstance(plan, Abandon):
             _log.info("instance %r put back for %.1f s: %s", item.instance_id, plan.delay, plan.reason, extra=ids)
             self.metrics.count("turns", "abandoned")
-            await self.provider.abandon_orchestration_item(item, plan.delay)
+            await self.provider.abandon_orchestration_item(item, plan.delay, undo_delivery=plan.undo_delivery)
             return
         commit = plan.commit
         ids["execution_id"] = commit.execution_id
@@ -224,10 +239,9 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         except ProviderError as exc:  # the lock expires in time anyway
             _log.warning("putting instance %r back failed: %s", item.instance_id, exc)
 
-    @staticmethod
-    def _now() -> datetime:
-        """A turn's time: the process's clock, which a wall-clock jump does not move at once."""
-        return datetime.fromtimestamp(_clock.now(), UTC)
+    def _now(self) -> datetime:
+        """A turn's time: the store's clock (the process's, which a wall-clock jump does not move at once)."""
+        return datetime.fromtimestamp(self.provider.clock.now(), UTC)
 
     async def _child_to_rewind(self, instance_id: str) -> OrchestrationState | None:
         """A child's state for a rewind; ``None`` when it must be started again (purged, or never ran)."""

@@ -11,12 +11,16 @@ from perdure._errors import RegistrationError, UnregisteredActivityError, Unregi
 from perdure._payloads import parameter_type, return_type
 from perdure._validate import check_name, parse_version
 from perdure.engine._replay import OrchestrationFunction
+from perdure.schedules import SCHEDULE_ORCHESTRATION, SCHEDULE_VERSION, run_schedule
 
 __all__ = ["ActivityRegistry", "OrchestrationRegistry", "Registry", "ResultTypes"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_VERSION = "1.0.0"
+
+# Orchestrations every runtime runs without being told: schedules (see perdure.schedules).
+_BUILT_IN: dict[str, dict[str, OrchestrationFunction]] = {SCHEDULE_ORCHESTRATION: {SCHEDULE_VERSION: run_schedule}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +68,11 @@ def _check_name(name: Any, what: str) -> str:
 
 
 class OrchestrationRegistry:
-    """Orchestration functions by name and version, with a version policy per name."""
+    """Orchestration functions by name and version, with a version policy per name.
+
+    Every registry also holds perdure's built-in orchestrations (``perdure.Schedule``, which runs
+    schedules); their names are reserved and :meth:`names` leaves them out.
+    """
 
     def __init__(self) -> None:
         self._functions: dict[str, dict[str, OrchestrationFunction]] = {}
@@ -74,6 +82,7 @@ class OrchestrationRegistry:
     def add(self, name: str, function: Callable[..., Any], version: str = DEFAULT_VERSION) -> None:
         """Register ``function`` as ``name@version``; a duplicate is refused."""
         _check_name(name, "orchestration")
+        _check_not_built_in(name)
         parse_version(version)
         if not inspect.iscoroutinefunction(function):
             raise RegistrationError(f"orchestration {name!r} must be an async function (async def)")
@@ -96,7 +105,7 @@ class OrchestrationRegistry:
         """Choose which version new instances of ``name`` get: ``"latest"`` or an exact version."""
         if policy != "latest":
             parse_version(policy)
-        self._policies[_check_name(name, "orchestration")] = policy
+        self._policies[_check_not_built_in(_check_name(name, "orchestration"))] = policy
 
     def resolve(self, name: str, version: str | None = None) -> str:
         """The version a new execution of ``name`` gets: ``version`` if given, else by policy.
@@ -106,7 +115,7 @@ class OrchestrationRegistry:
         """
         if version is not None:
             return version
-        versions = self._functions.get(name)
+        versions = self._functions.get(name) or _BUILT_IN.get(name)
         policy = self._policies.get(name, "latest")
         if policy != "latest":
             return policy
@@ -116,15 +125,21 @@ class OrchestrationRegistry:
 
     def get(self, name: str, version: str) -> OrchestrationFunction | None:
         """The function of ``name@version``, or ``None`` if this worker does not have it."""
-        return self._functions.get(name, {}).get(version)
+        return (self._functions.get(name) or _BUILT_IN.get(name, {})).get(version)
 
     def versions(self, name: str) -> list[str]:
         """The registered versions of ``name``, oldest first."""
-        return sorted(self._functions.get(name, {}), key=parse_version)
+        return sorted(self._functions.get(name) or _BUILT_IN.get(name, {}), key=parse_version)
 
     def names(self) -> list[str]:
         """Every registered orchestration name."""
         return sorted(self._functions)
+
+
+def _check_not_built_in(name: str) -> str:
+    if name in _BUILT_IN:
+        raise RegistrationError(f"{name!r} is the name of one of perdure's built-in orchestrations; choose another")
+    return name
 
 
 class ActivityRegistry:

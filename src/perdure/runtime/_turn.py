@@ -18,7 +18,9 @@ Turn rules:
 - to a FAILED instance, messages that carry input are retained with the failed execution
   (``_retained``); other messages to a finished instance, or to an instance that does not exist,
   are dropped;
-- a duplicate completion is dropped (by the engine).
+- a duplicate completion is dropped (by the engine);
+- messages to a PENDING instance whose delayed start has not come wait for it (put back without
+  counting a delivery), except a terminate, which ends it at once.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from perdure.engine.events import (
     OrchestrationTerminated,
     StartRequested,
     TerminateRequested,
+    TimerFired,
 )
 from perdure.providers._base import OrchestrationItem, QueuedMessage, TurnCommit
 from perdure.runtime._options import RuntimeOptions
@@ -247,6 +250,13 @@ class _Planner(TurnEndings):
         if not history and start is None:
             if not accepted:
                 return self.planned(TurnCommit(execution_id=state.execution_id, consumed=self.consumed))
+            if state.status is OrchestrationStatus.PENDING:
+                # Its start is delayed (start_at): a terminate ends it now, anything else waits for it.
+                terminate = next((i for i in accepted if isinstance(i.event, TerminateRequested)), None)
+                if terminate is not None:
+                    return self.terminate_without_code(state, [], None, terminate)
+                delay = self.options.max_dispatch_backoff
+                return Abandon(delay, "its delayed start has not come yet", undo_delivery=True)
             # Messages that overtook the start of a new execution: let the start arrive first.
             return Abandon(self.options.backoff(1), "no start message yet for a new execution")
 
@@ -288,7 +298,8 @@ class _Planner(TurnEndings):
                 self.drop(message, newer, error=True)
             elif event is None:
                 why = f"it belongs to execution {message.execution_id}, not {state.execution_id}"
-                self.drop(message, why, expected=is_time_out(message.event))  # time-outs outlive attempts
+                # Time-outs outlive attempts, and timers the ended execution cancelled or left still fire.
+                self.drop(message, why, expected=is_time_out(message.event) or isinstance(message.event, TimerFired))
             elif isinstance(event, StartRequested):
                 # After continue-as-new only the start addressed to the new execution may begin it.
                 stray = state.execution_id > 1 and message.execution_id is None

@@ -42,10 +42,11 @@ __all__ = ["Abandon", "Input", "TurnEndings", "TurnPlan", "instance_update", "me
 
 @dataclass(frozen=True, slots=True)
 class Abandon:
-    """Put the item back, to be retried after ``delay`` seconds."""
+    """Put the item back, to be retried after ``delay`` seconds (``undo_delivery``: not counted as a delivery)."""
 
     delay: float
     reason: str
+    undo_delivery: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +320,7 @@ def instance_update(started: OrchestrationStarted, result: ReplayOutcome, execut
         output=result.output,
         error=result.error,
         custom_status=result.custom_status,
+        waiting_for=tuple(result.waiting_for),
         parent_instance_id=started.parent_instance,
     )
 

@@ -24,6 +24,7 @@ from perdure.providers._base import ActivityRequest, LockLostError, Message, Pro
 from perdure.runtime._activity import ActivityContext
 from perdure.runtime._attempt import Attempt, Attempts, AttemptStopped
 from perdure.runtime._dispatcher import Dispatcher
+from perdure.runtime._isolation import HeldWork
 from perdure.runtime._liveness import Liveness
 from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
@@ -55,10 +56,12 @@ class WorkDispatcher(Dispatcher[WorkItem]):
         running: Running | None = None,
         *,
         liveness: Liveness | None = None,
+        held_work: HeldWork | None = None,
     ) -> None:
         super().__init__(provider, options.activity_concurrency, options.idle_timeout)
         self.running = running or Running()
         self.liveness = liveness
+        self.held_work = held_work or HeldWork()  # paused while a turn of the same runtime runs alone
         self.registry = registry
         self.options = options
         self.metrics = metrics or Metrics()
@@ -71,11 +74,17 @@ class WorkDispatcher(Dispatcher[WorkItem]):
         self.attempts = Attempts(provider, self._threads)
 
     async def fetch(self) -> WorkItem | None:
-        if self.liveness is None:
-            return await self.provider.fetch_work_item(self.queues, self.options.activity_lock_seconds)
-        return await self.provider.fetch_work_item(
-            self.queues, self.liveness.timeout, worker_id=self.liveness.worker_id
-        )
+        await self.held_work.fetching()  # not while a suspect turn runs alone
+        item = None
+        try:
+            if self.liveness is None:
+                item = await self.provider.fetch_work_item(self.queues, self.options.activity_lock_seconds)
+            else:
+                liveness = self.liveness
+                item = await self.provider.fetch_work_item(self.queues, liveness.timeout, worker_id=liveness.worker_id)
+        finally:
+            await self.held_work.fetched(item)
+        return item
 
     async def idle(self) -> None:
         await self.provider.wait_for_work("activity", self.idle_timeout, self.queues)
@@ -90,6 +99,12 @@ class WorkDispatcher(Dispatcher[WorkItem]):
         self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def process(self, item: WorkItem) -> None:
+        try:
+            await self._process(item)
+        finally:
+            self.held_work.done(item)
+
+    async def _process(self, item: WorkItem) -> None:
         request = item.request
         if request is None:
             # Without a readable request nobody can be told; keep the row for inspection, out of the way.
@@ -148,7 +163,7 @@ class WorkDispatcher(Dispatcher[WorkItem]):
             return None, None
         except SerializationError as exc:  # the input does not fit the parameter's type: a failed attempt
             return self._failed(request, exc), None
-        attempt = Attempt(request, ctx._signals)
+        attempt = Attempt(request, ctx._signals, self.provider.clock)
         work = Work(ctx.instance_id, ctx.execution_id, ctx.name)
         attempt.on_task = lambda task: self.running.watch(task, work)  # named if it blocks the loop
         return await self._run(item, activity, args, attempt), attempt

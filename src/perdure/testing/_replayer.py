@@ -76,13 +76,17 @@ class Replayer:
 
         Give the real ``instance_id`` and ``execution_id`` when the code derives anything from
         them (``ctx.new_guid()``, ``ctx.random()``, child ids): they are part of what it decides.
-        A failure the runtime recorded at the end (non-determinism, a poison message) is left
-        out, so a fixed version of the code replays what the failed one could not.
+        A failure the runtime recorded (non-determinism, a poison message) is left out, so a
+        fixed version of the code replays what the failed one could not; so are the messages a
+        failed execution kept after its end for a rewind (the code never saw them).
         """
         events = list(history)
-        last = events[-1] if events else None
-        if isinstance(last, OrchestrationFailed) and any(last.error.is_type(t) for t in _RUNTIME_FAILURES):
-            events.pop()
+        end = next((i for i, e in enumerate(events) if isinstance(e, OrchestrationFailed)), None)
+        if end is not None:
+            failure = events[end]
+            assert isinstance(failure, OrchestrationFailed)
+            by_runtime = any(failure.error.is_type(t) for t in _RUNTIME_FAILURES)
+            events = events[: end if by_runtime else end + 1]
         if not events:
             return ReplayResult(ok=True)  # it never ran: there is nothing to check
         started = events[0]

@@ -196,7 +196,26 @@ async def start(client: Client, args: argparse.Namespace) -> int:
     instance_id = await client.start_orchestration(
         args.instance_id, args.name, value, version=args.version, if_exists=args.if_exists or "fail"
     )
-    return _emit(args, {"instance_id": instance_id, "name": args.name}, f"Started {args.name} as {instance_id}.")
+    code = _emit(args, {"instance_id": instance_id, "name": args.name}, f"Started {args.name} as {instance_id}.")
+    await _warn_if_unserved(client, args.name, args.version)
+    return code
+
+
+async def _warn_if_unserved(client: Client, name: str, version: str | None) -> None:
+    """Say on stderr when no live worker runs ``name`` (at ``version``): the instance would wait unseen.
+
+    Only a warning: a worker may be about to start, and the exit code stays 0.
+    """
+    if any(worker.serves(name, version) for worker in await client.list_workers()):
+        return
+    wanted = f"{name}@{version}" if version else f"{name} (any version)"
+    print(
+        _format.inert(
+            f"perdure: warning: no live worker serves orchestration {wanted}: "
+            "the instance will not run until one does (perdure workers lists the live workers)"
+        ),
+        file=sys.stderr,
+    )
 
 
 @_with_client

@@ -11,9 +11,9 @@ from typing import Any
 
 from perdure.engine import encode_event
 from perdure.providers._base import Message, NewInstance, OrchestrationItem, TurnCommit, WorkItem
-from perdure.providers._codec import encode_error, encode_request, encode_value, message_kind
+from perdure.providers._codec import encode_error, encode_request, encode_value, encode_waits, message_kind
 
-__all__ = ["completion_params", "instance_params", "message_arrays", "message_params", "turn_params"]
+__all__ = ["completion_params", "instance_params", "message_arrays", "message_params", "release_params", "turn_params"]
 
 
 def instance_params(start: Message) -> dict[str, Any]:
@@ -32,6 +32,16 @@ def instance_params(start: Message) -> dict[str, Any]:
 def completion_params(item: WorkItem, completion: Message) -> dict[str, Any]:
     """A locked work item and the completion that replaces it (``ack_work_item``)."""
     return {"item_id": item.item_id, "lock_token": item.lock_token, **message_params(completion)}
+
+
+def release_params(item: OrchestrationItem, delay: float, undo_delivery: bool) -> dict[str, Any]:
+    """An instance put back, after a delay, maybe with its deliveries taken back (``abandon_orchestration_item``)."""
+    return {
+        "instance_id": item.instance_id,
+        "lock_token": item.lock_token,
+        "delay": float(delay),
+        "undone": [m.message_id for m in item.messages] if undo_delivery else [],
+    }
 
 
 def message_params(message: Message) -> dict[str, Any]:
@@ -84,4 +94,5 @@ def turn_params(item: OrchestrationItem, commit: TurnCommit) -> dict[str, Any]:
         "error": None if s is None else encode_error(s.error),
         "custom_status": None if s is None else encode_value(s.custom_status),
         "parent_instance_id": None if s is None else s.parent_instance_id,
+        "waiting_for": None if s is None else encode_waits(s.waiting_for),
     }

@@ -51,6 +51,7 @@ from perdure.providers.postgres._params import (
     instance_params,
     message_arrays,
     message_params,
+    release_params,
     turn_params,
 )
 
@@ -302,13 +303,7 @@ class PostgresProvider(SqlProvider):
         return await self._run(tx)
 
     async def _release_instance(self, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:
-        params = {
-            "instance_id": item.instance_id,
-            "lock_token": item.lock_token,
-            "delay": float(delay),
-            "undone": [m.message_id for m in item.messages] if undo_delivery else [],
-            "notify": self._listener.notice(orchestrator=1),
-        }
+        params = {**release_params(item, delay, undo_delivery), "notify": self._listener.notice(orchestrator=1)}
         await self._fetchone(_Q["abandon_orchestration_item"], params)
 
     async def _lock_work_item(
@@ -337,9 +332,17 @@ class PostgresProvider(SqlProvider):
         }
         return await self._fetchone(_Q[query], params) is not None
 
+    async def _count_work_deliveries(self, held: list[tuple[int, str]], change: int) -> None:
+        params = {"item_ids": [i for i, _ in held], "lock_tokens": [t for _, t in held], "change": change}
+        # One attempt: after a lost connection it may have committed, and a retry would count twice.
+        await self._fetchone(_Q["count_work_deliveries"], params, retry=False)
+
     async def _select_work_item_locks(self, item_ids: list[int]) -> list[tuple[int, str | None]]:
         rows = await self._fetchall(_Q["select_work_item_locks"], {"item_ids": item_ids})
         return [(int(item_id), token) for item_id, token in rows]
+
+    async def _select_held_work_items(self, instance_id: str) -> list[Sequence[Any]]:
+        return list(await self._fetchall(_Q["select_held_work_items"], {"instance_id": instance_id}))
 
     async def _select_workers(self) -> list[Sequence[Any]]:
         return list(await self._fetchall(_Q["select_workers"]))

@@ -37,14 +37,14 @@ VALUES (%(instance_id)s, %(name)s, 'PENDING',
         %(input)s, %(parent_instance_id)s, now(), now())
 ON CONFLICT (instance_id) DO UPDATE SET
     name = excluded.name, version = NULL, status = 'PENDING', execution_id = excluded.execution_id,
-    input = excluded.input, output = NULL, error = NULL, custom_status = NULL,
+    input = excluded.input, output = NULL, error = NULL, custom_status = NULL, waiting_for = NULL,
     parent_instance_id = excluded.parent_instance_id, created_at = excluded.created_at, updated_at = excluded.updated_at
 RETURNING i.execution_id
 
 -- name: queue_start
 WITH queued AS (
     INSERT INTO orchestrator_queue (instance_id, execution_id, kind, event, visible_at)
-    VALUES (%(instance_id)s, %(execution_id)s, %(kind)s, %(event)s, now())
+    VALUES (%(instance_id)s, %(execution_id)s, %(kind)s, %(event)s, coalesce(%(visible_at)s::timestamptz, now()))
     RETURNING message_id
 )
 SELECT pg_notify(notify_channel(), %(notify)s) FROM queued
@@ -81,7 +81,7 @@ SELECT enqueue_messages(
 
 -- name: select_state
 SELECT instance_id, name, version, status, execution_id, input, output, error, custom_status,
-       parent_instance_id, created_at, updated_at
+       parent_instance_id, created_at, updated_at, waiting_for
 FROM instances WHERE instance_id = %(instance_id)s
 
 -- name: select_history
@@ -122,7 +122,7 @@ SELECT ack_orchestration_item(
     %(start_instances)s::text[], %(start_names)s::text[], %(start_inputs)s::text[], %(start_parents)s::text[],
     %(set_state)s, %(name)s, %(version)s, %(status)s, %(state_execution_id)s,
     %(input)s, %(output)s, %(error)s, %(custom_status)s, %(parent_instance_id)s,
-    %(consumed)s::bigint[], %(notify)s
+    %(consumed)s::bigint[], %(notify)s, %(waiting_for)s
 )
 
 -- name: abandon_orchestration_item
@@ -175,6 +175,11 @@ SELECT item_id, request FROM worker_queue WHERE instance_id = %(instance_id)s
 -- Whoever holds them: their activities were cancelled, timed out, or their execution ended.
 DELETE FROM worker_queue WHERE item_id = ANY (%(item_ids)s::bigint[])
 
+-- name: select_held_work_items
+-- The instance's work items held by a worker whose lock has not expired (the dashboard's "running on").
+SELECT request, worker_id FROM worker_queue
+WHERE instance_id = %(instance_id)s AND worker_id IS NOT NULL AND lock_token IS NOT NULL AND visible_at > now()
+
 -- name: select_work_item_locks
 SELECT item_id, lock_token FROM worker_queue WHERE item_id = ANY (%(item_ids)s::bigint[])
 
@@ -185,6 +190,13 @@ WITH released AS (
     RETURNING item_id
 )
 SELECT pg_notify(notify_channel(), %(notify)s) FROM released
+
+-- name: count_work_deliveries
+-- Take back (change -1) or count again (+1) the deliveries of items still held by the fetches that locked them.
+UPDATE worker_queue w SET dequeue_count = greatest(w.dequeue_count + %(change)s, 0)
+FROM unnest(%(item_ids)s::bigint[], %(lock_tokens)s::text[]) AS held(item_id, lock_token)
+WHERE w.item_id = held.item_id AND w.lock_token = held.lock_token
+RETURNING w.item_id
 
 -- name: renew_work_item
 UPDATE worker_queue SET visible_at = now() + make_interval(secs => %(seconds)s)
