@@ -414,3 +414,31 @@ async def test_oversized_payloads_are_refused_at_the_call_and_nothing_is_stored(
     assert refused == [message.replace("result of activity 'big'", "custom status")]
     assert not any(isinstance(e, EventRaised) for e in history)
     assert max(len(repr(e)) for e in history) < limit  # nothing oversized was stored
+
+
+async def test_a_schedule_runs_with_a_typed_input_under_a_codec(
+    provider: Provider, provider_kind: str, tmp_path: Path
+) -> None:
+    codec = FernetCodec([FernetCodec.generate_key()])
+    registry = Registry()
+
+    @registry.orchestration()
+    async def greet(ctx: OrchestrationContext, approval: Approval) -> str:
+        return f"{type(approval).__name__} by {approval.by} in {approval.at.year}"
+
+    secret = replace(APPROVAL, by="SECRET-SCHEDULED-4e2a")
+    async with Runtime(provider, registry, replace(FAST, payload_codec=codec)):
+        client = Client(provider, payload_codec=codec)
+        await client.create_schedule("nightly", "greet", secret, every=timedelta(seconds=1))
+        runs = await wait_until(
+            lambda: client.list_instances(name="greet", status=COMPLETED), timeout=20, what="a scheduled run"
+        )
+        await client.pause_schedule("nightly", note="enough")  # a command the schedule reads encoded
+        await wait_until(lambda: _schedule_state_is(client, "paused"), what="the pause")
+
+    assert runs[0].output == "Approval by SECRET-SCHEDULED-4e2a in 2026"
+    assert b"SECRET-SCHEDULED" not in await raw_store_bytes(provider, provider_kind, tmp_path)
+
+
+async def _schedule_state_is(client: Client, state: str) -> bool:
+    return (await client.get_schedule("nightly")).state == state
