@@ -10,14 +10,26 @@ from collections.abc import Iterator
 __all__ = ["Signal", "SignalBoard", "Waiter", "WorkSignal"]
 
 
+Ended = tuple[bool, int]
+"""What a committed change did to an instance: whether an execution ended, and which execution."""
+
+
 class Signal:
-    """Wakes every current waiter when set; later waiters wait for the next ``set``."""
+    """Wakes every current waiter when set; later waiters wait for the next ``set``.
+
+    Each ``set`` may carry what the change did (``ended``), so a waiter can tell a change that
+    cannot interest it from one it must look at; ``version`` counts the ``set`` calls.
+    """
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self.version = 0
+        self.ended: Ended | None = None
 
-    def set(self) -> None:
-        """Wake everyone waiting now."""
+    def set(self, ended: Ended | None = None) -> None:
+        """Wake everyone waiting now; ``ended`` says what the change did, if known."""
+        self.version += 1
+        self.ended = ended
         event, self._event = self._event, asyncio.Event()
         event.set()
 
@@ -97,11 +109,11 @@ class SignalBoard:
         if count > 0:
             self.queues[kind].set(count)
 
-    def instance(self, instance_id: str) -> None:
-        """The instance's state changed."""
+    def instance(self, instance_id: str, ended: Ended | None = None) -> None:
+        """The instance's state changed; ``ended``: whether an execution ended and which, if known."""
         entry = self._instances.get(instance_id)
         if entry is not None:
-            entry[0].set()
+            entry[0].set(ended)
 
     def everything(self) -> None:
         """Something changed that this process did not see (another process wrote)."""
@@ -110,12 +122,24 @@ class SignalBoard:
         for instance, _ in self._instances.values():
             instance.set()
 
-    async def wait_instance(self, instance_id: str, timeout: float) -> None:
-        """Wait for a change of one instance."""
+    async def wait_instance(self, instance_id: str, timeout: float, until_ended: int | None = None) -> None:
+        """Wait for a change of one instance.
+
+        With ``until_ended``, a change known to end no execution from ``until_ended`` on does not
+        end the wait (one that comes with another change before the waiter runs again does).
+        """
         signal, waiters = self._instances.get(instance_id) or (Signal(), 0)
         self._instances[instance_id] = (signal, waiters + 1)
+        deadline = asyncio.get_running_loop().time() + timeout
         try:
-            await signal.wait(timeout)
+            seen = signal.version
+            while await signal.wait(deadline - asyncio.get_running_loop().time()):
+                ended = signal.ended
+                if until_ended is None or signal.version != seen + 1 or ended is None:
+                    return
+                if ended[0] and ended[1] >= until_ended:
+                    return
+                seen = signal.version  # a change that cannot interest the waiter: wait for the next
         finally:
             signal, waiters = self._instances[instance_id]
             if waiters == 1:

@@ -121,7 +121,10 @@ class SqlProvider(Provider):
     async def ack_orchestration_item(self, item: OrchestrationItem, commit: TurnCommit) -> None:
         if not await self._commit_turn(item, commit):
             raise LockLostError(f"the lock on instance {item.instance_id!r} expired and was taken over")
-        self._signals.instance(item.instance_id)
+        state = commit.state
+        self._signals.instance(
+            item.instance_id, (False, 0) if state is None else (state.status.is_terminal, state.execution_id)
+        )
         self._signals.work("orchestrator", len(commit.messages))
         self._signals.work("activity", len(commit.activity_items))
 
@@ -179,9 +182,9 @@ class SqlProvider(Provider):
                 timeout = min(timeout, max(0.0, due))
             await waiter.wait(timeout)
 
-    async def wait_for_state_change(self, instance_id: str, timeout: float) -> None:
+    async def wait_for_state_change(self, instance_id: str, timeout: float, *, until_ended: int | None = None) -> None:
         self._watch()
-        await self._signals.wait_instance(instance_id, min(timeout, self._state_poll_seconds))
+        await self._signals.wait_instance(instance_id, min(timeout, self._state_poll_seconds), until_ended)
 
     # --- dialect hooks: each one transaction ---------------------------------------------------
 
