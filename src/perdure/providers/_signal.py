@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Hashable, Iterator
 
-__all__ = ["Signal", "SignalBoard", "Waiter", "WorkSignal"]
+__all__ = ["DueTimes", "Signal", "SignalBoard", "Waiter", "WorkSignal"]
 
 
 Ended = tuple[bool, int]
@@ -50,9 +51,12 @@ class WorkSignal:
 
     def __init__(self) -> None:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.version = 0
+        """Counts the ``set`` calls, so a caller that was not waiting can tell it missed one."""
 
     def set(self, count: int | None = None) -> None:
         """Wake ``count`` waiters (all when ``None``)."""
+        self.version += 1
         woken = 0
         while self._waiters and (count is None or woken < count):
             waiter = self._waiters.popleft()
@@ -97,11 +101,49 @@ class Waiter:
             return False
 
 
+class DueTimes:
+    """What the store last said about when something becomes fetchable by the clock alone, per queue.
+
+    An idle dispatcher asks the store how long it may sleep; its answer stays true until a write
+    makes something due sooner. Work this process makes visible at once wakes a dispatcher by its
+    signal and needs no new answer; what it delays (a timer, a put-back), and anything another
+    process writes, makes every answer forgotten. Answers are kept ``max_age`` seconds at most.
+    """
+
+    def __init__(self, max_age: float = 1.0) -> None:
+        self.max_age = max_age
+        self.version = 0
+        """Counts the times answers were forgotten: an answer read across one is not kept."""
+        self._answers: dict[Hashable, tuple[float | None, float]] = {}
+
+    def forget(self) -> None:
+        """Something may be due sooner than any answer says."""
+        self.version += 1
+        self._answers.clear()
+
+    def get(self, key: Hashable) -> tuple[bool, float | None]:
+        """``(known, seconds until due or None for nothing due)`` for ``key``."""
+        answer = self._answers.get(key)
+        now = time.monotonic()
+        if answer is None or now - answer[1] > self.max_age:
+            return False, None
+        due = answer[0]
+        return True, None if due is None else due - now
+
+    def put(self, key: Hashable, version: int, seconds: float | None) -> None:
+        """Keep the answer read since ``version``, unless answers were forgotten meanwhile or it is "now"."""
+        if version != self.version or (seconds is not None and seconds <= 0):
+            return
+        now = time.monotonic()
+        self._answers[key] = (None if seconds is None else now + seconds, now)
+
+
 class SignalBoard:
     """The signals of one provider: one per queue kind, and one per instance someone waits on."""
 
     def __init__(self) -> None:
         self.queues = {"orchestrator": WorkSignal(), "activity": WorkSignal()}
+        self.due = DueTimes()
         self._instances: dict[str, tuple[Signal, int]] = {}
 
     def work(self, kind: str, count: int = 1) -> None:
@@ -117,6 +159,7 @@ class SignalBoard:
 
     def everything(self) -> None:
         """Something changed that this process did not see (another process wrote)."""
+        self.due.forget()
         for queue in self.queues.values():
             queue.set()
         for instance, _ in self._instances.values():

@@ -11,8 +11,10 @@ only in their hooks.
 from __future__ import annotations
 
 import abc
+import asyncio
 import math
 import uuid
+import weakref
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -62,6 +64,11 @@ class SqlProvider(Provider):
 
     def __init__(self) -> None:
         self._signals = SignalBoard()
+        # The queue signal's version when each dispatcher loop (a task) last began a fetch.
+        self._fetch_began: dict[QueueKind, weakref.WeakKeyDictionary[asyncio.Task[Any], int]] = {
+            "orchestrator": weakref.WeakKeyDictionary(),
+            "activity": weakref.WeakKeyDictionary(),
+        }
 
     # --- instances and history -----------------------------------------------------------------
 
@@ -70,13 +77,14 @@ class SqlProvider(Provider):
             raise ValueError("create_instance needs a message with new_instance set")
         if not await self._insert_instance(start):
             raise InstanceAlreadyExistsError(f"an instance with id {start.instance_id!r} already exists")
-        self._signals.work("orchestrator")
+        self._written([start])
 
     async def restart_instance(self, start: Message) -> int:
         if start.new_instance is None:
             raise ValueError("restart_instance needs a message with new_instance set")
         execution_id = await self._replace_instance(start)
         self._signals.instance(start.instance_id)
+        self._signals.due.forget()  # the old run's locks and timers are gone
         self._signals.work("orchestrator")
         return execution_id
 
@@ -92,7 +100,7 @@ class SqlProvider(Provider):
     async def enqueue_messages(self, messages: Sequence[Message]) -> None:
         if messages:
             await self._insert_messages(list(messages))
-            self._signals.work("orchestrator", len(messages))
+            self._written(messages)
 
     async def get_state(self, instance_id: str) -> OrchestrationState | None:
         row = await self._select_state(instance_id)
@@ -113,6 +121,7 @@ class SqlProvider(Provider):
         self, lock_seconds: float, *, worker_id: str | None = None
     ) -> OrchestrationItem | None:
         token = uuid.uuid4().hex
+        self._fetching("orchestrator")
         locked = await self._lock_instance(lock_seconds, token, worker_id)
         if locked is None:
             return None
@@ -125,13 +134,14 @@ class SqlProvider(Provider):
         self._signals.instance(
             item.instance_id, (False, 0) if state is None else (state.status.is_terminal, state.execution_id)
         )
-        self._signals.work("orchestrator", len(commit.messages))
+        self._written(commit.messages)
         self._signals.work("activity", len(commit.activity_items))
 
     async def abandon_orchestration_item(
         self, item: OrchestrationItem, delay: float = 0.0, *, undo_delivery: bool = False
     ) -> None:
         await self._release_instance(item, delay, undo_delivery)
+        self._signals.due.forget()  # held back until the delay ends
         self._signals.work("orchestrator")
 
     # --- worker queues -------------------------------------------------------------------------
@@ -140,6 +150,7 @@ class SqlProvider(Provider):
         self, queues: Sequence[str], lock_seconds: float, *, worker_id: str | None = None
     ) -> WorkItem | None:
         token = uuid.uuid4().hex
+        self._fetching("activity")
         row = await self._lock_work_item(list(queues), lock_seconds, token, worker_id)
         return None if row is None else work_item(row[0], token, *row[1:])
 
@@ -148,11 +159,12 @@ class SqlProvider(Provider):
             raise ValueError("an activity completion cannot create an instance")
         if not await self._complete_work_item(item, completion):
             raise _work_item_lost(item)
-        self._signals.work("orchestrator")
+        self._written([completion])
 
     async def abandon_work_item(self, item: WorkItem, delay: float = 0.0) -> None:
         if not await self._release_work_item(item, delay):
             raise _work_item_lost(item)
+        self._signals.due.forget()  # visible again after the delay
         self._signals.work("activity")
 
     async def renew_work_item(self, item: WorkItem, lock_seconds: float) -> None:
@@ -173,11 +185,37 @@ class SqlProvider(Provider):
 
     # --- waiting -------------------------------------------------------------------------------
 
+    def _fetching(self, kind: QueueKind) -> None:
+        """Note that the current task begins a fetch: a wake-up it misses before it waits is noticed."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._fetch_began[kind][task] = self._signals.queues[kind].version
+
+    def _missed_wake_up(self, kind: QueueKind) -> bool:
+        """Whether work was signalled since the current task's last fetch began (it was not waiting then)."""
+        task = asyncio.current_task()
+        began = None if task is None else self._fetch_began[kind].pop(task, None)
+        return began is not None and began != self._signals.queues[kind].version
+
+    def _written(self, messages: Sequence[Message]) -> None:
+        """Wake dispatchers for messages this process queued; a delayed one may be due before any
+        answer about due times said."""
+        if any(message.visible_at is not None for message in messages):
+            self._signals.due.forget()
+        self._signals.work("orchestrator", len(messages))
+
     async def wait_for_work(self, kind: QueueKind, timeout: float, queues: Sequence[str] = ()) -> None:
         self._watch()
         timeout = min(timeout, self._work_poll_seconds)
+        if self._missed_wake_up(kind):
+            return  # fetch again at once
         with self._signals.queues[kind].waiter() as waiter:  # before the read, so no wake-up falls between
-            due = await self._seconds_until_due(kind, list(queues))
+            key = (kind, *queues)
+            known, due = self._signals.due.get(key)
+            if not known:
+                version = self._signals.due.version
+                due = await self._seconds_until_due(kind, list(queues))
+                self._signals.due.put(key, version, due)
             if due is not None:
                 timeout = min(timeout, max(0.0, due))
             await waiter.wait(timeout)
