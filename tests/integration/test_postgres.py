@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from tests.conftest import POSTGRES_URL
 from perdure import Client, OrchestrationStatus, ProviderError, Registry, Runtime, RuntimeOptions, open_provider
 from perdure.engine import encode_event
 from perdure.engine.events import EventRaised, OrchestrationResumed, StartRequested
-from perdure.providers import InstanceUpdate, Message, NewInstance, TurnCommit
+from perdure.providers import InstanceUpdate, Message, NewInstance, TurnCommit, _clock
 from perdure.providers._sql import read_sql
 from perdure.providers.postgres import PostgresProvider, _migrate
 from perdure.providers.postgres._migrate import apply_migrations, migrations
@@ -270,3 +271,38 @@ async def test_an_enqueue_retried_after_a_lost_reply_is_applied_once(schemas: li
     assert item is not None
     assert [type(m.event).__name__ for m in item.messages] == ["StartRequested", "EventRaised"]
     await provider.close()
+
+
+# --- due times by the database clock ----------------------------------------------------------------
+
+
+def _raised(instance_id: str, visible_at: datetime) -> Message:
+    return Message(instance_id=instance_id, execution_id=None, event=EventRaised(name="e"), visible_at=visible_at)
+
+
+@pytest.mark.parametrize("skew", [3600.0, -3600.0])
+async def test_a_timer_is_due_by_the_database_clock_whatever_the_writers_clock_says(
+    schemas: list[str], monkeypatch: pytest.MonkeyPatch, skew: float
+) -> None:
+    # This process's clock is an hour off the database's. A message delayed by 1.5 s by that clock
+    # is due 1.5 s after its commit by the database's clock: not an hour early (visible at once),
+    # not an hour late.
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + skew)
+    monkeypatch.setattr(_clock, "CLOCK", _clock.Clock())
+    provider = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    try:
+        skewed_now = datetime.fromtimestamp(_clock.now(), UTC)
+        await provider.enqueue_messages([_raised("later", skewed_now + timedelta(seconds=1.5))])
+        committed = time.monotonic()
+        assert await provider.fetch_orchestration_item(30) is None, "due before its delay"
+        await provider.wait_for_work("orchestrator", 30)  # the database says when it is due
+        item = await provider.fetch_orchestration_item(30)
+        while item is None and time.monotonic() - committed < 10:
+            await asyncio.sleep(0.05)
+            item = await provider.fetch_orchestration_item(30)
+        waited = time.monotonic() - committed
+        assert item is not None and item.instance_id == "later"
+        assert 1.3 <= waited < 10, f"due after {waited:.2f} s, not about 1.5 s"
+    finally:
+        await provider.close()

@@ -7,13 +7,24 @@ them in one round trip.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from perdure.engine import encode_event
+from perdure.providers import _clock
 from perdure.providers._base import Message, NewInstance, OrchestrationItem, TurnCommit, WorkItem
 from perdure.providers._codec import encode_error, encode_request, encode_value, message_kind
 
-__all__ = ["completion_params", "instance_params", "message_arrays", "message_params", "turn_params"]
+__all__ = ["completion_params", "delay", "instance_params", "message_arrays", "message_params", "turn_params"]
+
+
+def delay(visible_at: datetime | None) -> float | None:
+    """Seconds from now until ``visible_at`` by this process's clock (``None``: at once).
+
+    The database adds them to its own clock: a due time is the database's, whatever this host's
+    clock says, and a timer of five minutes fires five minutes after its turn committed.
+    """
+    return None if visible_at is None else visible_at.timestamp() - _clock.now()
 
 
 def instance_params(start: Message) -> dict[str, Any]:
@@ -41,7 +52,7 @@ def message_params(message: Message) -> dict[str, Any]:
         "execution_id": message.execution_id,
         "kind": message_kind(message),
         "event": encode_event(message.event),
-        "visible_at": message.visible_at,
+        "delay": delay(message.visible_at),
     }
 
 
@@ -53,7 +64,7 @@ def message_arrays(messages: Sequence[Message]) -> dict[str, Any]:
         "executions": [m.execution_id for m in messages],
         "kinds": [message_kind(m) for m in messages],
         "msg_events": [encode_event(m.event) for m in messages],
-        "visible": [m.visible_at for m in messages],
+        "delays": [delay(m.visible_at) for m in messages],
         "start_instances": [instance_id for instance_id, _ in starts],
         "start_names": [new.name for _, new in starts],
         "start_inputs": [encode_value(new.input) for _, new in starts],
