@@ -42,8 +42,11 @@ class Batch:
     attempt)`` until it succeeds or fails for good (then raising ``ProviderError``).
     """
 
-    def __init__(self, run: Runner) -> None:
+    def __init__(self, run: Runner, max_in_flight: int = 2) -> None:
         self._run = run
+        # While this many batches wait for the server, new calls gather into the next one: the
+        # busier the process, the more calls share each commit.
+        self._max_in_flight = max_in_flight
         self._pending: list[_Call] = []
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -61,11 +64,18 @@ class Batch:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if not self._pending or len(self._tasks) >= self._max_in_flight:
+            return  # the next batch to finish flushes what gathered meanwhile
         batch, self._pending = self._pending, []
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._execute(batch))
-            self._tasks.add(task)  # keep a reference until it is done
-            task.add_done_callback(self._tasks.discard)
+        task = asyncio.get_running_loop().create_task(self._execute(batch))
+        self._tasks.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._pending and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     async def _execute(self, batch: list[_Call]) -> None:
         try:
