@@ -6,7 +6,9 @@ import asyncio
 import collections
 import contextlib
 import time
+import weakref
 from collections.abc import Hashable, Iterator
+from typing import Any
 
 __all__ = ["DueTimes", "Signal", "SignalBoard", "Waiter", "WorkSignal"]
 
@@ -63,6 +65,11 @@ class WorkSignal:
             if not waiter.done():
                 waiter.set_result(None)
                 woken += 1
+
+    @property
+    def idle(self) -> int:
+        """How many waiters wait now."""
+        return sum(1 for waiter in self._waiters if not waiter.done())
 
     @contextlib.contextmanager
     def waiter(self) -> Iterator[Waiter]:
@@ -145,6 +152,22 @@ class SignalBoard:
         self.queues = {"orchestrator": WorkSignal(), "activity": WorkSignal()}
         self.due = DueTimes()
         self._instances: dict[str, tuple[Signal, int]] = {}
+        # The queue signal's version when each dispatcher loop (a task) last began a fetch.
+        self._fetch_began: dict[str, weakref.WeakKeyDictionary[asyncio.Task[Any], int]] = {
+            kind: weakref.WeakKeyDictionary() for kind in self.queues
+        }
+
+    def fetching(self, kind: str) -> None:
+        """The current task begins a fetch: a wake-up it misses before it waits is noticed."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._fetch_began[kind][task] = self.queues[kind].version
+
+    def missed_wake_up(self, kind: str) -> bool:
+        """Whether work was signalled since the current task's last fetch began (it was not waiting then)."""
+        task = asyncio.current_task()
+        began = None if task is None else self._fetch_began[kind].pop(task, None)
+        return began is not None and began != self.queues[kind].version
 
     def work(self, kind: str, count: int = 1) -> None:
         """``count`` new items in the ``kind`` queue."""

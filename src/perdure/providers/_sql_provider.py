@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import math
 import uuid
-import weakref
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -33,6 +33,7 @@ from perdure.providers._base import (
     WorkItem,
 )
 from perdure.providers._codec import MessageRow, orchestration_item, state_from_row, work_item, worker_from_row
+from perdure.providers._handoff import FetchKey, Handed, Handoffs
 from perdure.providers._signal import SignalBoard
 
 __all__ = ["LockedInstance", "SqlProvider", "WorkRow"]
@@ -64,11 +65,7 @@ class SqlProvider(Provider):
 
     def __init__(self) -> None:
         self._signals = SignalBoard()
-        # The queue signal's version when each dispatcher loop (a task) last began a fetch.
-        self._fetch_began: dict[QueueKind, weakref.WeakKeyDictionary[asyncio.Task[Any], int]] = {
-            "orchestrator": weakref.WeakKeyDictionary(),
-            "activity": weakref.WeakKeyDictionary(),
-        }
+        self._handoffs = Handoffs(self._put_back)
 
     # --- instances and history -----------------------------------------------------------------
 
@@ -121,14 +118,14 @@ class SqlProvider(Provider):
         self, lock_seconds: float, *, worker_id: str | None = None
     ) -> OrchestrationItem | None:
         token = uuid.uuid4().hex
-        self._fetching("orchestrator")
+        self._signals.fetching("orchestrator")
         locked = await self._lock_instance(lock_seconds, token, worker_id)
         if locked is None:
             return None
         return orchestration_item(locked.instance_id, token, locked.messages, locked.state, locked.history)
 
     async def ack_orchestration_item(self, item: OrchestrationItem, commit: TurnCommit) -> None:
-        if not await self._commit_turn(item, commit):
+        if not await self._commit_and_claim(item, commit):
             raise LockLostError(f"the lock on instance {item.instance_id!r} expired and was taken over")
         state = commit.state
         self._signals.instance(
@@ -144,13 +141,44 @@ class SqlProvider(Provider):
         self._signals.due.forget()  # held back until the delay ends
         self._signals.work("orchestrator")
 
+    async def _commit_and_claim(self, item: OrchestrationItem, commit: TurnCommit) -> bool:
+        """Commit the turn; with activity loops of this process idle, lock the work items it queues
+        for them in the same commit (see ``_handoff``)."""
+        key = self._handoffs.last_fetch
+        count = min(len(commit.activity_items), self._signals.queues["activity"].idle)
+        if key is None or count == 0 or not any(r.queue in key[0] for r in commit.activity_items):
+            return await self._commit_turn(item, commit)
+        token = uuid.uuid4().hex
+        committed, claimed = await asyncio.gather(
+            self._commit_turn(item, commit),
+            self._claim_work_items(item.instance_id, key, token, count),
+            return_exceptions=True,
+        )
+        if isinstance(claimed, BaseException):
+            claimed = []  # nothing was locked, or it is retried like any fetch: the items stay queued
+        self._handoffs.give(key, [(row, token) for row in claimed])
+        if isinstance(committed, BaseException):
+            raise committed
+        return committed
+
+    async def _put_back(self, handed: Handed) -> None:
+        """Release a handed work item no fetch took; its lock expires anyway if this fails."""
+        row, token = handed
+        with contextlib.suppress(Exception):
+            await self._release_work_item(work_item(row[0], token, *row[1:]), 0.0)
+        self._signals.work("activity")
+
     # --- worker queues -------------------------------------------------------------------------
 
     async def fetch_work_item(
         self, queues: Sequence[str], lock_seconds: float, *, worker_id: str | None = None
     ) -> WorkItem | None:
+        handed = self._handoffs.take((tuple(queues), float(lock_seconds), worker_id))
+        if handed is not None:
+            row, lock_token = handed
+            return work_item(row[0], lock_token, *row[1:])
         token = uuid.uuid4().hex
-        self._fetching("activity")
+        self._signals.fetching("activity")
         row = await self._lock_work_item(list(queues), lock_seconds, token, worker_id)
         return None if row is None else work_item(row[0], token, *row[1:])
 
@@ -185,18 +213,6 @@ class SqlProvider(Provider):
 
     # --- waiting -------------------------------------------------------------------------------
 
-    def _fetching(self, kind: QueueKind) -> None:
-        """Note that the current task begins a fetch: a wake-up it misses before it waits is noticed."""
-        task = asyncio.current_task()
-        if task is not None:
-            self._fetch_began[kind][task] = self._signals.queues[kind].version
-
-    def _missed_wake_up(self, kind: QueueKind) -> bool:
-        """Whether work was signalled since the current task's last fetch began (it was not waiting then)."""
-        task = asyncio.current_task()
-        began = None if task is None else self._fetch_began[kind].pop(task, None)
-        return began is not None and began != self._signals.queues[kind].version
-
     def _written(self, messages: Sequence[Message]) -> None:
         """Wake dispatchers for messages this process queued; a delayed one may be due before any
         answer about due times said."""
@@ -207,7 +223,7 @@ class SqlProvider(Provider):
     async def wait_for_work(self, kind: QueueKind, timeout: float, queues: Sequence[str] = ()) -> None:
         self._watch()
         timeout = min(timeout, self._work_poll_seconds)
-        if self._missed_wake_up(kind):
+        if self._signals.missed_wake_up(kind):
             return  # fetch again at once
         with self._signals.queues[kind].waiter() as waiter:  # before the read, so no wake-up falls between
             key = (kind, *queues)
@@ -291,6 +307,12 @@ class SqlProvider(Provider):
         Returns:
             ``False`` if the lock was taken over; then nothing was written.
         """
+
+    async def _claim_work_items(self, instance_id: str, key: FetchKey, token: str, count: int) -> list[WorkRow]:
+        """Lock up to ``count`` of the instance's unlocked, visible work items as a fetch asking for
+        ``key`` would, with ``token``; run together with the turn's commit, so that it sees the
+        items the turn queues (a backend that cannot share the commit claims nothing)."""
+        return []
 
     @abc.abstractmethod
     async def _release_instance(self, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:

@@ -14,8 +14,18 @@ from perdure.engine import encode_event
 from perdure.providers import _clock
 from perdure.providers._base import Message, NewInstance, OrchestrationItem, TurnCommit, WorkItem
 from perdure.providers._codec import encode_error, encode_request, encode_value, message_kind
+from perdure.providers._handoff import FetchKey
 
-__all__ = ["completion_params", "delay", "instance_params", "message_arrays", "message_params", "turn_params"]
+__all__ = [
+    "claim_params",
+    "completion_params",
+    "delay",
+    "instance_params",
+    "message_arrays",
+    "message_params",
+    "release_params",
+    "turn_params",
+]
 
 
 def delay(visible_at: datetime | None) -> float | None:
@@ -95,4 +105,28 @@ def turn_params(item: OrchestrationItem, commit: TurnCommit) -> dict[str, Any]:
         "error": None if s is None else encode_error(s.error),
         "custom_status": None if s is None else encode_value(s.custom_status),
         "parent_instance_id": None if s is None else s.parent_instance_id,
+    }
+
+
+def claim_params(instance_id: str, key: FetchKey, token: str, count: int) -> dict[str, Any]:
+    """Up to ``count`` of an instance's new work items, locked as a fetch asking for ``key`` would."""
+    queues, lock_seconds, worker_id = key
+    return {
+        "instance_id": instance_id,
+        "queues": list(queues),
+        "count": count,
+        "lock_token": token,
+        "lock_seconds": lock_seconds,
+        "worker_id": worker_id,
+    }
+
+
+def release_params(item: OrchestrationItem, delay: float, undo_delivery: bool, notify: str) -> dict[str, Any]:
+    """An instance put back (``abandon_orchestration_item``)."""
+    return {
+        "instance_id": item.instance_id,
+        "lock_token": item.lock_token,
+        "delay": float(delay),
+        "undone": [m.message_id for m in item.messages] if undo_delivery else [],
+        "notify": notify,
     }

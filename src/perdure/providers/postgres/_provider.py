@@ -40,6 +40,7 @@ from perdure.providers._base import (
     WorkItem,
 )
 from perdure.providers._codec import activity_items
+from perdure.providers._handoff import FetchKey
 from perdure.providers._sql import SqlStyle, instance_query, load_queries
 from perdure.providers._sql_provider import LockedInstance, SqlProvider, WorkRow
 from perdure.providers.postgres._batch import Batch
@@ -48,10 +49,12 @@ from perdure.providers.postgres._errors import is_transient, provider_error
 from perdure.providers.postgres._liveness import PostgresWorkerLiveness
 from perdure.providers.postgres._notify import Listener
 from perdure.providers.postgres._params import (
+    claim_params,
     completion_params,
     instance_params,
     message_arrays,
     message_params,
+    release_params,
     turn_params,
 )
 
@@ -300,13 +303,7 @@ class PostgresProvider(SqlProvider):
         return await self._run(tx)
 
     async def _release_instance(self, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:
-        params = {
-            "instance_id": item.instance_id,
-            "lock_token": item.lock_token,
-            "delay": float(delay),
-            "undone": [m.message_id for m in item.messages] if undo_delivery else [],
-            "notify": self._listener.notice(orchestrator=1),
-        }
+        params = release_params(item, delay, undo_delivery, self._listener.notice(orchestrator=1))
         await self._batch.fetchone(_Q["abandon_orchestration_item"], params)
 
     async def _lock_work_item(
@@ -315,6 +312,12 @@ class PostgresProvider(SqlProvider):
         params = {"queues": queues, "lock_token": token, "lock_seconds": float(lock_seconds), "worker_id": worker_id}
         row, _ = await self._batch.fetchone(_Q["fetch_work_item"], params)
         return None if row is None else (row[0], row[1], row[2], row[3], row[4])
+
+    async def _claim_work_items(self, instance_id: str, key: FetchKey, token: str, count: int) -> list[WorkRow]:
+        row, _ = await self._batch.fetchone(_Q["claim_work_items"], claim_params(instance_id, key, token, count))
+        if row is None or row[0] is None:
+            return []
+        return list(zip(*row, strict=True))
 
     async def _complete_work_item(self, item: WorkItem, completion: Message) -> bool:
         params = {**completion_params(item, completion), "notify": self._listener.notice(orchestrator=1)}
@@ -366,6 +369,7 @@ class PostgresProvider(SqlProvider):
     async def close(self) -> None:
         if self._closed:
             return
+        await self._handoffs.close()
         self._closed = True
         await self._batch.close()
         await self._listener.close()

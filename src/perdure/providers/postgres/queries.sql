@@ -160,6 +160,28 @@ SET lock_token = %(lock_token)s, visible_at = now() + make_interval(secs => %(lo
 FROM next WHERE w.item_id = next.item_id
 RETURNING w.item_id, w.request, w.dequeue_count, w.heartbeat_details, w.heartbeat_at
 
+-- name: claim_work_items
+-- The instance's unlocked visible work items (those a turn just queued, in the same transaction),
+-- at most count, locked as fetch_work_item locks one; one row of arrays (empty arrays: none).
+WITH next AS (
+    SELECT item_id FROM worker_queue
+    WHERE instance_id = %(instance_id)s AND queue = ANY (%(queues)s::text[]) AND lock_token IS NULL
+      AND visible_at <= now()
+    ORDER BY item_id
+    LIMIT %(count)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE worker_queue w
+    SET lock_token = %(lock_token)s, visible_at = now() + make_interval(secs => %(lock_seconds)s),
+        dequeue_count = w.dequeue_count + 1, worker_id = %(worker_id)s
+    FROM next WHERE w.item_id = next.item_id
+    RETURNING w.item_id, w.request, w.dequeue_count, w.heartbeat_details, w.heartbeat_at
+)
+SELECT array_agg(item_id ORDER BY item_id), array_agg(request ORDER BY item_id),
+       array_agg(dequeue_count ORDER BY item_id), array_agg(heartbeat_details ORDER BY item_id),
+       array_agg(heartbeat_at ORDER BY item_id)
+FROM claimed
+
 -- name: ack_work_item
 -- Delete the item if the lock is still ours and enqueue its completion; no row back: lock lost.
 WITH done AS (
