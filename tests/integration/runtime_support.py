@@ -195,8 +195,8 @@ class DelegatingProvider(Provider):
     async def wait_for_work(self, kind: QueueKind, timeout: float, queues: Sequence[str] = ()) -> None:
         await self.inner.wait_for_work(kind, timeout, queues)
 
-    async def wait_for_state_change(self, instance_id: str, timeout: float) -> None:
-        await self.inner.wait_for_state_change(instance_id, timeout)
+    async def wait_for_state_change(self, instance_id: str, timeout: float, *, until_ended: int | None = None) -> None:
+        await self.inner.wait_for_state_change(instance_id, timeout, until_ended=until_ended)
 
     async def close(self) -> None:
         await self.inner.close()

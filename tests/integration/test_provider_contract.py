@@ -769,6 +769,25 @@ async def test_wait_for_state_change_wakes_on_a_committed_turn(provider: Provide
     await asyncio.wait_for(waiter, 5)
 
 
+async def test_a_wait_until_ended_sleeps_through_turns_that_leave_the_instance_running(provider: Provider) -> None:
+    await provider.create_instance(start("a"))
+    waiter = asyncio.create_task(provider.wait_for_state_change("a", 30, until_ended=1))
+    await asyncio.sleep(0.1)
+    await run_start_turn(provider, "a")  # RUNNING: nothing ended
+    await provider.enqueue_messages([raised("a", "go")])
+    await asyncio.sleep(0.2)
+    assert not waiter.done()
+    item = await fetch(provider)
+    commit = TurnCommit(
+        execution_id=1,
+        history=[OrchestrationCompleted(event_id=2, output=1)],
+        state=update(OrchestrationStatus.COMPLETED, output=1),
+        consumed=[m.message_id for m in item.messages],
+    )
+    await provider.ack_orchestration_item(item, commit)
+    await asyncio.wait_for(waiter, 5)
+
+
 # --- worker records: locks that live as long as their worker, heartbeats --------------------------------
 
 

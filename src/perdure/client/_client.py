@@ -377,7 +377,9 @@ async def _wait_until_ended(
     while True:
         # Listen before reading: a change committed after the read wakes the wait, none falls between.
         change = asyncio.ensure_future(
-            provider.wait_for_state_change(instance_id, max(deadline - time.monotonic(), 0.0))
+            provider.wait_for_state_change(
+                instance_id, max(deadline - time.monotonic(), 0.0), until_ended=max(execution_id, 1)
+            )
         )
         await asyncio.sleep(0)  # the wait listens from its first step
         try:

@@ -466,11 +466,15 @@ class Provider(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def wait_for_state_change(self, instance_id: str, timeout: float) -> None:
+    async def wait_for_state_change(self, instance_id: str, timeout: float, *, until_ended: int | None = None) -> None:
         """Sleep until the instance's state may have changed, or ``timeout`` seconds pass.
 
         It listens from its first step, before it first suspends: a caller may start it, read the
         state, then await it, and so miss no change made after the read.
+
+        With ``until_ended`` (an execution id), a provider may sleep on through changes it knows
+        end no execution from ``until_ended`` on (turns this process committed that leave the
+        instance running), so a caller waiting for the end reads the state once, not once a turn.
         """
 
     @abc.abstractmethod

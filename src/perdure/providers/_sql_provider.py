@@ -11,6 +11,8 @@ only in their hooks.
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 import math
 import uuid
 from collections.abc import Sequence
@@ -38,6 +40,7 @@ from perdure.providers._codec import (
     work_item,
     worker_from_row,
 )
+from perdure.providers._handoff import FetchKey, Handed, Handoffs
 from perdure.providers._signal import SignalBoard
 
 __all__ = ["LockedInstance", "SqlProvider", "WorkRow"]
@@ -69,6 +72,7 @@ class SqlProvider(Provider):
 
     def __init__(self) -> None:
         self._signals = SignalBoard()
+        self._handoffs = Handoffs(self._put_back)
 
     # --- instances and history -----------------------------------------------------------------
 
@@ -77,13 +81,14 @@ class SqlProvider(Provider):
             raise ValueError("create_instance needs a message with new_instance set")
         if not await self._insert_instance(start):
             raise InstanceAlreadyExistsError(f"an instance with id {start.instance_id!r} already exists")
-        self._signals.work("orchestrator")
+        self._written([start])
 
     async def restart_instance(self, start: Message) -> int:
         if start.new_instance is None:
             raise ValueError("restart_instance needs a message with new_instance set")
         execution_id = await self._replace_instance(start)
         self._signals.instance(start.instance_id)
+        self._signals.due.forget()  # the old run's locks and timers are gone
         self._signals.work("orchestrator")
         return execution_id
 
@@ -99,7 +104,7 @@ class SqlProvider(Provider):
     async def enqueue_messages(self, messages: Sequence[Message]) -> None:
         if messages:
             await self._insert_messages(list(messages))
-            self._signals.work("orchestrator", len(messages))
+            self._written(messages)
 
     async def get_state(self, instance_id: str) -> OrchestrationState | None:
         row = await self._select_state(instance_id)
@@ -120,30 +125,67 @@ class SqlProvider(Provider):
         self, lock_seconds: float, *, worker_id: str | None = None
     ) -> OrchestrationItem | None:
         token = uuid.uuid4().hex
+        self._signals.fetching("orchestrator")
         locked = await self._lock_instance(lock_seconds, token, worker_id)
         if locked is None:
             return None
         return orchestration_item(locked.instance_id, token, locked.messages, locked.state, locked.history)
 
     async def ack_orchestration_item(self, item: OrchestrationItem, commit: TurnCommit) -> None:
-        if not await self._commit_turn(item, commit):
+        if not await self._commit_and_claim(item, commit):
             raise LockLostError(f"the lock on instance {item.instance_id!r} expired and was taken over")
-        self._signals.instance(item.instance_id)
-        self._signals.work("orchestrator", len(commit.messages))
+        state = commit.state
+        self._signals.instance(
+            item.instance_id, (False, 0) if state is None else (state.status.is_terminal, state.execution_id)
+        )
+        self._written(commit.messages)
         self._signals.work("activity", len(commit.activity_items))
 
     async def abandon_orchestration_item(
         self, item: OrchestrationItem, delay: float = 0.0, *, undo_delivery: bool = False
     ) -> None:
         await self._release_instance(item, delay, undo_delivery)
+        self._signals.due.forget()  # held back until the delay ends
         self._signals.work("orchestrator")
+
+    async def _commit_and_claim(self, item: OrchestrationItem, commit: TurnCommit) -> bool:
+        """Commit the turn; with activity loops of this process idle, lock the work items it queues
+        for them in the same commit (see ``_handoff``)."""
+        key = self._handoffs.last_fetch
+        count = min(len(commit.activity_items), self._signals.queues["activity"].idle)
+        if key is None or count == 0 or not any(r.queue in key[0] for r in commit.activity_items):
+            return await self._commit_turn(item, commit)
+        token = uuid.uuid4().hex
+        committed, claimed = await asyncio.gather(
+            self._commit_turn(item, commit),
+            self._claim_work_items(item.instance_id, key, token, count),
+            return_exceptions=True,
+        )
+        if isinstance(claimed, BaseException):
+            claimed = []  # nothing was locked, or it is retried like any fetch: the items stay queued
+        self._handoffs.give(key, [(row, token) for row in claimed])
+        if isinstance(committed, BaseException):
+            raise committed
+        return committed
+
+    async def _put_back(self, handed: Handed) -> None:
+        """Release a handed work item no fetch took; its lock expires anyway if this fails."""
+        row, token = handed
+        with contextlib.suppress(Exception):
+            await self._release_work_item(work_item(row[0], token, *row[1:]), 0.0)
+        self._signals.work("activity")
 
     # --- worker queues -------------------------------------------------------------------------
 
     async def fetch_work_item(
         self, queues: Sequence[str], lock_seconds: float, *, worker_id: str | None = None
     ) -> WorkItem | None:
+        handed = self._handoffs.take((tuple(queues), float(lock_seconds), worker_id))
+        if handed is not None:
+            row, lock_token = handed
+            return work_item(row[0], lock_token, *row[1:])
         token = uuid.uuid4().hex
+        self._signals.fetching("activity")
         row = await self._lock_work_item(list(queues), lock_seconds, token, worker_id)
         return None if row is None else work_item(row[0], token, *row[1:])
 
@@ -152,11 +194,12 @@ class SqlProvider(Provider):
             raise ValueError("an activity completion cannot create an instance")
         if not await self._complete_work_item(item, completion):
             raise _work_item_lost(item)
-        self._signals.work("orchestrator")
+        self._written([completion])
 
     async def abandon_work_item(self, item: WorkItem, delay: float = 0.0) -> None:
         if not await self._release_work_item(item, delay):
             raise _work_item_lost(item)
+        self._signals.due.forget()  # visible again after the delay
         self._signals.work("activity")
 
     async def renew_work_item(self, item: WorkItem, lock_seconds: float) -> None:
@@ -184,18 +227,32 @@ class SqlProvider(Provider):
 
     # --- waiting -------------------------------------------------------------------------------
 
+    def _written(self, messages: Sequence[Message]) -> None:
+        """Wake dispatchers for messages this process queued; a delayed one may be due before any
+        answer about due times said."""
+        if any(message.visible_at is not None for message in messages):
+            self._signals.due.forget()
+        self._signals.work("orchestrator", len(messages))
+
     async def wait_for_work(self, kind: QueueKind, timeout: float, queues: Sequence[str] = ()) -> None:
         self._watch()
         timeout = min(timeout, self._work_poll_seconds)
+        if self._signals.missed_wake_up(kind):
+            return  # fetch again at once
         with self._signals.queues[kind].waiter() as waiter:  # before the read, so no wake-up falls between
-            due = await self._seconds_until_due(kind, list(queues))
+            key = (kind, *queues)
+            known, due = self._signals.due.get(key)
+            if not known:
+                version = self._signals.due.version
+                due = await self._seconds_until_due(kind, list(queues))
+                self._signals.due.put(key, version, due)
             if due is not None:
                 timeout = min(timeout, max(0.0, due))
             await waiter.wait(timeout)
 
-    async def wait_for_state_change(self, instance_id: str, timeout: float) -> None:
+    async def wait_for_state_change(self, instance_id: str, timeout: float, *, until_ended: int | None = None) -> None:
         self._watch()
-        await self._signals.wait_instance(instance_id, min(timeout, self._state_poll_seconds))
+        await self._signals.wait_instance(instance_id, min(timeout, self._state_poll_seconds), until_ended)
 
     # --- dialect hooks: each one transaction ---------------------------------------------------
 
@@ -264,6 +321,12 @@ class SqlProvider(Provider):
         Returns:
             ``False`` if the lock was taken over; then nothing was written.
         """
+
+    async def _claim_work_items(self, instance_id: str, key: FetchKey, token: str, count: int) -> list[WorkRow]:
+        """Lock up to ``count`` of the instance's unlocked, visible work items as a fetch asking for
+        ``key`` would, with ``token``; run together with the turn's commit, so that it sees the
+        items the turn queues (a backend that cannot share the commit claims nothing)."""
+        return []
 
     @abc.abstractmethod
     async def _release_instance(self, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:

@@ -40,13 +40,16 @@ from perdure.providers._base import (
     WorkItem,
 )
 from perdure.providers._codec import activity_items
+from perdure.providers._handoff import FetchKey
 from perdure.providers._sql import SqlStyle, instance_query, load_queries
 from perdure.providers._sql_provider import LockedInstance, SqlProvider, WorkRow
+from perdure.providers.postgres._batch import Batch
 from perdure.providers.postgres._connection import Connection, migrate, open_pool, resolve_schema
 from perdure.providers.postgres._errors import is_transient, provider_error
 from perdure.providers.postgres._liveness import PostgresWorkerLiveness
 from perdure.providers.postgres._notify import Listener
 from perdure.providers.postgres._params import (
+    claim_params,
     completion_params,
     instance_params,
     message_arrays,
@@ -96,6 +99,7 @@ class PostgresProvider(SqlProvider):
         self._conninfo = conninfo
         self._retry_seconds = retry_seconds
         self._listener = Listener(conninfo, schema, self._signals)
+        self._batch = Batch(self._run)
         # Every committed state change notifies, so the fallback poll of a waiting client can be
         # slow: thousands of them must not re-read their state every poll_interval.
         self._work_poll_seconds = poll_interval
@@ -201,19 +205,14 @@ class PostgresProvider(SqlProvider):
 
     async def _insert_instance(self, start: Message) -> bool:
         params = {**instance_params(start), "notify": self._listener.notice(orchestrator=1)}
-
-        async def tx(conn: Connection, attempt: int) -> bool:
-            cursor = await conn.execute(_Q["create_instance"], params)
-            if await cursor.fetchone() is not None:
-                return True
-            if attempt == 0:
-                return False
-            # A retry after a lost connection: the first attempt may have committed. Same start: done.
-            cursor = await conn.execute(_Q["select_start"], {"instance_id": start.instance_id})
-            row = await cursor.fetchone()
-            return row is not None and row[0] == params["name"] and row[1] == params["input"]
-
-        return await self._run(tx)
+        row, attempt = await self._batch.fetchone(_Q["create_instance"], params)
+        if row is not None:
+            return True
+        if attempt == 0:
+            return False
+        # A retry after a lost connection: the first attempt may have committed. Same start: done.
+        found = await self._fetchone(_Q["select_start"], {"instance_id": start.instance_id})
+        return found is not None and found[0] == params["name"] and found[1] == params["input"]
 
     async def _replace_instance(self, start: Message) -> int:
         params = instance_params(start)
@@ -250,10 +249,11 @@ class PostgresProvider(SqlProvider):
         params = message_arrays(messages)
         params["notify"] = self._listener.notice(orchestrator=len(messages))
         params["receipt"] = uuid.uuid4().hex  # the same for every retry of this call
-        await self._fetchone(_Q["enqueue_messages"], params)
+        await self._batch.fetchone(_Q["enqueue_messages"], params)
 
     async def _select_state(self, instance_id: str) -> Sequence[Any] | None:
-        return await self._fetchone(_Q["select_state"], {"instance_id": instance_id})
+        row, _ = await self._batch.fetchone(_Q["select_state"], {"instance_id": instance_id})
+        return row
 
     async def _select_history(self, instance_id: str, execution_id: int | None) -> list[str]:
         params = {"instance_id": instance_id, "execution_id": execution_id}
@@ -270,7 +270,7 @@ class PostgresProvider(SqlProvider):
 
     async def _lock_instance(self, lock_seconds: float, token: str, worker_id: str | None) -> LockedInstance | None:
         params = {"lock_seconds": float(lock_seconds), "lock_token": token, "worker_id": worker_id}
-        row = await self._fetchone(_Q["fetch_orchestration_item"], params)
+        row, _ = await self._batch.fetchone(_Q["fetch_orchestration_item"], params)
         if row is None:
             return None
         instance_id, ids, executions, events, dequeues = row[:5]
@@ -285,7 +285,7 @@ class PostgresProvider(SqlProvider):
             instance=item.instance_id if commit.state is not None else None,
         )
         if not commit.cancelled_activities:
-            row = await self._fetchone(_Q["ack_orchestration_item"], params)
+            row, _ = await self._batch.fetchone(_Q["ack_orchestration_item"], params)
             return row is not None and bool(row[0])
 
         async def tx(conn: Connection, attempt: int) -> bool:
@@ -303,19 +303,26 @@ class PostgresProvider(SqlProvider):
         return await self._run(tx)
 
     async def _release_instance(self, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:
-        params = {**release_params(item, delay, undo_delivery), "notify": self._listener.notice(orchestrator=1)}
-        await self._fetchone(_Q["abandon_orchestration_item"], params)
+        params = release_params(item, delay, undo_delivery, self._listener.notice(orchestrator=1))
+        await self._batch.fetchone(_Q["abandon_orchestration_item"], params)
 
     async def _lock_work_item(
         self, queues: list[str], lock_seconds: float, token: str, worker_id: str | None
     ) -> WorkRow | None:
         params = {"queues": queues, "lock_token": token, "lock_seconds": float(lock_seconds), "worker_id": worker_id}
-        row = await self._fetchone(_Q["fetch_work_item"], params)
+        row, _ = await self._batch.fetchone(_Q["fetch_work_item"], params)
         return None if row is None else (row[0], row[1], row[2], row[3], row[4])
+
+    async def _claim_work_items(self, instance_id: str, key: FetchKey, token: str, count: int) -> list[WorkRow]:
+        row, _ = await self._batch.fetchone(_Q["claim_work_items"], claim_params(instance_id, key, token, count))
+        if row is None or row[0] is None:
+            return []
+        return list(zip(*row, strict=True))
 
     async def _complete_work_item(self, item: WorkItem, completion: Message) -> bool:
         params = {**completion_params(item, completion), "notify": self._listener.notice(orchestrator=1)}
-        return await self._fetchone(_Q["ack_work_item"], params) is not None
+        row, _ = await self._batch.fetchone(_Q["ack_work_item"], params)
+        return row is not None
 
     async def _release_work_item(self, item: WorkItem, delay: float) -> bool:
         return await self._update_work_item("release_work_item", item, delay)
@@ -330,7 +337,8 @@ class PostgresProvider(SqlProvider):
             "seconds": float(seconds),
             "notify": self._listener.notice(worker=1),
         }
-        return await self._fetchone(_Q[query], params) is not None
+        row, _ = await self._batch.fetchone(_Q[query], params)
+        return row is not None
 
     async def _count_work_deliveries(self, held: list[tuple[int, str]], change: int) -> None:
         params = {"item_ids": [i for i, _ in held], "lock_tokens": [t for _, t in held], "change": change}
@@ -369,7 +377,9 @@ class PostgresProvider(SqlProvider):
     async def close(self) -> None:
         if self._closed:
             return
+        await self._handoffs.close()
         self._closed = True
+        await self._batch.close()
         await self._listener.close()
         await self._pool.close()
 
