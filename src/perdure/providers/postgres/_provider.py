@@ -16,16 +16,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from perdure._errors import ProviderError
@@ -42,10 +38,10 @@ from perdure.providers._base import (
 from perdure.providers._codec import activity_items
 from perdure.providers._handoff import FetchKey
 from perdure.providers._sql import SqlStyle, instance_query, load_queries
-from perdure.providers._sql_provider import LockedInstance, SqlProvider, WorkRow
+from perdure.providers._sql_hooks import LockedInstance, WorkRow
+from perdure.providers._sql_provider import SqlProvider
 from perdure.providers.postgres._batch import Batch
-from perdure.providers.postgres._connection import Connection, migrate, open_pool, resolve_schema
-from perdure.providers.postgres._errors import is_transient, provider_error
+from perdure.providers.postgres._connection import Connection, migrate, open_pool, resolve_schema, run_retrying
 from perdure.providers.postgres._liveness import PostgresWorkerLiveness
 from perdure.providers.postgres._notify import Listener
 from perdure.providers.postgres._params import (
@@ -153,39 +149,8 @@ class PostgresProvider(SqlProvider):
     # --- plumbing ----------------------------------------------------------------------------------
 
     async def _run(self, function: Callable[[Connection, int], Awaitable[T]], *, retry: bool = True) -> T:
-        """Run ``function(connection, attempt)``, retrying failures of the connection with backoff.
-
-        Only a lost connection, a server restarting, a full pool, a deadlock or a serialization
-        failure is retried (see ``_errors``); any other failure is about the call and raises at once.
-        ``attempt`` counts from 0; a retried call may find its earlier attempt committed after all
-        (the connection died after the commit), which idempotent-looking callers take into account.
-        """
-        began = time.monotonic()
-        pause = 0.05
-        attempt = 0
-        while True:
-            if self._closed:
-                raise ProviderError("the PostgreSQL provider is closed")
-            conn: Connection | None = None
-            try:
-                async with self._pool.connection() as conn:
-                    return await function(conn, attempt)
-            except psycopg.Error as exc:
-                broken = conn is not None and conn.broken
-                waited = time.monotonic() - began
-                if not is_transient(exc, broken):
-                    raise provider_error(exc) from exc
-                if not retry or self._closed or waited + pause > self._retry_seconds:
-                    raise provider_error(exc, waited) from exc
-                _log.warning("PostgreSQL call failed (%s); retrying in %.2f s", str(exc).strip()[:500], pause)
-                if broken:
-                    # After a server restart every idle connection is dead too: drop them all at once
-                    # rather than discovering them one failed call at a time.
-                    with contextlib.suppress(psycopg.Error):
-                        await self._pool.check()
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 2.0)
-            attempt += 1
+        """Run ``function(connection, attempt)`` through :func:`run_retrying` (connection failures are retried)."""
+        return await run_retrying(self._pool, function, self._retry_seconds if retry else None, lambda: self._closed)
 
     async def _fetchone(self, query: bytes, params: dict[str, Any] | None = None, *, retry: bool = True) -> Row | None:
         async def tx(conn: Connection, attempt: int) -> Row | None:

@@ -48,7 +48,7 @@ RETURNING i.execution_id
 -- name: queue_start
 WITH queued AS (
     INSERT INTO orchestrator_queue (instance_id, execution_id, kind, event, visible_at)
-    VALUES (%(instance_id)s, %(execution_id)s, %(kind)s, %(event)s, coalesce(%(visible_at)s::timestamptz, now()))
+    VALUES (%(instance_id)s, %(execution_id)s, %(kind)s, %(event)s, now() + make_interval(secs => coalesce(%(delay)s::double precision, 0)))
     RETURNING message_id
 )
 SELECT pg_notify(notify_channel(), %(notify)s) FROM queued

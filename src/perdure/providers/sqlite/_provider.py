@@ -29,7 +29,8 @@ from perdure.providers._base import (
     WorkItem,
 )
 from perdure.providers._clock import TimeSource
-from perdure.providers._sql_provider import LockedInstance, SqlProvider, WorkRow
+from perdure.providers._sql_hooks import LockedInstance, WorkRow
+from perdure.providers._sql_provider import SqlProvider
 from perdure.providers.sqlite import _statements as tx
 from perdure.providers.sqlite._connection import BUSY_GIVE_UP_SECONDS, connect, data_version, waiting_out_locks
 from perdure.providers.sqlite._group_commit import GroupCommit

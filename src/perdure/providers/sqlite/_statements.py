@@ -35,7 +35,7 @@ from perdure.providers._codec import (
     worker_serves,
 )
 from perdure.providers._sql import SqlStyle, instance_query
-from perdure.providers._sql_provider import LockedInstance, WorkRow
+from perdure.providers._sql_hooks import LockedInstance, WorkRow
 from perdure.providers.sqlite._connection import Q, transaction
 
 __all__ = [
