@@ -3,11 +3,13 @@
 The orchestration asks an activity for a list of documents, schedules one ``CountWords`` per
 document at once, and waits for all of them with ``ctx.when_all``. The activities run
 concurrently on the work dispatcher; their results come back in the order they were scheduled.
+The result is a dataclass, which the client reads back as one with ``result_type``.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from perdure import ActivityContext, Client, OrchestrationContext, Registry, Runtime, SqliteProvider
 
@@ -19,6 +21,12 @@ DOCUMENTS = {
     "timers.txt": "a durable timer costs nothing while it waits",
     "events.txt": "external events are kept until the code waits for them",
 }
+
+
+@dataclass
+class WordCounts:
+    per_document: dict[str, int]
+    total: int
 
 
 @registry.activity("ListDocuments")
@@ -33,13 +41,13 @@ async def count_words(ctx: ActivityContext, document: str) -> int:
 
 
 @registry.orchestration("WordCount")
-async def word_count(ctx: OrchestrationContext) -> dict[str, object]:
+async def word_count(ctx: OrchestrationContext) -> WordCounts:
     documents = await ctx.call_activity("ListDocuments")
     # Fan out: every task is scheduled before any is awaited, so they all run at once.
     tasks = [ctx.call_activity("CountWords", document) for document in documents]
     # Fan in: one await for all of them.
     counts = await ctx.when_all(tasks)
-    return {"per_document": dict(zip(documents, counts, strict=True)), "total": sum(counts)}
+    return WordCounts(per_document=dict(zip(documents, counts, strict=True)), total=sum(counts))
 
 
 async def main() -> None:
@@ -47,11 +55,11 @@ async def main() -> None:
     async with Runtime(provider, registry):
         client = Client(provider)
         await client.start_orchestration("word-count-1", "WordCount")
-        state = await client.wait_for_orchestration("word-count-1", timeout=30)
+        state = await client.wait_for_orchestration("word-count-1", timeout=30, result_type=WordCounts)
         print(f"status: {state.status.value}")
-        for document, count in state.output["per_document"].items():
+        for document, count in state.output.per_document.items():
             print(f"{document}: {count} words")
-        print(f"total: {state.output['total']} words")
+        print(f"total: {state.output.total} words")
     await provider.close()
 
 

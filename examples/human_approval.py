@@ -7,12 +7,15 @@ first is approved by a client call while it waits; nobody answers the second, so
 The timer is durable: if every worker stopped during the wait, the instance would still time
 out, at the right moment, as soon as a worker runs again. While it waits it is only rows in the
 store.
+
+The request and the approval are dataclasses: perdure stores them as JSON and hands them back as
+the types the annotations (and ``result_type``) name (docs/payloads.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from dataclasses import dataclass
 
 from perdure import ActivityContext, Client, OrchestrationContext, Registry, Runtime, SqliteProvider
 
@@ -21,9 +24,21 @@ registry = Registry()
 APPROVAL_TIMEOUT_SECONDS = 1.0  # hours or days in real life; short so the example ends quickly
 
 
+@dataclass
+class DeploymentRequest:
+    what: str
+    approver: str
+
+
+@dataclass
+class Approval:
+    approved: bool
+    by: str
+
+
 @registry.activity("RequestApproval")
-async def request_approval(ctx: ActivityContext, request: dict[str, Any]) -> None:
-    print(f"[{ctx.instance_id}] approval requested from {request['approver']} for {request['what']}")
+async def request_approval(ctx: ActivityContext, request: DeploymentRequest) -> None:
+    print(f"[{ctx.instance_id}] approval requested from {request.approver} for {request.what}")
 
 
 @registry.activity("Deploy")
@@ -32,20 +47,20 @@ async def deploy(ctx: ActivityContext, what: str) -> str:
 
 
 @registry.orchestration("ApproveDeployment")
-async def approve_deployment(ctx: OrchestrationContext, request: dict[str, Any]) -> str:
+async def approve_deployment(ctx: OrchestrationContext, request: DeploymentRequest) -> str:
     await ctx.call_activity("RequestApproval", request)
     ctx.set_custom_status("waiting for approval")
-    approval = ctx.wait_for_event("Approval")
+    approval = ctx.wait_for_event("Approval", result_type=Approval)
     timeout = ctx.create_timer(APPROVAL_TIMEOUT_SECONDS)
     winner = await ctx.when_any([approval, timeout])
     if winner is timeout:
         ctx.set_custom_status("timed out")
-        return f"{request['what']}: not approved within {APPROVAL_TIMEOUT_SECONDS:g} s, nothing deployed"
-    decision = approval.result()
-    if not decision["approved"]:
-        return f"{request['what']}: rejected by {decision['by']}"
-    result = await ctx.call_activity("Deploy", request["what"])
-    return f"{result}, approved by {decision['by']}"
+        return f"{request.what}: not approved within {APPROVAL_TIMEOUT_SECONDS:g} s, nothing deployed"
+    decision: Approval = approval.result()
+    if not decision.approved:
+        return f"{request.what}: rejected by {decision.by}"
+    result = await ctx.call_activity("Deploy", request.what)
+    return f"{result}, approved by {decision.by}"
 
 
 async def wait_until_waiting(client: Client, instance_id: str) -> None:
@@ -62,11 +77,11 @@ async def main() -> None:
     provider = await SqliteProvider.open(":memory:")
     async with Runtime(provider, registry):
         client = Client(provider)
-        await client.start_orchestration("deploy-1", "ApproveDeployment", {"what": "release 1.4", "approver": "ana"})
-        await client.start_orchestration("deploy-2", "ApproveDeployment", {"what": "release 1.5", "approver": "bo"})
+        await client.start_orchestration("deploy-1", "ApproveDeployment", DeploymentRequest("release 1.4", "ana"))
+        await client.start_orchestration("deploy-2", "ApproveDeployment", DeploymentRequest("release 1.5", "bo"))
 
         await wait_until_waiting(client, "deploy-1")
-        await client.raise_event("deploy-1", "Approval", {"approved": True, "by": "ana"})
+        await client.raise_event("deploy-1", "Approval", Approval(approved=True, by="ana"))
 
         for instance_id in ("deploy-1", "deploy-2"):
             state = await client.wait_for_orchestration(instance_id, timeout=30)

@@ -54,6 +54,8 @@ class Settings:
     dbos_styles: tuple[str, ...]
     dbos_fan_out: str
     perdure_synchronous: str
+    baseline: Path | None = None
+    """Another perdure source tree (its ``src`` folder) measured as a third side, ``baseline``."""
 
 
 def ensure_dbos(venv: Path) -> Path:
@@ -149,16 +151,19 @@ def fresh_database(url: str) -> Iterator[str]:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
 
 
-def run_perdure(backend: str, shape: str, settings: Settings) -> dict[str, Any]:
-    """One run of one shape by perdure, in a subprocess on a fresh database."""
+def run_perdure(backend: str, shape: str, settings: Settings, source: Path | None = None) -> dict[str, Any]:
+    """One run of one shape by perdure (from ``source``, a ``src`` folder, if given) on a fresh database."""
     command = [sys.executable, "perdure_side.py", "--shape", shape, "--n", str(settings.n)]
+    env = dict(os.environ)
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(source), *filter(None, [env.get("PYTHONPATH")])])
     if backend == "postgres":
         with fresh_schema(settings.url) as schema:
             command += ["--postgres", settings.url, "--schema", schema]
-            return _run_side(command, dict(os.environ), server_url=settings.url)
+            return _run_side(command, env, server_url=settings.url)
     with tempfile.TemporaryDirectory() as tmp:
         command += ["--sqlite", str(Path(tmp) / "perdure.db"), "--synchronous", settings.perdure_synchronous]
-        return _run_side(command, dict(os.environ))
+        return _run_side(command, env)
 
 
 def run_dbos(backend: str, shape: str, style: str, settings: Settings) -> dict[str, Any]:
@@ -193,6 +198,8 @@ def run_once(backend: str, shape: str, side: str, style: str, settings: Settings
         try:
             if side == "perdure":
                 figure = run_perdure(backend, shape, settings)
+            elif side == "baseline":
+                figure = run_perdure(backend, shape, settings, settings.baseline)
             else:
                 figure = run_dbos(backend, shape, style, settings)
         except ServerRestarted as restart:
@@ -208,17 +215,21 @@ def measure_shape(backend: str, shape: str, settings: Settings) -> dict[str, Any
     """Every run of one shape on one backend, and the best figure of each side."""
     runs: list[dict[str, Any]] = []
     for attempt in range(settings.repeat):
-        sides: list[tuple[str, str]] = [("perdure", "")]
+        sides: list[tuple[str, str]] = [("perdure", "")] + ([("baseline", "")] if settings.baseline else [])
         sides += [("dbos", style) for style in dbos_styles_for(shape, settings)]
         if attempt % 2:
             sides.reverse()
         for side, style in sides:
             figure = run_once(backend, shape, side, style, settings)
             runs.append(figure)
-            label = f"{side} {style}" if side == "dbos" else side
+            label = f"{side} {style}" if style else side
             print(f"  {backend} {shape} {label}: {figure['rate']:.0f} {SHAPES[shape].unit}/s", file=sys.stderr)
     best = {side: max((r for r in runs if r["side"] == side), key=lambda r: r["rate"]) for side in ("perdure", "dbos")}
-    return {
+    baseline = {}
+    if settings.baseline:
+        before = max((r for r in runs if r["side"] == "baseline"), key=lambda r: r["rate"])
+        baseline = {"baseline": before["rate"], "baseline_ratio": before["rate"] / best["dbos"]["rate"]}
+    return baseline | {
         "shape": shape,
         "unit": SHAPES[shape].unit,
         "perdure": best["perdure"]["rate"],
@@ -239,12 +250,20 @@ def table(backend: str, rows: list[dict[str, Any]], settings: Settings) -> str:
         "| shape | perdure | DBOS | perdure / DBOS | process CPU ms per unit, perdure / DBOS |",
         "|---|---|---|---|---|",
     ]
+    if settings.baseline:
+        lines[2:4] = [
+            "| shape | perdure | baseline | DBOS | perdure / DBOS | baseline / DBOS |"
+            " process CPU ms per unit, perdure / DBOS |",
+            "|---|---|---|---|---|---|---|",
+        ]
     for row in rows:
         unit = "steps/s" if row["unit"] == "steps" else "/s"
+        before = f"{row['baseline']:.0f} {unit} | " if settings.baseline else ""
+        before_ratio = f"{row['baseline_ratio']:.2f}× | " if settings.baseline else ""
         lines.append(
-            f"| {SHAPES[row['shape']].title} | {row['perdure']:.0f} {unit} | {row['dbos']:.0f} {unit} "
-            f"({row['dbos_style']}) | **{row['ratio']:.2f}×** "
-            f"| {row['perdure_cpu_ms']:.2f} / {row['dbos_cpu_ms']:.2f} |"
+            f"| {SHAPES[row['shape']].title} | {row['perdure']:.0f} {unit} | {before}{row['dbos']:.0f} {unit} "
+            f"({row['dbos_style']}) | **{row['ratio']:.2f}×** | {before_ratio}"
+            f"{row['perdure_cpu_ms']:.2f} / {row['dbos_cpu_ms']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -297,6 +316,11 @@ def main() -> None:
         default="FULL",
         help="perdure's SQLite synchronous setting (DBOS runs SQLite's default, FULL)",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="the src folder of another perdure checkout, measured beside this one (e.g. the last release)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     args = parser.parse_args()
 
@@ -308,6 +332,7 @@ def main() -> None:
         dbos_styles=("sync", "async") if args.dbos_style == "both" else (args.dbos_style,),
         dbos_fan_out=args.dbos_fan_out,
         perdure_synchronous=args.perdure_synchronous,
+        baseline=args.baseline.resolve() if args.baseline else None,
     )
     backends = ["postgres", "sqlite"] if args.backend == "both" else [args.backend]
     document: dict[str, Any] = {

@@ -21,6 +21,8 @@ from perdure._errors import (
     PoisonMessageError,
     ProviderError,
     RegistrationError,
+    ScheduleAlreadyExistsError,
+    ScheduleNotFoundError,
     SerializationError,
     SubOrchestrationFailedError,
     TaskCancelledError,
@@ -28,11 +30,13 @@ from perdure._errors import (
     UnregisteredActivityError,
     UnregisteredOrchestrationError,
 )
-from perdure._state import OrchestrationDescriptor, OrchestrationState, OrchestrationStatus
+from perdure._payloads import DataConverter, PayloadCodec
+from perdure._state import AwaitedEvent, OrchestrationDescriptor, OrchestrationState, OrchestrationStatus
 from perdure.client import Client, SyncClient
 from perdure.engine import DurableTask, OrchestrationContext, RetryPolicy
 from perdure.providers import Provider, SqliteProvider, WorkerInfo, open_provider
 from perdure.runtime import ActivityContext, ActivityRegistry, OrchestrationRegistry, Registry, Runtime, RuntimeOptions
+from perdure.schedules import ScheduleInfo
 
 if TYPE_CHECKING:
     from perdure.providers.postgres import PostgresProvider
@@ -43,7 +47,9 @@ __all__ = [
     "ActivityContext",
     "ActivityFailedError",
     "ActivityRegistry",
+    "AwaitedEvent",
     "Client",
+    "DataConverter",
     "DurableTask",
     "ErrorDetails",
     "HistoryFormatError",
@@ -58,6 +64,7 @@ __all__ = [
     "OrchestrationRegistry",
     "OrchestrationState",
     "OrchestrationStatus",
+    "PayloadCodec",
     "PerdureError",
     "PoisonMessageError",
     "PostgresProvider",
@@ -68,6 +75,9 @@ __all__ = [
     "RetryPolicy",
     "Runtime",
     "RuntimeOptions",
+    "ScheduleAlreadyExistsError",
+    "ScheduleInfo",
+    "ScheduleNotFoundError",
     "SerializationError",
     "SqliteProvider",
     "SubOrchestrationFailedError",

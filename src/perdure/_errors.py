@@ -11,7 +11,9 @@ Every error derives from one root, so ``except PerdureError`` catches all of the
     │   └── NonDeterministicCallError   orchestration code called time.time(), random, uuid4 …
     ├── NonDurableAwaitError            an orchestration awaited something that is not a durable task
     ├── InstanceNotFoundError
+    │   └── ScheduleNotFoundError       no schedule has this id (or it was deleted)
     ├── InstanceAlreadyExistsError
+    │   └── ScheduleAlreadyExistsError  a schedule with this id exists and has not ended
     ├── InvalidInstanceStateError       e.g. rewind of a running instance
     ├── UnregisteredOrchestrationError  no worker has ``name@version``
     ├── UnregisteredActivityError
@@ -43,6 +45,8 @@ __all__ = [
     "PoisonMessageError",
     "ProviderError",
     "RegistrationError",
+    "ScheduleAlreadyExistsError",
+    "ScheduleNotFoundError",
     "SerializationError",
     "SubOrchestrationFailedError",
     "TaskCancelledError",
@@ -140,6 +144,14 @@ class InstanceNotFoundError(PerdureError):
 
 class InstanceAlreadyExistsError(PerdureError):
     """An instance with this id exists already."""
+
+
+class ScheduleNotFoundError(InstanceNotFoundError):
+    """No schedule has this id, or it was deleted."""
+
+
+class ScheduleAlreadyExistsError(InstanceAlreadyExistsError):
+    """A schedule with this id exists and has neither ended nor been deleted."""
 
 
 class InvalidInstanceStateError(PerdureError):

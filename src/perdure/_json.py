@@ -16,7 +16,7 @@ from typing import Any
 
 from perdure._errors import SerializationError
 
-__all__ = ["MAX_PAYLOAD_BYTES", "MAX_PAYLOAD_DEPTH", "check_json", "dumps", "lone_surrogate", "loads"]
+__all__ = ["MAX_PAYLOAD_BYTES", "MAX_PAYLOAD_DEPTH", "check_json", "dumps", "lone_surrogate", "loads", "unreadable"]
 
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 """The largest encoded payload accepted (4 MiB): larger values belong in blob storage, not in history."""
@@ -93,12 +93,12 @@ def check_json(value: Any, what: str) -> None:
         raise SerializationError(
             f"the {what} cannot be stored: it is {size:,} bytes as JSON; the limit is {MAX_PAYLOAD_BYTES:,} bytes"
         )
-    problem = _unreadable(text)
+    problem = unreadable(text)
     if problem is not None:
         raise SerializationError(f"the {what} cannot be stored: {problem}")
 
 
-def _unreadable(text: str) -> str | None:
+def unreadable(text: str) -> str | None:
     """Why a reader could not decode the JSON ``text``, or ``None`` if every reader can."""
     # The encoder refuses such an int unless this process raised its limit; one written then would
     # not read back in a process that did not.

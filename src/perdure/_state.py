@@ -9,7 +9,7 @@ from typing import Any
 
 from perdure._errors import ErrorDetails
 
-__all__ = ["ACTIONS", "OrchestrationDescriptor", "OrchestrationState", "OrchestrationStatus"]
+__all__ = ["ACTIONS", "AwaitedEvent", "OrchestrationDescriptor", "OrchestrationState", "OrchestrationStatus"]
 
 ACTIONS = ("terminate", "suspend", "resume", "rewind", "purge", "raise_event")
 """The management actions on an instance, by the names :attr:`OrchestrationStatus.allowed_actions` uses."""
@@ -59,6 +59,23 @@ _ALLOWED_ACTIONS = {
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class AwaitedEvent:
+    """An external event an instance's code is waiting for (``ctx.wait_for_event``), as of its last turn.
+
+    Attributes:
+        name: The event name, as the code gave it (names match case-insensitively).
+        since: When the wait began: the time of the turn in which the code started waiting.
+        timeout_at: When the wait gives up, if it was given a ``timeout``; ``None`` otherwise.
+        timer_event_id: The history event (``TimerCreated``) of that timeout's timer, if any.
+    """
+
+    name: str
+    since: datetime
+    timeout_at: datetime | None = None
+    timer_event_id: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class OrchestrationState:
     """A snapshot of one instance.
 
@@ -75,6 +92,8 @@ class OrchestrationState:
         parent_instance_id: The parent's instance id, for a child orchestration.
         created_at: When the instance was created.
         updated_at: When its state last changed.
+        waiting_for: The external events its current execution waits for, as of its last turn, in
+            the order the waits began; empty once it has finished (and before its first turn).
     """
 
     instance_id: str
@@ -89,6 +108,7 @@ class OrchestrationState:
     parent_instance_id: str | None = None
     created_at: datetime
     updated_at: datetime
+    waiting_for: tuple[AwaitedEvent, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

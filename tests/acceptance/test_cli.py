@@ -8,6 +8,7 @@ import re
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ INSTANCE_KEYS = {
     "parent_instance_id",
     "created_at",
     "updated_at",
+    "waiting_for",
 }
 
 
@@ -180,6 +182,16 @@ async def test_show_lists_children_and_custom_status(db: Path, ids: Seeded) -> N
     child = await cli("instances", "show", "family-child-0", db=db)
     assert "Parent:        family" in child.out
     assert 'Custom status: {"step": "greeting"}' in child.out
+    assert "Waiting for:" not in child.out
+
+
+async def test_show_names_the_event_an_instance_waits_for(db: Path, ids: Seeded) -> None:
+    text = await cli("instances", "show", ids.running, db=db)
+    assert re.search(r"^Waiting for:   event 'approve' since \d{4}-\d\d-\d\dT[\d:.]+\+00:00$", text.out, re.M)
+    data = json.loads((await cli("instances", "show", ids.running, "--json", db=db)).out)
+    [awaited] = data["instance"]["waiting_for"]
+    assert (awaited["name"], awaited["timeout_at"], awaited["timer_event_id"]) == ("approve", None, None)
+    assert datetime.fromisoformat(awaited["since"]).tzinfo is not None
 
 
 async def test_show_json_has_instance_history_and_children(db: Path, ids: Seeded) -> None:

@@ -4,132 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import subprocess
-import sys
-import threading
-from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from tests.acceptance.dashboard_support import (
+    HAVE_PLAYWRIGHT,
+    IMAGES,
+    ROOT,
+    BackgroundWorker,
+    csrf_of,
+    needs_browser,
+    start_dashboard,
+    stop_process,
+)
 from tests.acceptance.operator_support import FAST, FLAKY, Seeded, create_store, registry, seed, wait_status
 
-from perdure import Client, OrchestrationState, OrchestrationStatus, Runtime, SqliteProvider
+from perdure import Client, OrchestrationStatus, Runtime, SqliteProvider
 from perdure._state import ACTIONS
 
-CHROMIUM = Path("/usr/bin/chromium")
-ROOT = Path(__file__).resolve().parents[2]
-# Every run saves its screenshots; they replace the ones in the docs only when asked to
-# (PERDURE_UPDATE_SCREENSHOTS=1), so an ordinary test run leaves the work tree clean.
-IMAGES = ROOT / "docs" / "images" if os.environ.get("PERDURE_UPDATE_SCREENSHOTS") else ROOT / "tests" / "artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-
-try:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
-except ImportError:  # pragma: no cover - depends on the machine
-    HAVE_PLAYWRIGHT = False
-else:
-    HAVE_PLAYWRIGHT = True
-
-needs_browser = pytest.mark.skipif(
-    not HAVE_PLAYWRIGHT or not CHROMIUM.exists(),
-    reason="browser tests need playwright (pip install playwright) and Chromium at /usr/bin/chromium "
-    "(apt-get install chromium)",
-)
-
-
-class BackgroundWorker:
-    """A runtime serving the store from a thread of this process, and a way to run client calls on it."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.ready = threading.Event()
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.stop_event: asyncio.Event | None = None
-        self.client: Client | None = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._thread, name="perdure-test-worker", daemon=True)
-
-    def _thread(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # reported by start() or stop()
-            self.error = exc
-            self.ready.set()
-
-    async def _main(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.stop_event = asyncio.Event()
-        provider = await SqliteProvider.open(self.path)
-        try:
-            async with Runtime(provider, registry, FAST):
-                self.client = Client(provider)
-                self.ready.set()
-                await self.stop_event.wait()
-        finally:
-            await provider.close()
-
-    def start(self) -> None:
-        self.thread.start()
-        assert self.ready.wait(15), "the worker did not start"
-        if self.error is not None:
-            raise self.error
-
-    def call(self, work: Callable[[Client], Coroutine[Any, Any, Any]], timeout: float = 15) -> Any:
-        assert self.loop is not None and self.client is not None
-        future: Future[Any] = asyncio.run_coroutine_threadsafe(work(self.client), self.loop)
-        return future.result(timeout)
-
-    def status(self, instance_id: str) -> OrchestrationStatus | None:
-        state: OrchestrationState | None = self.call(lambda c: c.get_status(instance_id))
-        return None if state is None else state.status
-
-    def stop(self) -> None:
-        if self.loop is not None and self.stop_event is not None:
-            self.loop.call_soon_threadsafe(self.stop_event.set)
-        self.thread.join(15)
-        assert not self.thread.is_alive(), "the worker did not stop"
-
-
-def start_dashboard(db: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
-    """``perdure dashboard`` on a free port; returns the process and the URL it printed."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PERDURE_")}
-    env["PERDURE_DB"] = f"sqlite:///{db}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "perdure", "dashboard", "--port", "0", "--refresh", "0.3", *extra],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()  # blocks until the server listens (or the process ends)
-    match = re.search(r"http://\S+/", line)
-    if match is None:
-        process.kill()
-        _, err = process.communicate(timeout=10)
-        raise AssertionError(f"the dashboard did not start: {line!r} {err}")
-    return process, match.group(0)
-
-
-def stop_process(process: subprocess.Popen[str]) -> None:
-    process.terminate()
-    try:
-        process.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate(timeout=10)
+if HAVE_PLAYWRIGHT:
+    from playwright.sync_api import Page, expect
 
 
 @pytest.fixture(scope="module")
@@ -152,26 +51,6 @@ def worker(site: tuple[str, Seeded, Path]) -> Iterator[BackgroundWorker]:
     running.start()
     yield running
     running.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
-    opened = context.new_page()
-    opened.set_default_timeout(10_000)
-    errors: list[str] = []
-    opened.on("pageerror", lambda error: errors.append(str(error)))
-    yield opened
-    context.close()
-    assert errors == [], f"script errors in the page: {errors}"
 
 
 def rows(page: Page) -> Any:
@@ -374,12 +253,6 @@ def test_rewinding_a_failed_instance_from_the_page_makes_it_complete(
 
 
 # --- protection --------------------------------------------------------------------------------
-
-
-def csrf_of(html: str) -> str:
-    match = re.search(r'name="csrf-token" content="([0-9a-f]+)"', html)
-    assert match is not None
-    return match.group(1)
 
 
 def test_actions_need_post_the_same_origin_and_the_session_csrf_token(

@@ -52,6 +52,14 @@ EXPECTED: dict[str, list[str]] = {
         "fetch: fetched https://example.org/report on attempt 2",  # the first timed out
         "race: fast won; cancelled: Slow",
     ],
+    "schedules.py": [
+        "nightly-export: next run at 02:00 in Paris",
+        "digest: 2 runs, one per second, ids like digest@<due time>",
+        "digest: paused (holidays)",
+        "digest: triggered while paused: digest sent to the team",
+        "schedules left: 0",
+        "report-late: PENDING until start_at, then COMPLETED: report ready",
+    ],
     "eternal_monitor.py": [
         "status: COMPLETED",
         "executions: 4",

@@ -18,9 +18,12 @@ from perdure import ActivityContext, OrchestrationContext, Registry, Runtime, Ru
 
 FIXED = os.environ.get("PERDURE_FIXED") == "1"
 
+# Both providers keep worker records here, so a dead worker's instances and activities come back
+# worker_timeout after its last beat (lock_seconds plays no part): each crash costs about that long.
+# Shorter would be quicker, but on a loaded machine a live worker's beats could then fall behind,
+# and its own work come back to it as if it had died.
 OPTIONS = RuntimeOptions(
-    lock_seconds=1,
-    activity_lock_seconds=2,
+    worker_timeout=10,
     orchestration_concurrency=8,
     activity_concurrency=8,
     idle_timeout=0.5,

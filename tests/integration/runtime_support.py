@@ -186,14 +186,17 @@ class DelegatingProvider(Provider):
     async def renew_work_item(self, item: WorkItem, lock_seconds: float) -> None:
         await self.inner.renew_work_item(item, lock_seconds)
 
+    async def charge_work_deliveries(self, items: Sequence[WorkItem], *, charged: bool) -> None:
+        await self.inner.charge_work_deliveries(items, charged=charged)
+
     async def work_items_held(self, items: Sequence[WorkItem]) -> set[int]:
         return await self.inner.work_items_held(items)
 
     async def wait_for_work(self, kind: QueueKind, timeout: float, queues: Sequence[str] = ()) -> None:
         await self.inner.wait_for_work(kind, timeout, queues)
 
-    async def wait_for_state_change(self, instance_id: str, timeout: float) -> None:
-        await self.inner.wait_for_state_change(instance_id, timeout)
+    async def wait_for_state_change(self, instance_id: str, timeout: float, *, until_ended: int | None = None) -> None:
+        await self.inner.wait_for_state_change(instance_id, timeout, until_ended=until_ended)
 
     async def close(self) -> None:
         await self.inner.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from runtime_support import DelegatingProvider, running, wait_until
@@ -14,12 +15,13 @@ from perdure import (
     ActivityContext,
     Client,
     OrchestrationContext,
+    OrchestrationState,
     OrchestrationStatus,
     Provider,
     Registry,
     RuntimeOptions,
 )
-from perdure.engine.events import EventRaised, OrchestrationTerminated
+from perdure.engine.events import EventRaised, OrchestrationTerminated, TimerCreated
 from perdure.providers._base import Message, OrchestrationItem, TurnCommit, WorkItem
 
 
@@ -211,3 +213,39 @@ async def test_waiting_for_an_instance_is_woken_by_a_change_made_while_its_state
 async def _finished(client: Client, instance_id: str) -> bool:
     state = await client.get_status(instance_id)
     return state is not None and state.status.is_terminal
+
+
+async def test_the_state_names_the_events_the_code_waits_for_until_it_ends(provider: Provider) -> None:
+    registry = Registry()
+
+    @registry.orchestration("Approve")
+    async def approve(ctx: OrchestrationContext, rounds: int) -> Any:
+        await ctx.wait_for_event("Approved", timeout=3600)
+        if rounds > 1:
+            ctx.continue_as_new(rounds - 1)
+        return await ctx.wait_for_event("comment")
+
+    async def waiting(execution_id: int, *names: str) -> OrchestrationState | None:
+        state = await client.get_status("a-1")
+        if state is None or state.execution_id != execution_id:
+            return None
+        return state if tuple(w.name for w in state.waiting_for) == names else None
+
+    async with running(provider, registry) as client:
+        await client.start_orchestration("a-1", "Approve", 2)
+        state = await wait_until(lambda: waiting(1, "Approved"), what="the first wait")
+        [first] = state.waiting_for
+        assert first.timeout_at is not None and first.timeout_at - first.since == timedelta(hours=1)
+        history = await client.get_history("a-1")
+        assert [e.event_id for e in history if isinstance(e, TimerCreated)] == [first.timer_event_id]
+
+        await client.raise_event("a-1", "approved")  # continue-as-new: the next execution waits anew
+        second = await wait_until(lambda: waiting(2, "Approved"), what="the wait of the second execution")
+        assert second.waiting_for[0].since > first.since
+        await client.raise_event("a-1", "approved")
+        comment = await wait_until(lambda: waiting(2, "comment"), what="the wait for the comment")
+        assert comment.waiting_for[0].timeout_at is None
+
+        await client.terminate("a-1")
+        state = await client.wait_for_orchestration("a-1", timeout=10)
+        assert (state.status, state.waiting_for) == (OrchestrationStatus.TERMINATED, ())

@@ -40,7 +40,7 @@ async def test_an_activity_returning_non_json_fails_the_activity(provider: Provi
 
     @registry.activity()
     def returns_set(ctx: ActivityContext) -> Any:
-        return {1, 2}
+        return {1j, 2}  # a set of what no JSON value holds
 
     @registry.orchestration()
     async def calls(ctx: OrchestrationContext, activity: str) -> Any:

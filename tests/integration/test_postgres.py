@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,11 +15,12 @@ pytest.importorskip("psycopg")
 
 import psycopg
 from tests.conftest import POSTGRES_URL
+from tests.integration.test_provider_contract import request, run_start_turn
 
 from perdure import Client, OrchestrationStatus, ProviderError, Registry, Runtime, RuntimeOptions, open_provider
 from perdure.engine import encode_event
 from perdure.engine.events import EventRaised, OrchestrationResumed, StartRequested
-from perdure.providers import InstanceUpdate, Message, NewInstance, TurnCommit
+from perdure.providers import InstanceUpdate, Message, NewInstance, TurnCommit, _clock
 from perdure.providers._sql import read_sql
 from perdure.providers.postgres import PostgresProvider, _migrate
 from perdure.providers.postgres._migrate import apply_migrations, migrations
@@ -270,3 +272,86 @@ async def test_an_enqueue_retried_after_a_lost_reply_is_applied_once(schemas: li
     assert item is not None
     assert [type(m.event).__name__ for m in item.messages] == ["StartRequested", "EventRaised"]
     await provider.close()
+
+
+# --- due times by the database clock ----------------------------------------------------------------
+
+
+def _raised(instance_id: str, visible_at: datetime) -> Message:
+    return Message(instance_id=instance_id, execution_id=None, event=EventRaised(name="e"), visible_at=visible_at)
+
+
+@pytest.mark.parametrize("skew", [3600.0, -3600.0])
+async def test_a_timer_is_due_by_the_database_clock_whatever_the_writers_clock_says(
+    schemas: list[str], monkeypatch: pytest.MonkeyPatch, skew: float
+) -> None:
+    # This process's clock is an hour off the database's. A message delayed by 1.5 s by that clock
+    # is due 1.5 s after its commit by the database's clock: not an hour early (visible at once),
+    # not an hour late.
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + skew)
+    monkeypatch.setattr(_clock, "CLOCK", _clock.Clock())
+    provider = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    try:
+        skewed_now = datetime.fromtimestamp(_clock.now(), UTC)
+        await provider.enqueue_messages([_raised("later", skewed_now + timedelta(seconds=1.5))])
+        committed = time.monotonic()
+        assert await provider.fetch_orchestration_item(30) is None, "due before its delay"
+        await provider.wait_for_work("orchestrator", 30)  # the database says when it is due
+        item = await provider.fetch_orchestration_item(30)
+        while item is None and time.monotonic() - committed < 10:
+            await asyncio.sleep(0.05)
+            item = await provider.fetch_orchestration_item(30)
+        waited = time.monotonic() - committed
+        assert item is not None and item.instance_id == "later"
+        assert 1.3 <= waited < 10, f"due after {waited:.2f} s, not about 1.5 s"
+    finally:
+        await provider.close()
+
+
+# --- eager activity dispatch ------------------------------------------------------------------------
+
+
+async def _turn_queueing_work(provider: PostgresProvider, instance_id: str) -> None:
+    """A turn of a new instance that schedules one activity, committed while a work loop waits."""
+    await provider.create_instance(_start(instance_id))
+    assert await provider.fetch_work_item(["default"], 30) is None  # what this process's loop asks for
+    waiting = asyncio.create_task(provider.wait_for_work("activity", 30, ["default"]))
+    await asyncio.sleep(0.1)  # the loop is idle now
+    await run_start_turn(provider, instance_id, activity_items=[request(instance_id)])
+    await asyncio.wait_for(waiting, 5)
+
+
+async def test_work_a_turn_queues_is_locked_in_its_commit_for_this_process_idle_loop(schemas: list[str]) -> None:
+    provider = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    other = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    try:
+        await _turn_queueing_work(provider, "a")
+        assert await other.fetch_work_item(["default"], 30) is None, "locked for the idle loop already"
+        work = await provider.fetch_work_item(["default"], 30)
+        assert work is not None and work.request is not None and work.request.instance_id == "a"
+        assert work.dequeue_count == 1
+        done = Message(instance_id="a", execution_id=1, event=EventRaised(name="done"))
+        await provider.ack_work_item(work, done)  # the lock it was handed is the store's
+        assert await provider.work_items_held([work]) == set()
+    finally:
+        await other.close()
+        await provider.close()
+
+
+async def test_work_locked_for_a_loop_that_never_takes_it_is_put_back(schemas: list[str]) -> None:
+    provider = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    other = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    try:
+        await _turn_queueing_work(provider, "a")
+        # Nobody in this process fetches it: within seconds another process can.
+        taken = None
+        deadline = time.monotonic() + 10
+        while taken is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            taken = await other.fetch_work_item(["default"], 30)
+        assert taken is not None and taken.request is not None and taken.request.instance_id == "a"
+        assert await provider.fetch_work_item(["default"], 30) is None, "handed out twice"
+    finally:
+        await other.close()
+        await provider.close()

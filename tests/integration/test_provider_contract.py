@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import pytest
 
-from perdure import InstanceAlreadyExistsError, OrchestrationStatus, Provider
+from perdure import AwaitedEvent, InstanceAlreadyExistsError, OrchestrationStatus, Provider
 from perdure.engine.events import (
     ActivityCompleted,
     EventRaised,
@@ -510,6 +510,28 @@ async def test_work_items_are_fetched_once_and_acked_with_their_completion(provi
     assert (await fetch_work(provider)).request == second.request
 
 
+async def test_activity_workers_names_the_worker_holding_each_running_activity(provider: Provider) -> None:
+    older = dataclasses.replace(request("a", source=9), execution_id=0)  # of an earlier execution
+    await _enqueue_work(provider, request("a", source=2), request("a", source=3), request("a", source=4), older)
+    assert await provider.activity_workers("a", 1) == {}, "queued, not running"
+
+    by_w1 = await provider.fetch_work_item(["default"], 30, worker_id="w1")
+    anonymous = await fetch_work(provider)  # a lock without a worker record names no worker
+    expiring = await provider.fetch_work_item(["default"], 0.3, worker_id="w2")
+    by_w3 = await provider.fetch_work_item(["default"], 30, worker_id="w3")
+    assert by_w1 and expiring and by_w3 and by_w3.request is not None and by_w3.request.execution_id == 0
+    assert [i.request.source_event_id for i in (by_w1, anonymous, expiring) if i.request] == [2, 3, 4]
+    assert await provider.activity_workers("a", 1) == {2: "w1", 4: "w2"}
+    assert await provider.activity_workers("a", 0) == {9: "w3"}
+    assert await provider.activity_workers("other", 1) == {}
+
+    await asyncio.sleep(0.5)  # w2's lock expires: the item waits for a worker again
+    await provider.ack_work_item(
+        by_w1, Message(instance_id="a", execution_id=1, event=ActivityCompleted(source_event_id=2))
+    )
+    assert await provider.activity_workers("a", 1) == {}
+
+
 async def test_a_completion_that_would_create_an_instance_is_refused(provider: Provider) -> None:
     await _enqueue_work(provider, request("a"))
     item = await fetch_work(provider)
@@ -616,6 +638,32 @@ async def test_work_items_held_names_the_items_still_locked_with_their_tokens(pr
     assert await provider.work_items_held([]) == set()
 
 
+async def test_deliveries_of_held_work_items_can_be_taken_back_and_counted_again(provider: Provider) -> None:
+    """What a suspect turn running alone does to the activities in flight beside it."""
+    await _enqueue_work(provider, request("a", source=2), request("a", source=3), request("a", source=4))
+    held, done, lost = await fetch_work(provider), await fetch_work(provider), await fetch_work(provider, lock=0.2)
+    await provider.ack_work_item(
+        done, Message(instance_id="a", execution_id=1, event=ActivityCompleted(source_event_id=3))
+    )
+    taken = await eventually(lambda: provider.fetch_work_item(["default"], 30), "the take-over of the expired item")
+    assert taken.item_id == lost.item_id and taken.dequeue_count == 2
+
+    # Only the item still held with its token changes: the acked one is gone, the other is another's now.
+    await provider.charge_work_deliveries([held, done, lost], charged=False)
+    await provider.charge_work_deliveries([held], charged=False)  # never below zero
+    await provider.charge_work_deliveries([], charged=False)
+    await provider.abandon_work_item(held)
+    await provider.abandon_work_item(taken)
+    items = {w.item_id: w for w in [await fetch_work(provider), await fetch_work(provider)]}
+    assert {i: w.dequeue_count for i, w in items.items()} == {held.item_id: 1, lost.item_id: 3}
+
+    again = items[held.item_id]
+    await provider.charge_work_deliveries([again], charged=False)
+    await provider.charge_work_deliveries([again], charged=True)  # the turn is over: counted after all
+    await provider.abandon_work_item(again)
+    assert (await fetch_work(provider)).dequeue_count == again.dequeue_count + 1
+
+
 async def test_activity_requests_round_trip_their_time_limits(provider: Provider) -> None:
     deadline = datetime(2030, 5, 1, 12, 30, tzinfo=UTC)
     limited = dataclasses.replace(request("a"), start_to_close=1.5, deadline=deadline, heartbeat_timeout=10.0)
@@ -707,6 +755,38 @@ async def test_state_round_trips_every_field(provider: Provider) -> None:
     assert state.error is None
 
 
+async def test_waiting_for_is_written_with_the_turn_and_replaced_by_the_next(provider: Provider) -> None:
+    await provider.create_instance(start("w"))
+    await provider.create_instance(start("other"))
+    since = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    waits = (
+        AwaitedEvent(name="Approved", since=since, timeout_at=since + timedelta(hours=2), timer_event_id=2),
+        AwaitedEvent(name="comment", since=since + timedelta(seconds=5)),
+    )
+    for _ in range(2):
+        item = await fetch(provider)
+        turn_waits = waits if item.instance_id == "w" else ()
+        state = dataclasses.replace(update(OrchestrationStatus.RUNNING), waiting_for=turn_waits, custom_status="s")
+        commit = TurnCommit(execution_id=1, state=state, consumed=[m.message_id for m in item.messages])
+        await provider.ack_orchestration_item(item, commit)
+
+    state = await provider.get_state("w")
+    assert state is not None and (state.custom_status, state.waiting_for) == ("s", waits)
+    listed = {s.instance_id: s.waiting_for for s in await provider.list_instances(InstanceFilter())}
+    assert listed == {"w": waits, "other": ()}
+
+    # The next turn writes what the code waits for then: here nothing, as the instance completed.
+    await provider.enqueue_messages([raised("w", "approved")])
+    item = await fetch(provider)
+    assert item.state is not None and item.state.custom_status == "s"
+    done = dataclasses.replace(update(OrchestrationStatus.COMPLETED, output=1), custom_status="s")
+    await provider.ack_orchestration_item(
+        item, TurnCommit(execution_id=1, state=done, consumed=[m.message_id for m in item.messages])
+    )
+    state = await provider.get_state("w")
+    assert state is not None and (state.status, state.waiting_for) == (OrchestrationStatus.COMPLETED, ())
+
+
 # --- waiting ------------------------------------------------------------------------------------------------
 
 
@@ -742,6 +822,25 @@ async def test_wait_for_state_change_wakes_on_a_committed_turn(provider: Provide
     waiter = asyncio.create_task(provider.wait_for_state_change("a", 30))
     await asyncio.sleep(0.1)
     await run_start_turn(provider, "a")
+    await asyncio.wait_for(waiter, 5)
+
+
+async def test_a_wait_until_ended_sleeps_through_turns_that_leave_the_instance_running(provider: Provider) -> None:
+    await provider.create_instance(start("a"))
+    waiter = asyncio.create_task(provider.wait_for_state_change("a", 30, until_ended=1))
+    await asyncio.sleep(0.1)
+    await run_start_turn(provider, "a")  # RUNNING: nothing ended
+    await provider.enqueue_messages([raised("a", "go")])
+    await asyncio.sleep(0.2)
+    assert not waiter.done()
+    item = await fetch(provider)
+    commit = TurnCommit(
+        execution_id=1,
+        history=[OrchestrationCompleted(event_id=2, output=1)],
+        state=update(OrchestrationStatus.COMPLETED, output=1),
+        consumed=[m.message_id for m in item.messages],
+    )
+    await provider.ack_orchestration_item(item, commit)
     await asyncio.wait_for(waiter, 5)
 
 

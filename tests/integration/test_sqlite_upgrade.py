@@ -8,7 +8,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from perdure import OrchestrationStatus, SqliteProvider
+from perdure import AwaitedEvent, OrchestrationStatus, SqliteProvider
 from perdure.engine import encode_event
 from perdure.engine.events import EventRaised, OrchestrationResumed, StartRequested
 from perdure.providers import InstanceUpdate, Message, NewInstance, TurnCommit
@@ -97,5 +97,38 @@ async def test_files_from_before_worker_records_gain_their_columns_and_keep_thei
     finally:
         await provider.close()
     with contextlib.closing(sqlite3.connect(path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] >= 2
         assert {row[1] for row in db.execute("PRAGMA index_list(worker_queue)")} >= {"worker_queue_by_worker"}
+
+
+async def test_files_from_before_waiting_for_gain_the_column_and_keep_their_instances(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    await _suspended_instance(path, "old")
+    # As the version before OrchestrationState.waiting_for left it: no such column, version 2.
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("ALTER TABLE instances DROP COLUMN waiting_for")
+        db.execute("PRAGMA user_version=2")
+        db.commit()
+
+    provider = await SqliteProvider.open(path)
+    try:
+        old = await provider.get_state("old")
+        assert old is not None and (old.status, old.waiting_for) == (OrchestrationStatus.SUSPENDED, ())
+        await provider.enqueue_messages(
+            [Message(instance_id="old", execution_id=1, event=OrchestrationResumed(), control=True)]
+        )
+        item = await provider.fetch_orchestration_item(30)
+        assert item is not None and item.state is not None and item.state.instance_id == "old"
+        wait = AwaitedEvent(name="approved", since=old.updated_at)
+        state = InstanceUpdate(
+            name="N", version="1", status=OrchestrationStatus.RUNNING, execution_id=1, waiting_for=[wait]
+        )
+        await provider.ack_orchestration_item(
+            item, TurnCommit(execution_id=1, state=state, consumed=[m.message_id for m in item.messages])
+        )
+        now = await provider.get_state("old")
+        assert now is not None and now.waiting_for == (wait,)
+    finally:
+        await provider.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3

@@ -146,7 +146,7 @@ def test_errors_are_the_same_perdure_exceptions(store_url: str) -> None:
         with pytest.raises(InstanceNotFoundError):
             client.raise_event("missing", "Approval")
         with pytest.raises(SerializationError):
-            client.start_orchestration("bad-input", "AwaitApproval", {1, 2})
+            client.start_orchestration("bad-input", "AwaitApproval", {1j, 2})
         with pytest.raises(InvalidInstanceStateError):
             client.resume("dup")
         with pytest.raises(TimeoutError):

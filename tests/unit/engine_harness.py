@@ -239,11 +239,12 @@ class Driver:
     def check_replay(self, result: ReplayOutcome) -> None:
         again = replay(self.orchestration, self.history, instance_id=self.instance_id, execution_id=self.execution_id)
         assert again.new_events == [], f"replaying a committed turn decided again: {again.new_events}"
-        assert (again.status, again.output, again.error, again.custom_status) == (
+        assert (again.status, again.output, again.error, again.custom_status, again.waiting_for) == (
             result.status,
             result.output,
             result.error,
             result.custom_status,
+            result.waiting_for,
         )
 
     @property

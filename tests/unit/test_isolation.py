@@ -1,4 +1,5 @@
-"""A suspect turn runs alone in its process: nothing else is fetched or in flight while it runs."""
+"""A suspect turn runs alone in its process: nothing else is fetched or in flight while it runs,
+and the activities that keep running beside it are not charged for it."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import asyncio
 
 import pytest
 
-from perdure.providers._base import OrchestrationItem, QueuedMessage
-from perdure.runtime._isolation import TurnGate, is_suspect
+from perdure import ProviderError
+from perdure.providers._base import OrchestrationItem, QueuedMessage, WorkItem
+from perdure.runtime._isolation import HeldWork, TurnGate, is_suspect
 
 
 def item(*counts: int) -> OrchestrationItem:
@@ -78,3 +80,74 @@ async def test_a_suspect_cancelled_while_waiting_leaves_the_gate_as_it_found_it(
     await gate.leave(alone=False)  # the cancelled loop leaves as an ordinary one
     await gate.leave(alone=False)
     await asyncio.wait_for(gate.admit(), 1)
+
+
+class Store:
+    """Records the charges asked of it; refuses them while ``down``."""
+
+    def __init__(self) -> None:
+        self.charges: list[tuple[list[int], bool]] = []
+        self.down = False
+
+    async def charge_work_deliveries(self, items: list[WorkItem], *, charged: bool) -> None:
+        if self.down:
+            raise ProviderError("the store is away")
+        self.charges.append(([item.item_id for item in items], charged))
+
+
+def work(item_id: int) -> WorkItem:
+    return WorkItem(item_id=item_id, lock_token=f"t{item_id}", request=None, dequeue_count=1)
+
+
+async def _fetch(held: HeldWork, item: WorkItem | None) -> None:
+    await held.fetching()
+    await held.fetched(item)
+
+
+async def test_a_suspect_waits_for_fetches_in_flight_and_uncharges_what_they_hold_until_it_is_over() -> None:
+    held, store = HeldWork(), Store()
+    await _fetch(held, work(1))
+    await _fetch(held, work(2))
+    await _fetch(held, None)
+    held.done(work(2))  # acked: no longer anyone's to answer for
+    await held.fetching()  # a fetch in progress: what it returns is held too
+    uncharging = asyncio.ensure_future(held.uncharge(store))  # type: ignore[arg-type]
+    await _settle()
+    assert not uncharging.done(), "it waits for the fetch in progress"
+    late = asyncio.ensure_future(held.fetching())
+    await held.fetched(work(3))
+    items = await asyncio.wait_for(uncharging, 1)
+    assert items is not None and sorted(i.item_id for i in items) == [1, 3]
+    assert store.charges == [([1, 3], False)]
+    await _settle()
+    assert not late.done(), "nothing is fetched while the suspect runs"
+
+    await held.recharge(store, items)  # type: ignore[arg-type]
+    assert store.charges[-1] == ([1, 3], True)
+    await asyncio.wait_for(late, 1)
+
+
+async def test_a_store_that_refuses_the_uncharge_keeps_the_suspect_from_running_and_fetching_going() -> None:
+    held, store = HeldWork(), Store()
+    await _fetch(held, work(1))
+    store.down = True
+    assert await held.uncharge(store) is None  # type: ignore[arg-type]
+    await asyncio.wait_for(held.fetching(), 1)
+    await held.fetched(None)
+
+    assert await held.uncharge(Store()) == [work(1)]  # type: ignore[arg-type]
+    await held.recharge(store, [work(1)])  # type: ignore[arg-type]  # refused: logged, and fetching goes on
+    await asyncio.wait_for(held.fetching(), 1)
+
+
+async def test_a_suspect_cancelled_while_waiting_for_a_fetch_leaves_fetching_as_it_was() -> None:
+    held, store = HeldWork(), Store()
+    await held.fetching()
+    uncharging = asyncio.ensure_future(held.uncharge(store))  # type: ignore[arg-type]
+    await _settle()
+    uncharging.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await uncharging
+    await held.fetched(None)
+    await asyncio.wait_for(held.fetching(), 1)
+    assert store.charges == []

@@ -17,7 +17,9 @@ def test_public_api_is_exactly_this() -> None:
             "ActivityContext",
             "ActivityFailedError",
             "ActivityRegistry",
+            "AwaitedEvent",
             "Client",
+            "DataConverter",
             "DurableTask",
             "ErrorDetails",
             "HistoryFormatError",
@@ -32,6 +34,7 @@ def test_public_api_is_exactly_this() -> None:
             "OrchestrationRegistry",
             "OrchestrationState",
             "OrchestrationStatus",
+            "PayloadCodec",
             "PerdureError",
             "PoisonMessageError",
             "PostgresProvider",
@@ -42,6 +45,9 @@ def test_public_api_is_exactly_this() -> None:
             "RetryPolicy",
             "Runtime",
             "RuntimeOptions",
+            "ScheduleAlreadyExistsError",
+            "ScheduleInfo",
+            "ScheduleNotFoundError",
             "SerializationError",
             "SqliteProvider",
             "SubOrchestrationFailedError",
@@ -57,6 +63,21 @@ def test_public_api_is_exactly_this() -> None:
     )
     for name in perdure.__all__:
         assert hasattr(perdure, name), name
+
+
+def test_the_shipped_codecs_are_public() -> None:
+    import perdure.codecs
+
+    assert sorted(perdure.codecs.__all__) == ["FernetCodec", "PayloadCodec", "ZlibCodec"]
+    assert perdure.codecs.PayloadCodec is perdure.PayloadCodec
+
+
+def test_the_testing_tools_are_exactly_these() -> None:
+    import perdure.testing
+
+    assert sorted(perdure.testing.__all__) == ["ReplayResult", "Replayer", "TestEnvironment"]
+    for name in perdure.testing.__all__:
+        assert hasattr(perdure.testing, name), name
 
 
 def test_the_provider_contract_is_public() -> None:
@@ -122,7 +143,7 @@ def test_readme_starts_with_the_two_set_up_commands_and_ci_runs_the_second() -> 
 # --- the shape of the package (docs/architecture.md, "Rooms") ------------------------------------
 
 SRC = ROOT / "src" / "perdure"
-_LEAVES = {"_errors", "_json", "_state", "_validate"}
+_LEAVES = {"_errors", "_json", "_payloads", "_state", "_validate"}
 # What each room may import from perdure, besides itself. Rooms not listed (tools, testing, the
 # package's own __init__) sit on top and may import anything.
 _MAY_IMPORT = {
@@ -130,8 +151,9 @@ _MAY_IMPORT = {
     "engine": {"leaf"},
     "providers": {"leaf", "engine"},
     "_tracing": {"leaf", "engine"},
-    "client": {"leaf", "engine", "providers", "_tracing"},
-    "runtime": {"leaf", "engine", "providers", "_tracing"},
+    "schedules": {"leaf", "engine"},
+    "client": {"leaf", "engine", "providers", "_tracing", "schedules"},
+    "runtime": {"leaf", "engine", "providers", "_tracing", "schedules"},
 }
 
 

@@ -557,7 +557,7 @@ def test_continue_as_new_carries_over_unawaited_events_and_leaves_the_rest_queue
 def test_continue_as_new_refuses_input_that_is_not_json() -> None:
     async def orch(ctx: Ctx, _: Any) -> Any:
         try:
-            ctx.continue_as_new({1, 2})
+            ctx.continue_as_new(1j)
         except SerializationError as exc:
             return str(exc)
 
@@ -718,7 +718,7 @@ def test_sync_orchestration_function_fails_clearly() -> None:
 
 def test_output_not_json_fails_with_serialization_error() -> None:
     async def orch(ctx: Ctx, _: Any) -> Any:
-        return {"when": T0}
+        return {"when": object()}
 
     result = Driver(orch, name="Report").start().turn()
     assert result.status is OrchestrationStatus.FAILED
@@ -730,10 +730,10 @@ def test_output_not_json_fails_with_serialization_error() -> None:
 @pytest.mark.parametrize(
     "call",
     [
-        lambda ctx: ctx.call_activity("echo", {1, 2}),
+        lambda ctx: ctx.call_activity("echo", {1j, 2}),
         lambda ctx: ctx.call_sub_orchestration("Child", object()),
         lambda ctx: ctx.start_orchestration("Child", float("nan")),
-        lambda ctx: ctx.send_event("other", "e", b"bytes"),
+        lambda ctx: ctx.send_event("other", "e", {"b": [object()]}),
     ],
     ids=["activity", "child", "detached", "send_event"],
 )

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from perdure import OrchestrationStatus
+from perdure import AwaitedEvent, OrchestrationStatus
 from perdure.providers._codec import decode_state, orchestration_item
 
 GOOD = (
@@ -24,6 +24,7 @@ GOOD = (
     "parent-1",
     1_700_000_000.0,
     1_700_000_100.5,
+    '[{"name": "approved", "since": "2026-03-01T12:00:00+00:00", "timeout_at": null, "timer_event_id": null}]',
 )
 COLUMNS = [
     "instance_id",
@@ -38,6 +39,7 @@ COLUMNS = [
     "parent_instance_id",
     "created_at",
     "updated_at",
+    "waiting_for",
 ]
 # What a disk, an operator or a bug could leave in a column, and what no writer of perdure stores.
 GARBAGE: list[Any] = [
@@ -68,6 +70,7 @@ def test_a_sound_row_decodes_in_full() -> None:
     assert state.status is OrchestrationStatus.RUNNING
     assert state.input == {"qty": 3} and state.custom_status == "halfway"
     assert state.created_at == datetime.fromtimestamp(1_700_000_000.0, UTC)
+    assert state.waiting_for == (AwaitedEvent(name="approved", since=datetime(2026, 3, 1, 12, tzinfo=UTC)),)
     assert state.error is None
 
 
@@ -83,6 +86,13 @@ def test_a_sound_row_decodes_in_full() -> None:
         ("created_at", "yesterday", datetime.fromtimestamp(0, UTC)),
         ("updated_at", None, datetime.fromtimestamp(0, UTC)),  # PostgreSQL reads infinity as None
         ("name", b"\x00", ""),
+        ("waiting_for", '[{"name": "approved"}]', ()),
+        (
+            "waiting_for",
+            '[{"name": "a", "since": "2026-03-01T12:00:00", "timeout_at": null, "timer_event_id": null}]',
+            (),
+        ),
+        ("waiting_for", '{"name": "approved"}', ()),
     ],
 )
 def test_a_corrupted_column_reads_as_its_default_and_the_error_names_it(column: str, value: Any, default: Any) -> None:
@@ -121,3 +131,6 @@ def test_a_fetched_item_carries_what_its_row_could_not_decode() -> None:
     assert item.state_error.startswith("column 'output'")
     sound = orchestration_item("order-1", "token", [], row(), [])
     assert sound.state_error is None
+    # What the code waits for is worked out again by the turn: a corrupted list does not fail it.
+    unread = orchestration_item("order-1", "token", [], row(waiting_for="{"), [])
+    assert unread.state is not None and unread.state_error is None and unread.state.waiting_for == ()

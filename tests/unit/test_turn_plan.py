@@ -16,12 +16,14 @@ from perdure.engine.events import (
     OrchestrationStarted,
     StartRequested,
     TerminateRequested,
+    TimerFired,
 )
 from perdure.providers._base import OrchestrationItem, QueuedMessage
 from perdure.runtime import RuntimeOptions
-from perdure.runtime._turn import TurnPlan, plan_turn
+from perdure.runtime._turn import Abandon, TurnPlan, plan_turn
 
 T = datetime(2026, 1, 1, tzinfo=UTC)
+PENDING, RUNNING = OrchestrationStatus.PENDING, OrchestrationStatus.RUNNING
 ESCAPED = ErrorDetails(type="perdure.ActivityFailedError", message="activity failed: ConnectionError: down")
 
 registry = Registry()
@@ -154,3 +156,46 @@ def test_a_time_out_for_an_earlier_execution_is_dropped_as_routine() -> None:
     assert planned.commit.consumed == [1, 2]
     assert [n.split(":")[0] for n in planned.notes] == ["dropped ActivityFailed for instance 'i'"]
     assert [w.split(":")[0] for w in planned.warnings] == ["dropped ActivityFailed for instance 'i'"]
+
+
+def test_a_timer_firing_for_an_earlier_execution_is_dropped_as_routine() -> None:
+    """A cancelled timer, or one a continue-as-new left behind (a schedule does both), still fires."""
+    state = OrchestrationState(
+        instance_id="i", name="o", version="1.0.0", status=RUNNING, execution_id=2, created_at=T, updated_at=T
+    )
+    history: list[HistoryEvent] = [OrchestrationStarted(event_id=1, timestamp=T, name="o", version="1.0.0")]
+    fired = QueuedMessage(
+        message_id=1, instance_id="i", execution_id=1, event=TimerFired(source_event_id=2, fire_at=T), dequeue_count=1
+    )
+    item = OrchestrationItem(instance_id="i", lock_token="t", messages=[fired], state=state, history=history)
+    planned = plan_turn(item, registry.orchestrations, RuntimeOptions(), T)
+    assert isinstance(planned, TurnPlan)
+    assert planned.commit.consumed == [1] and planned.warnings == []
+    assert [n.split(":")[0] for n in planned.notes] == ["dropped TimerFired for instance 'i'"]
+
+
+def pending_item(*events: HistoryEvent) -> OrchestrationItem:
+    """An instance whose delayed start is not visible yet, and the messages that came before it."""
+    state = OrchestrationState(
+        instance_id="i", name="o", version=None, status=PENDING, execution_id=1, created_at=T, updated_at=T
+    )
+    messages = [
+        QueuedMessage(message_id=n, instance_id="i", execution_id=None, event=e, dequeue_count=1)
+        for n, e in enumerate(events, start=1)
+    ]
+    return OrchestrationItem(instance_id="i", lock_token="t", messages=messages, state=state, history=[])
+
+
+def test_what_reaches_a_delayed_start_early_waits_for_it_without_counting_a_delivery() -> None:
+    options = RuntimeOptions(max_dispatch_backoff=7.0)
+    planned = plan_turn(pending_item(EventRaised(name="Go", data=1)), registry.orchestrations, options, T)
+    assert isinstance(planned, Abandon)
+    assert (planned.delay, planned.undo_delivery) == (7.0, True)
+
+
+def test_a_terminate_ends_an_instance_whose_delayed_start_has_not_come() -> None:
+    item = pending_item(EventRaised(name="Go"), TerminateRequested(reason="not needed"))
+    planned = plan_turn(item, registry.orchestrations, RuntimeOptions(), T)
+    assert isinstance(planned, TurnPlan)
+    assert planned.commit.state is not None and planned.commit.state.status is OrchestrationStatus.TERMINATED
+    assert planned.commit.consumed == [1, 2] and planned.commit.history == []

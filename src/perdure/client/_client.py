@@ -7,9 +7,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 
-from perdure import _json
 from perdure._errors import InstanceNotFoundError, InvalidInstanceStateError
 from perdure._state import OrchestrationDescriptor, OrchestrationState, OrchestrationStatus
 from perdure._tracing import Tracer
@@ -28,6 +27,8 @@ from perdure._validate import (
     check_timeout,
     check_version,
 )
+from perdure.client._payloads import ClientPayloads, PayloadSettings
+from perdure.client._schedules import ScheduleCalls
 from perdure.client._start import IF_EXISTS, IfExists, new_instance_id, start_instance
 from perdure.engine.events import (
     EventRaised,
@@ -46,7 +47,7 @@ __all__ = ["Client"]
 _OPERATOR_REQUESTS = (OrchestrationSuspended, OrchestrationResumed, TerminateRequested)
 
 
-class Client:
+class Client(ScheduleCalls):
     """Talks to the store through a provider; needs no running runtime in this process.
 
     Every operation that changes an instance travels as a message through the orchestrator
@@ -57,8 +58,9 @@ class Client:
     spans become its children, whichever process runs them.
     """
 
-    def __init__(self, provider: Provider, *, tracer_provider: Any = None) -> None:
+    def __init__(self, provider: Provider, *, tracer_provider: Any = None, **payloads: Unpack[PayloadSettings]) -> None:
         self.provider = provider
+        self._payloads = ClientPayloads(**payloads)
         self._tracer_provider = tracer_provider
         self._tracer: Tracer | None = None
 
@@ -76,13 +78,14 @@ class Client:
         *,
         version: str | None = None,
         if_exists: IfExists = "fail",
+        start_at: datetime | None = None,
     ) -> str:
         """Create an instance and schedule its first turn.
 
         Args:
             instance_id: A unique id of your choice, or ``None`` for a new random one.
             name: The registered orchestration name.
-            input: A JSON value handed to the orchestration.
+            input: The orchestration's input: a JSON value, dataclass, pydantic model… (docs/payloads.md).
             version: Pin this version; by default the name's version policy chooses when the
                 instance starts.
             if_exists: When an instance with this id exists: ``"fail"`` (the default) raises
@@ -91,21 +94,23 @@ class Client:
                 transaction, with a fresh run in its next execution: a finished instance's history
                 is purged, an unfinished one is terminated (its pending work is discarded, its
                 unfinished children are terminated) — see ``docs/management.md``.
+            start_at: Start at this aware datetime, not now: the instance stays PENDING until then.
 
         Returns:
             The instance id (the generated one if ``instance_id`` is ``None``).
 
         Raises:
             InstanceAlreadyExistsError: if an instance with this id exists and ``if_exists`` is ``"fail"``.
-            SerializationError: if ``input`` is not a JSON value.
+            SerializationError: if ``input`` cannot be stored, or is larger than ``max_payload_bytes``.
         """
         instance_id = new_instance_id() if instance_id is None else check_instance_id(instance_id)
         check_name(name, "orchestration name")
         check_version(version)
         check_choice(if_exists, IF_EXISTS, "if_exists")
-        _json.check_json(input, f"input of orchestration {name!r}")
+        input = self._payloads.send(input, f"input of orchestration {name!r}")
         start = StartRequested(name=name, version=version, input=input)
-        return await start_instance(self.provider, self._tracing(), instance_id, start, if_exists)
+        at = check_aware(start_at, "start_at")
+        return await start_instance(self.provider, self._tracing(), instance_id, start, if_exists, at)
 
     async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
         """Deliver the external event ``name`` to an instance (kept until the instance waits for it).
@@ -114,22 +119,22 @@ class Client:
             InstanceNotFoundError: if the instance does not exist.
             InvalidInstanceStateError: if it has finished (completed, failed or terminated): the
                 event would never be read. (One that finishes after this check drops the event.)
-            SerializationError: if ``data`` is not a JSON value.
+            SerializationError: if ``data`` cannot be stored, or is larger than ``max_payload_bytes``.
         """
         check_name(name, "event name")
-        _json.check_json(data, f"data of event {name!r}")
+        data = self._payloads.send(data, f"data of event {name!r}")
         state = await _require(self.provider, instance_id)
         if "raise_event" not in state.status.allowed_actions:
             raise InvalidInstanceStateError(f"instance {instance_id!r} is {state.status.value}; it takes no events")
-        await self._send(instance_id, EventRaised(name=name, data=data))
+        await _send(self.provider, instance_id, EventRaised(name=name, data=data))
 
     async def get_status(self, instance_id: str) -> OrchestrationState | None:
         """The instance's current state, or ``None`` if it does not exist."""
         check_instance_id(instance_id)
-        return await self.provider.get_state(instance_id)
+        return self._payloads.state(await self.provider.get_state(instance_id))
 
     async def wait_for_orchestration(
-        self, instance_id: str, timeout: float = 60.0, *, execution_id: int | None = None
+        self, instance_id: str, timeout: float = 60.0, *, execution_id: int | None = None, result_type: Any = None
     ) -> OrchestrationState:
         """Wait until the instance completes, fails or is terminated, and return its state.
 
@@ -138,6 +143,7 @@ class Client:
             timeout: Seconds to wait at most.
             execution_id: Wait for this execution (or a later one) to end, e.g. the one
                 :meth:`rewind` returned; an earlier execution that ended does not count.
+            result_type: Decode the output to this type (a dataclass…); by default it is the stored JSON.
 
         Raises:
             InstanceNotFoundError: if the instance does not exist.
@@ -146,7 +152,8 @@ class Client:
         check_timeout(timeout)
         check_execution_id(execution_id)
         check_instance_id(instance_id)
-        return await _wait_until_ended(self.provider, instance_id, timeout, execution_id or 0)
+        ended = await _wait_until_ended(self.provider, instance_id, timeout, execution_id or 0)
+        return self._payloads.state(ended, result_type)
 
     async def terminate(self, instance_id: str, reason: str | None = None, *, recursive: bool = True) -> bool:
         """Terminate a pending, running or suspended instance (and its unfinished children).
@@ -163,7 +170,7 @@ class Client:
         state = await _require(self.provider, instance_id)
         if "terminate" not in state.status.allowed_actions:
             return False
-        await self._send(instance_id, TerminateRequested(reason=reason, recursive=recursive))
+        await _send(self.provider, instance_id, TerminateRequested(reason=reason, recursive=recursive))
         return True
 
     async def suspend(self, instance_id: str, reason: str | None = None) -> None:
@@ -177,7 +184,7 @@ class Client:
         state = await _require(self.provider, instance_id)
         if "suspend" not in state.status.allowed_actions:
             raise InvalidInstanceStateError(f"instance {instance_id!r} is {state.status.value}; it cannot be suspended")
-        await self._send(instance_id, OrchestrationSuspended(reason=reason))
+        await _send(self.provider, instance_id, OrchestrationSuspended(reason=reason))
 
     async def resume(self, instance_id: str, reason: str | None = None) -> None:
         """Resume a suspended instance; the messages that waited are applied in order.
@@ -190,7 +197,7 @@ class Client:
         state = await _require(self.provider, instance_id)
         if "resume" not in state.status.allowed_actions:
             raise InvalidInstanceStateError(f"instance {instance_id!r} is {state.status.value}, not SUSPENDED")
-        await self._send(instance_id, OrchestrationResumed(reason=reason))
+        await _send(self.provider, instance_id, OrchestrationResumed(reason=reason))
 
     async def rewind(self, instance_id: str, reason: str | None = None) -> int:
         """Retry a FAILED instance from where it failed, in a new execution.
@@ -298,17 +305,17 @@ class Client:
             limit=check_limit(limit),
             after=check_text(after, "after"),
         )
-        return await self.provider.list_instances(where)
+        return self._payloads.states(await self.provider.list_instances(where))
 
     async def get_history(self, instance_id: str, execution_id: int | None = None) -> list[HistoryEvent]:
-        """The history of one execution (the current one by default).
+        """The history of one execution (the current one by default), payloads decoded by the codec.
 
         Raises:
             InstanceNotFoundError: if the instance does not exist.
         """
         check_execution_id(execution_id)
         await _require(self.provider, instance_id)
-        return await self.provider.get_history(instance_id, execution_id)
+        return self._payloads.history(await self.provider.get_history(instance_id, execution_id))
 
     async def get_orchestration_descriptor(self, instance_id: str) -> OrchestrationDescriptor | None:
         """Name, pinned version and parent of an instance, read from its history.
@@ -338,11 +345,12 @@ class Client:
         workers = await self.provider.list_workers()
         return workers if include_stale else [w for w in workers if w.alive]
 
-    async def _send(self, instance_id: str, event: HistoryEvent) -> None:
-        # Operator requests reach an instance even while it is suspended; everything else waits.
-        control = isinstance(event, _OPERATOR_REQUESTS)
-        message = Message(instance_id=instance_id, execution_id=None, event=event, control=control)
-        await self.provider.enqueue_messages([message])
+
+async def _send(provider: Provider, instance_id: str, event: HistoryEvent) -> None:
+    # Operator requests reach an instance even while it is suspended; everything else waits.
+    control = isinstance(event, _OPERATOR_REQUESTS)
+    message = Message(instance_id=instance_id, execution_id=None, event=event, control=control)
+    await provider.enqueue_messages([message])
 
 
 async def _require(provider: Provider, instance_id: str) -> OrchestrationState:
@@ -369,7 +377,9 @@ async def _wait_until_ended(
     while True:
         # Listen before reading: a change committed after the read wakes the wait, none falls between.
         change = asyncio.ensure_future(
-            provider.wait_for_state_change(instance_id, max(deadline - time.monotonic(), 0.0))
+            provider.wait_for_state_change(
+                instance_id, max(deadline - time.monotonic(), 0.0), until_ended=max(execution_id, 1)
+            )
         )
         await asyncio.sleep(0)  # the wait listens from its first step
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
+from datetime import datetime
 from typing import Literal
 
 from perdure._errors import InstanceAlreadyExistsError
@@ -27,28 +28,37 @@ def new_instance_id() -> str:
 
 
 async def start_instance(
-    provider: Provider, tracer: Tracer | None, instance_id: str, start: StartRequested, if_exists: IfExists
+    provider: Provider,
+    tracer: Tracer | None,
+    instance_id: str,
+    start: StartRequested,
+    if_exists: IfExists,
+    start_at: datetime | None = None,
 ) -> str:
     """Create the instance and queue ``start``; an existing one fails, is returned, or is restarted.
 
-    With a ``tracer`` the start is traced: its span heads (or joins the caller's) trace, and the
-    orchestration's spans become its children.
+    With ``start_at`` the start message stays invisible until then, so the instance stays
+    PENDING (a delayed start). With a ``tracer`` the start is traced: its span heads (or joins the
+    caller's) trace, and the orchestration's spans become its children.
     """
     if tracer is None:
-        return await _start(provider, instance_id, start, if_exists)
+        return await _start(provider, instance_id, start, if_exists, start_at)
     attributes = {"perdure.type": "create_orchestration", "perdure.name": start.name}
     attributes["perdure.instance_id"] = instance_id
     if start.version is not None:
         attributes["perdure.version"] = start.version
     with tracer.client_span(f"create_orchestration:{start.name}", attributes) as trace_context:
-        return await _start(provider, instance_id, replace(start, trace_context=trace_context), if_exists)
+        return await _start(provider, instance_id, replace(start, trace_context=trace_context), if_exists, start_at)
 
 
-async def _start(provider: Provider, instance_id: str, start: StartRequested, if_exists: IfExists) -> str:
+async def _start(
+    provider: Provider, instance_id: str, start: StartRequested, if_exists: IfExists, start_at: datetime | None
+) -> str:
     message = Message(
         instance_id=instance_id,
         execution_id=None,
         event=start,
+        visible_at=start_at,
         new_instance=NewInstance(name=start.name, input=start.input),
     )
     if if_exists == "restart":

@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from perdure._payloads import DEFAULT_MAX_PAYLOAD_BYTES, DataConverter, PayloadCodec
 from perdure.client._client import Client
 from perdure.providers._open import open_provider
 
@@ -65,10 +66,22 @@ class SyncClient:
     Args:
         url: ``sqlite:///path.db`` or ``postgresql://…``, as for :func:`open_provider`.
         tracer_provider: An OpenTelemetry tracer provider, as for :class:`Client`.
+        payload_codec: As for :class:`Client` (docs/payloads.md).
+        data_converter: As for :class:`Client`.
+        max_payload_bytes: As for :class:`Client`.
         **options: Passed to :func:`open_provider` (the backend's ``open``/``connect``).
     """
 
-    def __init__(self, url: str, *, tracer_provider: Any = None, **options: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        tracer_provider: Any = None,
+        payload_codec: PayloadCodec | None = None,
+        data_converter: DataConverter | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        **options: Any,
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="perdure-sync-client", daemon=True)
         self._lock = threading.Lock()
@@ -80,7 +93,13 @@ class SyncClient:
         except BaseException:
             self._stop_loop()
             raise
-        self._client = Client(provider, tracer_provider=tracer_provider)
+        self._client = Client(
+            provider,
+            tracer_provider=tracer_provider,
+            payload_codec=payload_codec,
+            data_converter=data_converter,
+            max_payload_bytes=max_payload_bytes,
+        )
 
     start_orchestration = _blocking(Client.start_orchestration)
     raise_event = _blocking(Client.raise_event)
@@ -96,6 +115,13 @@ class SyncClient:
     get_history = _blocking(Client.get_history)
     get_orchestration_descriptor = _blocking(Client.get_orchestration_descriptor)
     list_workers = _blocking(Client.list_workers)
+    create_schedule = _blocking(Client.create_schedule)
+    list_schedules = _blocking(Client.list_schedules)
+    get_schedule = _blocking(Client.get_schedule)
+    pause_schedule = _blocking(Client.pause_schedule)
+    resume_schedule = _blocking(Client.resume_schedule)
+    trigger_schedule = _blocking(Client.trigger_schedule)
+    delete_schedule = _blocking(Client.delete_schedule)
 
     @property
     def closed(self) -> bool:

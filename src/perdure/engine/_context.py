@@ -11,8 +11,8 @@ from collections.abc import MutableMapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-from perdure import _json
 from perdure._errors import ActivityFailedError, SubOrchestrationFailedError, TaskFailedError
+from perdure._payloads import Payloads
 from perdure._validate import MAX_NAME_LENGTH, check_instance_id, check_name, check_version
 from perdure.engine._retry import RetryPolicy
 from perdure.engine._tasks import (
@@ -50,6 +50,7 @@ class _Engine(Protocol):
 
     replaying: bool
     current_time: datetime
+    payloads: Payloads
 
     def schedule(self, decision: Decision, task: DurableTask[Any] | None) -> None: ...
 
@@ -99,7 +100,9 @@ class OrchestrationContext:
     from the call, and nothing is scheduled.
     """
 
-    def __init__(self, engine: _Engine, started: OrchestrationStarted, *, instance_id: str, execution_id: int) -> None:
+    def __init__(
+        self, engine: _Engine, started: OrchestrationStarted, *, instance_id: str, execution_id: int, input: Any = None
+    ) -> None:
         self._engine = engine
         self._guid_counter = 0
         self._child_counter = 0
@@ -115,8 +118,8 @@ class OrchestrationContext:
         """The pinned version of this execution."""
         self.parent_instance_id = started.parent_instance
         """The parent's instance id, or ``None`` for a root instance."""
-        self.input = started.input
-        """The input of this execution."""
+        self.input = input
+        """The input of this execution (decoded to the orchestration's parameter annotation)."""
         self.logger: logging.LoggerAdapter[logging.Logger] = _ReplaySafeLogger(self)
         """A logger that is silent while the code is being replayed."""
 
@@ -185,6 +188,7 @@ class OrchestrationContext:
         start_to_close: float | timedelta | None = None,
         schedule_to_close: float | timedelta | None = None,
         heartbeat_timeout: float | timedelta | None = None,
+        result_type: Any = None,
     ) -> DurableTask[Any]:
         """Schedule the activity ``name``; the task fails with :class:`ActivityFailedError` if it fails.
 
@@ -194,33 +198,33 @@ class OrchestrationContext:
 
         Args:
             name: The registered activity name.
-            input: A JSON value passed to the activity.
+            input: The activity's input: a JSON value, dataclass, pydantic model, datetime… (docs/payloads.md).
             retry: Retry the activity on failure, waiting on durable timers between attempts.
             queue: The worker queue to run on (default ``"default"``).
-            start_to_close: How long one attempt may run once a worker has started it (seconds or
-                a ``timedelta``).
+            start_to_close: How long one attempt may run once a worker started it (seconds or ``timedelta``).
             schedule_to_close: How long the whole call may take from now: time in the queue, every
                 attempt and the waits between them. When it runs out, the attempt in progress fails
                 and no other follows; a retry that could not start before it is not made.
-            heartbeat_timeout: How long a running attempt may go without
-                ``ActivityContext.heartbeat()`` before its worker fails it.
+            heartbeat_timeout: How long a running attempt may go without a heartbeat before its worker fails it.
+            result_type: Decode the result to this type (default: the activity's return annotation, if registered here).
 
         Raises:
             TypeError: if a limit is not seconds or a ``timedelta``.
             ValueError: for a bad name, or a limit that is not positive and finite.
+            SerializationError: if ``input`` cannot be stored (naming where inside it, and why).
         """
         check_name(name, "activity name")
-        _json.check_json(input, f"input of activity {name!r}")
+        input = self._engine.payloads.to_json(input, f"input of activity {name!r}")
         queue = "default" if queue is None else queue
         check_name(queue, "queue name")
         per_attempt = _limit(start_to_close, "start_to_close")
         heartbeat = _limit(heartbeat_timeout, "heartbeat_timeout")
         total = _limit(schedule_to_close, "schedule_to_close")
-        deadline = None if total is None else self._after(total, "schedule_to_close")
+        deadline = None if total is None else _after(self.now(), total, "schedule_to_close")
         what = f"activity {name!r}"
 
         def attempt(number: int) -> DurableTask[Any]:
-            task = ScheduledTask(self._engine, ActivityFailedError, what)
+            task = ScheduledTask(self._engine, ActivityFailedError, what, result_type)
             decision = ActivityScheduled(
                 name=name,
                 input=input,
@@ -249,15 +253,17 @@ class OrchestrationContext:
                 raise ValueError("create_timer needs an aware datetime (with tzinfo), not a naive one")
             due = fire_at
         elif isinstance(fire_at, timedelta | int | float) and not isinstance(fire_at, bool):
-            due = self._after(fire_at, "the delay of create_timer")
+            due = _after(self.now(), fire_at, "the delay of create_timer")
         else:
             raise TypeError(f"create_timer takes seconds, a timedelta or a datetime, not {type(fire_at).__name__}")
         task: DurableTask[None] = ScheduledTask(self._engine, TaskFailedError, "timer")
         self._engine.schedule(TimerCreated(fire_at=max(due, self.now())), task)
         return task
 
-    def wait_for_event(self, name: str, timeout: float | timedelta | None = None) -> DurableTask[Any]:
-        """Wait for the external event ``name``; the task's result is the event's data.
+    def wait_for_event(
+        self, name: str, timeout: float | timedelta | None = None, *, result_type: Any = None
+    ) -> DurableTask[Any]:
+        """Wait for the external event ``name``; the task's result is the event's data (as ``result_type``).
 
         An event raised before anyone waits for it is kept, and delivered to the first wait of
         that name (events of one name are delivered in arrival order). Names match
@@ -278,14 +284,16 @@ class OrchestrationContext:
         if timeout is not None:
             if isinstance(timeout, bool) or not isinstance(timeout, timedelta | int | float):
                 raise TypeError(f"wait_for_event takes seconds or a timedelta as timeout, not {type(timeout).__name__}")
-            due = self._after(timeout, "the timeout of wait_for_event")
+            due = _after(self.now(), timeout, "the timeout of wait_for_event")
             if due < self.now():
                 raise ValueError(f"the timeout of wait_for_event must not be negative, got {timeout!r}")
-        task: DurableTask[Any] = EventWait(self._engine, name)
+        task = EventWait(self._engine, name, self.now(), result_type)
         self._engine.wait_event(name, task)
         if due is None:
             return task
-        return EventWithTimeout(self._engine, name, task, self.create_timer(due))
+        timer = self.create_timer(due)
+        task._timeout = (due, timer)
+        return EventWithTimeout(self._engine, name, task, timer)
 
     def call_sub_orchestration(
         self,
@@ -295,24 +303,27 @@ class OrchestrationContext:
         instance_id: str | None = None,
         version: str | None = None,
         retry: RetryPolicy | None = None,
+        result_type: Any = None,
     ) -> DurableTask[Any]:
         """Start a child orchestration and get a task for its output.
 
         The task fails with :class:`SubOrchestrationFailedError` if the child fails or is
         terminated. Without ``instance_id`` a deterministic id is derived from this instance.
-        Without ``version`` the child's version policy chooses.
+        Without ``version`` the child's version policy chooses. The output is decoded to
+        ``result_type`` (default: the child's return annotation, if registered here).
         """
         check_name(name, "orchestration name")
         if instance_id is not None:
             check_instance_id(instance_id)
         check_version(version)
-        _json.check_json(input, f"input of sub-orchestration {name!r}")
+        input = self._engine.payloads.to_json(input, f"input of sub-orchestration {name!r}")
 
         def attempt(number: int) -> DurableTask[Any]:
             child_id = instance_id if instance_id is not None and number == 1 else None
             if child_id is None:
                 child_id = self._next_child_id() if instance_id is None else self._retry_id(instance_id, number)
-            task = ScheduledTask(self._engine, SubOrchestrationFailedError, f"sub-orchestration {name!r} ({child_id})")
+            what = f"sub-orchestration {name!r} ({child_id})"
+            task = ScheduledTask(self._engine, SubOrchestrationFailedError, what, result_type)
             decision = SubOrchestrationScheduled(name=name, version=version, instance_id=child_id, input=input)
             self._engine.schedule(decision, task)
             return task
@@ -327,7 +338,7 @@ class OrchestrationContext:
         if instance_id is not None:
             check_instance_id(instance_id)
         check_version(version)
-        _json.check_json(input, f"input of orchestration {name!r}")
+        input = self._engine.payloads.to_json(input, f"input of orchestration {name!r}")
         if instance_id is None:  # derived last: a refused call must not use up a child number
             instance_id = self._next_child_id()
         self._engine.schedule(
@@ -339,12 +350,12 @@ class OrchestrationContext:
         """Raise the event ``name`` with ``data`` on another instance."""
         check_instance_id(instance_id)
         check_name(name, "event name")
-        _json.check_json(data, f"data of event {name!r}")
+        data = self._engine.payloads.to_json(data, f"data of event {name!r}")
         self._engine.schedule(EventSent(instance_id=instance_id, name=name, data=data), None)
 
     def set_custom_status(self, value: Any) -> None:
-        """Publish a JSON value that clients see as ``OrchestrationState.custom_status``."""
-        _json.check_json(value, "custom status")
+        """Publish a value that clients see as ``OrchestrationState.custom_status`` (as its JSON form)."""
+        value = self._engine.payloads.to_json(value, "custom status")
         self._engine.schedule(CustomStatusUpdated(value=value), None)
 
     def continue_as_new(self, input: Any = None, *, version: str | None = None) -> NoReturn:
@@ -353,7 +364,7 @@ class OrchestrationContext:
         It does not return. Events raised but not yet awaited carry over to the new execution.
         """
         check_version(version)
-        _json.check_json(input, "input of continue_as_new")
+        input = self._engine.payloads.to_json(input, "input of continue_as_new")
         raise ContinueAsNew(input, version)
 
     @staticmethod
@@ -366,15 +377,6 @@ class OrchestrationContext:
         """A task that finishes with the first of ``tasks`` to finish (the task itself, not its result)."""
         return WhenAnyTask(_check_tasks(tasks))
 
-    def _after(self, delay: float | timedelta, what: str) -> datetime:
-        """The moment ``delay`` (seconds or a ``timedelta``) from now; ``what`` names it in errors."""
-        if isinstance(delay, float) and not math.isfinite(delay):
-            raise ValueError(f"{what} must be a finite number of seconds, got {delay!r}")
-        try:
-            return self.now() + (delay if isinstance(delay, timedelta) else timedelta(seconds=delay))
-        except OverflowError:  # from timedelta() or from the addition
-            raise ValueError(f"{what} ({delay!r}) reaches outside the years 1 to 9999") from None
-
     def _retry_id(self, instance_id: str, attempt: int) -> str:
         """The id of a retry of the child ``instance_id``; a later execution (a rewind walked the
         first one's attempts back) gets ids of its own, as the earlier attempts still exist."""
@@ -385,6 +387,16 @@ class OrchestrationContext:
     def _next_child_id(self) -> str:
         self._child_counter += 1
         return _derived_id(f"{self.instance_id}:{self.execution_id}:{self._child_counter}")
+
+
+def _after(now: datetime, delay: float | timedelta, what: str) -> datetime:
+    """The moment ``delay`` (seconds or a ``timedelta``) after ``now``; ``what`` names it in errors."""
+    if isinstance(delay, float) and not math.isfinite(delay):
+        raise ValueError(f"{what} must be a finite number of seconds, got {delay!r}")
+    try:
+        return now + (delay if isinstance(delay, timedelta) else timedelta(seconds=delay))
+    except OverflowError:  # from timedelta() or from the addition
+        raise ValueError(f"{what} ({delay!r}) reaches outside the years 1 to 9999") from None
 
 
 def _derived_id(candidate: str) -> str:

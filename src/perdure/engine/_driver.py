@@ -14,8 +14,8 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn
 
-from perdure import _json
 from perdure._errors import ErrorDetails, NonDeterminismError, NonDurableAwaitError, SerializationError
+from perdure._payloads import Payloads
 from perdure.engine._context import ContinueAsNew, OrchestrationContext
 from perdure.engine._guards import Guard
 from perdure.engine._tasks import DurableTask
@@ -45,6 +45,7 @@ class CoroutineDriver:
         self.guarded = guarded
         self.guard: Guard | None = None
         self.yielded: set[DurableTask[Any]] = set()  # every task the code waited for
+        self.payloads = _PLAIN_JSON  # converts the output
 
     @property
     def started(self) -> bool:
@@ -121,7 +122,7 @@ class CoroutineDriver:
 
     def returned(self, output: Any) -> Ending:
         try:
-            _json.check_json(output, f"output of orchestration {self.ctx.name if self.ctx else '?'!r}")
+            output = self.payloads.to_json(output, f"output of orchestration {self.ctx.name if self.ctx else '?'!r}")
         except SerializationError as exc:
             return OrchestrationFailed(error=ErrorDetails.from_exception(exc))
         return OrchestrationCompleted(output=output)
@@ -139,6 +140,9 @@ class CoroutineDriver:
             pass
         finally:
             asyncio.events._set_running_loop(previous_loop)
+
+
+_PLAIN_JSON = Payloads()
 
 
 async def _raising(exc: Exception) -> Any:

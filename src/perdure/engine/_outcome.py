@@ -1,4 +1,5 @@
-"""What one replay produced (``ReplayOutcome``), the outcome of a turn the engine fails, and ``describe``."""
+"""What a replay returns (``ReplayOutcome``), the outcome of a turn the engine itself fails, and
+``describe``, the short description of an event that errors and logs use."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from perdure._errors import ErrorDetails, PerdureError, type_name
-from perdure._state import OrchestrationStatus
+from perdure._payloads import UnreadablePayloadError
+from perdure._state import AwaitedEvent, OrchestrationStatus
 from perdure.engine.events import (
     TERMINAL_EVENTS,
     ActivityScheduled,
@@ -41,7 +43,7 @@ class ReplayOutcome:
         status: The instance status after the turn.
         output: The output, when the orchestration completed.
         error: The failure, when it failed.
-        custom_status: The custom status after the turn.
+        custom_status: The custom status after the turn; ``waiting_for``: the external events it waits for.
         carryover: Unawaited external events to hand to the next execution after continue-as-new.
         dropped: (index of the new event, why) for messages consumed without being recorded.
         unapplied: Indices of consumed new events the execution never saw, because it had already
@@ -60,6 +62,7 @@ class ReplayOutcome:
     output: Any = None
     error: ErrorDetails | None = None
     custom_status: Any = None
+    waiting_for: list[AwaitedEvent] = field(default_factory=list)
     carryover: list[EventRaised] = field(default_factory=list)
     dropped: list[tuple[int, str]] = field(default_factory=list)
     unapplied: list[int] = field(default_factory=list)
@@ -98,7 +101,13 @@ def stored_end(history: Sequence[HistoryEvent]) -> StoredEnd:
 def failed_by_engine(
     exc: PerdureError, stored: StoredEnd, message_count: int, now: datetime, at: HistoryEvent | None
 ) -> ReplayOutcome:
-    """The turn cannot be trusted: record only the failure, and consume every message (none applied)."""
+    """The turn cannot be trusted: record only the failure, and consume every message (none applied).
+
+    An :class:`UnreadablePayloadError` is raised again instead: this process cannot read the
+    instance's data (no codec, or not the key), which says nothing about the instance.
+    """
+    if isinstance(exc, UnreadablePayloadError):
+        raise exc
     error = ErrorDetails(type=type_name(exc), message=str(exc))
     new_events: list[HistoryEvent] = []
     if not stored.ended:  # an execution records one terminal event, never a second

@@ -33,14 +33,17 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from perdure._errors import ErrorDetails, NonDeterminismError, PerdureError
+from perdure._payloads import Payloads, PayloadTypes
 from perdure._state import OrchestrationStatus
 from perdure.engine._awaits import stuck_warnings, unawaited_warnings
 from perdure.engine._context import OrchestrationContext
 from perdure.engine._driver import CoroutineDriver, OrchestrationFunction
 from perdure.engine._matching import application_order, same_decision
 from perdure.engine._outcome import ReplayOutcome, StoredEnd, describe, failed_by_engine, stored_end
+from perdure.engine._payload_fields import open_event, seal_event, started_input
 from perdure.engine._task_table import TaskTable
 from perdure.engine._tasks import DurableTask, ScheduledTask, resolved
+from perdure.engine._waiting import open_event_waits
 from perdure.engine.events import (
     TERMINAL_EVENTS,
     Completion,
@@ -78,6 +81,8 @@ def replay(
     now: datetime,
     determinism_guards: bool = True,
     keep: bool = False,
+    payloads: Payloads | None = None,
+    types: PayloadTypes | None = None,
 ) -> ReplayOutcome:
     """Replay ``history``, apply ``new_events`` and return what the code decided.
 
@@ -92,10 +97,24 @@ def replay(
         determinism_guards: Refuse ``time.time()``, ``random`` and the like while the code runs (``_guards``).
         keep: Keep the execution's state for :func:`resume` (``ReplayOutcome.live``) if it goes on,
             instead of closing its coroutine.
+        payloads: How payloads are converted and encoded (default: plain JSON, no codec). New
+            decisions are returned encoded, encoded once the code has stopped (a codec may use the
+            clock or randomness, as Fernet does, which the determinism guards refuse while the code
+            runs); results and inputs reach the code decoded to the types its annotations (or
+            ``result_type``) name.
+        types: The result types of activities and orchestrations, for tasks without ``result_type``.
 
     Non-determinism and internal inconsistencies do not raise: the result fails the instance.
+
+    Raises:
+        UnreadablePayloadError: if a stored payload is encoded and ``payloads`` cannot decode it
+            (no codec, or the wrong key): a problem of this process, not of the instance, so the
+            turn must be retried elsewhere, not recorded.
     """
     engine = LiveExecution(orchestration, instance_id, execution_id, now, determinism_guards)
+    if payloads is not None:
+        engine.payloads = engine.code.payloads = engine.tasks.payloads = payloads
+    engine.tasks.types = types
     return engine.run(history, new_events, keep)
 
 
@@ -140,7 +159,8 @@ class LiveExecution:
         self.warnings: list[str] = []
         # decisions the code made while replaying, not yet matched with recorded ones
         self.unmatched: deque[tuple[Decision, DurableTask[Any] | None]] = deque()
-        self.tasks = TaskTable()
+        self.payloads = _PLAIN_JSON
+        self.tasks = TaskTable(self.payloads)
         self.history: Sequence[HistoryEvent] = ()
 
     def close(self) -> None:
@@ -177,7 +197,7 @@ class LiveExecution:
     def resume(self, new_events: Sequence[HistoryEvent], now: datetime) -> ReplayOutcome:
         if self.finished or not self.code.running or self.replaying:
             raise RuntimeError("only an execution kept after a turn that left it running can be resumed")
-        stored = StoredEnd(self.next_event_id - 1, self.custom_status, False)
+        stored = StoredEnd(self.next_event_id - 1, self.payloads.seal(self.custom_status), False)  # as stored
         self.now = self.current_time = now
         self.appended, self.warnings, self.applying = [], [], None
         self.last_stored_id = stored.last_event_id
@@ -225,12 +245,13 @@ class LiveExecution:
         if live is None:
             self.code.close()
         return ReplayOutcome(
-            new_events=self.appended,
+            new_events=[seal_event(event, self.payloads) for event in self.appended],
             consumed=consumed,
             status=self.status,
-            output=self.output,
+            output=self.payloads.seal(self.output),
             error=self.error,
-            custom_status=self.custom_status,
+            custom_status=self.payloads.seal(self.custom_status),
+            waiting_for=open_event_waits(self.tasks.waiters.values(), self.finished),
             carryover=carryover,
             dropped=dropped,
             unapplied=unapplied,
@@ -256,13 +277,9 @@ class LiveExecution:
 
     def apply_new(self, event: HistoryEvent) -> str | None:
         """Append a new event and apply it; returns why it was dropped instead, if it was."""
-        source = event.source_event_id if isinstance(event, Completion) else None
-        if source in self.tasks.scheduled and source not in self.tasks.open:
-            return (
-                "its task was cancelled"
-                if source in self.tasks.cancelled
-                else f"duplicate completion of event {source}"
-            )
+        late = self.tasks.late_completion(event) if isinstance(event, Completion) else None
+        if late is not None:
+            return late
         if isinstance(event, TerminateRequested):
             event = OrchestrationTerminated(reason=event.reason)
         elif isinstance(event, OrchestrationSuspended) and self.status is OrchestrationStatus.SUSPENDED:
@@ -356,18 +373,20 @@ class LiveExecution:
             )
         decision, task = self.unmatched.popleft()
         decision = resolved(decision, task)
-        if not same_decision(decision, recorded):
+        # Compared unencoded: an encryption codec never encodes the same value twice alike.
+        stored = recorded if self.payloads.codec is None else open_event(recorded, self.payloads)
+        if not same_decision(decision, stored):
             raise NonDeterminismError(
-                f"the orchestration code made the decision {describe(decision)}, "
+                f"the orchestration code made the decision {_told(decision, self.payloads)}, "
                 f"but history recorded {describe(recorded)} at that position"
             )
         self.record(recorded, task)
 
     def check_unmatched(self, event: HistoryEvent | None) -> None:
         if self.unmatched:
-            decision, _ = self.unmatched[0]
+            made = _told(self.unmatched[0][0], self.payloads)
             where = f"history recorded {describe(event)} there" if event else "history has no further decisions"
-            raise NonDeterminismError(f"the orchestration code made the decision {describe(decision)}, but {where}")
+            raise NonDeterminismError(f"the orchestration code made the decision {made}, but {where}")
 
     def name(self, event: HistoryEvent) -> str:
         """``describe(event)`` for an error message. An event of this turn goes unnamed by id: when the
@@ -396,8 +415,11 @@ class LiveExecution:
     def start(self, event: OrchestrationStarted) -> None:
         if self.code.started:
             raise NonDeterminismError(f"history starts the orchestration twice: {self.name(event)}")
-        ctx = OrchestrationContext(self, event, instance_id=self.instance_id, execution_id=self.execution_id)
-        self.code.start(self.orchestration, ctx, event)
+        orchestration, value = started_input(self.orchestration, event, self.payloads)
+        ctx = OrchestrationContext(
+            self, event, instance_id=self.instance_id, execution_id=self.execution_id, input=value
+        )
+        self.code.start(orchestration, ctx, replace(event, input=value))
 
     def run_code(self) -> None:
         """Resume the code as long as the task it awaits has finished, and record how it ended, if it did."""
@@ -406,3 +428,11 @@ class LiveExecution:
         ending = self.code.resume()
         if ending is not None:
             self.schedule(ending, None)
+
+
+_PLAIN_JSON = Payloads()
+
+
+def _told(decision: Decision, payloads: Payloads) -> str:
+    """``describe(decision)`` for an error that is stored: its input encoded, as history has it."""
+    return describe(seal_event(decision, payloads))

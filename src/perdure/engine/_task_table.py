@@ -7,7 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 from perdure._errors import NonDeterminismError
+from perdure._payloads import Payloads, PayloadTypes
 from perdure.engine._matching import event_key
+from perdure.engine._payload_fields import hand_over, hand_over_result
 from perdure.engine._tasks import DurableTask, ScheduledTask
 from perdure.engine.events import (
     ActivityCompleted,
@@ -43,11 +45,15 @@ class TaskTable:
         cancelled: The event ids of the decisions whose tasks the code cancelled.
         waiters: The event waits not yet answered, by event name (as matched).
         buffered: The events raised that no wait has taken yet, by event name (as matched).
+        payloads: How the results and event data handed to the tasks are decoded.
+        types: The result types of activities and orchestrations, for tasks without ``result_type``.
     """
 
-    __slots__ = ("buffered", "cancelled", "open", "scheduled", "waiters")
+    __slots__ = ("buffered", "cancelled", "open", "payloads", "scheduled", "types", "waiters")
 
-    def __init__(self) -> None:
+    def __init__(self, payloads: Payloads, types: PayloadTypes | None = None) -> None:
+        self.payloads = payloads
+        self.types = types
         self.scheduled: dict[int, Decision] = {}
         self.open: dict[int, DurableTask[Any]] = {}
         self.cancelled: set[int] = set()
@@ -70,13 +76,20 @@ class TaskTable:
             assert isinstance(task, ScheduledTask)
             task._fail_with(event.error)
         else:
-            task._resolve(getattr(event, "result", None))
+            hand_over_result(task, source, event, self.payloads, self.types)
+
+    def late_completion(self, event: Completion) -> str | None:
+        """Why a new ``event`` completes nothing (its task was cancelled or already completed), if so."""
+        source = event.source_event_id
+        if source not in self.scheduled or source in self.open:
+            return None
+        return "its task was cancelled" if source in self.cancelled else f"duplicate completion of event {source}"
 
     def wait_event(self, name: str, task: DurableTask[Any]) -> None:
         """A wait for the event ``name``: answered at once by one raised earlier, else queued."""
         buffered = self.buffered.get(event_key(name))
         if buffered:
-            task._resolve(buffered.popleft().data)
+            hand_over(task, buffered.popleft().data, f"data of event {name!r}", self.payloads)
         else:
             self.waiters.setdefault(event_key(name), deque()).append(task)
 
@@ -90,7 +103,7 @@ class TaskTable:
         """An event raised: to the first wait for it, else kept for the next one."""
         waiters = self.waiters.get(event_key(event.name))
         if waiters:
-            waiters.popleft()._resolve(event.data)
+            hand_over(waiters.popleft(), event.data, f"data of event {event.name!r}", self.payloads)
         else:
             self.buffered.setdefault(event_key(event.name), deque()).append(event)
 

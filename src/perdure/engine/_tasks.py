@@ -208,14 +208,16 @@ class ScheduledTask(DurableTask[Any]):
     ``_event_id`` is the id of the decision that scheduled it, set by the engine when recorded.
     """
 
-    __slots__ = ("_engine", "_error_type", "_event_id", "_what")
+    __slots__ = ("_engine", "_error_type", "_event_id", "_what", "result_type")
 
-    def __init__(self, engine: _Engine, error_type: type[TaskFailedError], what: str) -> None:
+    def __init__(self, engine: _Engine, error_type: type[TaskFailedError], what: str, result_type: Any = None) -> None:
         super().__init__()
         self._engine = engine
         self._error_type = error_type
         self._what = what
         self._event_id = 0
+        self.result_type = result_type
+        """The type its result is decoded to (``None``: the JSON value as stored)."""
 
     def _fail_with(self, details: ErrorDetails) -> None:
         self._fail(self._error_type(f"{self._what} failed: {details.type}: {details.message}", details))
@@ -230,13 +232,20 @@ class ScheduledTask(DurableTask[Any]):
 
 class EventWait(DurableTask[Any]):
     """A wait for an external event; cancelling it withdraws the wait (no history event needed:
-    a wait is not a decision, and replay withdraws it at the same point)."""
+    a wait is not a decision, and replay withdraws it at the same point).
 
-    __slots__ = ("_engine", "_name")
+    ``_since`` is the turn time the wait began; ``_timeout`` when it gives up and the timer that
+    ends it, if it has a timeout: what the engine reports of the waits still open (``_waiting``).
+    """
 
-    def __init__(self, engine: _Engine, name: str) -> None:
+    __slots__ = ("_engine", "_name", "_since", "_timeout", "result_type")
+
+    def __init__(self, engine: _Engine, name: str, since: datetime, result_type: Any = None) -> None:
         super().__init__()
-        self._engine, self._name = engine, name
+        self._engine, self._name, self._since = engine, name, since
+        self._timeout: tuple[datetime, DurableTask[None]] | None = None
+        self.result_type = result_type
+        """The type the event's data is decoded to (``None``: the JSON value as stored)."""
 
     def _cancel_work(self) -> None:
         self._engine.withdraw_wait(self._name, self)

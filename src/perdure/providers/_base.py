@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from perdure._errors import ErrorDetails, PerdureError, ProviderError
-from perdure._state import OrchestrationState, OrchestrationStatus
+from perdure._errors import ErrorDetails
+from perdure._state import AwaitedEvent, OrchestrationState, OrchestrationStatus
 from perdure.engine import HistoryEvent
+from perdure.providers._clock import PROCESS_CLOCK, TimeSource
+from perdure.providers._refusals import DataRefusedError, LockLostError, StoreNotFoundError
 from perdure.providers._workers import Heartbeat, WorkerInfo, WorkerLiveness
 
 __all__ = [
@@ -52,31 +54,6 @@ __all__ = [
 ]
 
 QueueKind = Literal["orchestrator", "activity"]
-
-
-class LockLostError(PerdureError):
-    """The peek-lock expired and another worker took the item over; this worker's result is discarded."""
-
-
-class StoreNotFoundError(ProviderError):
-    """A provider opened without ``create`` found no perdure store where it was told to look.
-
-    Raised by ``SqliteProvider.open(path, create=False)`` (no such file, or a file without perdure's
-    tables), ``PostgresProvider.connect(url, create=False)`` (no such schema, or one without
-    perdure's tables) and ``open_provider(url, create=False)``; nothing is created.
-    """
-
-
-class DataRefusedError(ProviderError):
-    """The store refused what one call asked of it: its data, not the connection, is the problem.
-
-    A constraint, a value out of range, a limit of the store (PostgreSQL SQLSTATE classes 22, 23,
-    54; SQLite constraint and size errors). Retrying the same call fails the same way, so it is
-    raised at once; the dispatcher fails the one instance whose turn the store refused.
-    """
-
-
-DataRefusedError.__module__ = "perdure.providers"  # recorded errors name it where users import it
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -212,7 +189,11 @@ class WorkItem:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class InstanceUpdate:
-    """The instance state a turn leaves behind."""
+    """The instance state a turn leaves behind.
+
+    ``waiting_for`` is what the execution's code waits for (``OrchestrationState.waiting_for``),
+    stored with the rest of the row and read back by ``get_state`` and ``list_instances``.
+    """
 
     name: str
     version: str | None
@@ -223,6 +204,7 @@ class InstanceUpdate:
     error: ErrorDetails | None = None
     custom_status: Any = None
     parent_instance_id: str | None = None
+    waiting_for: Sequence[AwaitedEvent] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -269,6 +251,11 @@ class InstanceFilter:
 
 class Provider(abc.ABC):
     """Storage behind the runtime and the client. Every method is one transaction."""
+
+    clock: TimeSource = PROCESS_CLOCK
+    """Where this store's times come from, and the runtime's with them (a turn's time, activity
+    deadlines): the process clock, or a virtual one in a test environment (``perdure.testing``).
+    PostgreSQL keeps its own times by the database's clock; the runtime still reads this one."""
 
     # --- instances and history -----------------------------------------------------------------
 
@@ -412,6 +399,17 @@ class Provider(abc.ABC):
             LockLostError: if the lock was already taken over.
         """
 
+    @abc.abstractmethod
+    async def charge_work_deliveries(self, items: Sequence[WorkItem], *, charged: bool) -> None:
+        """Take back (``charged=False``) or count again (``charged=True``) the delivery that fetched each item.
+
+        Only items still held with their lock tokens change; a count never goes below zero. The
+        runtime takes back the deliveries of the activities it runs while a suspect turn runs alone
+        in its process, and counts them again once that turn is over: if the turn kills the
+        process, the activities are redelivered (and run again) without the crash counting
+        towards their poison limit.
+        """
+
     async def work_items_held(self, items: Sequence[WorkItem]) -> set[int]:
         """The ids of ``items`` that are still locked with their lock tokens.
 
@@ -450,6 +448,16 @@ class Provider(abc.ABC):
         """Every worker record, live or recently dead (``alive`` says which); empty without records."""
         return []
 
+    async def activity_workers(self, instance_id: str, execution_id: int) -> dict[int, str]:
+        """Which worker runs each activity of ``instance_id``'s execution ``execution_id`` right now.
+
+        Keyed by the id of the event that scheduled the activity (``ActivityRequest.source_event_id``),
+        the ``worker_id`` of the worker (:meth:`list_workers`) whose lock on its work item has not
+        expired. An activity waiting for a worker, or whose worker's lock expired, is missing. For
+        operators; this default knows no workers and answers ``{}``.
+        """
+        return {}
+
     # --- waiting ---------------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -461,11 +469,15 @@ class Provider(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def wait_for_state_change(self, instance_id: str, timeout: float) -> None:
+    async def wait_for_state_change(self, instance_id: str, timeout: float, *, until_ended: int | None = None) -> None:
         """Sleep until the instance's state may have changed, or ``timeout`` seconds pass.
 
         It listens from its first step, before it first suspends: a caller may start it, read the
         state, then await it, and so miss no change made after the read.
+
+        With ``until_ended`` (an execution id), a provider may sleep on through changes it knows
+        end no execution from ``until_ended`` on (turns this process committed that leave the
+        instance running), so a caller waiting for the end reads the state once, not once a turn.
         """
 
     @abc.abstractmethod

@@ -12,6 +12,10 @@ never jumps, it never runs backwards, never slower than :data:`MIN_RATE` and nev
 forward in 2 J), so within this process a short timer fires on time and a lock renewed every
 third of its duration stays valid. Another process that starts after a jump reads the new wall
 clock at once; until the first has absorbed the jump the two disagree (see ``docs/providers.md``).
+
+:class:`TimeSource` is the seam: every durable time of a SQLite store and every turn's time is read
+from the provider's ``clock`` (``Provider.clock``, :data:`PROCESS_CLOCK` unless a test environment gives a
+virtual clock, ``perdure.testing``), never from a global.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
-__all__ = ["CLOCK", "MAX_RATE", "MIN_RATE", "Clock", "now"]
+__all__ = ["CLOCK", "MAX_RATE", "MIN_RATE", "PROCESS_CLOCK", "Clock", "TimeSource", "now"]
 
 MIN_RATE = 0.9
 """The slowest the clock runs while it absorbs a jump back: a timer is at most 11 % late."""
@@ -40,6 +45,14 @@ def _since_boot() -> float:
 # Real time, counting time the machine was suspended (Linux): else waking from a suspend would read
 # as a jump of the wall clock. Elsewhere the monotonic clock is the best there is.
 _ELAPSED: Callable[[], float] = _since_boot if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic
+
+
+class TimeSource(Protocol):
+    """Where durable times come from: seconds since the epoch. Safe to call from any thread."""
+
+    def now(self) -> float:
+        """The current time, in seconds since the epoch."""
+        ...
 
 
 class Clock:
@@ -83,3 +96,14 @@ CLOCK = Clock()
 def now() -> float:
     """:meth:`Clock.now` of :data:`CLOCK` (read at each call, so that tests can replace it)."""
     return CLOCK.now()
+
+
+class _ProcessClock:
+    """:data:`CLOCK` as a :class:`TimeSource`, looked up at each call (so that tests can replace it)."""
+
+    def now(self) -> float:
+        return CLOCK.now()
+
+
+PROCESS_CLOCK: TimeSource = _ProcessClock()
+"""The default ``Provider.clock``: this process's clock; costs what calling :func:`now` costs."""

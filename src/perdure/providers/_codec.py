@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 from perdure import _json
 from perdure._errors import ErrorDetails, HistoryFormatError, type_name_of_class
-from perdure._state import OrchestrationState, OrchestrationStatus
+from perdure._state import AwaitedEvent, OrchestrationState, OrchestrationStatus
 from perdure.engine import HistoryEvent, decode_event
 from perdure.engine._codec import error_from_dict, error_to_dict
 from perdure.providers._base import ActivityRequest, Message, OrchestrationItem, QueuedMessage, WorkerInfo, WorkItem
@@ -22,11 +22,14 @@ __all__ = [
     "decode_request",
     "decode_state",
     "decode_value",
+    "decode_waits",
     "decoded_history",
     "encode_error",
     "encode_request",
     "encode_value",
+    "encode_waits",
     "from_epoch",
+    "held_activities",
     "message_kind",
     "orchestration_item",
     "state_from_row",
@@ -75,6 +78,50 @@ def decode_error(text: str | None) -> ErrorDetails | None:
     return error_from_dict(_json.loads(text))
 
 
+def encode_waits(waits: Sequence[AwaitedEvent]) -> str | None:
+    """The ``waiting_for`` column: a JSON list of waits, SQL NULL for none."""
+    if not waits:
+        return None
+    return _json.dumps([_wait_to_dict(w) for w in waits])
+
+
+def _wait_to_dict(wait: AwaitedEvent) -> dict[str, Any]:
+    return {
+        "name": wait.name,
+        "since": wait.since.isoformat(),
+        "timeout_at": None if wait.timeout_at is None else wait.timeout_at.isoformat(),
+        "timer_event_id": wait.timer_event_id,
+    }
+
+
+def decode_waits(text: str | None) -> tuple[AwaitedEvent, ...]:
+    """The inverse of :func:`encode_waits`; raises ``ValueError`` or ``TypeError`` for a corrupted column."""
+    if text is None:
+        return ()
+    raw = _json.loads(text)
+    if not isinstance(raw, list) or not all(isinstance(w, dict) and set(w) == _WAIT_FIELDS for w in raw):
+        raise ValueError("expected a list of waits")
+    return tuple(
+        AwaitedEvent(
+            name=_text(w["name"]),
+            since=_iso_time(w["since"]),
+            timeout_at=None if w["timeout_at"] is None else _iso_time(w["timeout_at"]),
+            timer_event_id=None if w["timer_event_id"] is None else _integer(w["timer_event_id"]),
+        )
+        for w in raw
+    )
+
+
+_WAIT_FIELDS = {"name", "since", "timeout_at", "timer_event_id"}
+
+
+def _iso_time(value: Any) -> datetime:
+    moment = datetime.fromisoformat(_text(value))
+    if moment.tzinfo is None:
+        raise ValueError(f"time {value!r} has no time zone")
+    return moment
+
+
 def encode_request(request: ActivityRequest) -> str:
     """A worker queue row's payload."""
     raw = dataclasses.asdict(request)
@@ -113,6 +160,20 @@ def _aware(value: datetime) -> datetime:
     return value
 
 
+def held_activities(rows: Iterable[Sequence[Any]], execution_id: int) -> dict[int, str]:
+    """Of ``(request, worker_id)`` rows of held work items, the workers of ``execution_id``'s activities,
+    by ``source_event_id`` (a row that cannot be decoded is left out: this is only for operators)."""
+    held: dict[int, str] = {}
+    for text, worker_id in rows:
+        try:
+            request = decode_request(text)
+        except HistoryFormatError:
+            continue
+        if request.execution_id == execution_id:
+            held[request.source_event_id] = str(worker_id)
+    return held
+
+
 def activity_items(rows: Iterable[tuple[int, str]], execution_id: int, source_event_ids: Iterable[int]) -> list[int]:
     """The ids of the work items, among an instance's ``(item id, request)`` rows, of these activities.
 
@@ -149,7 +210,8 @@ def decode_state(row: Sequence[Any]) -> tuple[OrchestrationState, str | None]:
     Returns:
         The state, and ``None`` or a description of the corrupted columns.
     """
-    instance_id, name, version, status, execution_id, input_, output, error, custom_status, parent, *times = row
+    instance_id, name, version, status, execution_id, input_, output, error, custom_status, parent, *rest = row
+    created, updated, *optional = rest  # ``waiting_for`` comes last, where the query reads it
     problems: list[str] = []
 
     def read(column: str, decode: Callable[[Any], Any], value: Any, default: Any = None) -> Any:
@@ -171,8 +233,9 @@ def decode_state(row: Sequence[Any]) -> tuple[OrchestrationState, str | None]:
         error=read("error", decode_error, error),
         custom_status=read("custom_status", decode_value, custom_status),
         parent_instance_id=read("parent_instance_id", _optional_text, parent),
-        created_at=read("created_at", _time, times[0], _EPOCH),
-        updated_at=read("updated_at", _time, times[1], _EPOCH),
+        created_at=read("created_at", _time, created, _EPOCH),
+        updated_at=read("updated_at", _time, updated, _EPOCH),
+        waiting_for=read("waiting_for", decode_waits, optional[0], ()) if optional else (),
     )
     if not problems:
         return state, None
@@ -211,6 +274,7 @@ def _time(value: Any) -> datetime:
     return from_epoch(value)
 
 
+_FETCHED_COLUMNS = 12  # the ``select_state`` columns up to ``updated_at``
 MessageRow = tuple[int, int | None, str, int]
 """A queued message as stored: message id, execution id, event text, delivery count."""
 
@@ -245,7 +309,8 @@ def orchestration_item(
     comes back with ``state_error`` set. Each fails one instance, never the dispatcher.
     """
     events, history_error = decoded_history(history)
-    decoded, state_error = (None, None) if state is None else decode_state(state)
+    # The turn works out again what the code waits for: a corrupted ``waiting_for`` must not fail it.
+    decoded, state_error = (None, None) if state is None else decode_state(state[:_FETCHED_COLUMNS])
     return OrchestrationItem(
         instance_id=instance_id,
         lock_token=lock_token,

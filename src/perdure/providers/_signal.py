@@ -5,19 +5,34 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Iterator
+import time
+import weakref
+from collections.abc import Hashable, Iterator
+from typing import Any
 
-__all__ = ["Signal", "SignalBoard", "Waiter", "WorkSignal"]
+__all__ = ["DueTimes", "Signal", "SignalBoard", "Waiter", "WorkSignal"]
+
+
+Ended = tuple[bool, int]
+"""What a committed change did to an instance: whether an execution ended, and which execution."""
 
 
 class Signal:
-    """Wakes every current waiter when set; later waiters wait for the next ``set``."""
+    """Wakes every current waiter when set; later waiters wait for the next ``set``.
+
+    Each ``set`` may carry what the change did (``ended``), so a waiter can tell a change that
+    cannot interest it from one it must look at; ``version`` counts the ``set`` calls.
+    """
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self.version = 0
+        self.ended: Ended | None = None
 
-    def set(self) -> None:
-        """Wake everyone waiting now."""
+    def set(self, ended: Ended | None = None) -> None:
+        """Wake everyone waiting now; ``ended`` says what the change did, if known."""
+        self.version += 1
+        self.ended = ended
         event, self._event = self._event, asyncio.Event()
         event.set()
 
@@ -38,15 +53,23 @@ class WorkSignal:
 
     def __init__(self) -> None:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.version = 0
+        """Counts the ``set`` calls, so a caller that was not waiting can tell it missed one."""
 
     def set(self, count: int | None = None) -> None:
         """Wake ``count`` waiters (all when ``None``)."""
+        self.version += 1
         woken = 0
         while self._waiters and (count is None or woken < count):
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 woken += 1
+
+    @property
+    def idle(self) -> int:
+        """How many waiters wait now."""
+        return sum(1 for waiter in self._waiters if not waiter.done())
 
     @contextlib.contextmanager
     def waiter(self) -> Iterator[Waiter]:
@@ -85,37 +108,104 @@ class Waiter:
             return False
 
 
+class DueTimes:
+    """What the store last said about when something becomes fetchable by the clock alone, per queue.
+
+    An idle dispatcher asks the store how long it may sleep; its answer stays true until a write
+    makes something due sooner. Work this process makes visible at once wakes a dispatcher by its
+    signal and needs no new answer; what it delays (a timer, a put-back), and anything another
+    process writes, makes every answer forgotten. Answers are kept ``max_age`` seconds at most.
+    """
+
+    def __init__(self, max_age: float = 1.0) -> None:
+        self.max_age = max_age
+        self.version = 0
+        """Counts the times answers were forgotten: an answer read across one is not kept."""
+        self._answers: dict[Hashable, tuple[float | None, float]] = {}
+
+    def forget(self) -> None:
+        """Something may be due sooner than any answer says."""
+        self.version += 1
+        self._answers.clear()
+
+    def get(self, key: Hashable) -> tuple[bool, float | None]:
+        """``(known, seconds until due or None for nothing due)`` for ``key``."""
+        answer = self._answers.get(key)
+        now = time.monotonic()
+        if answer is None or now - answer[1] > self.max_age:
+            return False, None
+        due = answer[0]
+        return True, None if due is None else due - now
+
+    def put(self, key: Hashable, version: int, seconds: float | None) -> None:
+        """Keep the answer read since ``version``, unless answers were forgotten meanwhile or it is "now"."""
+        if version != self.version or (seconds is not None and seconds <= 0):
+            return
+        now = time.monotonic()
+        self._answers[key] = (None if seconds is None else now + seconds, now)
+
+
 class SignalBoard:
     """The signals of one provider: one per queue kind, and one per instance someone waits on."""
 
     def __init__(self) -> None:
         self.queues = {"orchestrator": WorkSignal(), "activity": WorkSignal()}
+        self.due = DueTimes()
         self._instances: dict[str, tuple[Signal, int]] = {}
+        # The queue signal's version when each dispatcher loop (a task) last began a fetch.
+        self._fetch_began: dict[str, weakref.WeakKeyDictionary[asyncio.Task[Any], int]] = {
+            kind: weakref.WeakKeyDictionary() for kind in self.queues
+        }
+
+    def fetching(self, kind: str) -> None:
+        """The current task begins a fetch: a wake-up it misses before it waits is noticed."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._fetch_began[kind][task] = self.queues[kind].version
+
+    def missed_wake_up(self, kind: str) -> bool:
+        """Whether work was signalled since the current task's last fetch began (it was not waiting then)."""
+        task = asyncio.current_task()
+        began = None if task is None else self._fetch_began[kind].pop(task, None)
+        return began is not None and began != self.queues[kind].version
 
     def work(self, kind: str, count: int = 1) -> None:
         """``count`` new items in the ``kind`` queue."""
         if count > 0:
             self.queues[kind].set(count)
 
-    def instance(self, instance_id: str) -> None:
-        """The instance's state changed."""
+    def instance(self, instance_id: str, ended: Ended | None = None) -> None:
+        """The instance's state changed; ``ended``: whether an execution ended and which, if known."""
         entry = self._instances.get(instance_id)
         if entry is not None:
-            entry[0].set()
+            entry[0].set(ended)
 
     def everything(self) -> None:
         """Something changed that this process did not see (another process wrote)."""
+        self.due.forget()
         for queue in self.queues.values():
             queue.set()
         for instance, _ in self._instances.values():
             instance.set()
 
-    async def wait_instance(self, instance_id: str, timeout: float) -> None:
-        """Wait for a change of one instance."""
+    async def wait_instance(self, instance_id: str, timeout: float, until_ended: int | None = None) -> None:
+        """Wait for a change of one instance.
+
+        With ``until_ended``, a change known to end no execution from ``until_ended`` on does not
+        end the wait (one that comes with another change before the waiter runs again does).
+        """
         signal, waiters = self._instances.get(instance_id) or (Signal(), 0)
         self._instances[instance_id] = (signal, waiters + 1)
+        deadline = asyncio.get_running_loop().time() + timeout
         try:
-            await signal.wait(timeout)
+            seen = signal.version
+            while await signal.wait(deadline - asyncio.get_running_loop().time()):
+                ended = signal.ended
+                if until_ended is None or signal.version != seen + 1 or ended is None:
+                    return
+                if ended[0] and ended[1] >= until_ended:
+                    return
+                seen = signal.version  # a change that cannot interest the waiter: wait for the next
         finally:
             signal, waiters = self._instances[instance_id]
             if waiters == 1:

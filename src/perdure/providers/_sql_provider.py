@@ -10,12 +10,12 @@ only in their hooks.
 
 from __future__ import annotations
 
-import abc
+import asyncio
+import contextlib
 import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any, NamedTuple
 
 from perdure._errors import InstanceAlreadyExistsError
 from perdure._state import OrchestrationState
@@ -33,36 +33,21 @@ from perdure.providers._base import (
     WorkItem,
 )
 from perdure.providers._codec import (
-    MessageRow,
     decoded_history,
+    held_activities,
     orchestration_item,
     state_from_row,
     work_item,
     worker_from_row,
 )
+from perdure.providers._handoff import Handed, Handoffs
 from perdure.providers._signal import SignalBoard
+from perdure.providers._sql_hooks import SqlHooks
 
-__all__ = ["LockedInstance", "SqlProvider", "WorkRow"]
-
-WorkRow = tuple[int, str, int, str | None, Any]
-"""A locked work item as stored: item id, request text, delivery count, heartbeat details and time."""
+__all__ = ["SqlProvider"]
 
 
-class LockedInstance(NamedTuple):
-    """What a backend read while locking an instance, undecoded."""
-
-    instance_id: str
-    messages: Sequence[MessageRow]
-    """Its visible messages, in queue order, delivery counts already incremented."""
-    state: Sequence[Any] | None
-    """The ``select_state`` columns; ``None`` if the instance does not exist."""
-    history: Sequence[str]
-    """The current execution's events from ``history_from`` on, in order."""
-    history_from: int = 1
-    """The event id of the first event of ``history`` (1: the whole history)."""
-
-
-class SqlProvider(Provider):
+class SqlProvider(SqlHooks, Provider):
     """The contract's rules, once; a backend subclasses it and implements the dialect hooks."""
 
     #: Longest a dispatcher sleeps without looking at the store (work written by other processes
@@ -73,6 +58,7 @@ class SqlProvider(Provider):
 
     def __init__(self) -> None:
         self._signals = SignalBoard()
+        self._handoffs = Handoffs(self._put_back)
 
     # --- instances and history -----------------------------------------------------------------
 
@@ -81,13 +67,14 @@ class SqlProvider(Provider):
             raise ValueError("create_instance needs a message with new_instance set")
         if not await self._insert_instance(start):
             raise InstanceAlreadyExistsError(f"an instance with id {start.instance_id!r} already exists")
-        self._signals.work("orchestrator")
+        self._written([start])
 
     async def restart_instance(self, start: Message) -> int:
         if start.new_instance is None:
             raise ValueError("restart_instance needs a message with new_instance set")
         execution_id = await self._replace_instance(start)
         self._signals.instance(start.instance_id)
+        self._signals.due.forget()  # the old run's locks and timers are gone
         self._signals.work("orchestrator")
         return execution_id
 
@@ -103,7 +90,7 @@ class SqlProvider(Provider):
     async def enqueue_messages(self, messages: Sequence[Message]) -> None:
         if messages:
             await self._insert_messages(list(messages))
-            self._signals.work("orchestrator", len(messages))
+            self._written(messages)
 
     async def get_state(self, instance_id: str) -> OrchestrationState | None:
         row = await self._select_state(instance_id)
@@ -125,6 +112,7 @@ class SqlProvider(Provider):
     ) -> OrchestrationItem | None:
         token = uuid.uuid4().hex
         held = held or {}
+        self._signals.fetching("orchestrator")
         locked = await self._lock_instance(lock_seconds, token, worker_id, held)
         if locked is None:
             return None
@@ -158,24 +146,60 @@ class SqlProvider(Provider):
         return replace(item, history=events, history_error=error, history_from=wanted)
 
     async def ack_orchestration_item(self, item: OrchestrationItem, commit: TurnCommit) -> None:
-        if not await self._commit_turn(item, commit):
+        if not await self._commit_and_claim(item, commit):
             raise LockLostError(f"the lock on instance {item.instance_id!r} expired and was taken over")
-        self._signals.instance(item.instance_id)
-        self._signals.work("orchestrator", len(commit.messages))
+        state = commit.state
+        self._signals.instance(
+            item.instance_id, (False, 0) if state is None else (state.status.is_terminal, state.execution_id)
+        )
+        self._written(commit.messages)
         self._signals.work("activity", len(commit.activity_items))
 
     async def abandon_orchestration_item(
         self, item: OrchestrationItem, delay: float = 0.0, *, undo_delivery: bool = False
     ) -> None:
         await self._release_instance(item, delay, undo_delivery)
+        self._signals.due.forget()  # held back until the delay ends
         self._signals.work("orchestrator")
+
+    async def _commit_and_claim(self, item: OrchestrationItem, commit: TurnCommit) -> bool:
+        """Commit the turn; with activity loops of this process idle, lock the work items it queues
+        for them in the same commit (see ``_handoff``)."""
+        key = self._handoffs.last_fetch
+        count = min(len(commit.activity_items), self._signals.queues["activity"].idle)
+        if key is None or count == 0 or not any(r.queue in key[0] for r in commit.activity_items):
+            return await self._commit_turn(item, commit)
+        token = uuid.uuid4().hex
+        committed, claimed = await asyncio.gather(
+            self._commit_turn(item, commit),
+            self._claim_work_items(item.instance_id, key, token, count),
+            return_exceptions=True,
+        )
+        if isinstance(claimed, BaseException):
+            claimed = []  # nothing was locked, or it is retried like any fetch: the items stay queued
+        self._handoffs.give(key, [(row, token) for row in claimed])
+        if isinstance(committed, BaseException):
+            raise committed
+        return committed
+
+    async def _put_back(self, handed: Handed) -> None:
+        """Release a handed work item no fetch took; its lock expires anyway if this fails."""
+        row, token = handed
+        with contextlib.suppress(Exception):
+            await self._release_work_item(work_item(row[0], token, *row[1:]), 0.0)
+        self._signals.work("activity")
 
     # --- worker queues -------------------------------------------------------------------------
 
     async def fetch_work_item(
         self, queues: Sequence[str], lock_seconds: float, *, worker_id: str | None = None
     ) -> WorkItem | None:
+        handed = self._handoffs.take((tuple(queues), float(lock_seconds), worker_id))
+        if handed is not None:
+            row, lock_token = handed
+            return work_item(row[0], lock_token, *row[1:])
         token = uuid.uuid4().hex
+        self._signals.fetching("activity")
         row = await self._lock_work_item(list(queues), lock_seconds, token, worker_id)
         return None if row is None else work_item(row[0], token, *row[1:])
 
@@ -184,16 +208,21 @@ class SqlProvider(Provider):
             raise ValueError("an activity completion cannot create an instance")
         if not await self._complete_work_item(item, completion):
             raise _work_item_lost(item)
-        self._signals.work("orchestrator")
+        self._written([completion])
 
     async def abandon_work_item(self, item: WorkItem, delay: float = 0.0) -> None:
         if not await self._release_work_item(item, delay):
             raise _work_item_lost(item)
+        self._signals.due.forget()  # visible again after the delay
         self._signals.work("activity")
 
     async def renew_work_item(self, item: WorkItem, lock_seconds: float) -> None:
         if not await self._renew_work_item(item, lock_seconds):
             raise _work_item_lost(item)
+
+    async def charge_work_deliveries(self, items: Sequence[WorkItem], *, charged: bool) -> None:
+        if items:
+            await self._count_work_deliveries([(item.item_id, item.lock_token) for item in items], 1 if charged else -1)
 
     async def work_items_held(self, items: Sequence[WorkItem]) -> set[int]:
         if not items:
@@ -207,136 +236,37 @@ class SqlProvider(Provider):
     async def list_workers(self) -> list[WorkerInfo]:
         return [worker_from_row(row) for row in await self._select_workers()]
 
+    async def activity_workers(self, instance_id: str, execution_id: int) -> dict[int, str]:
+        return held_activities(await self._select_held_work_items(instance_id), execution_id)
+
     # --- waiting -------------------------------------------------------------------------------
+
+    def _written(self, messages: Sequence[Message]) -> None:
+        """Wake dispatchers for messages this process queued; a delayed one may be due before any
+        answer about due times said."""
+        if any(message.visible_at is not None for message in messages):
+            self._signals.due.forget()
+        self._signals.work("orchestrator", len(messages))
 
     async def wait_for_work(self, kind: QueueKind, timeout: float, queues: Sequence[str] = ()) -> None:
         self._watch()
         timeout = min(timeout, self._work_poll_seconds)
+        if self._signals.missed_wake_up(kind):
+            return  # fetch again at once
         with self._signals.queues[kind].waiter() as waiter:  # before the read, so no wake-up falls between
-            due = await self._seconds_until_due(kind, list(queues))
+            key = (kind, *queues)
+            known, due = self._signals.due.get(key)
+            if not known:
+                version = self._signals.due.version
+                due = await self._seconds_until_due(kind, list(queues))
+                self._signals.due.put(key, version, due)
             if due is not None:
                 timeout = min(timeout, max(0.0, due))
             await waiter.wait(timeout)
 
-    async def wait_for_state_change(self, instance_id: str, timeout: float) -> None:
+    async def wait_for_state_change(self, instance_id: str, timeout: float, *, until_ended: int | None = None) -> None:
         self._watch()
-        await self._signals.wait_instance(instance_id, min(timeout, self._state_poll_seconds))
-
-    # --- dialect hooks: each one transaction ---------------------------------------------------
-
-    def _watch(self) -> None:
-        """Make sure commits by other processes will wake this process's waiters (called before each wait)."""
-
-    @abc.abstractmethod
-    async def _insert_instance(self, start: Message) -> bool:
-        """Insert the instance row ``start.new_instance`` and queue ``start``, unless the instance exists.
-
-        Returns:
-            Whether the instance was created; ``False`` means nothing was written.
-        """
-
-    @abc.abstractmethod
-    async def _replace_instance(self, start: Message) -> int:
-        """Delete every row of the instance but its row, rewrite the row for its next execution
-        from ``start.new_instance`` (PENDING; inserted at execution 1 if missing), and queue
-        ``start`` addressed to that execution, so that no fetch of the old run can commit.
-
-        Returns:
-            The new execution id.
-        """
-
-    @abc.abstractmethod
-    async def _mark_rewinding(self, request: Message) -> bool:
-        """If the instance is FAILED in ``request.execution_id``: set it PENDING (nothing else) and queue ``request``.
-
-        Returns:
-            Whether it did; ``False`` means nothing was written.
-        """
-
-    @abc.abstractmethod
-    async def _insert_messages(self, messages: list[Message]) -> None:
-        """Queue ``messages``, first creating each missing instance one of them names in ``new_instance``."""
-
-    @abc.abstractmethod
-    async def _select_state(self, instance_id: str) -> Sequence[Any] | None:
-        """The ``select_state`` columns of an instance, or ``None``."""
-
-    @abc.abstractmethod
-    async def _select_history(self, instance_id: str, execution_id: int | None) -> list[str]:
-        """The stored events of one execution (the current one for ``None``), in order."""
-
-    @abc.abstractmethod
-    async def _select_history_from(self, instance_id: str, execution_id: int, event_id: int) -> list[str]:
-        """The stored events of one execution whose ids are ``event_id`` or more, in order."""
-
-    @abc.abstractmethod
-    async def _select_states(self, where: InstanceFilter) -> list[Sequence[Any]]:
-        """The ``select_state`` columns of the instances ``where`` asks for (see ``_sql.instance_query``)."""
-
-    @abc.abstractmethod
-    async def _delete_instances(self, instance_ids: list[str]) -> int:
-        """Delete the finished ones of these instances with every row they own; how many were deleted."""
-
-    @abc.abstractmethod
-    async def _lock_instance(
-        self, lock_seconds: float, token: str, worker_id: str | None, held: Mapping[str, HistoryMark]
-    ) -> LockedInstance | None:
-        """Lock the next fetchable instance with ``token`` (held by ``worker_id``, if given), count the
-        delivery of its visible messages, read it.
-
-        Its history should be what ``fetch_orchestration_item`` promises for ``held``; a backend that
-        cannot look ``held`` up while it locks may return the whole history, or only its last event
-        (``history_from`` says which), and the template reads what is missing."""
-
-    @abc.abstractmethod
-    async def _commit_turn(self, item: OrchestrationItem, commit: TurnCommit) -> bool:
-        """Write ``commit`` and release the lock, if the lock is still ``item``'s.
-
-        The work items of ``commit.cancelled_activities`` are deleted after the new ones are
-        inserted (an activity may be scheduled and cancelled in one turn); ``_codec.activity_items``
-        picks them from the instance's work items.
-
-        Returns:
-            ``False`` if the lock was taken over; then nothing was written.
-        """
-
-    @abc.abstractmethod
-    async def _release_instance(self, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:
-        """Release ``item``'s lock (if still held), or with a delay hold the instance until then (by the
-        delay alone: no worker's beats extend the hold); with ``undo_delivery``, first take back the
-        delivery count of its messages (if still held)."""
-
-    @abc.abstractmethod
-    async def _lock_work_item(
-        self, queues: list[str], lock_seconds: float, token: str, worker_id: str | None
-    ) -> WorkRow | None:
-        """Lock the oldest visible work item of ``queues`` with ``token`` (held by ``worker_id``, if
-        given) and count the delivery."""
-
-    @abc.abstractmethod
-    async def _complete_work_item(self, item: WorkItem, completion: Message) -> bool:
-        """Delete the item and queue ``completion`` if the lock is still ``item``'s; else ``False``, writing nothing."""
-
-    @abc.abstractmethod
-    async def _release_work_item(self, item: WorkItem, delay: float) -> bool:
-        """Unlock the item (no worker holds it any more), visible again after ``delay`` seconds; ``False``
-        if the lock was taken over."""
-
-    @abc.abstractmethod
-    async def _renew_work_item(self, item: WorkItem, lock_seconds: float) -> bool:
-        """Extend the item's lock; ``False`` if it was taken over."""
-
-    @abc.abstractmethod
-    async def _select_work_item_locks(self, item_ids: list[int]) -> list[tuple[int, str | None]]:
-        """``(item id, lock token)`` of those of the items that still exist."""
-
-    @abc.abstractmethod
-    async def _select_workers(self) -> list[Sequence[Any]]:
-        """The ``select_workers`` columns of every worker record, ``alive`` by the store's clock."""
-
-    @abc.abstractmethod
-    async def _seconds_until_due(self, kind: QueueKind, queues: list[str]) -> float | None:
-        """Seconds until something in the queue becomes fetchable by the clock alone, or ``None``."""
+        await self._signals.wait_instance(instance_id, min(timeout, self._state_poll_seconds), until_ended)
 
 
 def _work_item_lost(item: WorkItem) -> LockLostError:

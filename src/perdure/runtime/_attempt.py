@@ -34,6 +34,7 @@ from typing import Any
 from perdure._errors import ACTIVITY_TIMEOUT, ErrorDetails
 from perdure.engine.events import ActivityFailed
 from perdure.providers._base import ActivityRequest, Message, Provider, WorkItem
+from perdure.providers._clock import PROCESS_CLOCK, TimeSource
 from perdure.runtime._activity import AttemptSignals
 from perdure.runtime._registry import RegisteredActivity
 
@@ -100,7 +101,8 @@ class Attempts:
         """Queue the attempt's failure, due when ``start_to_close`` runs out (unless the deadline comes first)."""
         if request.start_to_close is None:
             return
-        due = datetime.now(UTC) + timedelta(seconds=request.start_to_close + _DURABLE_GRACE_SECONDS)
+        now = datetime.fromtimestamp(self._provider.clock.now(), UTC)
+        due = now + timedelta(seconds=request.start_to_close + _DURABLE_GRACE_SECONDS)
         if request.deadline is not None and request.deadline <= due:
             return  # the turn queued the deadline's failure already
         failed = ActivityFailed(source_event_id=request.source_event_id, error=_start_to_close(request))
@@ -116,8 +118,10 @@ class Attempts:
 class Attempt:
     """One attempt: its activity runs as a task of its own (or in a thread) while the limits are watched."""
 
-    def __init__(self, request: ActivityRequest, signals: AttemptSignals) -> None:
+    def __init__(self, request: ActivityRequest, signals: AttemptSignals, clock: TimeSource = PROCESS_CLOCK) -> None:
         self.request = request
+        self.clock = clock
+        """The store's clock, which the ``schedule_to_close`` deadline is a time of."""
         self.signals = signals
         self._started = time.monotonic()
         self._task: asyncio.Future[Any] | None = None  # an async def activity
@@ -213,7 +217,7 @@ class Attempt:
         if request.start_to_close is not None:
             limits.append((self._started + request.start_to_close - now, _start_to_close(request).message))
         if request.deadline is not None:
-            left = (request.deadline - datetime.now(UTC)).total_seconds()
+            left = request.deadline.timestamp() - self.clock.now()
             limits.append((left, f"activity {request.name!r} ran past its schedule_to_close deadline"))
         if request.heartbeat_timeout is not None:
             left = self.signals.last_heartbeat + request.heartbeat_timeout - now

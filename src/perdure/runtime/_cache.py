@@ -28,9 +28,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from perdure._errors import HistoryFormatError
+from perdure._payloads import Payloads, UnreadablePayloadError
 from perdure.engine import HistoryEvent, encode_event
+from perdure.engine._payload_fields import open_event
 from perdure.engine._replay import LiveExecution
-from perdure.providers._base import HistoryMark, OrchestrationItem
+from perdure.providers._base import HistoryMark, OrchestrationItem, Provider
+from perdure.runtime._turn import TurnPlan
 
 __all__ = ["CachedExecution", "ExecutionCache", "Taken"]
 
@@ -42,8 +46,8 @@ class CachedExecution:
     Attributes:
         live: The engine state after its last turn.
         history: Its whole history as the store holds it after that turn (the events of the turns
-            this worker ran are kept as the engine made them, not decoded: they are compared in
-            stored form, and replay compares values as JSON anyway).
+            this worker ran are kept as the engine returned them, encoded by the payload codec if
+            there is one: they are compared with the store's as replay compares decisions).
         created_at: The instance row's creation time: a purged and re-created instance differs.
         used_at: When its last turn ended (``time.monotonic``), for the idle expiry.
     """
@@ -78,8 +82,15 @@ class Taken:
 class ExecutionCache:
     """Kept executions by instance id, least recently used first; bounded in number and idle time."""
 
-    def __init__(self, size: int, idle_timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        size: int,
+        idle_timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+        payloads: Payloads | None = None,
+    ) -> None:
         self.size = size
+        self.payloads = payloads or Payloads()
         self.idle_timeout = idle_timeout
         self._clock = clock
         self._entries: OrderedDict[str, CachedExecution] = OrderedDict()
@@ -99,7 +110,7 @@ class ExecutionCache:
         self._marks.pop(item.instance_id, None)
         if entry is None:
             return Taken(item if item.history_from == 1 else None, None, "miss")
-        history = _continued(entry, item)
+        history = _continued(entry, item, self.payloads)
         current = history is not None and history is entry.history
         if not current:
             entry.live.close()
@@ -107,6 +118,35 @@ class ExecutionCache:
             return Taken(item if item.history_from == 1 else None, None, "stale")
         whole = item if history is item.history else replace(item, history=history, history_from=1)
         return Taken(whole, entry.live if current else None, "hit" if current else "stale")
+
+    async def take_whole(
+        self, item: OrchestrationItem, provider: Provider
+    ) -> tuple[OrchestrationItem, LiveExecution | None, str]:
+        """:meth:`take`, then the item with its whole history (read from ``provider`` when the store
+        returned the history after an event this worker no longer holds), the kept state to
+        resume, and the outcome."""
+        taken = self.take(item)
+        if taken.item is not None:
+            return taken.item, taken.live, taken.outcome
+        assert item.state is not None
+        try:
+            history = await provider.get_history(item.instance_id, item.state.execution_id)
+        except HistoryFormatError as exc:
+            return replace(item, history=None, history_error=str(exc), history_from=1), None, taken.outcome
+        return replace(item, history=history, history_from=1), None, taken.outcome
+
+    def keep_turn(self, item: OrchestrationItem, plan: TurnPlan) -> tuple[LiveExecution | None, int]:
+        """Keep the state a committed turn left running, with the history as the store now holds it.
+
+        Returns:
+            The state kept (``None``: nothing was), and how many other entries that evicted.
+        """
+        live = plan.result.live if plan.result is not None else None
+        if live is None or item.state is None or plan.rewound:
+            return None, 0
+        if live.execution_id != plan.commit.execution_id or not isinstance(plan.replayed, list):
+            return None, 0
+        return live, self.keep(item.instance_id, live, plan.replayed, plan.commit.history, item.state.created_at)
 
     def keep(
         self,
@@ -171,7 +211,7 @@ class ExecutionCache:
         entry.live.close()
 
 
-def _continued(entry: CachedExecution, item: OrchestrationItem) -> list[HistoryEvent] | None:
+def _continued(entry: CachedExecution, item: OrchestrationItem, payloads: Payloads) -> list[HistoryEvent] | None:
     """The whole stored history of ``item`` if it continues what ``entry`` saw (``entry.history``
     itself when it is exactly that), else ``None``: the entry says nothing about it.
 
@@ -185,13 +225,26 @@ def _continued(entry: CachedExecution, item: OrchestrationItem) -> list[HistoryE
         return None
     if state.execution_id != entry.live.execution_id or start > len(held):
         return None
-    if any(e.event_id != start + i for i, e in enumerate(tail)) or not _same(tail[0], held[start - 1]):
+    if any(e.event_id != start + i for i, e in enumerate(tail)) or not _same(tail[0], held[start - 1], payloads):
         return None
     if start + len(tail) - 1 == len(held):  # nothing stored after what the entry saw
-        return held if _same(tail[-1], held[-1]) else None
+        return held if _same(tail[-1], held[-1], payloads) else None
     return tail if start == 1 else [*held[: start - 1], *tail]
 
 
-def _same(stored: HistoryEvent, held: HistoryEvent) -> bool:
-    """Whether ``held`` is the event the store holds as ``stored`` (compared as the store keeps them)."""
-    return stored == held or encode_event(stored) == encode_event(held)
+def _same(stored: HistoryEvent, held: HistoryEvent, payloads: Payloads) -> bool:
+    """Whether ``held`` is the event the store holds as ``stored``.
+
+    Compared as the store keeps them, and under a payload codec also decoded, as replay matches
+    decisions: an encryption codec (Fernet) never encodes the same value twice alike, so one
+    event encoded twice differs in stored form only. A payload this process cannot decode makes
+    them differ: the turn then replays from the store, which says why it cannot read it.
+    """
+    if stored == held or encode_event(stored) == encode_event(held):
+        return True
+    if payloads.codec is None:
+        return False
+    try:
+        return encode_event(open_event(stored, payloads)) == encode_event(open_event(held, payloads))
+    except UnreadablePayloadError:
+        return False

@@ -16,7 +16,9 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,8 +55,11 @@ def describe_worker(registry: Registry, options: RuntimeOptions) -> WorkerInfo:
 class Liveness:
     """One runtime's beats, from a daemon thread, and the heartbeats they will store next."""
 
-    def __init__(self, handle: WorkerLiveness, worker: WorkerInfo, timeout: float) -> None:
+    def __init__(
+        self, handle: WorkerLiveness, worker: WorkerInfo, timeout: float, seal: Callable[[Any], Any] | None = None
+    ) -> None:
         self.worker = worker
+        self._seal = seal  # encodes heartbeat details with the payload codec, on this thread
         self.timeout = timeout
         """Seconds after the last beat at which this worker's locks expire."""
         self._handle = handle
@@ -90,6 +95,11 @@ class Liveness:
                 beat = unsaved  # a bare heartbeat keeps the details not stored yet
             self._pending[item.item_id] = beat
 
+    def _sealed(self, beat: Heartbeat) -> Heartbeat:
+        if self._seal is None or beat.details is None:
+            return beat
+        return replace(beat, details=self._seal(beat.details))
+
     def _run(self) -> None:
         self._beat()
         self._first_beat.set_result(None)
@@ -104,7 +114,7 @@ class Liveness:
         with self._lock:
             pending, self._pending = self._pending, {}
         try:
-            self._handle.beat(list(pending.values()))
+            self._handle.beat([self._sealed(beat) for beat in pending.values()])
         except Exception as exc:
             with self._lock:
                 for item_id, beat in pending.items():  # stored at the next beat, unless a newer one came

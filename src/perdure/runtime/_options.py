@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from perdure._payloads import DEFAULT_MAX_PAYLOAD_BYTES, DataConverter, PayloadCodec, Payloads
 from perdure._validate import check_name
 
 __all__ = ["RuntimeOptions"]
@@ -57,6 +58,12 @@ class RuntimeOptions:
             the store when they differ, so the cache never changes a result (docs/cache.md).
         cache_idle_timeout: Seconds after which an execution that had no turn leaves the cache, so
             that an idle orchestration costs no memory.
+        data_converter: How values are converted to the JSON the store keeps and back
+            (a :class:`~perdure.DataConverter`; ``None``: the default one, see docs/payloads.md).
+        payload_codec: A :class:`~perdure.PayloadCodec` applied to every payload's JSON before it
+            is stored (compression, encryption at rest); every runtime and client of a store needs it.
+        max_payload_bytes: The largest payload (its JSON, in bytes) accepted: a larger input,
+            output, event or activity result is refused where it is given, never stored.
     """
 
     orchestration_concurrency: int = 4
@@ -79,6 +86,9 @@ class RuntimeOptions:
     determinism_guards: bool = True
     cache_size: int = 1000
     cache_idle_timeout: float = 60.0
+    data_converter: DataConverter | None = None
+    payload_codec: PayloadCodec | None = None
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
 
     def __post_init__(self) -> None:
         for name in ("orchestration_concurrency", "activity_concurrency", "max_dispatch_attempts"):
@@ -97,6 +107,11 @@ class RuntimeOptions:
             raise TypeError("activity_queues must be a sequence of queue names, not one string")
         for queue in self.activity_queues:
             check_name(queue, "queue name")
+        self.payloads()  # checks the three payload settings
+
+    def payloads(self) -> Payloads:
+        """The payload settings together, as the dispatchers use them."""
+        return Payloads(self.data_converter, self.payload_codec, self.max_payload_bytes)
 
     def turn_logging(self) -> bool:
         """Whether turns are logged in full: ``log_turns``, or else ``PERDURE_LOG=debug``."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from perdure._errors import HistoryFormatError, ProviderError
+from perdure._payloads import UnreadablePayloadError
 from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure._tracing import Tracer, execution_span
 from perdure.engine._replay import LiveExecution, describe
@@ -21,15 +21,14 @@ from perdure.engine.events import (
     OrchestrationStarted,
     OrchestrationTerminated,
 )
-from perdure.providers import _clock
 from perdure.providers._base import DataRefusedError, InstanceUpdate, LockLostError, OrchestrationItem, Provider
 from perdure.runtime._cache import ExecutionCache
 from perdure.runtime._dispatcher import Dispatcher
-from perdure.runtime._isolation import TurnGate, is_suspect
+from perdure.runtime._isolation import HeldWork, TurnGate, is_suspect
 from perdure.runtime._liveness import Liveness
 from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
-from perdure.runtime._registry import OrchestrationRegistry
+from perdure.runtime._registry import ActivityRegistry, OrchestrationRegistry, ResultTypes
 from perdure.runtime._retained import never_ran
 from perdure.runtime._rewind import children_to_rewind, earlier_executions
 from perdure.runtime._turn import Abandon, TurnPlan, plan_failure, plan_turn
@@ -62,17 +61,26 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         running: Running | None = None,
         *,
         liveness: Liveness | None = None,
+        activities: ActivityRegistry | None = None,
+        held_work: HeldWork | None = None,
     ) -> None:
         super().__init__(provider, options.orchestration_concurrency, options.idle_timeout)
         self.running = running or Running()
         self.registry = registry
+        self.payloads = options.payloads()
+        self.types = ResultTypes(registry, activities)
         self.options = options
         self.metrics = metrics or Metrics()
         self.tracer = tracer
         self.log_turns = options.turn_logging()
         self._gate = TurnGate()
+        self.held_work = held_work or HeldWork()  # the same runtime's activities in flight
         self.liveness = liveness
-        self.cache = ExecutionCache(options.cache_size, options.cache_idle_timeout) if options.cache_size else None
+        self.cache = (
+            ExecutionCache(options.cache_size, options.cache_idle_timeout, payloads=self.payloads)
+            if options.cache_size
+            else None
+        )
 
     async def fetch(self) -> OrchestrationItem | None:
         await self._gate.admit()  # not while a suspect runs alone: nothing else may be in flight
@@ -111,9 +119,23 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
                     item.instance_id,
                     extra={"instance_id": item.instance_id},
                 )
-            await self._turn(item)
+                await self._alone(item)
+            else:
+                await self._turn(item)
         finally:
             await self._gate.leave(alone)
+
+    async def _alone(self, item: OrchestrationItem) -> None:
+        """Run a suspect's turn with no activity of this runtime charged for it, should it kill the process."""
+        held = await self.held_work.uncharge(self.provider)
+        if held is None:
+            # The activities in flight would pay if it crashed now: put it back unseen, and try again.
+            await self.provider.abandon_orchestration_item(item, self.options.backoff(1), undo_delivery=True)
+            return
+        try:
+            await self._turn(item)
+        finally:
+            await self.held_work.recharge(self.provider, held)
 
     async def _turn(self, item: OrchestrationItem) -> None:
         live: LiveExecution | None = None  # the state the cache kept, to resume
@@ -122,14 +144,17 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         try:
             if self.cache is not None:
                 try:
-                    item, live = await self._from_cache(item)
+                    item, live, outcome = await self.cache.take_whole(item, self.provider)
                 except ProviderError as exc:
                     _log.error("reading the history of instance %r failed: %s", item.instance_id, exc)
                     await self._put_back(item, self.options.backoff(1))
                     return
+                self.metrics.count("cache", outcome)
             plan, committed = await self._plan_and_commit(item, live)
-            if committed and isinstance(plan, TurnPlan):
-                kept = self._keep(item, plan)
+            if committed and isinstance(plan, TurnPlan) and self.cache is not None:
+                kept, evicted = self.cache.keep_turn(item, plan)
+                if evicted:
+                    self.metrics.count("cache", "evicted", evicted)
         finally:
             if self.cache is not None and kept is None:
                 self.cache.forget(item.instance_id)
@@ -139,33 +164,6 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
                 if state is not None and state is not kept:
                     state.close()
 
-    async def _from_cache(self, item: OrchestrationItem) -> tuple[OrchestrationItem, LiveExecution | None]:
-        """The item with its whole history, and the kept state to resume if the store holds what it saw."""
-        assert self.cache is not None
-        taken = self.cache.take(item)
-        self.metrics.count("cache", taken.outcome)
-        if taken.item is not None:
-            return taken.item, taken.live
-        # The store returned the history after an event this worker no longer holds: read it all.
-        assert item.state is not None
-        try:
-            history = await self.provider.get_history(item.instance_id, item.state.execution_id)
-        except HistoryFormatError as exc:
-            return replace(item, history=None, history_error=str(exc), history_from=1), None
-        return replace(item, history=history, history_from=1), None
-
-    def _keep(self, item: OrchestrationItem, plan: TurnPlan) -> LiveExecution | None:
-        """Keep the state a committed turn left running, with the history as the store now holds it."""
-        live = plan.result.live if plan.result is not None else None
-        if live is None or self.cache is None or item.state is None or plan.rewound:
-            return None
-        if live.execution_id != plan.commit.execution_id or not isinstance(plan.replayed, list):
-            return None
-        evicted = self.cache.keep(item.instance_id, live, plan.replayed, plan.commit.history, item.state.created_at)
-        if evicted:
-            self.metrics.count("cache", "evicted", evicted)
-        return live
-
     async def _plan_and_commit(
         self, item: OrchestrationItem, live: LiveExecution | None
     ) -> tuple[TurnPlan | Abandon | None, bool]:
@@ -173,23 +171,10 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         began = time.perf_counter()
         ids = {"instance_id": item.instance_id, "execution_id": item.state.execution_id if item.state else None}
         try:
-            # A rewind restarts the failed run's children, and a completion for an execution a rewind
-            # continued is forwarded: read what that needs here, so planning stays pure.
-            children = {child: await self._child_to_rewind(child) for child in children_to_rewind(item)}
-            earlier = await self._earlier_histories(item)
-            turn = Work(item.instance_id, item.state.execution_id if item.state else None)
-            with self.running.doing(turn):  # the watchdog names it if orchestration code blocks the loop
-                plan = plan_turn(
-                    item,
-                    self.registry,
-                    self.options,
-                    self._now(),
-                    children,
-                    earlier=earlier,
-                    tracing=self.tracer is not None,
-                    live=live,
-                    keep=self.cache is not None,
-                )
+            plan = await self._plan(item, live)
+        except UnreadablePayloadError as exc:
+            await self._cannot_read(item, exc, ids)
+            return None, False
         except Exception:
             # A bug or a misbehaving registry: put it back; the attempt count makes it poison eventually.
             attempts = max((m.dequeue_count for m in item.messages), default=1)
@@ -202,7 +187,7 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         if isinstance(plan, Abandon):
             _log.info("instance %r put back for %.1f s: %s", item.instance_id, plan.delay, plan.reason, extra=ids)
             self.metrics.count("turns", "abandoned")
-            await self.provider.abandon_orchestration_item(item, plan.delay)
+            await self.provider.abandon_orchestration_item(item, plan.delay, undo_delivery=plan.undo_delivery)
             return plan, False
         committed = await self._record(item, plan, ids)
         if committed:
@@ -235,6 +220,37 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
             _log.error("the turn of instance %r could not be stored: %s", item.instance_id, exc, extra=ids)
             await self._put_back(item, self.options.backoff(attempts))
         return False
+
+    async def _plan(self, item: OrchestrationItem, live: LiveExecution | None) -> TurnPlan | Abandon:
+        # A rewind restarts the failed run's children, and a completion for an execution a rewind
+        # continued is forwarded: read what that needs here, so planning stays pure.
+        children = {child: await self._child_to_rewind(child) for child in children_to_rewind(item)}
+        earlier = await self._earlier_histories(item)
+        turn = Work(item.instance_id, item.state.execution_id if item.state else None)
+        with self.running.doing(turn):  # the watchdog names it if orchestration code blocks the loop
+            return plan_turn(
+                item,
+                self.registry,
+                self.options,
+                self._now(),
+                children,
+                earlier=earlier,
+                tracing=self.tracer is not None,
+                live=live,
+                keep=self.cache is not None,
+                payloads=self.payloads,
+                types=self.types,
+            )
+
+    async def _cannot_read(self, item: OrchestrationItem, exc: UnreadablePayloadError, ids: dict[str, Any]) -> None:
+        """Put back a turn whose payloads this process cannot decode (no codec, or not the key).
+
+        Another process may have the right codec, and this one may be fixed: the delivery is not
+        counted, so the instance never turns poison, and nothing is lost.
+        """
+        _log.error("turn of instance %r put back: %s", item.instance_id, exc, extra=ids)
+        self.metrics.count("turns", "abandoned")
+        await self.provider.abandon_orchestration_item(item, self.options.max_dispatch_backoff, undo_delivery=True)
 
     async def _commit(self, item: OrchestrationItem, plan: TurnPlan, ids: dict[str, Any]) -> bool:
         """Ack the turn and count it; ``False`` if it was discarded because the lock was lost."""
@@ -276,10 +292,9 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
         except ProviderError as exc:  # the lock expires in time anyway
             _log.warning("putting instance %r back failed: %s", item.instance_id, exc)
 
-    @staticmethod
-    def _now() -> datetime:
-        """A turn's time: the process's clock, which a wall-clock jump does not move at once."""
-        return datetime.fromtimestamp(_clock.now(), UTC)
+    def _now(self) -> datetime:
+        """A turn's time: the store's clock (the process's, which a wall-clock jump does not move at once)."""
+        return datetime.fromtimestamp(self.provider.clock.now(), UTC)
 
     async def _child_to_rewind(self, instance_id: str) -> OrchestrationState | None:
         """A child's state for a rewind; ``None`` when it must be started again (purged, or never ran)."""
@@ -318,18 +333,7 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
             return
         execution_id = commit.execution_id
         span = execution_span(item.instance_id, execution_id, started, history)
-        attributes: dict[str, str | int | bool] = {
-            "perdure.type": "orchestration",
-            "perdure.name": started.name,
-            "perdure.version": started.version,
-            "perdure.instance_id": item.instance_id,
-            "perdure.execution_id": execution_id,
-            "perdure.status": status,
-        }
-        if span.rewound_from is not None:
-            attributes["perdure.rewound"] = True
-        if started.parent_instance is not None:
-            attributes["perdure.parent_instance_id"] = started.parent_instance
+        attributes = _span_attributes(item.instance_id, execution_id, started, status, span.rewound_from is not None)
         error = None
         if isinstance(terminal, OrchestrationFailed):
             error = f"{terminal.error.type}: {terminal.error.message}"
@@ -337,6 +341,25 @@ class OrchestrationDispatcher(Dispatcher[OrchestrationItem]):
             self.tracer.emit_execution(f"orchestration:{started.name}", span, terminal.timestamp, attributes, error)
         except Exception:  # tracing must never break a committed turn
             _log.exception("emitting the span of instance %r failed", item.instance_id)
+
+
+def _span_attributes(
+    instance_id: str, execution_id: int, started: OrchestrationStarted, status: str, rewound: bool
+) -> dict[str, str | int | bool]:
+    """The attributes of an execution's span."""
+    attributes: dict[str, str | int | bool] = {
+        "perdure.type": "orchestration",
+        "perdure.name": started.name,
+        "perdure.version": started.version,
+        "perdure.instance_id": instance_id,
+        "perdure.execution_id": execution_id,
+        "perdure.status": status,
+    }
+    if rewound:
+        attributes["perdure.rewound"] = True
+    if started.parent_instance is not None:
+        attributes["perdure.parent_instance_id"] = started.parent_instance
+    return attributes
 
 
 def _log_turn(item: OrchestrationItem, plan: TurnPlan) -> None:

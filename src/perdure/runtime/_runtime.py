@@ -9,6 +9,7 @@ from types import TracebackType
 
 from perdure._tracing import Tracer
 from perdure.providers._base import Provider
+from perdure.runtime._isolation import HeldWork
 from perdure.runtime._liveness import Liveness, describe_worker
 from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
@@ -72,6 +73,7 @@ class Runtime:
                 turn_log.setLevel(logging.DEBUG)  # the switch is the opt-in; let the records through
         running = Running()
         liveness = await self._start_liveness()
+        held_work = HeldWork()  # a suspect turn pauses the activities' fetching and charges (_isolation)
         if options.run_orchestrations:
             self._dispatchers.append(
                 OrchestrationDispatcher(
@@ -82,12 +84,21 @@ class Runtime:
                     tracer,
                     running,
                     liveness=liveness,
+                    activities=self.registry.activities,
+                    held_work=held_work,
                 )
             )
         if options.run_activities:
             self._dispatchers.append(
                 WorkDispatcher(
-                    self.provider, self.registry.activities, options, self.metrics, tracer, running, liveness=liveness
+                    self.provider,
+                    self.registry.activities,
+                    options,
+                    self.metrics,
+                    tracer,
+                    running,
+                    liveness=liveness,
+                    held_work=held_work,
                 )
             )
         if options.blocked_loop_warning > 0:
@@ -111,7 +122,8 @@ class Runtime:
         handle = self.provider.worker_liveness(worker, self.options.worker_timeout)
         if handle is None:
             return None
-        self._liveness = Liveness(handle, worker, self.options.worker_timeout)
+        seal = self.options.payloads().seal if self.options.payload_codec is not None else None
+        self._liveness = Liveness(handle, worker, self.options.worker_timeout, seal)
         await self._liveness.start()
         return self._liveness
 

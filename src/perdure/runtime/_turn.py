@@ -18,7 +18,9 @@ Turn rules:
 - to a FAILED instance, messages that carry input are retained with the failed execution
   (``_retained``); other messages to a finished instance, or to an instance that does not exist,
   are dropped;
-- a duplicate completion is dropped (by the engine).
+- a duplicate completion is dropped (by the engine);
+- messages to a PENDING instance whose delayed start has not come wait for it (put back without
+  counting a delivery), except a terminate, which ends it at once.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from perdure._errors import HistoryFormatError, PerdureError, PoisonMessageError, UnregisteredOrchestrationError
+from perdure._payloads import Payloads, PayloadTypes
 from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure.engine._replay import LiveExecution, OrchestrationFunction, ReplayOutcome, replay, resume
 from perdure.engine.events import (
@@ -41,11 +44,12 @@ from perdure.engine.events import (
     OrchestrationTerminated,
     StartRequested,
     TerminateRequested,
+    TimerFired,
 )
 from perdure.providers._base import OrchestrationItem, QueuedMessage, TurnCommit
 from perdure.runtime._options import RuntimeOptions
 from perdure.runtime._outbox import decision_writes, end_writes, is_time_out, parent_of, reply_taken, stop_writes
-from perdure.runtime._registry import OrchestrationRegistry
+from perdure.runtime._registry import OrchestrationRegistry, ResultTypes
 from perdure.runtime._retained import never_ran, retainable, retained_events, split_retained
 from perdure.runtime._rewind import (
     answer_again,
@@ -81,6 +85,8 @@ def plan_turn(
     tracing: bool = False,
     live: LiveExecution | None = None,
     keep: bool = False,
+    payloads: Payloads | None = None,
+    types: PayloadTypes | None = None,
 ) -> TurnPlan | Abandon:
     """Decide what one turn of ``item`` commits (or that it must be put back).
 
@@ -91,12 +97,16 @@ def plan_turn(
     that planning stays pure. With ``tracing``, the execution's span context is handed to its
     activities and children even when its start carried none (it then heads its own trace); a
     start that carried one always passes it on, so a traced client's trace continues through
-    workers that do not trace.
+    workers that do not trace. ``payloads`` (default: ``options.payloads()``) and ``types`` (default:
+    the orchestrations' return annotations) are how the engine converts, encodes and decodes values.
 
     ``live`` is the execution's state an execution cache kept after its last turn, which must have
     been built from ``item.history`` exactly (the cache checks it against the store): the turn
     then applies only its new messages to it. With ``keep``, the plan's ``result.live`` is the state
     to keep after this turn, if the execution goes on; whoever does not keep a state closes it.
+
+    Raises:
+        UnreadablePayloadError: if this process cannot decode the instance's payloads (see ``replay``).
     """
     rewinding = rewind_requested(item.state)
     if rewinding:
@@ -107,6 +117,8 @@ def plan_turn(
     planner.child_states = child_states or {}
     planner.earlier = earlier or {}
     planner.live, planner.keep = live, keep
+    planner.payloads = payloads or options.payloads()
+    planner.types = types or ResultTypes(registry, None)
     plan = planner.plan()
     if rewinding and isinstance(plan, TurnPlan) and plan.commit.state is None:
         assert item.state is not None and item.state.error is not None
@@ -246,6 +258,13 @@ class _Planner(TurnEndings):
         if not history and start is None:
             if not accepted:
                 return self.planned(TurnCommit(execution_id=state.execution_id, consumed=self.consumed))
+            if state.status is OrchestrationStatus.PENDING:
+                # Its start is delayed (start_at): a terminate ends it now, anything else waits for it.
+                terminate = next((i for i in accepted if isinstance(i.event, TerminateRequested)), None)
+                if terminate is not None:
+                    return self.terminate_without_code(state, [], None, terminate)
+                delay = self.options.max_dispatch_backoff
+                return Abandon(delay, "its delayed start has not come yet", undo_delivery=True)
             # Messages that overtook the start of a new execution: let the start arrive first.
             return Abandon(self.options.backoff(1), "no start message yet for a new execution")
 
@@ -287,7 +306,8 @@ class _Planner(TurnEndings):
                 self.drop(message, newer, error=True)
             elif event is None:
                 why = f"it belongs to execution {message.execution_id}, not {state.execution_id}"
-                self.drop(message, why, expected=is_time_out(message.event))  # time-outs outlive attempts
+                # Time-outs outlive attempts, and timers the ended execution cancelled or left still fire.
+                self.drop(message, why, expected=is_time_out(message.event) or isinstance(message.event, TimerFired))
             elif isinstance(event, StartRequested):
                 # After continue-as-new only the start addressed to the new execution may begin it.
                 stray = state.execution_id > 1 and message.execution_id is None
@@ -372,6 +392,8 @@ class _Planner(TurnEndings):
             now=self.now,
             determinism_guards=self.options.determinism_guards,
             keep=self.keep and not rewritten,
+            payloads=self.payloads,
+            types=self.types,
         )
 
     # --- rewind ----------------------------------------------------------------------------------

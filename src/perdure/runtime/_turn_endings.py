@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from perdure._errors import ErrorDetails, PerdureError, type_name
+from perdure._payloads import Payloads, PayloadTypes
 from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure._tracing import execution_trace_context
 from perdure.engine._replay import LiveExecution, ReplayOutcome
@@ -34,15 +35,18 @@ from perdure.runtime._registry import OrchestrationRegistry
 from perdure.runtime._retained import never_ran, retainable, retained_events
 from perdure.runtime._rewind import forwarded
 
+_PLAIN_JSON = Payloads()
+
 __all__ = ["Abandon", "Input", "TurnEndings", "TurnPlan", "instance_update", "message_ids"]
 
 
 @dataclass(frozen=True, slots=True)
 class Abandon:
-    """Put the item back, to be retried after ``delay`` seconds."""
+    """Put the item back, to be retried after ``delay`` seconds (``undo_delivery``: not counted as a delivery)."""
 
     delay: float
     reason: str
+    undo_delivery: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +101,8 @@ class TurnEndings:
         self.consumed: list[int] = []  # message ids consumed before the engine runs
         self.live: LiveExecution | None = None  # the execution's state kept by a cache, to resume
         self.keep = False  # keep the engine's state after the turn (ReplayOutcome.live)
+        self.payloads = _PLAIN_JSON
+        self.types: PayloadTypes | None = None
 
     def planned(
         self,
@@ -316,6 +322,7 @@ def instance_update(started: OrchestrationStarted, result: ReplayOutcome, execut
         output=result.output,
         error=result.error,
         custom_status=result.custom_status,
+        waiting_for=tuple(result.waiting_for),
         parent_instance_id=started.parent_instance,
     )
 

@@ -10,14 +10,21 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from perdure import _json
-from perdure._errors import ACTIVITY_TIMEOUT, ErrorDetails, PoisonMessageError, UnregisteredActivityError
+from perdure._errors import (
+    ACTIVITY_TIMEOUT,
+    ErrorDetails,
+    PoisonMessageError,
+    SerializationError,
+    UnregisteredActivityError,
+)
+from perdure._payloads import UnreadablePayloadError
 from perdure._tracing import Tracer
 from perdure.engine.events import ActivityCompleted, ActivityFailed, HistoryEvent
 from perdure.providers._base import ActivityRequest, LockLostError, Message, Provider, WorkItem
 from perdure.runtime._activity import ActivityContext
 from perdure.runtime._attempt import Attempt, Attempts, AttemptStopped
 from perdure.runtime._dispatcher import Dispatcher
+from perdure.runtime._isolation import HeldWork
 from perdure.runtime._liveness import Liveness
 from perdure.runtime._metrics import Metrics
 from perdure.runtime._options import RuntimeOptions
@@ -49,26 +56,35 @@ class WorkDispatcher(Dispatcher[WorkItem]):
         running: Running | None = None,
         *,
         liveness: Liveness | None = None,
+        held_work: HeldWork | None = None,
     ) -> None:
         super().__init__(provider, options.activity_concurrency, options.idle_timeout)
         self.running = running or Running()
         self.liveness = liveness
+        self.held_work = held_work or HeldWork()  # paused while a turn of the same runtime runs alone
         self.registry = registry
         self.options = options
         self.metrics = metrics or Metrics()
         self.tracer = tracer
         self.queues = list(options.activity_queues)
+        self.payloads = options.payloads()
         self._threads = ThreadPoolExecutor(
             max_workers=options.activity_concurrency, thread_name_prefix="perdure-activity"
         )
         self.attempts = Attempts(provider, self._threads)
 
     async def fetch(self) -> WorkItem | None:
-        if self.liveness is None:
-            return await self.provider.fetch_work_item(self.queues, self.options.activity_lock_seconds)
-        return await self.provider.fetch_work_item(
-            self.queues, self.liveness.timeout, worker_id=self.liveness.worker_id
-        )
+        await self.held_work.fetching()  # not while a suspect turn runs alone
+        item = None
+        try:
+            if self.liveness is None:
+                item = await self.provider.fetch_work_item(self.queues, self.options.activity_lock_seconds)
+            else:
+                liveness = self.liveness
+                item = await self.provider.fetch_work_item(self.queues, liveness.timeout, worker_id=liveness.worker_id)
+        finally:
+            await self.held_work.fetched(item)
+        return item
 
     async def idle(self) -> None:
         await self.provider.wait_for_work("activity", self.idle_timeout, self.queues)
@@ -83,6 +99,12 @@ class WorkDispatcher(Dispatcher[WorkItem]):
         self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def process(self, item: WorkItem) -> None:
+        try:
+            await self._process(item)
+        finally:
+            self.held_work.done(item)
+
+    async def _process(self, item: WorkItem) -> None:
         request = item.request
         if request is None:
             # Without a readable request nobody can be told; keep the row for inspection, out of the way.
@@ -131,6 +153,27 @@ class WorkDispatcher(Dispatcher[WorkItem]):
                 self.metrics.count("activities", "abandoned")
                 return None, None
             return ActivityFailed(source_event_id=source, error=ErrorDetails.from_exception(exc)), None
+        try:
+            ctx, args = self._arguments(item, activity, request)
+        except UnreadablePayloadError as exc:
+            # This process has not the codec (or key) the input was stored with: another may.
+            _log.error("activity %r of %r put back: %s", request.name, request.instance_id, exc, extra=_ids(request))
+            await self.provider.abandon_work_item(item, self.options.max_dispatch_backoff)
+            self.metrics.count("activities", "abandoned")
+            return None, None
+        except SerializationError as exc:  # the input does not fit the parameter's type: a failed attempt
+            return self._failed(request, exc), None
+        attempt = Attempt(request, ctx._signals, self.provider.clock)
+        work = Work(ctx.instance_id, ctx.execution_id, ctx.name)
+        attempt.on_task = lambda task: self.running.watch(task, work)  # named if it blocks the loop
+        return await self._run(item, activity, args, attempt), attempt
+
+    def _arguments(
+        self, item: WorkItem, activity: RegisteredActivity, request: ActivityRequest
+    ) -> tuple[ActivityContext, tuple[Any, ...]]:
+        """The activity's context, and its arguments: the context, and the input decoded to its
+        parameter's annotation. Raises ``SerializationError`` (``UnreadablePayloadError``: no key)."""
+        what = f"heartbeat details of activity {request.name!r}"
         ctx = ActivityContext(
             instance_id=request.instance_id,
             execution_id=request.execution_id,
@@ -138,29 +181,29 @@ class WorkDispatcher(Dispatcher[WorkItem]):
             attempt=request.attempt,
             orchestration_name=request.orchestration_name,
             orchestration_version=request.orchestration_version,
-            heartbeat_details=item.heartbeat_details,
+            heartbeat_details=self.payloads.open(item.heartbeat_details, what),
             _record_heartbeat=None if self.liveness is None else functools.partial(self.liveness.heartbeat, item),
         )
-        attempt = Attempt(request, ctx._signals)
-        work = Work(ctx.instance_id, ctx.execution_id, ctx.name)
-        attempt.on_task = lambda task: self.running.watch(task, work)  # named if it blocks the loop
-        return await self._run(item, activity, ctx, attempt), attempt
+        if not activity.takes_input:
+            return ctx, (ctx,)
+        what = f"input of activity {request.name!r}"
+        return ctx, (ctx, self.payloads.receive(request.input, activity.input_type, what))
 
     async def _run(
-        self, item: WorkItem, activity: RegisteredActivity, ctx: ActivityContext, attempt: Attempt
+        self, item: WorkItem, activity: RegisteredActivity, args: tuple[Any, ...], attempt: Attempt
     ) -> HistoryEvent | None:
         """Run the attempt; what to report (``None`` if it was cancelled: nobody waits for it any more)."""
         request = attempt.request
         renewal = asyncio.create_task(self._renew(item))
         began = time.perf_counter()
         tracer = self.tracer
-        args = (ctx, request.input) if activity.takes_input else (ctx,)
         with contextlib.ExitStack() as stack:
             span = None if tracer is None else stack.enter_context(self._span(tracer, request))
             try:
                 result = await self.attempts.run(item, activity, args, attempt)
-                _json.check_json(result, f"result of activity {request.name!r}")
-            except Exception as exc:  # the activity's failure (or a non-JSON result) is reported, not raised
+                # Converted, checked and encoded here: a result that cannot be stored fails the attempt.
+                result = self.payloads.send(result, f"result of activity {request.name!r}")
+            except Exception as exc:  # the activity's failure (or a result it cannot store) is reported, not raised
                 if tracer is not None:
                     tracer.fail(span, exc)
                 return self._failed(request, exc)

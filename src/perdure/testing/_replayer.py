@@ -19,6 +19,7 @@ from perdure.client import Client
 from perdure.engine import replay
 from perdure.engine.events import HistoryEvent, OrchestrationFailed, OrchestrationStarted
 from perdure.runtime import Registry, RuntimeOptions
+from perdure.runtime._registry import ResultTypes
 
 __all__ = ["ReplayResult", "Replayer", "stored_histories"]
 
@@ -75,13 +76,17 @@ class Replayer:
 
         Give the real ``instance_id`` and ``execution_id`` when the code derives anything from
         them (``ctx.new_guid()``, ``ctx.random()``, child ids): they are part of what it decides.
-        A failure the runtime recorded at the end (non-determinism, a poison message) is left
-        out, so a fixed version of the code replays what the failed one could not.
+        A failure the runtime recorded (non-determinism, a poison message) is left out, so a
+        fixed version of the code replays what the failed one could not; so are the messages a
+        failed execution kept after its end for a rewind (the code never saw them).
         """
         events = list(history)
-        last = events[-1] if events else None
-        if isinstance(last, OrchestrationFailed) and any(last.error.is_type(t) for t in _RUNTIME_FAILURES):
-            events.pop()
+        end = next((i for i, e in enumerate(events) if isinstance(e, OrchestrationFailed)), None)
+        if end is not None:
+            failure = events[end]
+            assert isinstance(failure, OrchestrationFailed)
+            by_runtime = any(failure.error.is_type(t) for t in _RUNTIME_FAILURES)
+            events = events[: end if by_runtime else end + 1]
         if not events:
             return ReplayResult(ok=True)  # it never ran: there is nothing to check
         started = events[0]
@@ -99,6 +104,8 @@ class Replayer:
             new_events=[],
             now=events[-1].timestamp,
             determinism_guards=self.options.determinism_guards,
+            payloads=self.options.payloads(),
+            types=ResultTypes(self.registry.orchestrations, self.registry.activities),
         )
         if outcome.engine_error is not None:
             return ReplayResult(False, outcome.engine_error, outcome.failed_at)

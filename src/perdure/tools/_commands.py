@@ -20,6 +20,8 @@ from typing import Any
 from perdure import Client, InstanceNotFoundError, OrchestrationStatus, RegistrationError
 from perdure._validate import check_name
 from perdure._validate import parse_version as _semantic_version
+from perdure.client._payloads import show_unreadable
+from perdure.providers import Provider
 from perdure.tools import _format
 from perdure.tools._run import (
     EXIT_FAILURE,
@@ -120,9 +122,16 @@ def _with_client(command: Callable[[Client, argparse.Namespace], Awaitable[int]]
     async def handle(args: argparse.Namespace) -> int:
         # Only a start that asks for it (--create) may create a store: a typo must not make an empty one.
         async with open_store(require_db(args), create=getattr(args, "create", False)) as provider:
-            return await command(Client(provider), args)
+            return await command(tool_client(provider, args), args)
 
     return handle
+
+
+def tool_client(provider: Provider, args: argparse.Namespace) -> Client:
+    """A client with the ``--codec`` given, that shows payloads it cannot decode as ``<encoded N bytes>``."""
+    client = Client(provider, payload_codec=getattr(args, "payload_codec", None))
+    show_unreadable(client)
+    return client
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> int:
@@ -187,7 +196,26 @@ async def start(client: Client, args: argparse.Namespace) -> int:
     instance_id = await client.start_orchestration(
         args.instance_id, args.name, value, version=args.version, if_exists=args.if_exists or "fail"
     )
-    return _emit(args, {"instance_id": instance_id, "name": args.name}, f"Started {args.name} as {instance_id}.")
+    code = _emit(args, {"instance_id": instance_id, "name": args.name}, f"Started {args.name} as {instance_id}.")
+    await _warn_if_unserved(client, args.name, args.version)
+    return code
+
+
+async def _warn_if_unserved(client: Client, name: str, version: str | None) -> None:
+    """Say on stderr when no live worker runs ``name`` (at ``version``): the instance would wait unseen.
+
+    Only a warning: a worker may be about to start, and the exit code stays 0.
+    """
+    if any(worker.serves(name, version) for worker in await client.list_workers()):
+        return
+    wanted = f"{name}@{version}" if version else f"{name} (any version)"
+    print(
+        _format.inert(
+            f"perdure: warning: no live worker serves orchestration {wanted}: "
+            "the instance will not run until one does (perdure workers lists the live workers)"
+        ),
+        file=sys.stderr,
+    )
 
 
 @_with_client
@@ -296,7 +324,7 @@ async def dashboard(args: argparse.Namespace) -> int:
     require_token_for(host, token)  # before the store is opened: a bad argument touches nothing
     async with open_store(db) as provider:
         await serve(
-            Client(provider),
+            tool_client(provider, args),
             host=host,
             port=args.port if args.port is not None else 8080,
             token=token,

@@ -5,13 +5,18 @@ events and spans, and sends instances as summaries (:mod:`perdure.tools._preview
 
 - an instance: ``{"instance_id", "name", "version", "status", "execution_id", "input", "output",
   "error": {"type", "message", "traceback"} | null, "custom_status", "parent_instance_id",
-  "created_at", "updated_at"}`` (times in ISO 8601, UTC);
+  "created_at", "updated_at", "waiting_for": [{"name", "since", "timeout_at", "timer_event_id"}]}``
+  (times in ISO 8601, UTC; ``waiting_for``: the external events its code waits for);
 - a history event: ``{"event_id", "type", "timestamp", "offset_seconds", "details": {…}}`` where
   ``offset_seconds`` counts from the execution's first event and ``details`` holds the event's own
   fields;
 - a timeline span: ``{"kind": "activity" | "timer" | "child", "label", "event_id", "start",
-  "end", "outcome": "completed" | "failed" | "pending", "instance_id"}`` (``instance_id`` only for
-  children; ``end`` is null while pending);
+  "end", "outcome", "instance_id"}`` (``instance_id`` only for children; ``end`` is null while
+  pending). ``outcome`` is ``completed``, ``failed``, ``cancelled`` (by the code, or an activity
+  still open when its execution ended: the end cancels it), ``withdrawn`` (a timer still open when
+  its execution ended: it never fires, such as the timeout of an event that came in time),
+  ``abandoned`` (a child still open when its execution ended: the parent stopped waiting for it),
+  or ``pending`` (open, in an execution that goes on);
 - a worker: ``{"worker_id", "host", "pid", "started_at", "last_seen", "alive", "orchestrations":
   ["name@version"], "activities", "queues"}``.
 
@@ -32,6 +37,7 @@ from typing import Any
 
 from perdure import ErrorDetails, OrchestrationState, WorkerInfo
 from perdure.engine.events import (
+    TERMINAL_EVENTS,
     ActivityFailed,
     ActivityScheduled,
     Completion,
@@ -107,6 +113,15 @@ def instance_json(state: OrchestrationState) -> dict[str, Any]:
         "parent_instance_id": state.parent_instance_id,
         "created_at": _iso(state.created_at),
         "updated_at": _iso(state.updated_at),
+        "waiting_for": [
+            {
+                "name": w.name,
+                "since": _iso(w.since),
+                "timeout_at": _iso(w.timeout_at),
+                "timer_event_id": w.timer_event_id,
+            }
+            for w in state.waiting_for
+        ],
     }
 
 
@@ -159,7 +174,16 @@ def timeline_json(history: Sequence[HistoryEvent]) -> list[dict[str, Any]]:
             span = spans[event.source_event_id]
             span["end"] = event.timestamp.isoformat()
             span["outcome"] = _outcome(event)
+    ended = next((e for e in history if isinstance(e, TERMINAL_EVENTS)), None)
+    if ended is not None:  # what was still open then never completes: the end of the execution dropped it
+        for span in spans.values():
+            if span["outcome"] == "pending":
+                span["outcome"] = _LEFT_OPEN[span["kind"]]
+                span["end"] = ended.timestamp.isoformat()
     return list(spans.values())
+
+
+_LEFT_OPEN = {"activity": "cancelled", "timer": "withdrawn", "child": "abandoned"}
 
 
 def _outcome(event: Completion) -> str:
@@ -334,6 +358,9 @@ def show_text(
         lines.append(f"Output:        {_short(state.output, 100)}")
     if state.custom_status is not None:
         lines.append(f"Custom status: {_short(state.custom_status, 100)}")
+    for awaited in state.waiting_for:
+        timeout = f", timeout at {awaited.timeout_at.isoformat()}" if awaited.timeout_at else ""
+        lines.append(f"Waiting for:   event {inert(repr(awaited.name))} since {awaited.since.isoformat()}{timeout}")
     if state.error is not None:
         lines.append(f"Error:         {inert(state.error.type)}: {inert(state.error.message)}")
         if state.error.traceback:

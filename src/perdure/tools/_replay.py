@@ -38,7 +38,9 @@ async def replay(args: argparse.Namespace) -> int:
         checked.append((instance_id, history, result))
     if args.db:
         async with open_store(args.db) as provider:
-            async for state, stored in stored_histories(Client(provider), args.name, args.status or None):
+            async for state, stored in stored_histories(
+                Client(provider, payload_codec=args.payload_codec), args.name, args.status or None
+            ):
                 result = replayer.replay_stored(state, stored)
                 checked.append((state.instance_id, stored if isinstance(stored, list) else [], result))
     data = {

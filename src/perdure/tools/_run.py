@@ -9,10 +9,11 @@ raises is turned into one line on stderr, ``perdure: error: …``, and an exit c
 1    any other expected error: the store cannot be reached or fails, a missing optional dependency;
      for ``replay``, a history that does not replay with the code
 2    usage: a bad option or argument, no ``--db``, JSON that does not parse, a registry not found
-3    not found: no instance with that id, or no perdure store at ``--db`` (nothing is created)
+3    not found: no instance or schedule with that id, or no perdure store at ``--db`` (nothing is
+     created)
 4    refused state change (e.g. suspend a finished instance, rewind a running one, an event
-     for a finished instance)
-5    an instance with that id already exists (``start``)
+     for a finished instance, a command to an ended schedule)
+5    an instance or a live schedule with that id already exists (``start``, ``schedules create``)
 130  interrupted (Ctrl-C)
 ===  ============================================================================================
 

@@ -28,6 +28,7 @@ GRACE_SECONDS = 10.0
 """How long a stopping worker lets work in progress finish, unless ``--grace`` says otherwise."""
 
 OPTION_FIELDS = (
+    "payload_codec",
     "run_orchestrations",
     "run_activities",
     "activity_queues",

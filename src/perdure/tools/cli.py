@@ -14,7 +14,9 @@ from pathlib import Path
 
 from perdure.client._start import IF_EXISTS
 from perdure.runtime import RuntimeOptions
-from perdure.tools import _commands, _replay, _worker
+from perdure.schedules import OVERLAP
+from perdure.tools import _commands, _replay, _schedule_commands, _worker
+from perdure.tools._codec_option import CODEC
 from perdure.tools._commands import parse_moment, parse_name, parse_status, parse_version
 from perdure.tools._parser import Arg, Command, Many, arg, build_parser, listed
 from perdure.tools._run import run
@@ -33,7 +35,7 @@ _RUNTIME = RuntimeOptions()  # the worker's defaults
 _WHEN = "ISO 8601 time or an age (30m, 12h, 7d)"
 _ID = arg("instance_id", metavar="ID")
 _DB = arg("--db", "the store: sqlite:///path.db or postgresql://…", metavar="URL")
-_STORE = (_DB, arg("--json", "print one JSON document instead of text", action="store_true"))
+_STORE = (_DB, arg("--json", "print one JSON document instead of text", action="store_true"), CODEC)
 _REASON = arg("--reason", "why; recorded in the history")
 
 
@@ -115,6 +117,7 @@ _WORKER_ARGS = (
         metavar="SECONDS",
     ),
     _GUARDS,
+    CODEC,
     arg("--log-level", "logging level (default INFO)", default="INFO", metavar="LEVEL"),
 )
 
@@ -132,6 +135,7 @@ _REPLAY_ARGS = (
     ),
     _GUARDS,
     arg("--json", "print one JSON document instead of text", action="store_true"),
+    CODEC,
 )
 
 _LIST_ARGS = (
@@ -154,12 +158,34 @@ _PURGE_ARGS = (
     *_STORE,
 )
 
+_SCHEDULE_ID = arg("schedule_id", metavar="SCHEDULE_ID")
+_ISO = "ISO 8601 time (naive means UTC)"
+_SCHEDULE_CREATE_ARGS = (
+    _SCHEDULE_ID,
+    arg("name", "the orchestration each run starts", type=parse_name, metavar="NAME"),
+    arg("--cron", "a five-field cron expression ('0 2 * * *') or @hourly, @daily …", metavar="EXPR"),
+    arg("--every", "an interval: 90, 90s, 15m, 2h, 1d", type=_schedule_commands.parse_duration, metavar="DURATION"),
+    arg("--timezone", "the IANA time zone of --cron (default UTC)", metavar="ZONE"),
+    arg("--overlap", "when a run is due while the previous one runs (default skip)", choices=OVERLAP),
+    arg("--input", "the input of every run, a JSON value", metavar="JSON"),
+    arg("--start-at", f"no run before this {_ISO}", type=parse_moment, metavar="WHEN"),
+    arg("--end-at", f"no run after this {_ISO}", type=parse_moment, metavar="WHEN"),
+    arg(
+        "--catchup-window",
+        "after downtime, fire due times at most this late (default 365d)",
+        type=_schedule_commands.parse_duration,
+        metavar="DURATION",
+    ),
+    *_STORE,
+)
+
 _DASHBOARD_ARGS = (
     arg("--host", "address to listen on (default 127.0.0.1; others need --token)"),
     arg("--port", "port (default 8080; 0 picks a free one)", type=int),
     arg("--token", "access token required on every request"),
     arg("--refresh", "page refresh interval (default 1.5)", type=float, metavar="SECONDS"),
     _DB,
+    CODEC,
 )
 
 COMMANDS: tuple[Command, ...] = (
@@ -243,6 +269,43 @@ COMMANDS: tuple[Command, ...] = (
         "delete a finished instance, or every finished instance matching --status/--created-before",
         _commands.purge,
         _PURGE_ARGS,
+    ),
+    Command("schedules", "list, show, create, pause, resume, trigger or delete schedules", None),
+    Command(
+        "schedules list",
+        "list schedules (deleted ones left out)",
+        _schedule_commands.schedules_list,
+        (
+            arg("--limit", "at most N schedules (default 100)", type=int, metavar="N"),
+            arg("--after", "list the schedules after this id (paging)", metavar="SCHEDULE_ID"),
+            *_STORE,
+        ),
+    ),
+    Command(
+        "schedules show",
+        "a schedule's spec, state, counts and latest runs",
+        _schedule_commands.schedules_show,
+        (_SCHEDULE_ID, *_STORE),
+    ),
+    Command(
+        "schedules create",
+        "start an orchestration on a cron expression or an interval",
+        _schedule_commands.schedules_create,
+        _SCHEDULE_CREATE_ARGS,
+    ),
+    Command(
+        "schedules pause",
+        "stop firing until resumed",
+        _schedule_commands.schedules_pause,
+        (_SCHEDULE_ID, arg("--note", "why; shown with the schedule"), *_STORE),
+    ),
+    Command("schedules resume", "fire again", _schedule_commands.schedules_resume, (_SCHEDULE_ID, *_STORE)),
+    Command("schedules trigger", "start a run now", _schedule_commands.schedules_trigger, (_SCHEDULE_ID, *_STORE)),
+    Command(
+        "schedules delete",
+        "stop a schedule for good (its runs go on)",
+        _schedule_commands.schedules_delete,
+        (_SCHEDULE_ID, *_STORE),
     ),
     Command(
         "workers",

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
+import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -17,13 +22,15 @@ from psycopg_pool import AsyncConnectionPool
 
 from perdure._errors import ProviderError
 from perdure.providers._base import StoreNotFoundError
+from perdure.providers.postgres._errors import is_transient, provider_error
 from perdure.providers.postgres._migrate import apply_migrations
 
-__all__ = ["Connection", "describe", "migrate", "open_pool", "resolve_schema"]
+__all__ = ["Connection", "describe", "migrate", "open_pool", "resolve_schema", "run_retrying"]
 
 Connection = psycopg.AsyncConnection[TupleRow]
 
 _log = logging.getLogger("perdure.providers.postgres")
+T = TypeVar("T")
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -124,3 +131,45 @@ async def open_pool(conninfo: str, schema: str, min_size: int, max_size: int) ->
         await pool.close()
         raise ProviderError(f"cannot connect to PostgreSQL: {exc}") from exc
     return pool
+
+
+async def run_retrying(
+    pool: AsyncConnectionPool[Connection],
+    function: Callable[[Connection, int], Awaitable[T]],
+    retry_seconds: float | None,
+    closed: Callable[[], bool],
+) -> T:
+    """Run ``function(connection, attempt)``, retrying failures of the connection with backoff for up
+    to ``retry_seconds`` (``None``: no retry).
+
+    Only a lost connection, a server restarting, a full pool, a deadlock or a serialization
+    failure is retried (see ``_errors``); any other failure is about the call and raises at once.
+    ``attempt`` counts from 0; a retried call may find its earlier attempt committed after all
+    (the connection died after the commit), which idempotent-looking callers take into account.
+    """
+    began = time.monotonic()
+    pause = 0.05
+    attempt = 0
+    while True:
+        if closed():
+            raise ProviderError("the PostgreSQL provider is closed")
+        conn: Connection | None = None
+        try:
+            async with pool.connection() as conn:
+                return await function(conn, attempt)
+        except psycopg.Error as exc:
+            broken = conn is not None and conn.broken
+            waited = time.monotonic() - began
+            if not is_transient(exc, broken):
+                raise provider_error(exc) from exc
+            if retry_seconds is None or closed() or waited + pause > retry_seconds:
+                raise provider_error(exc, waited) from exc
+            _log.warning("PostgreSQL call failed (%s); retrying in %.2f s", str(exc).strip()[:500], pause)
+            if broken:
+                # After a server restart every idle connection is dead too: drop them all at once
+                # rather than discovering them one failed call at a time.
+                with contextlib.suppress(psycopg.Error):
+                    await pool.check()
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 2.0)
+        attempt += 1

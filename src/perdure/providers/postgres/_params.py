@@ -7,13 +7,34 @@ them in one round trip.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from perdure.engine import encode_event
+from perdure.providers import _clock
 from perdure.providers._base import Message, NewInstance, OrchestrationItem, TurnCommit, WorkItem
-from perdure.providers._codec import encode_error, encode_request, encode_value, message_kind
+from perdure.providers._codec import encode_error, encode_request, encode_value, encode_waits, message_kind
+from perdure.providers._handoff import FetchKey
 
-__all__ = ["completion_params", "instance_params", "message_arrays", "message_params", "turn_params"]
+__all__ = [
+    "claim_params",
+    "completion_params",
+    "delay",
+    "instance_params",
+    "message_arrays",
+    "message_params",
+    "release_params",
+    "turn_params",
+]
+
+
+def delay(visible_at: datetime | None) -> float | None:
+    """Seconds from now until ``visible_at`` by this process's clock (``None``: at once).
+
+    The database adds them to its own clock: a due time is the database's, whatever this host's
+    clock says, and a timer of five minutes fires five minutes after its turn committed.
+    """
+    return None if visible_at is None else visible_at.timestamp() - _clock.now()
 
 
 def instance_params(start: Message) -> dict[str, Any]:
@@ -41,7 +62,7 @@ def message_params(message: Message) -> dict[str, Any]:
         "execution_id": message.execution_id,
         "kind": message_kind(message),
         "event": encode_event(message.event),
-        "visible_at": message.visible_at,
+        "delay": delay(message.visible_at),
     }
 
 
@@ -53,7 +74,7 @@ def message_arrays(messages: Sequence[Message]) -> dict[str, Any]:
         "executions": [m.execution_id for m in messages],
         "kinds": [message_kind(m) for m in messages],
         "msg_events": [encode_event(m.event) for m in messages],
-        "visible": [m.visible_at for m in messages],
+        "delays": [delay(m.visible_at) for m in messages],
         "start_instances": [instance_id for instance_id, _ in starts],
         "start_names": [new.name for _, new in starts],
         "start_inputs": [encode_value(new.input) for _, new in starts],
@@ -84,4 +105,29 @@ def turn_params(item: OrchestrationItem, commit: TurnCommit) -> dict[str, Any]:
         "error": None if s is None else encode_error(s.error),
         "custom_status": None if s is None else encode_value(s.custom_status),
         "parent_instance_id": None if s is None else s.parent_instance_id,
+        "waiting_for": None if s is None else encode_waits(s.waiting_for),
+    }
+
+
+def claim_params(instance_id: str, key: FetchKey, token: str, count: int) -> dict[str, Any]:
+    """Up to ``count`` of an instance's new work items, locked as a fetch asking for ``key`` would."""
+    queues, lock_seconds, worker_id = key
+    return {
+        "instance_id": instance_id,
+        "queues": list(queues),
+        "count": count,
+        "lock_token": token,
+        "lock_seconds": lock_seconds,
+        "worker_id": worker_id,
+    }
+
+
+def release_params(item: OrchestrationItem, delay: float, undo_delivery: bool, notify: str) -> dict[str, Any]:
+    """An instance put back (``abandon_orchestration_item``)."""
+    return {
+        "instance_id": item.instance_id,
+        "lock_token": item.lock_token,
+        "delay": float(delay),
+        "undone": [m.message_id for m in item.messages] if undo_delivery else [],
+        "notify": notify,
     }

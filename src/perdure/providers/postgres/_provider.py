@@ -16,16 +16,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from perdure._errors import ProviderError
@@ -41,17 +37,21 @@ from perdure.providers._base import (
     WorkItem,
 )
 from perdure.providers._codec import activity_items
+from perdure.providers._handoff import FetchKey
 from perdure.providers._sql import SqlStyle, instance_query, load_queries
-from perdure.providers._sql_provider import LockedInstance, SqlProvider, WorkRow
-from perdure.providers.postgres._connection import Connection, migrate, open_pool, resolve_schema
-from perdure.providers.postgres._errors import is_transient, provider_error
+from perdure.providers._sql_hooks import LockedInstance, WorkRow
+from perdure.providers._sql_provider import SqlProvider
+from perdure.providers.postgres._batch import Batch
+from perdure.providers.postgres._connection import Connection, migrate, open_pool, resolve_schema, run_retrying
 from perdure.providers.postgres._liveness import PostgresWorkerLiveness
 from perdure.providers.postgres._notify import Listener
 from perdure.providers.postgres._params import (
+    claim_params,
     completion_params,
     instance_params,
     message_arrays,
     message_params,
+    release_params,
     turn_params,
 )
 
@@ -100,6 +100,7 @@ class PostgresProvider(SqlProvider):
         self._conninfo = conninfo
         self._retry_seconds = retry_seconds
         self._listener = Listener(conninfo, schema, self._signals)
+        self._batch = Batch(self._run)
         # Every committed state change notifies, so the fallback poll of a waiting client can be
         # slow: thousands of them must not re-read their state every poll_interval.
         self._work_poll_seconds = poll_interval
@@ -153,39 +154,8 @@ class PostgresProvider(SqlProvider):
     # --- plumbing ----------------------------------------------------------------------------------
 
     async def _run(self, function: Callable[[Connection, int], Awaitable[T]], *, retry: bool = True) -> T:
-        """Run ``function(connection, attempt)``, retrying failures of the connection with backoff.
-
-        Only a lost connection, a server restarting, a full pool, a deadlock or a serialization
-        failure is retried (see ``_errors``); any other failure is about the call and raises at once.
-        ``attempt`` counts from 0; a retried call may find its earlier attempt committed after all
-        (the connection died after the commit), which idempotent-looking callers take into account.
-        """
-        began = time.monotonic()
-        pause = 0.05
-        attempt = 0
-        while True:
-            if self._closed:
-                raise ProviderError("the PostgreSQL provider is closed")
-            conn: Connection | None = None
-            try:
-                async with self._pool.connection() as conn:
-                    return await function(conn, attempt)
-            except psycopg.Error as exc:
-                broken = conn is not None and conn.broken
-                waited = time.monotonic() - began
-                if not is_transient(exc, broken):
-                    raise provider_error(exc) from exc
-                if not retry or self._closed or waited + pause > self._retry_seconds:
-                    raise provider_error(exc, waited) from exc
-                _log.warning("PostgreSQL call failed (%s); retrying in %.2f s", str(exc).strip()[:500], pause)
-                if broken:
-                    # After a server restart every idle connection is dead too: drop them all at once
-                    # rather than discovering them one failed call at a time.
-                    with contextlib.suppress(psycopg.Error):
-                        await self._pool.check()
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 2.0)
-            attempt += 1
+        """Run ``function(connection, attempt)`` through :func:`run_retrying` (connection failures are retried)."""
+        return await run_retrying(self._pool, function, self._retry_seconds if retry else None, lambda: self._closed)
 
     async def _fetchone(self, query: bytes, params: dict[str, Any] | None = None, *, retry: bool = True) -> Row | None:
         async def tx(conn: Connection, attempt: int) -> Row | None:
@@ -205,19 +175,14 @@ class PostgresProvider(SqlProvider):
 
     async def _insert_instance(self, start: Message) -> bool:
         params = {**instance_params(start), "notify": self._listener.notice(orchestrator=1)}
-
-        async def tx(conn: Connection, attempt: int) -> bool:
-            cursor = await conn.execute(_Q["create_instance"], params)
-            if await cursor.fetchone() is not None:
-                return True
-            if attempt == 0:
-                return False
-            # A retry after a lost connection: the first attempt may have committed. Same start: done.
-            cursor = await conn.execute(_Q["select_start"], {"instance_id": start.instance_id})
-            row = await cursor.fetchone()
-            return row is not None and row[0] == params["name"] and row[1] == params["input"]
-
-        return await self._run(tx)
+        row, attempt = await self._batch.fetchone(_Q["create_instance"], params)
+        if row is not None:
+            return True
+        if attempt == 0:
+            return False
+        # A retry after a lost connection: the first attempt may have committed. Same start: done.
+        found = await self._fetchone(_Q["select_start"], {"instance_id": start.instance_id})
+        return found is not None and found[0] == params["name"] and found[1] == params["input"]
 
     async def _replace_instance(self, start: Message) -> int:
         params = instance_params(start)
@@ -254,10 +219,11 @@ class PostgresProvider(SqlProvider):
         params = message_arrays(messages)
         params["notify"] = self._listener.notice(orchestrator=len(messages))
         params["receipt"] = uuid.uuid4().hex  # the same for every retry of this call
-        await self._fetchone(_Q["enqueue_messages"], params)
+        await self._batch.fetchone(_Q["enqueue_messages"], params)
 
     async def _select_state(self, instance_id: str) -> Sequence[Any] | None:
-        return await self._fetchone(_Q["select_state"], {"instance_id": instance_id})
+        row, _ = await self._batch.fetchone(_Q["select_state"], {"instance_id": instance_id})
+        return row
 
     async def _select_history(self, instance_id: str, execution_id: int | None) -> list[str]:
         params = {"instance_id": instance_id, "execution_id": execution_id}
@@ -281,7 +247,7 @@ class PostgresProvider(SqlProvider):
     ) -> LockedInstance | None:
         params = {"lock_seconds": float(lock_seconds), "lock_token": token, "worker_id": worker_id}
         params["tail_over"] = _TAIL_OVER if held else None
-        row = await self._fetchone(_Q["fetch_orchestration_item"], params)
+        row, _ = await self._batch.fetchone(_Q["fetch_orchestration_item"], params)
         return None if row is None else _locked_instance(row)
 
     async def _commit_turn(self, item: OrchestrationItem, commit: TurnCommit) -> bool:
@@ -292,7 +258,7 @@ class PostgresProvider(SqlProvider):
             instance=item.instance_id if commit.state is not None else None,
         )
         if not commit.cancelled_activities:
-            row = await self._fetchone(_Q["ack_orchestration_item"], params)
+            row, _ = await self._batch.fetchone(_Q["ack_orchestration_item"], params)
             return row is not None and bool(row[0])
 
         async def tx(conn: Connection, attempt: int) -> bool:
@@ -310,25 +276,26 @@ class PostgresProvider(SqlProvider):
         return await self._run(tx)
 
     async def _release_instance(self, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:
-        params = {
-            "instance_id": item.instance_id,
-            "lock_token": item.lock_token,
-            "delay": float(delay),
-            "undone": [m.message_id for m in item.messages] if undo_delivery else [],
-            "notify": self._listener.notice(orchestrator=1),
-        }
-        await self._fetchone(_Q["abandon_orchestration_item"], params)
+        params = release_params(item, delay, undo_delivery, self._listener.notice(orchestrator=1))
+        await self._batch.fetchone(_Q["abandon_orchestration_item"], params)
 
     async def _lock_work_item(
         self, queues: list[str], lock_seconds: float, token: str, worker_id: str | None
     ) -> WorkRow | None:
         params = {"queues": queues, "lock_token": token, "lock_seconds": float(lock_seconds), "worker_id": worker_id}
-        row = await self._fetchone(_Q["fetch_work_item"], params)
+        row, _ = await self._batch.fetchone(_Q["fetch_work_item"], params)
         return None if row is None else (row[0], row[1], row[2], row[3], row[4])
+
+    async def _claim_work_items(self, instance_id: str, key: FetchKey, token: str, count: int) -> list[WorkRow]:
+        row, _ = await self._batch.fetchone(_Q["claim_work_items"], claim_params(instance_id, key, token, count))
+        if row is None or row[0] is None:
+            return []
+        return list(zip(*row, strict=True))
 
     async def _complete_work_item(self, item: WorkItem, completion: Message) -> bool:
         params = {**completion_params(item, completion), "notify": self._listener.notice(orchestrator=1)}
-        return await self._fetchone(_Q["ack_work_item"], params) is not None
+        row, _ = await self._batch.fetchone(_Q["ack_work_item"], params)
+        return row is not None
 
     async def _release_work_item(self, item: WorkItem, delay: float) -> bool:
         return await self._update_work_item("release_work_item", item, delay)
@@ -343,11 +310,20 @@ class PostgresProvider(SqlProvider):
             "seconds": float(seconds),
             "notify": self._listener.notice(worker=1),
         }
-        return await self._fetchone(_Q[query], params) is not None
+        row, _ = await self._batch.fetchone(_Q[query], params)
+        return row is not None
+
+    async def _count_work_deliveries(self, held: list[tuple[int, str]], change: int) -> None:
+        params = {"item_ids": [i for i, _ in held], "lock_tokens": [t for _, t in held], "change": change}
+        # One attempt: after a lost connection it may have committed, and a retry would count twice.
+        await self._fetchone(_Q["count_work_deliveries"], params, retry=False)
 
     async def _select_work_item_locks(self, item_ids: list[int]) -> list[tuple[int, str | None]]:
         rows = await self._fetchall(_Q["select_work_item_locks"], {"item_ids": item_ids})
         return [(int(item_id), token) for item_id, token in rows]
+
+    async def _select_held_work_items(self, instance_id: str) -> list[Sequence[Any]]:
+        return list(await self._fetchall(_Q["select_held_work_items"], {"instance_id": instance_id}))
 
     async def _select_workers(self) -> list[Sequence[Any]]:
         return list(await self._fetchall(_Q["select_workers"]))
@@ -374,7 +350,9 @@ class PostgresProvider(SqlProvider):
     async def close(self) -> None:
         if self._closed:
             return
+        await self._handoffs.close()
         self._closed = True
+        await self._batch.close()
         await self._listener.close()
         await self._pool.close()
 

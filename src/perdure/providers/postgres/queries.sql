@@ -1,5 +1,9 @@
 -- Named queries of the PostgreSQL provider. Parameters are named (%(name)s); every connection's
 -- search_path is the tenant's schema. Each query is one round trip.
+--
+-- Due times are the database's: a message's delay (seconds after the writer's clock read "now";
+-- NULL for at once) is added to now(), so a writer whose clock is off still gets the delay it
+-- asked for, and every host agrees on when a timer is due.
 
 -- name: create_instance
 -- Insert the instance and its start message only if the instance is new; returns a row if it was.
@@ -10,7 +14,7 @@ WITH created AS (
     RETURNING instance_id
 ), queued AS (
     INSERT INTO orchestrator_queue (instance_id, execution_id, kind, event, visible_at)
-    SELECT instance_id, %(execution_id)s, %(kind)s, %(event)s, coalesce(%(visible_at)s::timestamptz, now()) FROM created
+    SELECT instance_id, %(execution_id)s, %(kind)s, %(event)s, now() + make_interval(secs => coalesce(%(delay)s::double precision, 0)) FROM created
     RETURNING message_id
 )
 SELECT pg_notify(notify_channel(), %(notify)s) FROM queued
@@ -37,14 +41,14 @@ VALUES (%(instance_id)s, %(name)s, 'PENDING',
         %(input)s, %(parent_instance_id)s, now(), now())
 ON CONFLICT (instance_id) DO UPDATE SET
     name = excluded.name, version = NULL, status = 'PENDING', execution_id = excluded.execution_id,
-    input = excluded.input, output = NULL, error = NULL, custom_status = NULL,
+    input = excluded.input, output = NULL, error = NULL, custom_status = NULL, waiting_for = NULL,
     parent_instance_id = excluded.parent_instance_id, created_at = excluded.created_at, updated_at = excluded.updated_at
 RETURNING i.execution_id
 
 -- name: queue_start
 WITH queued AS (
     INSERT INTO orchestrator_queue (instance_id, execution_id, kind, event, visible_at)
-    VALUES (%(instance_id)s, %(execution_id)s, %(kind)s, %(event)s, now())
+    VALUES (%(instance_id)s, %(execution_id)s, %(kind)s, %(event)s, now() + make_interval(secs => coalesce(%(delay)s::double precision, 0)))
     RETURNING message_id
 )
 SELECT pg_notify(notify_channel(), %(notify)s) FROM queued
@@ -75,13 +79,13 @@ WITH receipt AS (
 )
 SELECT enqueue_messages(
     %(instances)s::text[], %(executions)s::integer[], %(kinds)s::text[], %(msg_events)s::text[],
-    %(visible)s::timestamptz[], %(start_instances)s::text[], %(start_names)s::text[], %(start_inputs)s::text[],
+    ARRAY(SELECT now() + make_interval(secs => d) FROM unnest(%(delays)s::double precision[]) WITH ORDINALITY AS x(d, n) ORDER BY n), %(start_instances)s::text[], %(start_names)s::text[], %(start_inputs)s::text[],
     %(start_parents)s::text[], %(notify)s
 ) FROM receipt
 
 -- name: select_state
 SELECT instance_id, name, version, status, execution_id, input, output, error, custom_status,
-       parent_instance_id, created_at, updated_at
+       parent_instance_id, created_at, updated_at, waiting_for
 FROM instances WHERE instance_id = %(instance_id)s
 
 -- name: select_history
@@ -123,11 +127,11 @@ SELECT ack_orchestration_item(
     %(event_ids)s::integer[], %(events)s::text[],
     %(work_queues)s::text[], %(work_requests)s::text[],
     %(instances)s::text[], %(executions)s::integer[], %(kinds)s::text[], %(msg_events)s::text[],
-    %(visible)s::timestamptz[],
+    ARRAY(SELECT now() + make_interval(secs => d) FROM unnest(%(delays)s::double precision[]) WITH ORDINALITY AS x(d, n) ORDER BY n),
     %(start_instances)s::text[], %(start_names)s::text[], %(start_inputs)s::text[], %(start_parents)s::text[],
     %(set_state)s, %(name)s, %(version)s, %(status)s, %(state_execution_id)s,
     %(input)s, %(output)s, %(error)s, %(custom_status)s, %(parent_instance_id)s,
-    %(consumed)s::bigint[], %(notify)s
+    %(consumed)s::bigint[], %(notify)s, %(waiting_for)s
 )
 
 -- name: abandon_orchestration_item
@@ -161,13 +165,35 @@ SET lock_token = %(lock_token)s, visible_at = now() + make_interval(secs => %(lo
 FROM next WHERE w.item_id = next.item_id
 RETURNING w.item_id, w.request, w.dequeue_count, w.heartbeat_details, w.heartbeat_at
 
+-- name: claim_work_items
+-- The instance's unlocked visible work items (those a turn just queued, in the same transaction),
+-- at most count, locked as fetch_work_item locks one; one row of arrays (empty arrays: none).
+WITH next AS (
+    SELECT item_id FROM worker_queue
+    WHERE instance_id = %(instance_id)s AND queue = ANY (%(queues)s::text[]) AND lock_token IS NULL
+      AND visible_at <= now()
+    ORDER BY item_id
+    LIMIT %(count)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE worker_queue w
+    SET lock_token = %(lock_token)s, visible_at = now() + make_interval(secs => %(lock_seconds)s),
+        dequeue_count = w.dequeue_count + 1, worker_id = %(worker_id)s
+    FROM next WHERE w.item_id = next.item_id
+    RETURNING w.item_id, w.request, w.dequeue_count, w.heartbeat_details, w.heartbeat_at
+)
+SELECT array_agg(item_id ORDER BY item_id), array_agg(request ORDER BY item_id),
+       array_agg(dequeue_count ORDER BY item_id), array_agg(heartbeat_details ORDER BY item_id),
+       array_agg(heartbeat_at ORDER BY item_id)
+FROM claimed
+
 -- name: ack_work_item
 -- Delete the item if the lock is still ours and enqueue its completion; no row back: lock lost.
 WITH done AS (
     DELETE FROM worker_queue WHERE item_id = %(item_id)s AND lock_token = %(lock_token)s RETURNING item_id
 ), queued AS (
     INSERT INTO orchestrator_queue (instance_id, execution_id, kind, event, visible_at)
-    SELECT %(instance_id)s, %(execution_id)s, %(kind)s, %(event)s, coalesce(%(visible_at)s::timestamptz, now())
+    SELECT %(instance_id)s, %(execution_id)s, %(kind)s, %(event)s, now() + make_interval(secs => coalesce(%(delay)s::double precision, 0))
     FROM done
     RETURNING message_id
 )
@@ -180,6 +206,11 @@ SELECT item_id, request FROM worker_queue WHERE instance_id = %(instance_id)s
 -- Whoever holds them: their activities were cancelled, timed out, or their execution ended.
 DELETE FROM worker_queue WHERE item_id = ANY (%(item_ids)s::bigint[])
 
+-- name: select_held_work_items
+-- The instance's work items held by a worker whose lock has not expired (the dashboard's "running on").
+SELECT request, worker_id FROM worker_queue
+WHERE instance_id = %(instance_id)s AND worker_id IS NOT NULL AND lock_token IS NOT NULL AND visible_at > now()
+
 -- name: select_work_item_locks
 SELECT item_id, lock_token FROM worker_queue WHERE item_id = ANY (%(item_ids)s::bigint[])
 
@@ -190,6 +221,13 @@ WITH released AS (
     RETURNING item_id
 )
 SELECT pg_notify(notify_channel(), %(notify)s) FROM released
+
+-- name: count_work_deliveries
+-- Take back (change -1) or count again (+1) the deliveries of items still held by the fetches that locked them.
+UPDATE worker_queue w SET dequeue_count = greatest(w.dequeue_count + %(change)s, 0)
+FROM unnest(%(item_ids)s::bigint[], %(lock_tokens)s::text[]) AS held(item_id, lock_token)
+WHERE w.item_id = held.item_id AND w.lock_token = held.lock_token
+RETURNING w.item_id
 
 -- name: renew_work_item
 UPDATE worker_queue SET visible_at = now() + make_interval(secs => %(seconds)s)

@@ -15,7 +15,8 @@ CREATE TABLE instances (
     custom_status      text,
     parent_instance_id text,
     created_at         timestamptz NOT NULL,
-    updated_at         timestamptz NOT NULL
+    updated_at         timestamptz NOT NULL,
+    waiting_for        text  -- JSON: the external events the code waits for (OrchestrationState.waiting_for)
 );
 CREATE INDEX instances_by_status ON instances (status, instance_id);
 CREATE INDEX instances_by_name ON instances (name, instance_id);
@@ -177,7 +178,7 @@ CREATE FUNCTION ack_orchestration_item(
     p_start_instances text[], p_start_names text[], p_start_inputs text[], p_start_parents text[],
     p_set_state boolean, p_name text, p_version text, p_status text, p_state_execution_id integer,
     p_input text, p_output text, p_error text, p_custom_status text, p_parent_instance_id text,
-    p_consumed bigint[], p_notify text
+    p_consumed bigint[], p_notify text, p_waiting_for text DEFAULT NULL
 ) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
     DELETE FROM instance_locks WHERE instance_id = p_instance_id AND lock_token = p_lock_token;
@@ -198,7 +199,7 @@ BEGIN
     IF p_set_state THEN
         UPDATE instances SET name = p_name, version = p_version, status = p_status, execution_id = p_state_execution_id,
             input = p_input, output = p_output, error = p_error, custom_status = p_custom_status,
-            parent_instance_id = p_parent_instance_id, updated_at = now()
+            parent_instance_id = p_parent_instance_id, updated_at = now(), waiting_for = p_waiting_for
         WHERE instance_id = p_instance_id;
     END IF;
     IF cardinality(p_consumed) > 0 THEN

@@ -23,7 +23,7 @@ Q = load_queries("perdure.providers.sqlite")
 """The named queries of ``queries.sql``."""
 BUSY_GIVE_UP_SECONDS = 300.0
 """How long a call waits for another process's lock before it raises :class:`ProviderError`."""
-_FILE_VERSION = 2  # PRAGMA user_version once the file's stored rows are in today's form
+_FILE_VERSION = 3  # PRAGMA user_version once the file's stored rows are in today's form
 _TABLES = ("history", "instances", "orchestrator_queue")  # a file with these holds a perdure store
 
 
@@ -93,6 +93,10 @@ def _prepare(connection: sqlite3.Connection, path: str, synchronous: str) -> Non
             _upgrade(connection, _file_version(connection))  # read again: another process may have done it
 
 
+def _has_column(connection: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(row[1] == column for row in connection.execute(f"PRAGMA table_info({table})"))
+
+
 def _file_version(connection: sqlite3.Connection) -> int:
     return int(connection.execute("PRAGMA user_version").fetchone()[0])
 
@@ -103,12 +107,13 @@ def _upgrade(connection: sqlite3.Connection, version: int) -> None:
         connection.execute(Q["mark_control_messages"])
     if version < 2:
         # A new file has the columns already (schema.sql); a file from before worker records gains them.
-        columns = {row[1] for row in connection.execute("PRAGMA table_info(worker_queue)")}
-        if "worker_id" not in columns:
+        if not _has_column(connection, "worker_queue", "worker_id"):
             for statement in Q["add_worker_columns"].split(";"):
                 connection.execute(statement)
         for statement in Q["worker_indexes"].split(";"):
             connection.execute(statement)
+    if version < 3 and not _has_column(connection, "instances", "waiting_for"):
+        connection.execute(Q["add_waiting_for"])  # a new file has it already (schema.sql)
     connection.execute(f"PRAGMA user_version={_FILE_VERSION}")
 
 

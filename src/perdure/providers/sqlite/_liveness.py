@@ -16,6 +16,7 @@ from typing import Any
 
 from perdure._errors import ProviderError
 from perdure.providers._base import Heartbeat, WorkerInfo, WorkerLiveness
+from perdure.providers._clock import TimeSource
 from perdure.providers.sqlite import _statements as tx
 
 __all__ = ["OnLoop", "SqliteWorkerLiveness"]
@@ -27,8 +28,17 @@ OnLoop = Callable[..., "concurrent.futures.Future[Any]"]
 class SqliteWorkerLiveness(WorkerLiveness):
     """Beats for one worker on one SQLite file."""
 
-    def __init__(self, path: str, synchronous: str, worker: WorkerInfo, timeout: float, on_loop: OnLoop | None) -> None:
+    def __init__(
+        self,
+        path: str,
+        synchronous: str,
+        worker: WorkerInfo,
+        timeout: float,
+        on_loop: OnLoop | None,
+        clock: TimeSource,
+    ) -> None:
         self._path = path
+        self._clock = clock
         self._synchronous = synchronous
         self._worker = worker
         self._timeout = timeout
@@ -37,7 +47,7 @@ class SqliteWorkerLiveness(WorkerLiveness):
         self._db: sqlite3.Connection | None = None
 
     def beat(self, heartbeats: Sequence[Heartbeat] = ()) -> None:
-        self._run("renew", tx.beat_worker, self._worker, self._timeout, list(heartbeats))
+        self._run("renew", tx.beat_worker, self._clock, self._worker, self._timeout, list(heartbeats))
 
     def close(self, *, remove: bool = True) -> None:
         try:

@@ -29,7 +29,9 @@ from perdure.providers._base import (
     WorkerLiveness,
     WorkItem,
 )
-from perdure.providers._sql_provider import LockedInstance, SqlProvider, WorkRow
+from perdure.providers._clock import TimeSource
+from perdure.providers._sql_hooks import LockedInstance, WorkRow
+from perdure.providers._sql_provider import SqlProvider
 from perdure.providers.sqlite import _statements as tx
 from perdure.providers.sqlite._connection import BUSY_GIVE_UP_SECONDS, connect, data_version, waiting_out_locks
 from perdure.providers.sqlite._group_commit import GroupCommit
@@ -50,9 +52,16 @@ class SqliteProvider(SqlProvider):
     """
 
     def __init__(
-        self, connection: sqlite3.Connection, poll_interval: float, path: str = ":memory:", synchronous: str = "NORMAL"
+        self,
+        connection: sqlite3.Connection,
+        poll_interval: float,
+        path: str = ":memory:",
+        synchronous: str = "NORMAL",
+        clock: TimeSource | None = None,
     ) -> None:
         super().__init__()
+        if clock is not None:
+            self.clock = clock
         self._db = connection
         self._path = path
         self._synchronous = synchronous
@@ -69,6 +78,7 @@ class SqliteProvider(SqlProvider):
         create: bool = True,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         poll_interval: float = 0.05,
+        clock: TimeSource | None = None,
     ) -> SqliteProvider:
         """Open the database at ``path``, creating it if needed (unless ``create`` is false).
 
@@ -80,6 +90,9 @@ class SqliteProvider(SqlProvider):
             synchronous: ``"NORMAL"`` (default) survives any process crash; ``"FULL"`` also
                 survives power loss and OS crashes, at the cost of an fsync per commit.
             poll_interval: How often idle dispatchers look for work written by other processes.
+            clock: Where the store's times come from (an object whose ``now()`` returns seconds
+                since the epoch); the process clock by default. ``perdure.testing.TestEnvironment``
+                passes a virtual clock. Every process sharing the file must agree with it.
 
         Raises:
             StoreNotFoundError: without ``create``, if there is no such file or it holds no perdure store.
@@ -87,7 +100,8 @@ class SqliteProvider(SqlProvider):
         """
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError("synchronous must be 'NORMAL' or 'FULL'")
-        return cls(await connect(str(path), synchronous, create=create), poll_interval, str(path), synchronous)
+        connection = await connect(str(path), synchronous, create=create)
+        return cls(connection, poll_interval, str(path), synchronous, clock)
 
     # --- plumbing ----------------------------------------------------------------------------------
 
@@ -124,16 +138,16 @@ class SqliteProvider(SqlProvider):
     # --- dialect hooks -----------------------------------------------------------------------------
 
     async def _insert_instance(self, start: Message) -> bool:
-        return await self._write(tx.insert_instance, start)
+        return await self._write(tx.insert_instance, self.clock, start)
 
     async def _replace_instance(self, start: Message) -> int:
-        return await self._write(tx.replace_instance, start)
+        return await self._write(tx.replace_instance, self.clock, start)
 
     async def _mark_rewinding(self, request: Message) -> bool:
-        return await self._write(tx.mark_rewinding, request)
+        return await self._write(tx.mark_rewinding, self.clock, request)
 
     async def _insert_messages(self, messages: list[Message]) -> None:
-        await self._write(tx.insert_messages, messages)
+        await self._write(tx.insert_messages, self.clock, messages)
 
     async def _select_state(self, instance_id: str) -> Sequence[Any] | None:
         return await self._read(tx.select_state, instance_id)
@@ -153,48 +167,71 @@ class SqliteProvider(SqlProvider):
     async def _lock_instance(
         self, lock_seconds: float, token: str, worker_id: str | None, held: Mapping[str, HistoryMark]
     ) -> LockedInstance | None:
-        return await self._write(tx.lock_instance, lock_seconds, token, worker_id, held)
+        return await self._write(tx.lock_instance, self.clock, lock_seconds, token, worker_id, held)
 
     async def _commit_turn(self, item: OrchestrationItem, commit: TurnCommit) -> bool:
-        return await self._write(tx.commit_turn, item, commit)
+        return await self._write(tx.commit_turn, self.clock, item, commit)
 
     async def _release_instance(self, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:
-        await self._write(tx.release_instance, item, delay, undo_delivery)
+        await self._write(tx.release_instance, self.clock, item, delay, undo_delivery)
 
     async def _lock_work_item(
         self, queues: list[str], lock_seconds: float, token: str, worker_id: str | None
     ) -> WorkRow | None:
-        return await self._write(tx.lock_work_item, queues, lock_seconds, token, worker_id)
+        return await self._write(tx.lock_work_item, self.clock, queues, lock_seconds, token, worker_id)
 
     async def _complete_work_item(self, item: WorkItem, completion: Message) -> bool:
-        return await self._write(tx.complete_work_item, item, completion)
+        return await self._write(tx.complete_work_item, self.clock, item, completion)
 
     async def _release_work_item(self, item: WorkItem, delay: float) -> bool:
-        return await self._write(tx.update_work_item, "release_work_item", item, delay)
+        return await self._write(tx.update_work_item, self.clock, "release_work_item", item, delay)
 
     async def _renew_work_item(self, item: WorkItem, lock_seconds: float) -> bool:
-        return await self._write(tx.update_work_item, "renew_work_item", item, lock_seconds)
+        return await self._write(tx.update_work_item, self.clock, "renew_work_item", item, lock_seconds)
+
+    async def _count_work_deliveries(self, held: list[tuple[int, str]], change: int) -> None:
+        await self._write(tx.count_work_deliveries, held, change)
 
     async def _select_work_item_locks(self, item_ids: list[int]) -> list[tuple[int, str | None]]:
         return await self._read(tx.select_work_item_locks, item_ids)
 
+    async def _select_held_work_items(self, instance_id: str) -> list[Sequence[Any]]:
+        return await self._read(tx.select_held_work_items, self.clock, instance_id)
+
     async def _select_workers(self) -> list[Sequence[Any]]:
-        return await self._read(tx.select_workers)
+        return await self._read(tx.select_workers, self.clock)
 
     async def _seconds_until_due(self, kind: QueueKind, queues: list[str]) -> float | None:
-        return await self._read(tx.earliest_due, kind, queues)
+        return await self._read(tx.earliest_due, self.clock, kind, queues)
+
+    # --- a test environment's virtual clock (``perdure.testing``) ----------------------------------
+
+    async def _waiting_until(self) -> float | None:
+        """``None`` if anything runs or could run now, else when the next thing is due (``math.inf``: never)."""
+        return await self._read(tx.waiting_until, self.clock)
+
+    async def _move_clock(self, advance: Callable[[float], None], until: float) -> float:
+        """If everything waits, move the clock (by ``advance``) to the next due time, not past ``until``.
+
+        Atomic with the check (nothing that arrives meanwhile is overtaken); wakes every waiter.
+        Returns by how many seconds the clock moved.
+        """
+        seconds = await self._write(tx.move_clock, self.clock, advance, until)
+        if seconds:
+            self._signals.everything()
+        return seconds
 
     # --- the rest of the contract ------------------------------------------------------------------
 
     async def queue_depths(self) -> dict[str, int]:
-        return await self._read(tx.queue_depths)
+        return await self._read(tx.queue_depths, self.clock)
 
     def worker_liveness(self, worker: WorkerInfo, timeout: float) -> WorkerLiveness | None:
         # A private in-memory database lives and dies with this one connection: no other
         # connection can reach it, and no other process could take its work over anyway.
         if self._path in ("", ":memory:"):
             return None
-        return SqliteWorkerLiveness(self._path, self._synchronous, worker, timeout, self._on_loop())
+        return SqliteWorkerLiveness(self._path, self._synchronous, worker, timeout, self._on_loop(), self.clock)
 
     def _on_loop(self) -> OnLoop | None:
         """How another thread runs a write of this connection on the current event loop, if there is one."""

@@ -1,16 +1,17 @@
 """The SQLite provider's transactions. Each takes the connection first and runs inside a group
 commit (writes) or on its own (reads); times are seconds since the epoch, from this process's
-clock (``_clock``: the wall clock without its jumps)."""
+clock: the provider's ``clock``, passed in (``_clock``: the wall clock without its jumps, unless a test
+environment's virtual clock)."""
 
 from __future__ import annotations
 
+import math
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from perdure import _json
 from perdure.engine import encode_event
-from perdure.providers import _clock
 from perdure.providers._base import (
     Heartbeat,
     HistoryMark,
@@ -23,23 +24,26 @@ from perdure.providers._base import (
     WorkerInfo,
     WorkItem,
 )
+from perdure.providers._clock import TimeSource
 from perdure.providers._codec import (
     activity_items,
     encode_error,
     encode_request,
     encode_value,
+    encode_waits,
     message_kind,
     to_epoch,
     worker_serves,
 )
 from perdure.providers._sql import SqlStyle, instance_query
-from perdure.providers._sql_provider import LockedInstance, WorkRow
+from perdure.providers._sql_hooks import LockedInstance, WorkRow
 from perdure.providers.sqlite._connection import Q, transaction
 
 __all__ = [
     "beat_worker",
     "commit_turn",
     "complete_work_item",
+    "count_work_deliveries",
     "delete_instances",
     "delete_worker",
     "earliest_due",
@@ -48,6 +52,7 @@ __all__ = [
     "lock_instance",
     "lock_work_item",
     "mark_rewinding",
+    "move_clock",
     "queue_depths",
     "release_instance",
     "replace_instance",
@@ -55,9 +60,11 @@ __all__ = [
     "select_history_from",
     "select_state",
     "select_states",
+    "select_held_work_items",
     "select_work_item_locks",
     "select_workers",
     "update_work_item",
+    "waiting_until",
 ]
 
 _STYLE = SqlStyle(placeholder=":{}", instance_id="instance_id", time=to_epoch)
@@ -92,13 +99,13 @@ def _enqueue(db: sqlite3.Connection, messages: Sequence[Message], now: float) ->
     db.executemany(Q["insert_message"], [_message_row(m, now) for m in messages])
 
 
-def insert_messages(db: sqlite3.Connection, messages: Sequence[Message]) -> None:
+def insert_messages(db: sqlite3.Connection, clock: TimeSource, messages: Sequence[Message]) -> None:
     with transaction(db):
-        _enqueue(db, messages, _clock.now())
+        _enqueue(db, messages, clock.now())
 
 
-def insert_instance(db: sqlite3.Connection, start: Message) -> bool:
-    now = _clock.now()
+def insert_instance(db: sqlite3.Connection, clock: TimeSource, start: Message) -> bool:
+    now = clock.now()
     with transaction(db):
         if db.execute(Q["insert_instance"], _instance_row(start, now)).rowcount == 0:
             return False
@@ -106,8 +113,8 @@ def insert_instance(db: sqlite3.Connection, start: Message) -> bool:
     return True
 
 
-def replace_instance(db: sqlite3.Connection, start: Message) -> int:
-    now = _clock.now()
+def replace_instance(db: sqlite3.Connection, clock: TimeSource, start: Message) -> int:
+    now = clock.now()
     key = {"instance_id": start.instance_id}
     with transaction(db):
         execution_id = int(db.execute(Q["restart_instance"], _instance_row(start, now)).fetchone()[0])
@@ -117,8 +124,8 @@ def replace_instance(db: sqlite3.Connection, start: Message) -> int:
     return execution_id
 
 
-def mark_rewinding(db: sqlite3.Connection, request: Message) -> bool:
-    now = _clock.now()
+def mark_rewinding(db: sqlite3.Connection, clock: TimeSource, request: Message) -> bool:
+    now = clock.now()
     with transaction(db):
         key = {"instance_id": request.instance_id, "execution_id": request.execution_id, "now": now}
         if db.execute(Q["mark_rewinding"], key).rowcount == 0:
@@ -159,9 +166,14 @@ def delete_instances(db: sqlite3.Connection, instance_ids: list[str]) -> int:
 
 
 def lock_instance(
-    db: sqlite3.Connection, lock_seconds: float, token: str, worker_id: str | None, held: Mapping[str, HistoryMark]
+    db: sqlite3.Connection,
+    clock: TimeSource,
+    lock_seconds: float,
+    token: str,
+    worker_id: str | None,
+    held: Mapping[str, HistoryMark],
 ) -> LockedInstance | None:
-    now = _clock.now()
+    now = clock.now()
     with transaction(db):
         row = db.execute(Q["next_orchestration_instance"], {"now": now}).fetchone()
         if row is None:
@@ -193,8 +205,8 @@ def select_history_from(
     return rows if with_ids else [text for _, text in rows]
 
 
-def commit_turn(db: sqlite3.Connection, item: OrchestrationItem, commit: TurnCommit) -> bool:
-    now = _clock.now()
+def commit_turn(db: sqlite3.Connection, clock: TimeSource, item: OrchestrationItem, commit: TurnCommit) -> bool:
+    now = clock.now()
     instance_id = item.instance_id
     with transaction(db):
         # First: a lost lock writes nothing.
@@ -234,12 +246,15 @@ def _state_row(instance_id: str, state: InstanceUpdate, now: float) -> dict[str,
         "error": encode_error(state.error),
         "custom_status": encode_value(state.custom_status),
         "parent_instance_id": state.parent_instance_id,
+        "waiting_for": encode_waits(state.waiting_for),
         "now": now,
     }
 
 
-def release_instance(db: sqlite3.Connection, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:
-    key = {"instance_id": item.instance_id, "lock_token": item.lock_token, "locked_until": _clock.now() + delay}
+def release_instance(
+    db: sqlite3.Connection, clock: TimeSource, item: OrchestrationItem, delay: float, undo_delivery: bool
+) -> None:
+    key = {"instance_id": item.instance_id, "lock_token": item.lock_token, "locked_until": clock.now() + delay}
     with transaction(db):
         if undo_delivery:
             db.executemany(Q["undo_delivery"], [{**key, "message_id": m.message_id} for m in item.messages])
@@ -249,9 +264,9 @@ def release_instance(db: sqlite3.Connection, item: OrchestrationItem, delay: flo
 
 
 def lock_work_item(
-    db: sqlite3.Connection, queues: list[str], lock_seconds: float, token: str, worker_id: str | None
+    db: sqlite3.Connection, clock: TimeSource, queues: list[str], lock_seconds: float, token: str, worker_id: str | None
 ) -> WorkRow | None:
-    now = _clock.now()
+    now = clock.now()
     with transaction(db):
         row = db.execute(Q["next_work_item"], {"queues": _json.dumps(queues), "now": now}).fetchone()
         if row is None:
@@ -261,8 +276,8 @@ def lock_work_item(
     return (row[0], row[1], row[2], row[3], row[4])
 
 
-def complete_work_item(db: sqlite3.Connection, item: WorkItem, completion: Message) -> bool:
-    now = _clock.now()
+def complete_work_item(db: sqlite3.Connection, clock: TimeSource, item: WorkItem, completion: Message) -> bool:
+    now = clock.now()
     with transaction(db):
         if db.execute(Q["delete_work_item"], {"item_id": item.item_id, "lock_token": item.lock_token}).rowcount == 0:
             return False
@@ -270,12 +285,18 @@ def complete_work_item(db: sqlite3.Connection, item: WorkItem, completion: Messa
     return True
 
 
-def update_work_item(db: sqlite3.Connection, query: str, item: WorkItem, seconds: float) -> bool:
+def update_work_item(db: sqlite3.Connection, clock: TimeSource, query: str, item: WorkItem, seconds: float) -> bool:
     """Release (``release_work_item``) or renew (``renew_work_item``) the item's lock, ``seconds`` from now."""
-    until = _clock.now() + seconds
+    until = clock.now() + seconds
     params = {"item_id": item.item_id, "lock_token": item.lock_token, "visible_at": until, "locked_until": until}
     with transaction(db):
         return bool(db.execute(Q[query], params).rowcount)
+
+
+def count_work_deliveries(db: sqlite3.Connection, held: list[tuple[int, str]], change: int) -> None:
+    params = [{"item_id": item_id, "lock_token": token, "change": change} for item_id, token in held]
+    with transaction(db):
+        db.executemany(Q["count_work_delivery"], params)
 
 
 def select_work_item_locks(db: sqlite3.Connection, item_ids: list[int]) -> list[tuple[int, str | None]]:
@@ -283,34 +304,43 @@ def select_work_item_locks(db: sqlite3.Connection, item_ids: list[int]) -> list[
     return [(int(item_id), token) for item_id, token in rows]
 
 
-def select_workers(db: sqlite3.Connection) -> list[Sequence[Any]]:
-    rows: list[Sequence[Any]] = db.execute(Q["select_workers"], {"now": _clock.now()}).fetchall()
+def select_held_work_items(db: sqlite3.Connection, clock: TimeSource, instance_id: str) -> list[Sequence[Any]]:
+    rows: list[Sequence[Any]] = db.execute(
+        Q["select_held_work_items"], {"instance_id": instance_id, "now": clock.now()}
+    ).fetchall()
     return rows
 
 
-def queue_depths(db: sqlite3.Connection) -> dict[str, int]:
-    now = _clock.now()
+def select_workers(db: sqlite3.Connection, clock: TimeSource) -> list[Sequence[Any]]:
+    rows: list[Sequence[Any]] = db.execute(Q["select_workers"], {"now": clock.now()}).fetchall()
+    return rows
+
+
+def queue_depths(db: sqlite3.Connection, clock: TimeSource) -> dict[str, int]:
+    now = clock.now()
     depths = {"orchestrator": int(db.execute(Q["orchestrator_queue_depth"], {"now": now}).fetchone()[0])}
     for queue, count in db.execute(Q["worker_queue_depths"], {"now": now}):
         depths[f"activity:{queue}"] = int(count)
     return depths
 
 
-def earliest_due(db: sqlite3.Connection, kind: QueueKind, queues: list[str]) -> float | None:
+def earliest_due(db: sqlite3.Connection, clock: TimeSource, kind: QueueKind, queues: list[str]) -> float | None:
     """Seconds until the earliest message or work item becomes fetchable (it may be past: negative)."""
     if kind == "orchestrator":
         row = db.execute(Q["earliest_orchestrator_due"]).fetchone()
     else:
         row = db.execute(Q["earliest_worker_due"], {"queues": _json.dumps(queues)}).fetchone()
-    return None if row is None or row[0] is None else float(row[0]) - _clock.now()
+    return None if row is None or row[0] is None else float(row[0]) - clock.now()
 
 
 # --- worker records: run by the worker's liveness thread, on its own connection ------------------
 
 
-def beat_worker(db: sqlite3.Connection, worker: WorkerInfo, timeout: float, heartbeats: Sequence[Heartbeat]) -> None:
+def beat_worker(
+    db: sqlite3.Connection, clock: TimeSource, worker: WorkerInfo, timeout: float, heartbeats: Sequence[Heartbeat]
+) -> None:
     """Renew the worker's record and every lock it holds, and store its activities' heartbeats."""
-    now = _clock.now()
+    now = clock.now()
     expires_at = now + timeout
     key = {"worker_id": worker.worker_id, "expires_at": expires_at}
     record = {
@@ -336,3 +366,37 @@ def beat_worker(db: sqlite3.Connection, worker: WorkerInfo, timeout: float, hear
 def delete_worker(db: sqlite3.Connection, worker_id: str) -> None:
     with transaction(db):
         db.execute(Q["delete_worker"], {"worker_id": worker_id})
+
+
+# --- a test environment's virtual clock (``perdure.testing``) ------------------------------------
+
+
+def waiting_until(db: sqlite3.Connection, clock: TimeSource) -> float | None:
+    """``None`` if anything runs or could run now; else when the next message or work item is due
+    (``math.inf``: nothing is). In flight means held by a worker: it needs a store with worker records."""
+    now = clock.now()
+    if db.execute(Q["running_or_due"], {"now": now}).fetchone()[0]:
+        return None
+    if db.execute(Q["next_orchestration_instance"], {"now": now}).fetchone() is not None:
+        return None
+    dues = [db.execute(Q[query]).fetchone()[0] for query in ("earliest_orchestrator_due", "earliest_work_due")]
+    return min((float(due) for due in dues if due is not None), default=math.inf)
+
+
+def move_clock(db: sqlite3.Connection, clock: TimeSource, advance: Callable[[float], None], until: float) -> float:
+    """If everything waits, move a virtual clock on to the next due time, but not past ``until``
+    (``math.inf``: no bound); returns by how many seconds it moved (``0``: it did not).
+
+    It moves only while nothing is in flight, so no lock can expire for it; the records of live
+    workers move with it.
+    """
+    due = waiting_until(db, clock)
+    if due is None:
+        return 0.0
+    seconds = min(due, until) - clock.now()
+    if not 0 < seconds < math.inf:
+        return 0.0
+    advance(seconds)
+    with transaction(db):
+        db.execute(Q["shift_workers"], {"seconds": seconds})
+    return seconds

@@ -13,7 +13,7 @@ VALUES (:instance_id, :name, 'PENDING',
         :input, :parent_instance_id, :now, :now)
 ON CONFLICT (instance_id) DO UPDATE SET
     name = excluded.name, version = NULL, status = 'PENDING', execution_id = excluded.execution_id,
-    input = excluded.input, output = NULL, error = NULL, custom_status = NULL,
+    input = excluded.input, output = NULL, error = NULL, custom_status = NULL, waiting_for = NULL,
     parent_instance_id = excluded.parent_instance_id, created_at = excluded.created_at, updated_at = excluded.updated_at
 RETURNING execution_id
 
@@ -29,7 +29,7 @@ VALUES (:instance_id, :execution_id, :kind, :event, :visible_at)
 
 -- name: select_state
 SELECT instance_id, name, version, status, execution_id, input, output, error, custom_status,
-       parent_instance_id, created_at, updated_at
+       parent_instance_id, created_at, updated_at, waiting_for
 FROM instances WHERE instance_id = :instance_id
 
 -- name: select_history
@@ -83,7 +83,7 @@ INSERT INTO worker_queue (queue, instance_id, request, visible_at) VALUES (:queu
 -- name: update_instance
 UPDATE instances SET name = :name, version = :version, status = :status, execution_id = :execution_id,
     input = :input, output = :output, error = :error, custom_status = :custom_status,
-    parent_instance_id = :parent_instance_id, updated_at = :now
+    parent_instance_id = :parent_instance_id, updated_at = :now, waiting_for = :waiting_for
 WHERE instance_id = :instance_id
 
 -- name: delete_message
@@ -122,11 +122,21 @@ SELECT item_id, request FROM worker_queue WHERE instance_id = :instance_id
 -- Whoever holds it: its activity was cancelled, timed out, or its execution ended.
 DELETE FROM worker_queue WHERE item_id = :item_id
 
+-- name: select_held_work_items
+-- The instance's work items held by a worker whose lock has not expired (the dashboard's "running on").
+SELECT request, worker_id FROM worker_queue
+WHERE instance_id = :instance_id AND worker_id IS NOT NULL AND lock_token IS NOT NULL AND visible_at > :now
+
 -- name: select_work_item_locks
 SELECT item_id, lock_token FROM worker_queue WHERE item_id IN (SELECT value FROM json_each(:item_ids))
 
 -- name: release_work_item
 UPDATE worker_queue SET lock_token = NULL, worker_id = NULL, visible_at = :visible_at
+WHERE item_id = :item_id AND lock_token = :lock_token
+
+-- name: count_work_delivery
+-- Take back (change -1) or count again (+1) the delivery of an item while it is still held by that fetch.
+UPDATE worker_queue SET dequeue_count = MAX(dequeue_count + :change, 0)
 WHERE item_id = :item_id AND lock_token = :lock_token
 
 -- name: renew_work_item
@@ -177,6 +187,10 @@ ALTER TABLE worker_queue ADD COLUMN worker_id TEXT;
 ALTER TABLE worker_queue ADD COLUMN heartbeat_details TEXT;
 ALTER TABLE worker_queue ADD COLUMN heartbeat_at REAL
 
+-- name: add_waiting_for
+-- Files from before OrchestrationState.waiting_for.
+ALTER TABLE instances ADD COLUMN waiting_for TEXT
+
 -- name: worker_indexes
 CREATE INDEX IF NOT EXISTS instance_locks_by_worker ON instance_locks (worker_id) WHERE worker_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS worker_queue_by_worker ON worker_queue (worker_id) WHERE worker_id IS NOT NULL
@@ -208,3 +222,17 @@ DELETE FROM workers WHERE worker_id = :worker_id
 -- name: select_workers
 SELECT worker_id, host, pid, serves, started_at, last_seen, expires_at > :now FROM workers
 ORDER BY host, pid, started_at, worker_id
+
+-- name: running_or_due
+-- For a test environment's virtual clock: whether a worker holds an instance (a turn in flight), an
+-- activity is locked (running) or due. A lock without a worker is a hold, and is due when it ends.
+SELECT EXISTS (SELECT 1 FROM instance_locks WHERE worker_id IS NOT NULL AND locked_until > :now)
+    OR EXISTS (SELECT 1 FROM worker_queue WHERE lock_token IS NOT NULL OR visible_at <= :now)
+
+-- name: earliest_work_due
+SELECT MIN(visible_at) FROM worker_queue
+
+-- name: shift_workers
+-- The virtual clock moved on while nothing ran: live workers' records move with it (they stand for
+-- real time), so that they do not read as dead, nor are swept away, until their next beat.
+UPDATE workers SET expires_at = expires_at + :seconds

@@ -12,7 +12,8 @@ CREATE TABLE IF NOT EXISTS instances (
     custom_status      TEXT,
     parent_instance_id TEXT,
     created_at         REAL NOT NULL,
-    updated_at         REAL NOT NULL
+    updated_at         REAL NOT NULL,
+    waiting_for        TEXT  -- JSON: the external events the code waits for (OrchestrationState.waiting_for)
 );
 CREATE INDEX IF NOT EXISTS instances_by_status ON instances (status, instance_id);
 CREATE INDEX IF NOT EXISTS instances_by_name ON instances (name, instance_id);

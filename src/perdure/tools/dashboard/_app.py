@@ -1,16 +1,20 @@
-"""The dashboard's web application: two pages, a small JSON API and the actions.
+"""The dashboard's web application: the pages, a small JSON API and the actions (workers: ``_workers``;
+schedules: ``_schedules``).
 
-Pages (``/`` and ``/instance?id=…``) are static HTML from ``static/`` with the CSRF token filled
-in; the scripts poll the JSON API and render. The API:
+Pages (``/``, ``/instance?id=…``, ``/workers`` and ``/schedules``) are static HTML from ``static/`` with the CSRF
+token filled in; the scripts poll the JSON API and render. The workers page and its API are in
+:mod:`perdure.tools.dashboard._workers`. The API:
 
 - ``GET /api/instances?status=…&prefix=…&name=…&created_after=…&created_before=…&after=…&limit=…``
   → ``{"instances": [SUMMARY…], "next_cursor": str | null}``: summaries with previews of the
   values, never the values themselves (they may be megabytes each, and the list is polled);
 - ``GET /api/instance?id=…[&execution=N]`` → ``{"instance": SUMMARY, "values": {"input",
   "output", "custom_status"}, "error", "history", "timeline", "children": [SUMMARY…], "can":
-  {"terminate", "suspend", "resume", "rewind", "purge", "raise_event"}, "finished", "now"}`` where
-  each value is cut at 64 KiB, ``can`` says which actions the instance's status allows
-  (``OrchestrationStatus.allowed_actions``) and ``finished`` whether that status is terminal;
+  {"terminate", "suspend", "resume", "rewind", "purge", "raise_event"}, "finished", "waiting_for":
+  [WAIT…], "now"}`` where each value is cut at 64 KiB, ``can`` says which actions the instance's
+  status allows (``OrchestrationStatus.allowed_actions``), ``finished`` whether that status is
+  terminal, and ``waiting_for`` what an unfinished instance waits for (:mod:`perdure.tools._waits`,
+  read from its current execution and the live workers);
 - ``GET /api/download?id=…&field=input|output|custom_status|error`` → the whole value as a JSON
   file;
 - ``POST /api/instance/{terminate|suspend|resume|rewind|raise-event}?id=…`` with a JSON body
@@ -41,9 +45,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from perdure import Client, InstanceNotFoundError, InvalidInstanceStateError, OrchestrationState, SerializationError
 from perdure._state import ACTIONS
-from perdure.tools import _format, _preview
-from perdure.tools.dashboard import _params
+from perdure.engine.events import HistoryEvent
+from perdure.tools import _format, _preview, _waits
+from perdure.tools.dashboard import _params, _workers
 from perdure.tools.dashboard._params import BadParameter
+from perdure.tools.dashboard._schedules import SCHEDULES_PAGE, schedule_routes
 from perdure.tools.dashboard._security import CSRF_HEADER, SESSION_COOKIE, TOKEN_COOKIE, Guard
 
 __all__ = ["create_app"]
@@ -124,6 +130,9 @@ def create_app(client: Client, *, token: str | None = None, refresh: float = 1.5
         Route("/api/instance", _instance),
         Route("/api/download", _download),
         Route("/api/instance/{action}", _action, methods=["POST"]),
+        *[Route(path, _page(name)) for path, name in _workers.PAGES.items()],
+        *_workers.API_ROUTES,
+        *schedule_routes(_page(SCHEDULES_PAGE)),
         Mount("/static", StaticFiles(directory=str(_STATIC)), name="static"),
     ]
     guard = Guard(token)
@@ -131,7 +140,8 @@ def create_app(client: Client, *, token: str | None = None, refresh: float = 1.5
     app.state.client = client
     app.state.guard = guard
     app.state.refresh = refresh
-    app.state.pages = {name: (_STATIC / name).read_text(encoding="utf-8") for name in ("index.html", "instance.html")}
+    pages = ("index.html", "instance.html", *_workers.PAGES.values(), SCHEDULES_PAGE)
+    app.state.pages = {name: (_STATIC / name).read_text(encoding="utf-8") for name in pages}
     return app
 
 
@@ -207,6 +217,11 @@ async def _instance(request: Request) -> Response:
     execution = _params.number(request.query_params, "execution", low=1, high=state.execution_id)
     history = await client.get_history(instance_id, execution)
     children = await client.list_instances(parent_instance_id=instance_id, limit=500)
+    current = execution in (None, state.execution_id)
+    waiting = await _waiting_for(client, state, history if current else None)
+    timeline = _format.timeline_json(history)
+    if current:
+        _label_timeouts(timeline, state)
     return JSONResponse(
         {
             "instance": _preview.instance_summary(state),
@@ -217,14 +232,35 @@ async def _instance(request: Request) -> Response:
             },
             "error": _preview.error_page_json(state.error),
             "history": _preview.history_page_json(history),
-            "timeline": _format.timeline_json(history),
+            "timeline": timeline,
             "children": [_preview.instance_summary(c) for c in children],
             # The page enables the buttons the status allows; the client refuses the rest anyway.
             "can": {action: action in state.status.allowed_actions for action in ACTIONS},
             "finished": state.status.is_terminal,
+            "waiting_for": [_waits.wait_json(w) for w in waiting],
             "now": datetime.now(UTC).isoformat(),
         }
     )
+
+
+def _label_timeouts(timeline: list[dict[str, Any]], state: OrchestrationState) -> None:
+    """A timer that is the timeout of an event wait still open is labelled as such."""
+    timeouts = {w.timer_event_id: w.name for w in state.waiting_for}
+    for span in timeline:
+        if span["kind"] == "timer" and span["event_id"] in timeouts:
+            span["label"] = f"timeout of event {timeouts[span['event_id']]!r}"
+
+
+async def _waiting_for(
+    client: Client, state: OrchestrationState, history: list[HistoryEvent] | None
+) -> list[_waits.Wait]:
+    """What the instance waits for, from its current execution's ``history`` (read here if ``None``)."""
+    if state.status.is_terminal:
+        return []
+    if history is None:
+        history = await client.get_history(state.instance_id, state.execution_id)
+    running = await client.provider.activity_workers(state.instance_id, state.execution_id)
+    return _waits.waits(state, history, await client.list_workers(), running)
 
 
 _FIELDS = ("input", "output", "custom_status", "error")

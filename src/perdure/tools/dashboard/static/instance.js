@@ -49,6 +49,7 @@
         : "";
       document.getElementById("error-note").querySelector("span").textContent = note;
     }
+    renderWaits(data.waiting_for);
     document.getElementById("children-section").hidden = data.children.length === 0;
     document.getElementById("children").replaceChildren(
       ...data.children.map((c) =>
@@ -77,6 +78,20 @@
     );
     renderTimeline(data);
     document.getElementById("error").hidden = true;
+  }
+
+  // What an unfinished instance waits for: one line each, the child linked, unserved work in red.
+  function renderWaits(waits) {
+    document.getElementById("waiting-section").hidden = waits.length === 0;
+    document.getElementById("waiting-for").replaceChildren(
+      ...waits.map((w) => {
+        const unserved = (w.kind === "activity" || w.kind === "start") && w.served_by.length === 0;
+        const item = el("li", { "data-kind": w.kind, className: unserved ? "unserved" : null });
+        if (w.kind === "child" && w.instance_id) item.append(instanceLink(w.instance_id), " ");
+        item.append(w.text);
+        return item;
+      }),
+    );
   }
 
   const cut = (clip) => clip.text + (clip.truncated ? "…" : "");
@@ -167,6 +182,8 @@
       item("kind-child", "child orchestration"),
       item("outcome-failed", "failed"),
       item("outcome-pending", "not finished"),
+      item("outcome-cancelled", "cancelled or abandoned"),
+      item("outcome-withdrawn", "withdrawn (never fired)"),
     );
   }
 

@@ -1,0 +1,134 @@
+"""In-process wake-ups: kept due-time answers, wake-ups missed while fetching, waits until an end."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from perdure.providers._handoff import Handoffs
+from perdure.providers._signal import DueTimes, SignalBoard
+
+
+def test_a_due_answer_is_kept_until_forgotten() -> None:
+    due = DueTimes()
+    assert due.get("orchestrator") == (False, None)
+    due.put("orchestrator", due.version, 30.0)
+    known, seconds = due.get("orchestrator")
+    assert known and seconds is not None and 29 < seconds <= 30
+    due.forget()
+    assert due.get("orchestrator") == (False, None)
+
+
+def test_an_answer_read_across_a_forget_is_not_kept() -> None:
+    # The answer was read before a delayed write committed: it may miss that write's due time.
+    due = DueTimes()
+    version = due.version
+    due.forget()
+    due.put("orchestrator", version, 30.0)
+    assert due.get("orchestrator") == (False, None)
+
+
+def test_nothing_due_is_kept_but_due_now_is_not() -> None:
+    due = DueTimes()
+    due.put("a", due.version, None)
+    assert due.get("a") == (True, None)
+    due.put("b", due.version, 0.0)  # fetchable now: the caller fetches, and must ask again after
+    assert due.get("b") == (False, None)
+
+
+def test_an_answer_expires_after_max_age() -> None:
+    due = DueTimes(max_age=0.0)
+    due.put("a", due.version, 30.0)
+    assert due.get("a") == (False, None)
+
+
+async def test_a_wake_up_sent_while_a_loop_was_fetching_is_noticed() -> None:
+    board = SignalBoard()
+    board.fetching("orchestrator")
+    board.work("orchestrator")  # nobody waits: the fetching loop would miss it
+    assert board.missed_wake_up("orchestrator")
+    board.fetching("orchestrator")
+    assert not board.missed_wake_up("orchestrator")
+    assert not board.missed_wake_up("orchestrator"), "no fetch began since"
+
+
+async def test_another_process_writing_forgets_every_due_answer() -> None:
+    board = SignalBoard()
+    board.due.put("a", board.due.version, 30.0)
+    board.everything()
+    assert board.due.get("a") == (False, None)
+
+
+async def _waiting(board: SignalBoard, until_ended: int | None) -> asyncio.Task[None]:
+    task = asyncio.create_task(board.wait_instance("i", 5, until_ended))
+    await asyncio.sleep(0)  # registered
+    return task
+
+
+@pytest.mark.parametrize(("ended", "wakes"), [((False, 1), False), ((True, 0), False), ((True, 1), True)])
+async def test_a_wait_until_ended_wakes_only_for_an_end_from_its_execution(
+    ended: tuple[bool, int], wakes: bool
+) -> None:
+    board = SignalBoard()
+    task = await _waiting(board, until_ended=1)
+    board.instance("i", ended)
+    await asyncio.sleep(0.05)
+    assert task.done() is wakes
+    task.cancel()
+
+
+async def test_a_wait_until_ended_wakes_for_a_change_it_cannot_read() -> None:
+    board = SignalBoard()
+    task = await _waiting(board, until_ended=1)
+    board.instance("i")  # another process changed it: nobody knows how
+    await asyncio.wait_for(task, 1)
+
+
+async def test_two_changes_before_the_waiter_runs_wake_it_whatever_they_were() -> None:
+    # The first change is not an end, the second is; the waiter sees only the last one's news, so
+    # it must not sleep on through the pair.
+    board = SignalBoard()
+    task = await _waiting(board, until_ended=1)
+    board.instance("i", (True, 1))
+    board.instance("i", (False, 2))
+    await asyncio.wait_for(task, 1)
+
+
+# --- work items handed to this process's next fetches --------------------------------------------
+
+KEY = (("default",), 10.0, "w1")
+
+
+async def test_handed_items_go_to_fetches_that_ask_for_the_same_thing_in_order() -> None:
+    released: list[object] = []
+
+    async def release(handed: object) -> None:
+        released.append(handed)
+
+    handoffs = Handoffs(release)
+    handoffs.give(KEY, [((1,), "t"), ((2,), "t")])
+    assert handoffs.take((("other",), 10.0, "w1")) is None
+    assert handoffs.last_fetch == (("other",), 10.0, "w1")
+    assert handoffs.take(KEY) == ((1,), "t")
+    assert handoffs.take(KEY) == ((2,), "t")
+    assert handoffs.take(KEY) is None
+    await handoffs.close()
+    assert released == []
+
+
+async def test_an_item_no_fetch_takes_is_released_and_so_is_every_item_left_at_close() -> None:
+    released: list[object] = []
+
+    async def release(handed: object) -> None:
+        released.append(handed)
+
+    handoffs = Handoffs(release, expires=0.05)
+    handoffs.give(KEY, [((1,), "t")])
+    await asyncio.sleep(0.2)
+    assert released == [((1,), "t")]
+    assert handoffs.take(KEY) is None, "released items are not handed out"
+    handoffs = Handoffs(release, expires=60)
+    handoffs.give(KEY, [((2,), "t")])
+    await handoffs.close()
+    assert released == [((1,), "t"), ((2,), "t")]
