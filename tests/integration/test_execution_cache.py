@@ -39,12 +39,16 @@ from perdure import (
     ErrorDetails,
     OrchestrationContext,
     OrchestrationStatus,
+    PayloadCodec,
     Registry,
     RuntimeOptions,
     SqliteProvider,
     TaskFailedError,
 )
+from perdure._payloads import Payloads
+from perdure.codecs import FernetCodec
 from perdure.engine import DurableTask, encode_event
+from perdure.engine._payload_fields import open_event
 from perdure.engine.events import ActivityCompleted, ActivityFailed
 from perdure.providers import InstanceFilter, Message, Provider
 from perdure.runtime._orchestration_dispatcher import OrchestrationDispatcher
@@ -139,12 +143,12 @@ def as_program(steps: Any, fails: bool) -> tuple[list[Any], list[str]]:
 class Lockstep:
     """Dispatchers over one store, driven turn by turn; activities are completed by the harness."""
 
-    def __init__(self, provider: Provider, mode: str, seed: int) -> None:
+    def __init__(self, provider: Provider, mode: str, seed: int, codec: PayloadCodec | None = None) -> None:
         self.provider = provider
         self.mode = mode
         size = 0 if mode == "off" else 1000
         count = 2 if mode == "two workers" else 1
-        options = RuntimeOptions(cache_size=size)
+        options = RuntimeOptions(cache_size=size, payload_codec=codec)
         self.workers = [OrchestrationDispatcher(provider, registry.orchestrations, options) for _ in range(count)]
         self.chance = random.Random(seed + 1)  # which worker, what to drop: differs between modes
         self.turns = 0
@@ -210,14 +214,20 @@ async def run_program(
 
 
 async def run_on(
-    provider: Provider, program: list[Any], events: list[str], seed: int, mode: str, cached: Counter[str] | None = None
+    provider: Provider,
+    program: list[Any],
+    events: list[str],
+    seed: int,
+    mode: str,
+    cached: Counter[str] | None = None,
+    codec: PayloadCodec | None = None,
 ) -> tuple[dict[str, Any], int]:
-    """``run_program`` on ``provider``; what the caches did is added to ``cached``."""
+    """``run_program`` on ``provider`` (payloads encoded by ``codec``); what the caches did is added to ``cached``."""
     cached = Counter() if cached is None else cached
-    harness = Lockstep(provider, mode, seed)
+    harness = Lockstep(provider, mode, seed, codec)
     choose = random.Random(seed)  # what the harness does next: the same in every mode
     pending = list(events)
-    client = Client(provider)
+    client = Client(provider, payload_codec=codec)
     try:
         await client.start_orchestration("root", "interpret", {"program": program, "out": []})
         for _ in range(500):
@@ -230,22 +240,26 @@ async def run_on(
                 await client.raise_event("root", pending.pop(choose.randrange(len(pending))), choose.randint(0, 9))
             elif not pending and not await harness.complete_some(choose):
                 break  # waits for nothing that can come (an event a when_any gave up on)
-        return await snapshot(provider), harness.turns
+        return await snapshot(provider, Payloads(codec=codec)), harness.turns
     finally:
         harness.close()
         cached.update(harness.cache_counts())
 
 
-async def snapshot(provider: Provider) -> dict[str, Any]:
-    """Every instance's state and every execution's history, without what the clock decides."""
+async def snapshot(provider: Provider, payloads: Payloads) -> dict[str, Any]:
+    """Every instance's state and every execution's history (payloads decoded), without what the clock decides."""
     found: dict[str, Any] = {}
     for state in await provider.list_instances(InstanceFilter(limit=1000)):
         executions = [
-            [_timeless(json.loads(encode_event(e))) for e in await provider.get_history(state.instance_id, n)]
+            [
+                _timeless(json.loads(encode_event(open_event(e, payloads))))
+                for e in await provider.get_history(state.instance_id, n)
+            ]
             for n in range(1, state.execution_id + 1)
         ]
         error = None if state.error is None else [state.error.type, state.error.message]
-        found[state.instance_id] = [state.status.value, state.output, error, state.custom_status, executions]
+        output, custom = (payloads.open(v, "payload") for v in (state.output, state.custom_status))
+        found[state.instance_id] = [state.status.value, output, error, custom, executions]
     return found
 
 
@@ -345,4 +359,32 @@ async def test_long_runs_agree_with_and_without_the_cache_on_both_stores(provide
     assert cached["on"] == Counter(hit=turns - 3, miss=3)
     assert cached["dropping"]["miss"] > 3 and cached["dropping"]["hit"] > 0
     # Two workers: an instance that moves to the other worker and back finds that worker's entry stale.
+    assert cached["two workers"]["stale"] > 0 and cached["two workers"]["hit"] > 0
+
+
+async def test_an_encrypted_run_resumes_from_the_cache_and_agrees_with_a_plain_one(
+    provider_kind: str, tmp_path: Path
+) -> None:
+    """Under Fernet no payload is ever encrypted twice alike: the cache keeps a turn's events as
+    stored (encrypted once), compares them decoded where the stored forms differ, resumes with
+    payloads decoded for the code, and never changes a result."""
+    program = [*(["act", n] for n in range(40)), ["all", [["act", 1], ["event", "e0"]]], ["can"], ["act", 7]]
+    codec = FernetCodec([FernetCodec.generate_key()])
+    results = {}
+    cached = {mode: Counter[str]() for mode in MODES}
+    for mode in MODES:
+        provider, _ = await open_test_provider(provider_kind, tmp_path)
+        try:
+            chosen = None if mode == "off" else codec
+            results[mode] = await run_on(provider, program, ["e0"], 5, mode, cached[mode], chosen)
+            if chosen is not None:  # the store really holds them encrypted
+                stored = await provider.get_history("root", 1)
+                assert all("perdure:encoded" in encode_event(e) for e in stored[:2])
+        finally:
+            await drop_test_provider(provider_kind, provider)
+    reference, turns = results["off"]
+    assert reference["root"][0] == "COMPLETED"
+    for mode in MODES[1:]:
+        assert results[mode] == results["off"], mode
+    assert cached["on"] == Counter(hit=turns - 2, miss=2)
     assert cached["two workers"]["stale"] > 0 and cached["two workers"]["hit"] > 0

@@ -9,7 +9,10 @@ from typing import Any
 import pytest
 
 from perdure import OrchestrationContext, OrchestrationState, OrchestrationStatus
-from perdure.engine import HistoryEvent
+from perdure._payloads import Payloads
+from perdure.codecs import FernetCodec
+from perdure.engine import HistoryEvent, encode_event
+from perdure.engine._payload_fields import open_event, seal_event
 from perdure.engine._replay import LiveExecution, replay, resume
 from perdure.engine.events import ActivityCompleted, EventRaised, OrchestrationStarted
 from perdure.providers import OrchestrationItem
@@ -146,3 +149,53 @@ def test_only_a_running_kept_execution_can_be_resumed() -> None:
     live.close()
     with pytest.raises(RuntimeError, match="only an execution kept"):
         resume(live, new_events=[], now=T0)
+
+
+def sealed_turns(payloads: Payloads, turns: int = 3) -> tuple[LiveExecution, list[HistoryEvent]]:
+    """``run_turns`` under a payload codec: the history holds every payload encrypted."""
+    started = OrchestrationStarted(name="steps", version="1.0.0", input=100)
+    result = replay(
+        steps, instance_id="i", execution_id=1, history=[], new_events=[started], now=T0, keep=True, payloads=payloads
+    )
+    history = list(result.new_events)
+    for n in range(1, turns):
+        assert result.live is not None
+        done = ActivityCompleted(source_event_id=history[-1].event_id, result=payloads.seal(n))
+        result = resume(result.live, new_events=[done], now=T0 + timedelta(seconds=n))
+        history += result.new_events
+    assert result.live is not None
+    return result.live, history
+
+
+def resealed(events: list[HistoryEvent], payloads: Payloads) -> list[HistoryEvent]:
+    """The same events encrypted again, as another encoding of them reads: Fernet never repeats itself."""
+    return [seal_event(open_event(event, payloads), payloads) for event in events]
+
+
+def test_under_an_encrypting_codec_the_same_events_encrypted_afresh_still_resume() -> None:
+    payloads = Payloads(codec=FernetCodec([FernetCodec.generate_key()]))
+    cache = ExecutionCache(10, 60.0, payloads=payloads)
+    live, history = sealed_turns(payloads)
+    held: list[HistoryEvent] = []
+    cache.keep("i", live, held, history, CREATED)
+    stored = resealed(held, payloads)
+    assert encode_event(stored[-1]) != encode_event(held[-1]), "the stored form differs"
+    taken = cache.take(item(stored[-1:], start=len(held)))
+    assert taken.outcome == "hit" and taken.live is live, "compared decoded, as replay matches decisions"
+
+
+def test_under_a_codec_a_different_value_or_one_that_cannot_be_decoded_is_not_trusted() -> None:
+    payloads = Payloads(codec=FernetCodec([FernetCodec.generate_key()]))
+    live, history = sealed_turns(payloads)
+    cache = ExecutionCache(10, 60.0, payloads=payloads)
+    held: list[HistoryEvent] = []
+    cache.keep("i", live, held, history, CREATED)
+    other = replace(held[-1], input=payloads.seal(12345))  # the same activity, another input
+    assert cache.take(item([other], start=len(held))).item is None
+    # A cache whose process has no key for the store's payloads: never a hit, never an error.
+    live, history = sealed_turns(payloads)
+    keyless = ExecutionCache(10, 60.0)
+    held = []
+    keyless.keep("i", live, held, history, CREATED)
+    taken = keyless.take(item(resealed(held, payloads)[-1:], start=len(held)))
+    assert taken.outcome == "stale" and taken.item is None and not live.code.running
