@@ -91,15 +91,19 @@ async def test_a_turn_that_kills_its_process_again_and_again_charges_no_activity
         return await ctx.wait_for_event("go")
 
     process = Process(provider)
-    real_replay = _turn.replay
 
-    def replay(*args: Any, **kwargs: Any) -> Any:
-        if any(isinstance(e, EventRaised) for e in kwargs["new_events"]):
-            process.dead = True  # the turn kills its process, as an OOM kill would
-            raise RuntimeError("killed")
-        return real_replay(*args, **kwargs)
+    def killing(real: Any) -> Any:
+        def engine(*args: Any, **kwargs: Any) -> Any:
+            if any(isinstance(e, EventRaised) for e in kwargs["new_events"]):
+                process.dead = True  # the turn kills its process, as an OOM kill would
+                raise RuntimeError("killed")
+            return real(*args, **kwargs)
 
-    monkeypatch.setattr(_turn, "replay", replay)
+        return engine
+
+    # A replay, or the resumption of the execution the cache kept: the turn dies either way.
+    monkeypatch.setattr(_turn, "replay", killing(_turn.replay))
+    monkeypatch.setattr(_turn, "resume", killing(_turn.resume))
     client = Client(provider)
     await client.start_orchestration("healthy", "Healthy")
     await client.start_orchestration("bad", "Bad")
