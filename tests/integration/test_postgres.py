@@ -15,7 +15,7 @@ pytest.importorskip("psycopg")
 
 import psycopg
 from tests.conftest import POSTGRES_URL
-from tests.integration.test_provider_contract import request, run_start_turn
+from tests.integration.test_provider_contract import drain_orchestrations, request, run_start_turn
 
 from perdure import Client, OrchestrationStatus, ProviderError, Registry, Runtime, RuntimeOptions, open_provider
 from perdure.engine import encode_event
@@ -334,6 +334,33 @@ async def test_work_a_turn_queues_is_locked_in_its_commit_for_this_process_idle_
         done = Message(instance_id="a", execution_id=1, event=EventRaised(name="done"))
         await provider.ack_work_item(work, done)  # the lock it was handed is the store's
         assert await provider.work_items_held([work]) == set()
+    finally:
+        await other.close()
+        await provider.close()
+
+
+@pytest.mark.parametrize("another_queues_work", [False, True])
+async def test_the_fetch_after_a_handed_item_finds_work_another_process_queued_meanwhile(
+    schemas: list[str], another_queues_work: bool
+) -> None:
+    provider = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    other = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    try:
+        await _turn_queueing_work(provider, "a")
+        work = await provider.fetch_work_item(["default"], 30)
+        assert work is not None and work.request is not None and work.request.instance_id == "a"
+        await provider.ack_work_item(work, Message(instance_id="a", execution_id=1, event=EventRaised(name="done")))
+        if another_queues_work:
+            await drain_orchestrations(other)  # the completion just queued
+            await other.create_instance(_start("b"))
+            await run_start_turn(other, "b", activity_items=[request("b")])
+            await asyncio.sleep(0.5)  # its notification arrives
+        after = await provider.fetch_work_item(["default"], 30)
+        if another_queues_work:
+            assert after is not None and after.request is not None and after.request.instance_id == "b"
+        else:
+            assert after is None
+            assert await other.fetch_work_item(["default"], 30) is None, "nothing was left behind"
     finally:
         await other.close()
         await provider.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -132,3 +133,46 @@ async def test_an_item_no_fetch_takes_is_released_and_so_is_every_item_left_at_c
     handoffs.give(KEY, [((2,), "t")])
     await handoffs.close()
     assert released == [((1,), "t"), ((2,), "t")]
+
+
+async def _no_release(handed: object) -> None:
+    raise AssertionError("nothing is released here")
+
+
+async def test_the_fetch_after_a_handed_item_is_skipped_only_if_nothing_fetchable_was_signalled() -> None:
+    board, handoffs = SignalBoard(), Handoffs(_no_release)
+    activity = board.queues["activity"]
+    handoffs.found_empty(activity.fresh)  # this loop's fetch from the store found nothing
+    handoffs.give(KEY, [((1,), "t")])
+    board.work("activity", 1, handed=True)  # the turn's only item is locked for this process
+    assert handoffs.take(KEY) == ((1,), "t")
+    assert handoffs.still_empty(activity.fresh)
+    handoffs.give(KEY, [((2,), "t")])
+    board.work("activity", 1, handed=True)
+    assert handoffs.take(KEY) == ((2,), "t")
+    assert handoffs.still_empty(activity.fresh), "a skipped fetch counts as one that found nothing"
+
+
+@pytest.mark.parametrize(
+    "news",
+    [
+        lambda board: board.work("activity", 2),  # an item no loop was handed
+        lambda board: board.everything(),  # another process wrote
+    ],
+)
+async def test_the_fetch_after_a_handed_item_asks_the_store_after_other_news(news: Any) -> None:
+    board, handoffs = SignalBoard(), Handoffs(_no_release)
+    handoffs.found_empty(board.queues["activity"].fresh)
+    handoffs.give(KEY, [((1,), "t")])
+    assert handoffs.take(KEY) is not None
+    news(board)
+    assert not handoffs.still_empty(board.queues["activity"].fresh)
+
+
+async def test_a_fetch_not_after_a_handed_item_always_asks_the_store() -> None:
+    board, handoffs = SignalBoard(), Handoffs(_no_release)
+    handoffs.found_empty(board.queues["activity"].fresh)
+    assert not handoffs.still_empty(board.queues["activity"].fresh), "a poll after an empty fetch asks again"
+    handoffs.give(KEY, [((1,), "t")])
+    assert handoffs.take(KEY) is not None  # no empty fetch of this loop before it
+    assert not handoffs.still_empty(board.queues["activity"].fresh)

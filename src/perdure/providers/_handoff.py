@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -37,6 +38,9 @@ class Handoffs:
         self._releasing: set[asyncio.Task[None]] = set()
         self.last_fetch: FetchKey | None = None
         """What the latest work fetch of this process asked for: what a claim locks items for."""
+        # Per activity loop (its task): the queue signal's ``fresh`` count when its last fetch from
+        # the store found nothing, and whether it took a handed item since.
+        self._found_empty: weakref.WeakKeyDictionary[asyncio.Task[Any], tuple[int, bool]] = weakref.WeakKeyDictionary()
 
     def give(self, key: FetchKey, items: list[Handed]) -> None:
         """Keep ``items``, locked as ``key`` asks, for the next fetches with that ``key``."""
@@ -52,7 +56,37 @@ class Handoffs:
         """A kept item for a fetch that asks for ``key``, if any."""
         self.last_fetch = key
         queue = self._items.get(key)
-        return queue.popleft() if queue else None
+        if not queue:
+            return None
+        task = asyncio.current_task()
+        entry = None if task is None else self._found_empty.get(task)
+        if task is not None and entry is not None:
+            self._found_empty[task] = (entry[0], True)
+        return queue.popleft()
+
+    def found_empty(self, fresh: int) -> None:
+        """The current task's fetch from the store found nothing, and no item that a fetch could
+        find was signalled while it ran (``fresh``: the signal's count then)."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._found_empty[task] = (fresh, False)
+
+    def still_empty(self, fresh: int) -> bool:
+        """Whether the current task's fetch, the first since it took a handed item, would find
+        nothing: its fetch before that item found nothing, and nothing fetchable was signalled since.
+
+        A loop that had nothing to fetch was handed an item and ran it; in the meantime nothing
+        became fetchable that this process wrote or heard of, so fetching again would cost a round
+        trip for nothing. Only that one fetch is skipped, and it counts as one that found nothing:
+        the loop then waits as after an empty fetch, and its next fetch asks the store unless it is
+        again the first after a handed item (a poll after a wait always asks).
+        """
+        task = asyncio.current_task()
+        entry = None if task is None else self._found_empty.pop(task, None)
+        if entry is None or not entry[1] or entry[0] != fresh:
+            return False
+        self.found_empty(fresh)  # as good as a fetch that found nothing
+        return True
 
     async def close(self) -> None:
         """Put back every item still kept (the provider closes)."""

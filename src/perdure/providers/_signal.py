@@ -55,10 +55,15 @@ class WorkSignal:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self.version = 0
         """Counts the ``set`` calls, so a caller that was not waiting can tell it missed one."""
+        self.fresh = 0
+        """Counts the ``set`` calls that may have made an item fetchable (all but ``handed`` ones)."""
 
-    def set(self, count: int | None = None) -> None:
-        """Wake ``count`` waiters (all when ``None``)."""
+    def set(self, count: int | None = None, *, handed: bool = False) -> None:
+        """Wake ``count`` waiters (all when ``None``); ``handed``: the new items are all locked for
+        this process's loops already (see ``_handoff``), so no fetch can find them."""
         self.version += 1
+        if not handed:
+            self.fresh += 1
         woken = 0
         while self._waiters and (count is None or woken < count):
             waiter = self._waiters.popleft()
@@ -169,10 +174,10 @@ class SignalBoard:
         began = None if task is None else self._fetch_began[kind].pop(task, None)
         return began is not None and began != self.queues[kind].version
 
-    def work(self, kind: str, count: int = 1) -> None:
-        """``count`` new items in the ``kind`` queue."""
+    def work(self, kind: str, count: int = 1, *, handed: bool = False) -> None:
+        """``count`` new items in the ``kind`` queue (``handed``: all of them locked for this process's loops)."""
         if count > 0:
-            self.queues[kind].set(count)
+            self.queues[kind].set(count, handed=handed)
 
     def instance(self, instance_id: str, ended: Ended | None = None) -> None:
         """The instance's state changed; ``ended``: whether an execution ended and which, if known."""

@@ -146,14 +146,15 @@ class SqlProvider(SqlHooks, Provider):
         return replace(item, history=events, history_error=error, history_from=wanted)
 
     async def ack_orchestration_item(self, item: OrchestrationItem, commit: TurnCommit) -> None:
-        if not await self._commit_and_claim(item, commit):
+        committed, handed = await self._commit_and_claim(item, commit)
+        if not committed:
             raise LockLostError(f"the lock on instance {item.instance_id!r} expired and was taken over")
         state = commit.state
         self._signals.instance(
             item.instance_id, (False, 0) if state is None else (state.status.is_terminal, state.execution_id)
         )
         self._written(commit.messages)
-        self._signals.work("activity", len(commit.activity_items))
+        self._signals.work("activity", len(commit.activity_items), handed=handed == len(commit.activity_items))
 
     async def abandon_orchestration_item(
         self, item: OrchestrationItem, delay: float = 0.0, *, undo_delivery: bool = False
@@ -162,13 +163,13 @@ class SqlProvider(SqlHooks, Provider):
         self._signals.due.forget()  # held back until the delay ends
         self._signals.work("orchestrator")
 
-    async def _commit_and_claim(self, item: OrchestrationItem, commit: TurnCommit) -> bool:
+    async def _commit_and_claim(self, item: OrchestrationItem, commit: TurnCommit) -> tuple[bool, int]:
         """Commit the turn; with activity loops of this process idle, lock the work items it queues
-        for them in the same commit (see ``_handoff``)."""
+        for them in the same commit (see ``_handoff``). Whether it committed, and how many it locked."""
         key = self._handoffs.last_fetch
         count = min(len(commit.activity_items), self._signals.queues["activity"].idle)
         if key is None or count == 0 or not any(r.queue in key[0] for r in commit.activity_items):
-            return await self._commit_turn(item, commit)
+            return await self._commit_turn(item, commit), 0
         token = uuid.uuid4().hex
         committed, claimed = await asyncio.gather(
             self._commit_turn(item, commit),
@@ -180,7 +181,7 @@ class SqlProvider(SqlHooks, Provider):
         self._handoffs.give(key, [(row, token) for row in claimed])
         if isinstance(committed, BaseException):
             raise committed
-        return committed
+        return committed, len(claimed)
 
     async def _put_back(self, handed: Handed) -> None:
         """Release a handed work item no fetch took; its lock expires anyway if this fails."""
@@ -200,8 +201,16 @@ class SqlProvider(SqlHooks, Provider):
             return work_item(row[0], lock_token, *row[1:])
         token = uuid.uuid4().hex
         self._signals.fetching("activity")
+        signal = self._signals.queues["activity"]
+        fresh = signal.fresh
+        if self._handoffs.still_empty(fresh) and self._nothing_due(("activity", *queues)):
+            return None
         row = await self._lock_work_item(list(queues), lock_seconds, token, worker_id)
-        return None if row is None else work_item(row[0], token, *row[1:])
+        if row is None:
+            if signal.fresh == fresh:
+                self._handoffs.found_empty(fresh)
+            return None
+        return work_item(row[0], token, *row[1:])
 
     async def ack_work_item(self, item: WorkItem, completion: Message) -> None:
         if completion.new_instance is not None:
@@ -247,6 +256,11 @@ class SqlProvider(SqlHooks, Provider):
         if any(message.visible_at is not None for message in messages):
             self._signals.due.forget()
         self._signals.work("orchestrator", len(messages))
+
+    def _nothing_due(self, key: tuple[str, ...]) -> bool:
+        """Whether the store's kept answer says nothing of ``key``'s queues is due by the clock now."""
+        known, due = self._signals.due.get(key)
+        return known and (due is None or due > 0)
 
     async def wait_for_work(self, kind: QueueKind, timeout: float, queues: Sequence[str] = ()) -> None:
         self._watch()

@@ -1,5 +1,6 @@
 -- Named queries of the PostgreSQL provider. Parameters are named (%(name)s); every connection's
--- search_path is the tenant's schema. Each query is one round trip.
+-- search_path is the tenant's schema. Each query is one round trip. Arrays go in binary (%(name)b,
+-- always with a cast): psycopg then quotes no element, which costs less CPU per call than text.
 --
 -- Due times are the database's: a message's delay (seconds after the writer's clock read "now";
 -- NULL for at once) is added to now(), so a writer whose clock is off still gets the delay it
@@ -78,9 +79,9 @@ WITH receipt AS (
     DELETE FROM enqueue_receipts WHERE created_at < now() - interval '1 day'
 )
 SELECT enqueue_messages(
-    %(instances)s::text[], %(executions)s::integer[], %(kinds)s::text[], %(msg_events)s::text[],
-    ARRAY(SELECT now() + make_interval(secs => d) FROM unnest(%(delays)s::double precision[]) WITH ORDINALITY AS x(d, n) ORDER BY n), %(start_instances)s::text[], %(start_names)s::text[], %(start_inputs)s::text[],
-    %(start_parents)s::text[], %(notify)s
+    %(instances)b::text[], %(executions)b::integer[], %(kinds)b::text[], %(msg_events)b::text[],
+    ARRAY(SELECT now() + make_interval(secs => d) FROM unnest(%(delays)b::double precision[]) WITH ORDINALITY AS x(d, n) ORDER BY n), %(start_instances)b::text[], %(start_names)b::text[], %(start_inputs)b::text[],
+    %(start_parents)b::text[], %(notify)s
 ) FROM receipt
 
 -- name: select_state
@@ -105,7 +106,7 @@ WHERE h.instance_id = %(instance_id)s ORDER BY h.event_id
 -- with everything that belongs to them; returns how many.
 WITH purged AS (
     DELETE FROM instances
-    WHERE instance_id = ANY (%(instance_ids)s::text[]) AND status NOT IN ('PENDING', 'RUNNING', 'SUSPENDED')
+    WHERE instance_id = ANY (%(instance_ids)b::text[]) AND status NOT IN ('PENDING', 'RUNNING', 'SUSPENDED')
     RETURNING instance_id
 ), history_rows AS (
     DELETE FROM history h USING purged p WHERE h.instance_id = p.instance_id
@@ -124,14 +125,14 @@ SELECT * FROM fetch_orchestration_item(%(lock_seconds)s, %(lock_token)s, %(worke
 -- name: ack_orchestration_item
 SELECT ack_orchestration_item(
     %(instance_id)s, %(lock_token)s, %(execution_id)s,
-    %(event_ids)s::integer[], %(events)s::text[],
-    %(work_queues)s::text[], %(work_requests)s::text[],
-    %(instances)s::text[], %(executions)s::integer[], %(kinds)s::text[], %(msg_events)s::text[],
-    ARRAY(SELECT now() + make_interval(secs => d) FROM unnest(%(delays)s::double precision[]) WITH ORDINALITY AS x(d, n) ORDER BY n),
-    %(start_instances)s::text[], %(start_names)s::text[], %(start_inputs)s::text[], %(start_parents)s::text[],
+    %(event_ids)b::integer[], %(events)b::text[],
+    %(work_queues)b::text[], %(work_requests)b::text[],
+    %(instances)b::text[], %(executions)b::integer[], %(kinds)b::text[], %(msg_events)b::text[],
+    ARRAY(SELECT now() + make_interval(secs => d) FROM unnest(%(delays)b::double precision[]) WITH ORDINALITY AS x(d, n) ORDER BY n),
+    %(start_instances)b::text[], %(start_names)b::text[], %(start_inputs)b::text[], %(start_parents)b::text[],
     %(set_state)s, %(name)s, %(version)s, %(status)s, %(state_execution_id)s,
     %(input)s, %(output)s, %(error)s, %(custom_status)s, %(parent_instance_id)s,
-    %(consumed)s::bigint[], %(notify)s, %(waiting_for)s
+    %(consumed)b::bigint[], %(notify)s, %(waiting_for)s
 )
 
 -- name: abandon_orchestration_item
@@ -140,7 +141,7 @@ SELECT ack_orchestration_item(
 -- With message ids in undone, the delivery the fetch counted is taken back (the lock still ours).
 WITH undone AS (
     UPDATE orchestrator_queue SET dequeue_count = dequeue_count - 1
-    WHERE message_id = ANY(%(undone)s::bigint[]) AND dequeue_count > 0
+    WHERE message_id = ANY(%(undone)b::bigint[]) AND dequeue_count > 0
       AND EXISTS (SELECT 1 FROM instance_locks WHERE instance_id = %(instance_id)s AND lock_token = %(lock_token)s)
 ), released AS (
     DELETE FROM instance_locks
@@ -154,7 +155,7 @@ SELECT pg_notify(notify_channel(), %(notify)s)
 -- name: fetch_work_item
 WITH next AS (
     SELECT item_id FROM worker_queue
-    WHERE queue = ANY (%(queues)s::text[]) AND visible_at <= now()
+    WHERE queue = ANY (%(queues)b::text[]) AND visible_at <= now()
     ORDER BY visible_at, item_id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
@@ -170,7 +171,7 @@ RETURNING w.item_id, w.request, w.dequeue_count, w.heartbeat_details, w.heartbea
 -- at most count, locked as fetch_work_item locks one; one row of arrays (empty arrays: none).
 WITH next AS (
     SELECT item_id FROM worker_queue
-    WHERE instance_id = %(instance_id)s AND queue = ANY (%(queues)s::text[]) AND lock_token IS NULL
+    WHERE instance_id = %(instance_id)s AND queue = ANY (%(queues)b::text[]) AND lock_token IS NULL
       AND visible_at <= now()
     ORDER BY item_id
     LIMIT %(count)s
@@ -204,7 +205,7 @@ SELECT item_id, request FROM worker_queue WHERE instance_id = %(instance_id)s
 
 -- name: cancel_work_items
 -- Whoever holds them: their activities were cancelled, timed out, or their execution ended.
-DELETE FROM worker_queue WHERE item_id = ANY (%(item_ids)s::bigint[])
+DELETE FROM worker_queue WHERE item_id = ANY (%(item_ids)b::bigint[])
 
 -- name: select_held_work_items
 -- The instance's work items held by a worker whose lock has not expired (the dashboard's "running on").
@@ -212,7 +213,7 @@ SELECT request, worker_id FROM worker_queue
 WHERE instance_id = %(instance_id)s AND worker_id IS NOT NULL AND lock_token IS NOT NULL AND visible_at > now()
 
 -- name: select_work_item_locks
-SELECT item_id, lock_token FROM worker_queue WHERE item_id = ANY (%(item_ids)s::bigint[])
+SELECT item_id, lock_token FROM worker_queue WHERE item_id = ANY (%(item_ids)b::bigint[])
 
 -- name: release_work_item
 WITH released AS (
@@ -225,7 +226,7 @@ SELECT pg_notify(notify_channel(), %(notify)s) FROM released
 -- name: count_work_deliveries
 -- Take back (change -1) or count again (+1) the deliveries of items still held by the fetches that locked them.
 UPDATE worker_queue w SET dequeue_count = greatest(w.dequeue_count + %(change)s, 0)
-FROM unnest(%(item_ids)s::bigint[], %(lock_tokens)s::text[]) AS held(item_id, lock_token)
+FROM unnest(%(item_ids)b::bigint[], %(lock_tokens)b::text[]) AS held(item_id, lock_token)
 WHERE w.item_id = held.item_id AND w.lock_token = held.lock_token
 RETURNING w.item_id
 
@@ -258,7 +259,7 @@ SELECT extract(epoch FROM min(due) - now())::double precision FROM (
 -- Seconds until a work item is visible: none if one is now (it came after the caller's fetch found
 -- nothing), else until the next delayed or expiring one is.
 SELECT extract(epoch FROM min(visible_at) - now())::double precision FROM worker_queue
-WHERE queue = ANY (%(queues)s::text[])
+WHERE queue = ANY (%(queues)b::text[])
 
 -- name: queue_depths
 -- Messages and work items due now, by queue (for the queue-depth metric).
@@ -269,7 +270,7 @@ SELECT 'activity:' || queue, count(*) FROM worker_queue WHERE visible_at <= now(
 -- name: worker_beat
 SELECT worker_beat(
     %(worker_id)s, %(host)s, %(pid)s, %(serves)s, %(started_at)s, %(timeout)s,
-    %(items)s::bigint[], %(tokens)s::text[], %(details)s::text[]
+    %(items)b::bigint[], %(tokens)b::text[], %(details)b::text[]
 )
 
 -- name: delete_worker
