@@ -73,6 +73,8 @@ def test_the_worker_options_set_their_runtime_options() -> None:
         "7.5",
         "--worker-timeout",
         "4",
+        "--cache-size",
+        "0",
     )
     assert runtime_options(args) == RuntimeOptions(
         run_activities=False,
@@ -82,6 +84,7 @@ def test_the_worker_options_set_their_runtime_options() -> None:
         lock_seconds=5.0,
         activity_lock_seconds=7.5,
         worker_timeout=4.0,
+        cache_size=0,
     )
 
 

@@ -38,6 +38,7 @@ OPTION_FIELDS = (
     "activity_lock_seconds",
     "determinism_guards",
     "worker_timeout",
+    "cache_size",
 )
 """The :class:`~perdure.RuntimeOptions` fields the worker's options set (each option's ``dest``)."""
 

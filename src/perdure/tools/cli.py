@@ -110,6 +110,12 @@ _WORKER_ARGS = (
         metavar="SECONDS",
     ),
     arg(
+        "--cache-size",
+        f"executions kept in memory between turns; 0 turns the cache off (default {_RUNTIME.cache_size})",
+        type=int,
+        metavar="N",
+    ),
+    arg(
         "--grace",
         f"seconds to finish work on shutdown (default {_worker.GRACE_SECONDS:g})",
         type=float,
