@@ -556,6 +556,16 @@ async def test_work_items_are_fetched_only_from_the_given_queues(provider: Provi
     assert default.request is not None and default.request.queue == "default"
 
 
+async def test_a_fetch_from_several_queues_takes_their_oldest_item_first(provider: Provider) -> None:
+    await _enqueue_work(
+        provider, request("a", source=2, queue="gpu"), request("a", source=3), request("a", source=4, queue="gpu")
+    )
+    fetched = [await fetch_work(provider, ("default", "gpu")) for _ in range(3)]
+    # The head of the queue not taken is not left locked by the fetch that passed it over.
+    assert [i.request.source_event_id for i in fetched if i.request] == [2, 3, 4]
+    assert await provider.fetch_work_item(["default", "gpu"], 30) is None
+
+
 async def test_an_abandoned_work_item_comes_back_after_its_delay(provider: Provider) -> None:
     await _enqueue_work(provider, request("a"))
     item = await fetch_work(provider)
