@@ -8,7 +8,8 @@ default cache (after), back to back in one run:
 
 - sequence: one orchestration awaiting N activities one after the other; the figure is the
   wall-clock time per activity, and the ratio of that figure at the largest N to the smallest;
-- fan-out: one orchestration awaiting N activities in one ``when_all``, per activity;
+- fan-out: one orchestration awaiting N activities in one ``when_all``, per activity, with the CPU
+  time of this process per activity beside it (less disturbed by other load than the wall clock);
 - throughput: N one-activity orchestrations started together, per second (short histories: the
   cache must not cost them anything);
 - held: the peak RSS of a worker process that holds N waiting executions (a child process per
@@ -114,14 +115,16 @@ async def check(client: Client, instance_id: str, expected: Any, timeout: float 
         raise SystemExit(f"{instance_id}: {state.status.value} {state.output!r} (expected {expected!r})")
 
 
-async def one_orchestration(backend: str, cache_size: int | None, name: str, count: int) -> float:
-    """Seconds from start to completion of one orchestration of ``count`` activities."""
+async def one_orchestration(backend: str, cache_size: int | None, name: str, count: int) -> tuple[float, float]:
+    """Seconds from start to completion of one orchestration of ``count`` activities, and the CPU
+    seconds this process (worker and client) spent meanwhile: other load on the machine stretches
+    the first much more than the second."""
     async with store(backend) as provider, Runtime(provider, registry, options(cache_size)):
         client = Client(provider)
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         await client.start_orchestration("run", name, count)
         await check(client, "run", sum(range(count)))
-        return time.perf_counter() - began
+        return time.perf_counter() - began, time.process_time() - cpu
 
 
 async def throughput(backend: str, cache_size: int | None, count: int) -> float:
@@ -195,24 +198,29 @@ async def run_backend(backend: str, args: argparse.Namespace) -> None:
             if cache_size == 0 and count > args.before_limit:
                 print(f"{label}: sequence {count}: skipped (above --before-limit)", flush=True)
                 continue
-            seconds = await one_orchestration(backend, cache_size, "Sequence", count)
+            seconds, _ = await one_orchestration(backend, cache_size, "Sequence", count)
             per_step[count] = seconds / count * 1000
             print(f"{label}: sequence {count}: {seconds:.2f} s, {per_step[count]:.2f} ms per step", flush=True)
         if len(per_step) > 1:
             low, high = min(per_step), max(per_step)
             print(f"{label}: sequence per-step cost {high} / {low}: {per_step[high] / per_step[low]:.2f}x", flush=True)
         per_activity: dict[int, float] = {}
+        cpu_per_activity: dict[int, float] = {}
         for count in args.fan_out:
             if cache_size == 0 and count > args.before_limit:
                 print(f"{label}: fan-out {count}: skipped (above --before-limit)", flush=True)
                 continue
-            seconds = await one_orchestration(backend, cache_size, "FanOut", count)
-            per_activity[count] = seconds / count * 1000
-            print(f"{label}: fan-out {count}: {seconds:.2f} s, {per_activity[count]:.3f} ms per activity", flush=True)
+            seconds, cpu = await one_orchestration(backend, cache_size, "FanOut", count)
+            per_activity[count], cpu_per_activity[count] = seconds / count * 1000, cpu / count * 1000
+            print(
+                f"{label}: fan-out {count}: {seconds:.2f} s, {per_activity[count]:.3f} ms per activity "
+                f"(CPU of this process: {cpu_per_activity[count]:.3f} ms per activity)",
+                flush=True,
+            )
         if len(per_activity) > 1:
             low, high = min(per_activity), max(per_activity)
-            ratio = per_activity[high] / per_activity[low]
-            print(f"{label}: fan-out per-activity cost {high} / {low}: {ratio:.2f}x", flush=True)
+            ratio, cpu_ratio = per_activity[high] / per_activity[low], cpu_per_activity[high] / cpu_per_activity[low]
+            print(f"{label}: fan-out per-activity cost {high} / {low}: {ratio:.2f}x (CPU {cpu_ratio:.2f}x)", flush=True)
         if args.throughput:
             rate = await throughput(backend, cache_size, args.throughput)
             print(f"{label}: {args.throughput} 1-activity orchestrations started together: {rate:.0f}/s", flush=True)
