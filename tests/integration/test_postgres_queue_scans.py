@@ -63,13 +63,19 @@ async def _queue_items(conn: psycopg.AsyncConnection[Any]) -> None:
     )
 
 
-async def test_a_work_fetch_reads_the_head_of_each_queue_not_every_item(conn: psycopg.AsyncConnection[Any]) -> None:
+@pytest.mark.parametrize(
+    ("query", "queues"),
+    [("fetch_work_item", {"queue": "gpu"}), ("fetch_work_item_of_queues", {"queues": ["default", "gpu"]})],
+)
+async def test_a_work_fetch_reads_the_head_of_each_queue_not_every_item(
+    conn: psycopg.AsyncConnection[Any], query: str, queues: dict[str, Any]
+) -> None:
     await _queue_items(conn)
-    params = {"queues": ["default", "gpu"], "lock_token": "t", "lock_seconds": 30.0, "worker_id": None}
+    params = {**queues, "lock_token": "t", "lock_seconds": 30.0, "worker_id": None}
     async with conn.transaction(force_rollback=True):
-        cursor = await conn.execute(_QUERIES["fetch_work_item"].encode(), params)
+        cursor = await conn.execute(_QUERIES[query].encode(), params)
         fetched = await cursor.fetchone()
-        assert fetched is not None and fetched[1] == "r1", "the oldest item of both queues"
+        assert fetched is not None and fetched[1] == "r1", "the oldest item"
         seq_read, index_read = await _rows_read(conn, "worker_queue")
     assert seq_read == 0
     assert index_read <= 10, f"the fetch read {index_read} index entries of {_ROWS} items"

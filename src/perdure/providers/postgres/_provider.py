@@ -282,8 +282,12 @@ class PostgresProvider(SqlProvider):
     async def _lock_work_item(
         self, queues: list[str], lock_seconds: float, token: str, worker_id: str | None
     ) -> WorkRow | None:
-        params = {"queues": queues, "lock_token": token, "lock_seconds": float(lock_seconds), "worker_id": worker_id}
-        row, _ = await self._batch.fetchone(_Q["fetch_work_item"], params)
+        params: dict[str, Any] = {"lock_token": token, "lock_seconds": float(lock_seconds), "worker_id": worker_id}
+        if len(queues) == 1:  # the usual case, and the cheapest statement
+            query, params["queue"] = _Q["fetch_work_item"], queues[0]
+        else:
+            query, params["queues"] = _Q["fetch_work_item_of_queues"], queues
+        row, _ = await self._batch.fetchone(query, params)
         return None if row is None else (row[0], row[1], row[2], row[3], row[4])
 
     async def _claim_work_items(self, instance_id: str, key: FetchKey, token: str, count: int) -> list[WorkRow]:

@@ -153,10 +153,26 @@ WITH undone AS (
 SELECT pg_notify(notify_channel(), %(notify)s)
 
 -- name: fetch_work_item
--- The oldest visible unlocked item of each queue, then the oldest of those. Per queue, so that
--- each is one step down worker_queue_by_visible: with "queue = ANY (...)" the planner cannot
--- walk the index in order and sorts every visible item instead, on every fetch (a fan-out of
--- 20,000 made that quadratic). The heads of the other queues stay locked until the commit.
+-- The oldest visible unlocked item of one queue: the first entry of worker_queue_by_visible that
+-- is not locked, however many items are queued.
+WITH next AS (
+    SELECT item_id FROM worker_queue
+    WHERE queue = %(queue)s AND visible_at <= now()
+    ORDER BY visible_at, item_id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE worker_queue w
+SET lock_token = %(lock_token)s, visible_at = now() + make_interval(secs => %(lock_seconds)s),
+    dequeue_count = w.dequeue_count + 1, worker_id = %(worker_id)s
+FROM next WHERE w.item_id = next.item_id
+RETURNING w.item_id, w.request, w.dequeue_count, w.heartbeat_details, w.heartbeat_at
+
+-- name: fetch_work_item_of_queues
+-- The same for several queues: the head of each, then the oldest of those. Per queue, so that each
+-- is one step down worker_queue_by_visible: with "queue = ANY (...)" the planner cannot walk the
+-- index in order and sorts every visible item instead, on every fetch (a fan-out of 20,000 made
+-- that quadratic). The heads of the other queues stay locked until the commit.
 WITH next AS (
     SELECT head.item_id FROM unnest(%(queues)b::text[]) AS q(queue)
     CROSS JOIN LATERAL (
