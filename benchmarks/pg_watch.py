@@ -8,7 +8,8 @@ left out of every figure) that, every ``interval`` seconds:
 - pins each new backend of the run to the database's CPUs, when a layout asks for it (only those
   backends: the server itself and everyone else's backends are left alone);
 - samples ``pg_stat_activity`` for them: state, wait event, the statement running (named after
-  ``queries.sql``) and the kind of lock waited for (``pg_locks``).
+  ``queries.sql``) and the kind of lock waited for (``pg_locks``);
+- counts the notifications on the schema's channel (it listens like one more process would).
 
 Averaged over a shape's samples, a state's count is the mean number of backends in it; ``active``
 with no wait event means on a CPU or waiting for one, so on one pinned core a figure above 1 is
@@ -99,6 +100,7 @@ class Samples:
 
     ticks: int = 0
     backends: int = 0
+    notifications: int = 0
     states: collections.Counter[str] = field(default_factory=collections.Counter)
     statements: collections.Counter[str] = field(default_factory=collections.Counter)
 
@@ -134,6 +136,7 @@ class Watch:
         self._url = f"{admin_url}{'&' if '?' in admin_url else '?'}application_name=watch-{schema}"
         self._pattern = f"perdure-{schema}-%"
         self._cpus, self._interval = cpus, interval
+        self._channel = f"perdure_{schema}"[:63]
         self._pinned: set[int] = set()
         self._roles: dict[int, str] = {}
         self._samples = Samples()
@@ -163,21 +166,25 @@ class Watch:
 
     def _run(self) -> None:
         import psycopg
+        from psycopg import sql
 
         with psycopg.connect(self._url, autocommit=True) as conn:
             if self._cpus is not None:
                 with contextlib.suppress(OSError):
                     os.sched_setaffinity(conn.info.backend_pid, self._cpus)
-            while not self._stop.wait(self._interval):
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            while not self._stop.is_set():
+                heard = sum(1 for _ in conn.notifies(timeout=self._interval))
                 began = time.thread_time()
                 rows = conn.execute(_SAMPLE, (self._pattern,)).fetchall()
-                self._record(rows)
+                self._record(rows, heard)
                 self.thread_cpu += time.thread_time() - began
 
-    def _record(self, rows: list[tuple[object, ...]]) -> None:
+    def _record(self, rows: list[tuple[object, ...]], heard: int) -> None:
         with self._lock:
             samples = self._samples
             samples.ticks += 1
+            samples.notifications += heard
             for pid, application, state, wait_type, wait, query, lock in rows:
                 assert isinstance(pid, int) and isinstance(application, str)
                 self._roles[pid] = application.rsplit("-", 1)[1]
