@@ -9,7 +9,8 @@ left out of every figure) that, every ``interval`` seconds:
   backends: the server itself and everyone else's backends are left alone);
 - samples ``pg_stat_activity`` for them: state, wait event, the statement running (named after
   ``queries.sql``) and the kind of lock waited for (``pg_locks``);
-- counts the notifications on the schema's channel (it listens like one more process would).
+- counts the notifications on the schema's channel (it listens like one more process would), and
+  the notifying commits they came from (at least: a change of sending backend starts the next).
 
 Averaged over a shape's samples, a state's count is the mean number of backends in it; ``active``
 with no wait event means on a CPU or waiting for one, so on one pinned core a figure above 1 is
@@ -101,6 +102,7 @@ class Samples:
     ticks: int = 0
     backends: int = 0
     notifications: int = 0
+    notifying_commits: int = 0
     states: collections.Counter[str] = field(default_factory=collections.Counter)
     statements: collections.Counter[str] = field(default_factory=collections.Counter)
 
@@ -173,18 +175,24 @@ class Watch:
                 with contextlib.suppress(OSError):
                     os.sched_setaffinity(conn.info.backend_pid, self._cpus)
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            sender = 0
             while not self._stop.is_set():
-                heard = sum(1 for _ in conn.notifies(timeout=self._interval))
+                heard = commits = 0
+                for notify in conn.notifies(timeout=self._interval):
+                    # A transaction's notifications arrive together: a change of sender starts the
+                    # next commit (two commits of one backend in a row count once: a lower bound).
+                    heard, commits, sender = heard + 1, commits + (notify.pid != sender), notify.pid
                 began = time.thread_time()
                 rows = conn.execute(_SAMPLE, (self._pattern,)).fetchall()
-                self._record(rows, heard)
+                self._record(rows, heard, commits)
                 self.thread_cpu += time.thread_time() - began
 
-    def _record(self, rows: list[tuple[object, ...]], heard: int) -> None:
+    def _record(self, rows: list[tuple[object, ...]], heard: int, commits: int) -> None:
         with self._lock:
             samples = self._samples
             samples.ticks += 1
             samples.notifications += heard
+            samples.notifying_commits += commits
             for pid, application, state, wait_type, wait, query, lock in rows:
                 assert isinstance(pid, int) and isinstance(application, str)
                 self._roles[pid] = application.rsplit("-", 1)[1]

@@ -276,10 +276,16 @@ def report(layout: Layout, count: int, figures: dict[str, Any], args: argparse.N
             f"    {name}: {server:.2f} ({cpu['client_backends']:.2f} + {cpu['worker_backends']:.2f})"
             f" / {cpu['workers']:.2f} / {cpu['client']:.2f} ms; cores {busy}; CPUs {cores}"
         )
-    print("  notifications per unit; backends, sampled every 20 ms (mean count per state):")
+    print(
+        "  notifications per unit (from at least that many notifying commits);"
+        " backends, sampled every 20 ms (mean count per state):"
+    )
     for name in SHAPES:
-        samples = figures[f"{name}_samples"]
-        print(f"    {name}: {samples.notifications / UNITS[name](args):.2f}; {samples.describe()}")
+        samples, units = figures[f"{name}_samples"], UNITS[name](args)
+        print(
+            f"    {name}: {samples.notifications / units:.2f} ({samples.notifying_commits / units:.2f}); "
+            f"{samples.describe()}"
+        )
     calls = "; ".join(
         f"{name} {count} calls, {total / count:.3f} ms ({own / count:.3f} own)"
         for name, count, total, own in figures["functions"]
