@@ -132,6 +132,7 @@ class Meter:
         self.watch, self.workers = watch, workers
         self._before: dict[int, float] = {}
         self._client = 0.0
+        self._cores: list[tuple[int, int]] = []
 
     def _client_cpu(self) -> float:
         times = os.times()
