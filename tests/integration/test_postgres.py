@@ -143,6 +143,19 @@ async def test_the_schema_comes_from_the_url_or_the_argument(schemas: list[str])
         await from_argument.close()
 
 
+async def test_libpq_options_in_the_url_reach_the_server(schemas: list[str]) -> None:
+    # A space in a URL parameter must stay %20: libpq does not read '+' as a space.
+    url = f"{POSTGRES_URL}?options=-c%20application_name%3Dperdure-options-test&schema={schemas[0]}"
+    provider = await open_provider(url)
+    try:
+        assert isinstance(provider, PostgresProvider)
+        async with provider._pool.connection() as conn:
+            cursor = await conn.execute("SHOW application_name")
+            assert await cursor.fetchone() == ("perdure-options-test",)
+    finally:
+        await provider.close()
+
+
 @pytest.mark.parametrize("schema", ["bad-name", "1starts_with_digit", 'quote"d', "x" * 64, ""])
 async def test_a_bad_schema_name_is_refused(schema: str) -> None:
     with pytest.raises(ValueError, match="schema"):
