@@ -121,11 +121,14 @@ class SqlHooks(abc.ABC):
             ``False`` if the lock was taken over; then nothing was written.
         """
 
-    async def _claim_work_items(self, instance_id: str, key: FetchKey, token: str, count: int) -> list[WorkRow]:
-        """Lock up to ``count`` of the instance's unlocked, visible work items as a fetch asking for
-        ``key`` would, with ``token``; run together with the turn's commit, so that it sees the
-        items the turn queues (a backend that cannot share the commit claims nothing)."""
-        return []
+    async def _commit_turn_claiming(
+        self, item: OrchestrationItem, commit: TurnCommit, key: FetchKey, token: str, count: int
+    ) -> tuple[bool, list[WorkRow]]:
+        """``_commit_turn``, and in the same commit lock up to ``count`` of the work items it queues
+        in ``key``'s queues, with ``token``, as a fetch asking for ``key`` would; those items' rows.
+
+        A backend that cannot do both in one commit claims nothing (the default)."""
+        return await self._commit_turn(item, commit), []
 
     @abc.abstractmethod
     async def _release_instance(self, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:

@@ -10,7 +10,6 @@ only in their hooks.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import uuid
@@ -171,16 +170,8 @@ class SqlProvider(SqlHooks, Provider):
         if key is None or count == 0 or not any(r.queue in key[0] for r in commit.activity_items):
             return await self._commit_turn(item, commit), 0
         token = uuid.uuid4().hex
-        committed, claimed = await asyncio.gather(
-            self._commit_turn(item, commit),
-            self._claim_work_items(item.instance_id, key, token, count),
-            return_exceptions=True,
-        )
-        if isinstance(claimed, BaseException):
-            claimed = []  # nothing was locked, or it is retried like any fetch: the items stay queued
+        committed, claimed = await self._commit_turn_claiming(item, commit, key, token, count)
         self._handoffs.give(key, [(row, token) for row in claimed])
-        if isinstance(committed, BaseException):
-            raise committed
         return committed, len(claimed)
 
     async def _put_back(self, handed: Handed) -> None:

@@ -46,7 +46,6 @@ from perdure.providers.postgres._connection import Connection, migrate, open_poo
 from perdure.providers.postgres._liveness import PostgresWorkerLiveness
 from perdure.providers.postgres._notify import Listener
 from perdure.providers.postgres._params import (
-    claim_params,
     completion_params,
     instance_params,
     message_arrays,
@@ -251,27 +250,43 @@ class PostgresProvider(SqlProvider):
         return None if row is None else _locked_instance(row)
 
     async def _commit_turn(self, item: OrchestrationItem, commit: TurnCommit) -> bool:
-        params = turn_params(item, commit)
+        committed, _ = await self._ack_turn(item, commit, None)
+        return committed
+
+    async def _commit_turn_claiming(
+        self, item: OrchestrationItem, commit: TurnCommit, key: FetchKey, token: str, count: int
+    ) -> tuple[bool, list[WorkRow]]:
+        return await self._ack_turn(item, commit, (key, token, count))
+
+    async def _ack_turn(
+        self, item: OrchestrationItem, commit: TurnCommit, claim: tuple[FetchKey, str, int] | None
+    ) -> tuple[bool, list[WorkRow]]:
+        """One ``ack_orchestration_item`` call: whether it committed, and the work items it claimed."""
+        if commit.cancelled_activities:
+            claim = None  # an item the turn queues could be among those it cancels
+        params = turn_params(item, commit, claim)
+        # Other processes are woken only for the items left unlocked (this one claims them all or
+        # none: they are new rows no one else can see yet).
         params["notify"] = self._listener.notice(
             orchestrator=len(commit.messages),
-            worker=len(commit.activity_items),
+            worker=len(commit.activity_items) - params["claim_count"],
             instance=item.instance_id if commit.state is not None else None,
         )
         if not commit.cancelled_activities:
             row, _ = await self._batch.fetchone(_Q["ack_orchestration_item"], params)
-            return row is not None and bool(row[0])
+            return _acked(row)
 
-        async def tx(conn: Connection, attempt: int) -> bool:
+        async def tx(conn: Connection, attempt: int) -> tuple[bool, list[WorkRow]]:
             async with conn.transaction():
                 row = await (await conn.execute(_Q["ack_orchestration_item"], params)).fetchone()
                 if row is None or not row[0]:
-                    return False
+                    return False, []
                 key = {"instance_id": item.instance_id}
                 rows = await (await conn.execute(_Q["select_instance_work_items"], key)).fetchall()
                 cancelled = activity_items(rows, commit.execution_id, commit.cancelled_activities)
                 if cancelled:
                     await conn.execute(_Q["cancel_work_items"], {"item_ids": cancelled})
-            return True
+            return True, []
 
         return await self._run(tx)
 
@@ -285,12 +300,6 @@ class PostgresProvider(SqlProvider):
         params = {"queues": queues, "lock_token": token, "lock_seconds": float(lock_seconds), "worker_id": worker_id}
         row, _ = await self._batch.fetchone(_Q["fetch_work_item"], params)
         return None if row is None else (row[0], row[1], row[2], row[3], row[4])
-
-    async def _claim_work_items(self, instance_id: str, key: FetchKey, token: str, count: int) -> list[WorkRow]:
-        row, _ = await self._batch.fetchone(_Q["claim_work_items"], claim_params(instance_id, key, token, count))
-        if row is None or row[0] is None:
-            return []
-        return list(zip(*row, strict=True))
 
     async def _complete_work_item(self, item: WorkItem, completion: Message) -> bool:
         params = {**completion_params(item, completion), "notify": self._listener.notice(orchestrator=1)}
@@ -362,6 +371,15 @@ async def _rewind_queued(conn: Connection, request: Message) -> bool:
     cursor = await conn.execute(_Q["select_state"], {"instance_id": request.instance_id})
     row = await cursor.fetchone()
     return row is not None and row[3] == "PENDING" and row[4] == request.execution_id
+
+
+def _acked(row: Row | None) -> tuple[bool, list[WorkRow]]:
+    """A row of ``ack_orchestration_item``: whether it committed, the rows of the work items it claimed
+    (locked by a fetch just now: counted once, no heartbeat yet)."""
+    if row is None or not row[0]:
+        return False, []
+    claimed = zip(row[1] or (), row[2] or (), strict=True)
+    return True, [(item_id, request, 1, None, None) for item_id, request in claimed]
 
 
 def _locked_instance(row: Row) -> LockedInstance:
