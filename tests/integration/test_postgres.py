@@ -359,6 +359,26 @@ async def test_a_turn_locks_no_more_items_than_loops_are_idle_and_only_of_their_
         await provider.close()
 
 
+async def test_a_client_waiting_for_an_end_this_process_committed_needs_no_read(schemas: list[str]) -> None:
+    provider = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    try:
+        await provider.create_instance(_start("a"))
+        item = await provider.fetch_orchestration_item(30)
+        assert item is not None
+        waiter = asyncio.create_task(provider.wait_for_state_change("a", 30, until_ended=1))
+        await asyncio.sleep(0.1)
+        ended = InstanceUpdate(
+            name="N", version="1", status=OrchestrationStatus.COMPLETED, execution_id=1, output={"n": 1}
+        )
+        commit = TurnCommit(execution_id=1, state=ended, consumed=[m.message_id for m in item.messages])
+        await provider.ack_orchestration_item(item, commit)
+        known = await asyncio.wait_for(waiter, 5)
+        assert known is not None and known == await provider.get_state("a")
+        assert known.output == {"n": 1} and known.created_at < known.updated_at
+    finally:
+        await provider.close()
+
+
 # The turn's ack as the previous release calls it: the old signature, answering a boolean.
 _PREVIOUS_ACK = """SELECT ack_orchestration_item(
     %(instance_id)s, %(lock_token)s, %(execution_id)s, %(event_ids)b::integer[], %(events)b::text[],

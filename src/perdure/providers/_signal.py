@@ -7,7 +7,7 @@ import collections
 import contextlib
 import time
 import weakref
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
 __all__ = ["DueTimes", "Signal", "SignalBoard", "Waiter", "WorkSignal"]
@@ -28,11 +28,14 @@ class Signal:
         self._event = asyncio.Event()
         self.version = 0
         self.ended: Ended | None = None
+        self.row: Sequence[Any] | None = None
 
-    def set(self, ended: Ended | None = None) -> None:
-        """Wake everyone waiting now; ``ended`` says what the change did, if known."""
+    def set(self, ended: Ended | None = None, row: Sequence[Any] | None = None) -> None:
+        """Wake everyone waiting now; ``ended`` says what the change did, and ``row`` what it left
+        stored (the ``select_state`` columns), if known."""
         self.version += 1
         self.ended = ended
+        self.row = row
         event, self._event = self._event, asyncio.Event()
         event.set()
 
@@ -179,11 +182,12 @@ class SignalBoard:
         if count > 0:
             self.queues[kind].set(count, handed=handed)
 
-    def instance(self, instance_id: str, ended: Ended | None = None) -> None:
-        """The instance's state changed; ``ended``: whether an execution ended and which, if known."""
+    def instance(self, instance_id: str, ended: Ended | None = None, row: Sequence[Any] | None = None) -> None:
+        """The instance's state changed; ``ended``: whether an execution ended and which, and ``row``:
+        its ``select_state`` columns after the change, if known."""
         entry = self._instances.get(instance_id)
         if entry is not None:
-            entry[0].set(ended)
+            entry[0].set(ended, row)
 
     def everything(self) -> None:
         """Something changed that this process did not see (another process wrote)."""
@@ -193,11 +197,15 @@ class SignalBoard:
         for instance, _ in self._instances.values():
             instance.set()
 
-    async def wait_instance(self, instance_id: str, timeout: float, until_ended: int | None = None) -> None:
+    async def wait_instance(
+        self, instance_id: str, timeout: float, until_ended: int | None = None
+    ) -> Sequence[Any] | None:
         """Wait for a change of one instance.
 
         With ``until_ended``, a change known to end no execution from ``until_ended`` on does not
-        end the wait (one that comes with another change before the waiter runs again does).
+        end the wait (one that comes with another change before the waiter runs again does). The
+        wait then returns the instance's row as the ending change left it, if that change came with
+        it and no other change came since; otherwise ``None`` (read the state).
         """
         signal, waiters = self._instances.get(instance_id) or (Signal(), 0)
         self._instances[instance_id] = (signal, waiters + 1)
@@ -207,10 +215,11 @@ class SignalBoard:
             while await signal.wait(deadline - asyncio.get_running_loop().time()):
                 ended = signal.ended
                 if until_ended is None or signal.version != seen + 1 or ended is None:
-                    return
+                    return None
                 if ended[0] and ended[1] >= until_ended:
-                    return
+                    return signal.row
                 seen = signal.version  # a change that cannot interest the waiter: wait for the next
+            return None
         finally:
             signal, waiters = self._instances[instance_id]
             if waiters == 1:

@@ -37,9 +37,8 @@ from perdure.providers._base import (
     WorkItem,
 )
 from perdure.providers._codec import activity_items
-from perdure.providers._handoff import FetchKey
 from perdure.providers._sql import SqlStyle, instance_query, load_queries
-from perdure.providers._sql_hooks import LockedInstance, WorkRow
+from perdure.providers._sql_hooks import Claim, Committed, LockedInstance, WorkRow
 from perdure.providers._sql_provider import SqlProvider
 from perdure.providers.postgres._batch import Batch
 from perdure.providers.postgres._connection import Connection, migrate, open_pool, resolve_schema, run_retrying
@@ -66,6 +65,21 @@ _Q = {name: text.encode() for name, text in _SQL.items()}
 # than this comes back as its last event, which the caller most likely holds (the template reads the
 # rest if it does not); a shorter one comes back whole, as decoding it costs less than a second read.
 _TAIL_OVER = 32
+
+
+# The parameters of a turn's ack that hold the select_state columns before its times, in their order.
+_STATE_PARAMS = (
+    "instance_id",
+    "name",
+    "version",
+    "status",
+    "state_execution_id",
+    "input",
+    "output",
+    "error",
+    "custom_status",
+    "parent_instance_id",
+)
 
 
 def _as_is(value: datetime) -> datetime:
@@ -250,23 +264,16 @@ class PostgresProvider(SqlProvider):
         return None if row is None else _locked_instance(row)
 
     async def _commit_turn(self, item: OrchestrationItem, commit: TurnCommit) -> bool:
-        committed, _ = await self._ack_turn(item, commit, None)
-        return committed
+        return (await self._commit_turn_claiming(item, commit, None)).committed
 
     async def _commit_turn_claiming(
-        self, item: OrchestrationItem, commit: TurnCommit, key: FetchKey, token: str, count: int
-    ) -> tuple[bool, list[WorkRow]]:
-        return await self._ack_turn(item, commit, (key, token, count))
-
-    async def _ack_turn(
-        self, item: OrchestrationItem, commit: TurnCommit, claim: tuple[FetchKey, str, int] | None
-    ) -> tuple[bool, list[WorkRow]]:
-        """One ``ack_orchestration_item`` call: whether it committed, and the work items it claimed."""
+        self, item: OrchestrationItem, commit: TurnCommit, claim: Claim | None
+    ) -> Committed:
         if commit.cancelled_activities:
             claim = None  # an item the turn queues could be among those it cancels
         params = turn_params(item, commit, claim)
-        # Other processes are woken only for the items left unlocked (this one claims them all or
-        # none: they are new rows no one else can see yet).
+        # Other processes are woken only for the items left unlocked (the ack locks the first
+        # claim_count of them: new rows, which no one else can see before the commit).
         params["notify"] = self._listener.notice(
             orchestrator=len(commit.messages),
             worker=len(commit.activity_items) - params["claim_count"],
@@ -274,19 +281,19 @@ class PostgresProvider(SqlProvider):
         )
         if not commit.cancelled_activities:
             row, _ = await self._batch.fetchone(_Q["ack_orchestration_item"], params)
-            return _acked(row)
+            return _acked(row, params)
 
-        async def tx(conn: Connection, attempt: int) -> tuple[bool, list[WorkRow]]:
+        async def tx(conn: Connection, attempt: int) -> Committed:
             async with conn.transaction():
                 row = await (await conn.execute(_Q["ack_orchestration_item"], params)).fetchone()
                 if row is None or not row[0]:
-                    return False, []
+                    return Committed(False)
                 key = {"instance_id": item.instance_id}
                 rows = await (await conn.execute(_Q["select_instance_work_items"], key)).fetchall()
                 cancelled = activity_items(rows, commit.execution_id, commit.cancelled_activities)
                 if cancelled:
                     await conn.execute(_Q["cancel_work_items"], {"item_ids": cancelled})
-            return True, []
+            return _acked(row, params)
 
         return await self._run(tx)
 
@@ -373,13 +380,22 @@ async def _rewind_queued(conn: Connection, request: Message) -> bool:
     return row is not None and row[3] == "PENDING" and row[4] == request.execution_id
 
 
-def _acked(row: Row | None) -> tuple[bool, list[WorkRow]]:
-    """A row of ``ack_orchestration_item``: whether it committed, the rows of the work items it claimed
-    (locked by a fetch just now: counted once, no heartbeat yet)."""
+def _acked(row: Row | None, params: dict[str, Any]) -> Committed:
+    """What ``ack_orchestration_item`` answered for ``params``: whether it committed, the work items it
+    claimed (locked by a fetch just now: counted once, no heartbeat yet), and the instance row it
+    wrote (its times are the database's)."""
     if row is None or not row[0]:
-        return False, []
-    claimed = zip(row[1] or (), row[2] or (), strict=True)
-    return True, [(item_id, request, 1, None, None) for item_id, request in claimed]
+        return Committed(False)
+    claimed = [(item_id, request, 1, None, None) for item_id, request in zip(row[1] or (), row[2] or (), strict=True)]
+    state = None
+    if params["set_state"] and row[3] is not None:
+        state = (
+            *(params[key] for key in _STATE_PARAMS),
+            row[3],
+            row[4],
+            params["waiting_for"],
+        )
+    return Committed(True, claimed, state)
 
 
 def _locked_instance(row: Row) -> LockedInstance:

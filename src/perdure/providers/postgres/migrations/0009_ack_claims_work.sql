@@ -1,12 +1,14 @@
 -- A turn's ack can also lock some of the work items it queues, for the writing process's idle
 -- activity loops (eager activity dispatch): one statement instead of the ack and a claim. The new
 -- signature takes what the claim asks for and returns the claimed items. Callers of the previous
--- release use the old signature, which stays (claiming nothing) during a rolling deploy.
+-- release use the old signature, which stays (claiming nothing) during a rolling deploy. The ack
+-- also returns the instance row's times, so a turn that ends an execution knows the stored state.
 
 -- Commit a turn and release the instance lock, atomically. Returns false, writing nothing, when
 -- the lock is no longer held with p_lock_token (it expired and was taken over). Of the new work
 -- items in p_claim_queues, the first p_claim_count are inserted locked with p_claim_token for
 -- p_claim_seconds (held by p_claim_worker), as a fetch would lock them, and come back as arrays.
+-- With p_set_state, the instance row's times come back too: the writer then knows the whole row.
 CREATE FUNCTION ack_orchestration_item(
     p_instance_id text, p_lock_token text, p_execution_id integer,
     p_event_ids integer[], p_events text[],
@@ -18,7 +20,8 @@ CREATE FUNCTION ack_orchestration_item(
     p_consumed bigint[], p_notify text, p_waiting_for text,
     p_claim_queues text[], p_claim_count integer, p_claim_token text, p_claim_seconds double precision,
     p_claim_worker text,
-    OUT o_committed boolean, OUT o_claimed_ids bigint[], OUT o_claimed_requests text[]
+    OUT o_committed boolean, OUT o_claimed_ids bigint[], OUT o_claimed_requests text[],
+    OUT o_created_at timestamptz, OUT o_updated_at timestamptz
 ) LANGUAGE plpgsql AS $$
 BEGIN
     DELETE FROM instance_locks WHERE instance_id = p_instance_id AND lock_token = p_lock_token;
@@ -58,7 +61,8 @@ BEGIN
         UPDATE instances SET name = p_name, version = p_version, status = p_status, execution_id = p_state_execution_id,
             input = p_input, output = p_output, error = p_error, custom_status = p_custom_status,
             parent_instance_id = p_parent_instance_id, updated_at = now(), waiting_for = p_waiting_for
-        WHERE instance_id = p_instance_id;
+        WHERE instance_id = p_instance_id
+        RETURNING created_at, updated_at INTO o_created_at, o_updated_at;
     END IF;
     IF cardinality(p_consumed) > 0 THEN
         DELETE FROM orchestrator_queue WHERE message_id = ANY (p_consumed);
