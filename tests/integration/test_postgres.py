@@ -379,6 +379,27 @@ async def test_a_client_waiting_for_an_end_this_process_committed_needs_no_read(
         await provider.close()
 
 
+async def test_work_an_ack_locked_for_a_lost_answer_is_put_back(schemas: list[str]) -> None:
+    provider = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    other = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    try:
+        await provider.create_instance(_start("a"))
+        item = await provider.fetch_orchestration_item(30)
+        assert item is not None
+        commit = TurnCommit(execution_id=1, activity_items=[request("a")], consumed=[item.messages[0].message_id])
+        done = await provider._commit_turn_claiming(item, commit, ((("default",), 30.0, None), "lost", 1))
+        assert done.committed and len(done.claimed) == 1
+        assert await other.fetch_work_item(["default"], 30) is None, "locked by the ack"
+        # A retried ack found the lock gone and cannot tell what its first attempt locked: it puts back.
+        await provider._release_claimed("a", "lost")
+        work = await other.fetch_work_item(["default"], 30)
+        assert work is not None and work.request is not None and work.request.instance_id == "a"
+        assert work.dequeue_count == 1, "the lost delivery is not counted"
+    finally:
+        await other.close()
+        await provider.close()
+
+
 # The turn's ack as the previous release calls it: the old signature, answering a boolean.
 _PREVIOUS_ACK = """SELECT ack_orchestration_item(
     %(instance_id)s, %(lock_token)s, %(execution_id)s, %(event_ids)b::integer[], %(events)b::text[],

@@ -280,8 +280,11 @@ class PostgresProvider(SqlProvider):
             instance=item.instance_id if commit.state is not None else None,
         )
         if not commit.cancelled_activities:
-            row, _ = await self._batch.fetchone(_Q["ack_orchestration_item"], params)
-            return _acked(row, params)
+            row, attempt = await self._batch.fetchone(_Q["ack_orchestration_item"], params)
+            done = _acked(row, params)
+            if attempt > 0 and not done.committed and params["claim_count"]:
+                await self._release_claimed(item.instance_id, params["claim_token"])
+            return done
 
         async def tx(conn: Connection, attempt: int) -> Committed:
             async with conn.transaction():
@@ -296,6 +299,18 @@ class PostgresProvider(SqlProvider):
             return _acked(row, params)
 
         return await self._run(tx)
+
+    async def _release_claimed(self, instance_id: str, token: str) -> None:
+        """Put back the work items a turn's ack may have locked with ``token``: a retry after a lost
+        connection found the instance lock gone, perhaps released by the first attempt, whose answer
+        (the items it locked) was lost. Kept locked, this worker's beats would hold them with no loop
+        to run them; put back, any loop fetches them."""
+        params = {"instance_id": instance_id, "lock_token": token, "notify": self._listener.notice(worker=1)}
+        try:
+            await self._batch.fetchone(_Q["release_claimed_work_items"], params)
+        except ProviderError as exc:  # they wait for this worker to stop, then
+            _log.warning("could not put back work items locked by a lost ack: %s", exc)
+        self._signals.work("activity")
 
     async def _release_instance(self, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:
         params = release_params(item, delay, undo_delivery, self._listener.notice(orchestrator=1))

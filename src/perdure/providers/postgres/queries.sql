@@ -169,6 +169,17 @@ SET lock_token = %(lock_token)s, visible_at = now() + make_interval(secs => %(lo
 FROM next WHERE w.item_id = next.item_id
 RETURNING w.item_id, w.request, w.dequeue_count, w.heartbeat_details, w.heartbeat_at
 
+-- name: release_claimed_work_items
+-- Put back the instance's work items locked with lock_token by a turn's ack, undoing the delivery
+-- it counted; notifies if there were any.
+WITH released AS (
+    UPDATE worker_queue SET lock_token = NULL, worker_id = NULL, visible_at = now(),
+        dequeue_count = greatest(dequeue_count - 1, 0)
+    WHERE instance_id = %(instance_id)s AND lock_token = %(lock_token)s
+    RETURNING item_id
+)
+SELECT pg_notify(notify_channel(), %(notify)s) FROM (SELECT 1 FROM released LIMIT 1) AS any_released
+
 -- name: ack_work_item
 -- Delete the item if the lock is still ours and enqueue its completion; no row back: lock lost.
 WITH done AS (
