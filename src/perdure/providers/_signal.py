@@ -159,7 +159,9 @@ class SignalBoard:
     def __init__(self) -> None:
         self.queues = {"orchestrator": WorkSignal(), "activity": WorkSignal()}
         self.due = DueTimes()
-        self._instances: dict[str, tuple[Signal, int]] = {}
+        # Per instance waited on: its signal, how many wait, and how many of them wait for any change
+        # (not only for an end).
+        self._instances: dict[str, tuple[Signal, int, int]] = {}
         # The queue signal's version when each dispatcher loop (a task) last began a fetch.
         self._fetch_began: dict[str, weakref.WeakKeyDictionary[asyncio.Task[Any], int]] = {
             kind: weakref.WeakKeyDictionary() for kind in self.queues
@@ -186,15 +188,19 @@ class SignalBoard:
         """The instance's state changed; ``ended``: whether an execution ended and which, and ``row``:
         its ``select_state`` columns after the change, if known."""
         entry = self._instances.get(instance_id)
-        if entry is not None:
-            entry[0].set(ended, row)
+        if entry is None:
+            return
+        signal, _, any_change = entry
+        if any_change or ended is None or ended[0]:
+            signal.set(ended, row)
+        # else every waiter waits for an end, and this change ended nothing: none is woken
 
     def everything(self) -> None:
         """Something changed that this process did not see (another process wrote)."""
         self.due.forget()
         for queue in self.queues.values():
             queue.set()
-        for instance, _ in self._instances.values():
+        for instance, _, _ in self._instances.values():
             instance.set()
 
     async def wait_instance(
@@ -207,8 +213,9 @@ class SignalBoard:
         wait then returns the instance's row as the ending change left it, if that change came with
         it and no other change came since; otherwise ``None`` (read the state).
         """
-        signal, waiters = self._instances.get(instance_id) or (Signal(), 0)
-        self._instances[instance_id] = (signal, waiters + 1)
+        plain = 1 if until_ended is None else 0
+        signal, waiters, any_change = self._instances.get(instance_id) or (Signal(), 0, 0)
+        self._instances[instance_id] = (signal, waiters + 1, any_change + plain)
         deadline = asyncio.get_running_loop().time() + timeout
         try:
             seen = signal.version
@@ -221,8 +228,8 @@ class SignalBoard:
                 seen = signal.version  # a change that cannot interest the waiter: wait for the next
             return None
         finally:
-            signal, waiters = self._instances[instance_id]
+            signal, waiters, any_change = self._instances[instance_id]
             if waiters == 1:
                 del self._instances[instance_id]
             else:
-                self._instances[instance_id] = (signal, waiters - 1)
+                self._instances[instance_id] = (signal, waiters - 1, any_change - plain)
