@@ -250,6 +250,14 @@ class PostgresProvider(SqlProvider):
         row, _ = await self._batch.fetchone(_Q["fetch_orchestration_item"], params)
         return None if row is None else _locked_instance(row)
 
+    async def _claim_instance(
+        self, instance_id: str, key: tuple[float, str | None], token: str, held: Mapping[str, HistoryMark]
+    ) -> LockedInstance | None:
+        params = {"instance_id": instance_id, "lock_seconds": key[0], "lock_token": token, "worker_id": key[1]}
+        params["tail_over"] = _TAIL_OVER if held else None
+        row, _ = await self._batch.fetchone(_Q["claim_orchestration_item"], params)
+        return None if row is None else _locked_instance(row)
+
     async def _commit_turn(self, item: OrchestrationItem, commit: TurnCommit) -> bool:
         params = turn_params(item, commit)
         params["notify"] = self._listener.notice(
@@ -351,6 +359,7 @@ class PostgresProvider(SqlProvider):
         if self._closed:
             return
         await self._handoffs.close()
+        await self._turns.kept.close()
         self._closed = True
         await self._batch.close()
         await self._listener.close()

@@ -1,0 +1,88 @@
+"""Eager orchestration dispatch: an instance whose message this process queues, locked in the same
+commit for an idle orchestration loop of this process, and handed to its next fetch.
+
+An activity's ack (or a start) queues a message while orchestration loops of this process wait
+for work; otherwise the commit wakes a loop, and the loop fetches the instance it just wrote to:
+one more round trip and commit before the turn starts. Instead, the write runs together with a
+lock of that instance, exactly as the loop's next fetch would take it (same rules, suspension
+included; the lock duration and worker id of the latest orchestration fetch; a history tail for
+the execution cache it said it holds), and the item waits in ``Handoffs`` for that fetch.
+
+A handed item is an ordinary locked instance, so peek-lock holds as for any fetch: one no loop
+takes within ``expires`` seconds, or still kept when the provider closes, is released with its
+delivery taken back. At most as many locks are taken as loops wait, so none waits for nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, TypeVar
+
+from perdure.providers._base import HistoryMark, OrchestrationItem
+from perdure.providers._codec import orchestration_item
+from perdure.providers._handoff import Handoffs
+from perdure.providers._signal import WorkSignal
+from perdure.providers._sql_hooks import LockedInstance
+
+__all__ = ["TurnHandoffs", "TurnKey"]
+
+T = TypeVar("T")
+TurnKey = tuple[float, str | None]
+"""What an orchestration fetch asks for: its lock duration and worker id."""
+Claim = Callable[[str, TurnKey, str, Mapping[str, HistoryMark]], Awaitable[LockedInstance | None]]
+"""Lock one instance if a fetch could take it now: instance id, key, lock token, what the caller holds."""
+
+
+class TurnHandoffs:
+    """Instances locked for this process's next orchestration fetches."""
+
+    def __init__(
+        self,
+        signal: WorkSignal,
+        claim: Claim,
+        release: Callable[[OrchestrationItem], Coroutine[Any, Any, None]],
+        expires: float = 2.0,
+    ) -> None:
+        self.kept: Handoffs[TurnKey, OrchestrationItem] = Handoffs(release, expires)
+        self._signal = signal
+        self._claim = claim
+        self._held: Mapping[str, HistoryMark] = {}
+        self._claiming = 0  # claims under way: each is meant for one of the idle loops
+
+    def take(self, key: TurnKey, held: Mapping[str, HistoryMark]) -> OrchestrationItem | None:
+        """A kept item for a fetch that asks for ``key`` and holds ``held``, if any."""
+        self._held = held  # the cache's live marks: what a claim reads the history tail for
+        return self.kept.take(key)
+
+    async def write_and_claim(self, write: Coroutine[Any, Any, T], instance_id: str) -> tuple[T, bool]:
+        """Run ``write`` (which queues a message for ``instance_id``); with an orchestration loop of
+        this process idle and not yet spoken for, lock the instance for it in the same commit.
+
+        Returns what ``write`` returned, and whether an item was kept for the next fetch.
+        """
+        key = self.kept.last_fetch
+        if key is None or self._signal.idle <= self._claiming:
+            return await write, False
+        token = uuid.uuid4().hex
+        self._claiming += 1
+        try:
+            # Started in this order in one loop iteration: the backend runs both in one commit, the
+            # write first (a backend that cannot share the commit finds nothing, or locks later).
+            written, locked = await asyncio.gather(
+                write, self._claim(instance_id, key, token, self._held), return_exceptions=True
+            )
+        finally:
+            self._claiming -= 1
+        handed = isinstance(locked, LockedInstance)
+        if isinstance(locked, LockedInstance):  # a failed claim locked nothing, or its lock expires
+            item = orchestration_item(
+                locked.instance_id, token, locked.messages, locked.state, locked.history, locked.history_from
+            )
+            self.kept.give(key, [item])
+        if isinstance(written, BaseException):
+            if handed:
+                self._signal.set(1, handed=True)  # the kept item still needs its loop
+            raise written
+        return written, handed
