@@ -20,6 +20,7 @@ DECLARE
 BEGIN
     PERFORM 1 FROM orchestrator_queue q
     WHERE q.instance_id = p_instance_id AND q.visible_at <= now()
+      AND NOT EXISTS (SELECT 1 FROM instance_locks l WHERE l.instance_id = q.instance_id AND l.locked_until > now())
       AND (q.kind = 'control'
            OR NOT EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = q.instance_id AND i.status = 'SUSPENDED'))
     LIMIT 1;
