@@ -17,28 +17,33 @@ RETURNS TABLE (
 ) LANGUAGE plpgsql AS $$
 DECLARE
     v_locked boolean;
+    -- A retry of a call whose first attempt committed (its answer lost with the connection) finds
+    -- the lock its own: it returns the item again, without counting the delivery twice.
+    v_again boolean := EXISTS (SELECT 1 FROM instance_locks WHERE instance_id = p_instance_id AND lock_token = p_token);
 BEGIN
-    PERFORM 1 FROM orchestrator_queue q
-    WHERE q.instance_id = p_instance_id AND q.visible_at <= now()
-      AND NOT EXISTS (SELECT 1 FROM instance_locks l WHERE l.instance_id = q.instance_id AND l.locked_until > now())
-      AND (q.kind = 'control'
-           OR NOT EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = q.instance_id AND i.status = 'SUSPENDED'))
-    LIMIT 1;
-    IF NOT FOUND OR NOT pg_try_advisory_xact_lock(hashtext(current_schema()), hashtext(p_instance_id)) THEN
-        RETURN;
-    END IF;
-    INSERT INTO instance_locks AS l (instance_id, lock_token, locked_until, worker_id)
-    VALUES (p_instance_id, p_token, now() + make_interval(secs => p_lock_seconds), p_worker_id)
-    ON CONFLICT (instance_id) DO UPDATE
-        SET lock_token = excluded.lock_token, locked_until = excluded.locked_until, worker_id = excluded.worker_id
-        WHERE l.locked_until <= now()
-    RETURNING true INTO v_locked;
-    IF v_locked IS NULL THEN
-        RETURN;
+    IF NOT v_again THEN
+        PERFORM 1 FROM orchestrator_queue q
+        WHERE q.instance_id = p_instance_id AND q.visible_at <= now()
+          AND NOT EXISTS (SELECT 1 FROM instance_locks l WHERE l.instance_id = q.instance_id AND l.locked_until > now())
+          AND (q.kind = 'control'
+               OR NOT EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = q.instance_id AND i.status = 'SUSPENDED'))
+        LIMIT 1;
+        IF NOT FOUND OR NOT pg_try_advisory_xact_lock(hashtext(current_schema()), hashtext(p_instance_id)) THEN
+            RETURN;
+        END IF;
+        INSERT INTO instance_locks AS l (instance_id, lock_token, locked_until, worker_id)
+        VALUES (p_instance_id, p_token, now() + make_interval(secs => p_lock_seconds), p_worker_id)
+        ON CONFLICT (instance_id) DO UPDATE
+            SET lock_token = excluded.lock_token, locked_until = excluded.locked_until, worker_id = excluded.worker_id
+            WHERE l.locked_until <= now()
+        RETURNING true INTO v_locked;
+        IF v_locked IS NULL THEN
+            RETURN;
+        END IF;
     END IF;
     RETURN QUERY
     WITH m AS (
-        UPDATE orchestrator_queue q SET dequeue_count = q.dequeue_count + 1
+        UPDATE orchestrator_queue q SET dequeue_count = q.dequeue_count + CASE WHEN v_again THEN 0 ELSE 1 END
         WHERE q.instance_id = p_instance_id AND q.visible_at <= now()
         RETURNING q.message_id, q.execution_id, q.event, q.dequeue_count
     ), agg AS (
