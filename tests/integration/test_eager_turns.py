@@ -208,3 +208,44 @@ async def test_the_fetch_after_a_turn_that_left_messages_queued_finds_them(pair:
     assert (
         again is not None and again.instance_id == "a" and [type(m.event) for m in again.messages] == [StartRequested]
     )
+
+
+async def test_a_suspect_fetched_puts_back_what_was_handed_and_nothing_is_handed_until_its_turn_ends(
+    pair: tuple[Provider, Provider],
+) -> None:
+    provider, other = pair
+    await provider.create_instance(start("suspect"))
+    first = await provider.fetch_orchestration_item(29)
+    assert first is not None
+    waiting = await _idle_loop(provider)
+    await provider.create_instance(start("a"))  # locked for the loop that waits: kept
+    await asyncio.wait_for(waiting, 5)
+    await provider.abandon_orchestration_item(first)  # delivered once, no turn completed
+
+    # Another loop (asking for another lock duration) fetches the suspect: its turn will run alone.
+    suspect = await provider.fetch_orchestration_item(29)
+    assert suspect is not None and suspect.instance_id == "suspect"
+    assert [m.dequeue_count for m in suspect.messages] == [2]
+    put_back = await other.fetch_orchestration_item(30)
+    assert put_back is not None and put_back.instance_id == "a", "put back before the suspect's fetch returned"
+    assert [m.dequeue_count for m in put_back.messages] == [1], "its delivery taken back"
+
+    await _idle_loop(provider)
+    await provider.create_instance(start("b"))
+    not_handed = await other.fetch_orchestration_item(30)
+    assert not_handed is not None and not_handed.instance_id == "b", "nothing is handed while the suspect runs"
+
+    await provider.ack_orchestration_item(suspect, _consume_all(suspect))
+    assert await provider.fetch_orchestration_item(30) is None
+
+    async def waiting_loop() -> None:  # woken by the other process's commits too (SQLite), it waits again
+        while True:
+            await provider.wait_for_work("orchestrator", 30)
+
+    loop = asyncio.create_task(waiting_loop())
+    await asyncio.sleep(0.3)
+    await provider.create_instance(start("c"))
+    assert await other.fetch_orchestration_item(30) is None, "handed again once the suspect's turn ended"
+    item = await provider.fetch_orchestration_item(30)
+    assert item is not None and item.instance_id == "c"
+    loop.cancel()

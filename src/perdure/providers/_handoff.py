@@ -93,7 +93,8 @@ class Handoffs(Generic[K, H]):
         return True
 
     async def close(self) -> None:
-        """Put back every item still kept (the provider closes)."""
+        """Put back every item still kept, and wait for that (the provider closes, or nothing
+        may stay locked); later items are kept as before."""
         for queue in self._items.values():
             for handed in queue:
                 self._put_back(handed)

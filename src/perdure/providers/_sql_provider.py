@@ -116,22 +116,22 @@ class SqlProvider(SqlHooks, Provider):
         self, lock_seconds: float, *, worker_id: str | None = None, held: Mapping[str, HistoryMark] | None = None
     ) -> OrchestrationItem | None:
         held = held or {}
-        handed = self._turns.take((float(lock_seconds), worker_id), held)
-        if handed is not None:
-            return await self._history_as_held(handed, held.get(handed.instance_id))
-        token = uuid.uuid4().hex
-        self._signals.fetching("orchestrator")
-        fresh = self._signals.queues["orchestrator"].fresh
-        if self._turns.kept.still_empty(fresh) and self._nothing_due(("orchestrator",)):
-            return None
-        locked = await self._lock_instance(lock_seconds, token, worker_id, held)
-        if locked is None:
-            if self._signals.queues["orchestrator"].fresh == fresh:
-                self._turns.kept.found_empty(fresh)
-            return None
-        item = orchestration_item(
-            locked.instance_id, token, locked.messages, locked.state, locked.history, locked.history_from
-        )
+        item = self._turns.take((float(lock_seconds), worker_id), held)
+        if item is None:
+            token = uuid.uuid4().hex
+            self._signals.fetching("orchestrator")
+            fresh = self._signals.queues["orchestrator"].fresh
+            if self._turns.kept.still_empty(fresh) and self._nothing_due(("orchestrator",)):
+                return None
+            locked = await self._lock_instance(lock_seconds, token, worker_id, held)
+            if locked is None:
+                if self._signals.queues["orchestrator"].fresh == fresh:
+                    self._turns.kept.found_empty(fresh)
+                return None
+            item = orchestration_item(
+                locked.instance_id, token, locked.messages, locked.state, locked.history, locked.history_from
+            )
+        await self._turns.fetched(item, lock_seconds)
         return await self._history_as_held(item, held.get(item.instance_id))
 
     async def _history_as_held(self, item: OrchestrationItem, mark: HistoryMark | None) -> OrchestrationItem:
@@ -159,7 +159,10 @@ class SqlProvider(SqlHooks, Provider):
         return replace(item, history=events, history_error=error, history_from=wanted)
 
     async def ack_orchestration_item(self, item: OrchestrationItem, commit: TurnCommit) -> None:
-        committed, handed = await self._commit_and_claim(item, commit)
+        try:
+            committed, handed = await self._commit_and_claim(item, commit)
+        finally:
+            self._turns.ended(item)
         if not committed:
             raise LockLostError(f"the lock on instance {item.instance_id!r} expired and was taken over")
         state = commit.state
@@ -176,7 +179,10 @@ class SqlProvider(SqlHooks, Provider):
     async def abandon_orchestration_item(
         self, item: OrchestrationItem, delay: float = 0.0, *, undo_delivery: bool = False
     ) -> None:
-        await self._release_instance(item, delay, undo_delivery)
+        try:
+            await self._release_instance(item, delay, undo_delivery)
+        finally:
+            self._turns.ended(item)
         self._signals.due.forget()  # held back until the delay ends
         self._signals.work("orchestrator")
 

@@ -11,6 +11,11 @@ the execution cache it said it holds), and the item waits in ``Handoffs`` for th
 A handed item is an ordinary locked instance, so peek-lock holds as for any fetch: one no loop
 takes within ``expires`` seconds, or still kept when the provider closes, is released with its
 delivery taken back. At most as many locks are taken as loops wait, so none waits for nothing.
+
+While a fetch has returned a suspect (a message delivered before without a turn completing: the
+runtime runs its turn alone, see ``runtime/_isolation``), nothing is handed, and what was kept or
+being locked is put back before that fetch returns: should the suspect's turn take the process
+down, no other instance is charged a delivery for it.
 """
 
 from __future__ import annotations
@@ -48,8 +53,11 @@ class TurnHandoffs:
         self.kept: Handoffs[TurnKey, OrchestrationItem] = Handoffs(release, expires)
         self._signal = signal
         self._claim = claim
+        self._release = release
         self._held: Mapping[str, HistoryMark] = {}
         self._claiming = 0  # claims under way: each is meant for one of the idle loops
+        self._settled = asyncio.Condition()  # notified when a claim ends
+        self._suspects: dict[str, asyncio.TimerHandle] = {}  # lock tokens of suspects fetched, until their turn ends
 
     def take(self, key: TurnKey, held: Mapping[str, HistoryMark]) -> OrchestrationItem | None:
         """A kept item for a fetch that asks for ``key`` and holds ``held``, if any."""
@@ -63,26 +71,49 @@ class TurnHandoffs:
         Returns what ``write`` returned, and whether an item was kept for the next fetch.
         """
         key = self.kept.last_fetch
-        if key is None or self._signal.idle <= self._claiming:
+        if key is None or self._suspects or self._signal.idle <= self._claiming:
             return await write, False
         token = uuid.uuid4().hex
         self._claiming += 1
+        handed = False
         try:
             # Started in this order in one loop iteration: the backend runs both in one commit, the
             # write first (a backend that cannot share the commit finds nothing, or locks later).
             written, locked = await asyncio.gather(
                 write, self._claim(instance_id, key, token, self._held), return_exceptions=True
             )
+            if isinstance(locked, LockedInstance):  # a failed claim locked nothing, or its lock expires
+                item = orchestration_item(
+                    locked.instance_id, token, locked.messages, locked.state, locked.history, locked.history_from
+                )
+                if self._suspects:
+                    await self._release(item)  # a suspect came out meanwhile
+                else:
+                    self.kept.give(key, [item])
+                    handed = True
         finally:
             self._claiming -= 1
-        handed = isinstance(locked, LockedInstance)
-        if isinstance(locked, LockedInstance):  # a failed claim locked nothing, or its lock expires
-            item = orchestration_item(
-                locked.instance_id, token, locked.messages, locked.state, locked.history, locked.history_from
-            )
-            self.kept.give(key, [item])
+            async with self._settled:
+                self._settled.notify_all()
         if isinstance(written, BaseException):
             if handed:
                 self._signal.set(1, handed=True)  # the kept item still needs its loop
             raise written
         return written, handed
+
+    async def fetched(self, item: OrchestrationItem, lock_seconds: float) -> None:
+        """A fetch is about to return ``item``: if it is a suspect, hand nothing until its turn ends
+        (or its lock would have expired), and put back what is kept or being locked first."""
+        if not any(m.dequeue_count > 1 for m in item.messages):  # the runtime's ``is_suspect``
+            return
+        loop = asyncio.get_running_loop()
+        self._suspects[item.lock_token] = loop.call_later(lock_seconds, self.ended, item)
+        async with self._settled:
+            await self._settled.wait_for(lambda: self._claiming == 0)
+        await self.kept.close()
+
+    def ended(self, item: OrchestrationItem) -> None:
+        """The turn of a fetched ``item`` was acked or put back (or its lock expired)."""
+        timer = self._suspects.pop(item.lock_token, None)
+        if timer is not None:
+            timer.cancel()
