@@ -217,6 +217,7 @@ class SqlProvider(SqlHooks, Provider):
         """Release an instance handed to no fetch, taking back the delivery its lock counted."""
         with contextlib.suppress(Exception):
             await self._release_instance(item, 0.0, True)
+        self._turns.ended(item)
         self._signals.work("orchestrator")
 
     async def _put_back(self, handed: Handed) -> None:

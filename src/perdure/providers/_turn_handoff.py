@@ -58,6 +58,9 @@ class TurnHandoffs:
         self._claiming = 0  # claims under way: each is meant for one of the idle loops
         self._settled = asyncio.Condition()  # notified when a claim ends
         self._suspects: dict[str, asyncio.TimerHandle] = {}  # lock tokens of suspects fetched, until their turn ends
+        # Instances this process holds (lock token by instance id: kept, or fetched and not acked or
+        # put back yet) or is claiming: a claim of one would find it locked, so none is sent.
+        self._out: dict[str, str] = {}
 
     def take(self, key: TurnKey, held: Mapping[str, HistoryMark]) -> OrchestrationItem | None:
         """A kept item for a fetch that asks for ``key`` and holds ``held``, if any."""
@@ -71,10 +74,11 @@ class TurnHandoffs:
         Returns what ``write`` returned, and whether an item was kept for the next fetch.
         """
         key = self.kept.last_fetch
-        if key is None or self._suspects or self._signal.idle <= self._claiming:
+        if key is None or self._suspects or instance_id in self._out or self._signal.idle <= self._claiming:
             return await write, False
         token = uuid.uuid4().hex
         self._claiming += 1
+        self._out[instance_id] = token
         handed = False
         try:
             # Started in this order in one loop iteration: the backend runs both in one commit, the
@@ -93,6 +97,8 @@ class TurnHandoffs:
                     handed = True
         finally:
             self._claiming -= 1
+            if not handed and self._out.get(instance_id) == token:
+                del self._out[instance_id]
             async with self._settled:
                 self._settled.notify_all()
         if isinstance(written, BaseException):
@@ -104,6 +110,7 @@ class TurnHandoffs:
     async def fetched(self, item: OrchestrationItem, lock_seconds: float) -> None:
         """A fetch is about to return ``item``: if it is a suspect, hand nothing until its turn ends
         (or its lock would have expired), and put back what is kept or being locked first."""
+        self._out[item.instance_id] = item.lock_token
         if not any(m.dequeue_count > 1 for m in item.messages):  # the runtime's ``is_suspect``
             return
         loop = asyncio.get_running_loop()
@@ -114,6 +121,8 @@ class TurnHandoffs:
 
     def ended(self, item: OrchestrationItem) -> None:
         """The turn of a fetched ``item`` was acked or put back (or its lock expired)."""
+        if self._out.get(item.instance_id) == item.lock_token:
+            del self._out[item.instance_id]
         timer = self._suspects.pop(item.lock_token, None)
         if timer is not None:
             timer.cancel()
