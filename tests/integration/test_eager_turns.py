@@ -49,6 +49,20 @@ async def _idle_loop(provider: Provider, lock_seconds: float = 30) -> asyncio.Ta
     return waiting
 
 
+async def _waiting_loop(provider: Provider) -> asyncio.Task[None]:
+    """Like ``_idle_loop``, after the other process committed: its commits wake the loop (on SQLite,
+    when the watcher sees them), which finds nothing and waits again."""
+    assert await provider.fetch_orchestration_item(30) is None
+
+    async def waiting() -> None:
+        while True:
+            await provider.wait_for_work("orchestrator", 30)
+
+    loop = asyncio.create_task(waiting())
+    await asyncio.sleep(0.3)
+    return loop
+
+
 def _consume_all(item: OrchestrationItem) -> TurnCommit:
     return TurnCommit(execution_id=1, consumed=[m.message_id for m in item.messages])
 
@@ -236,16 +250,34 @@ async def test_a_suspect_fetched_puts_back_what_was_handed_and_nothing_is_handed
     assert not_handed is not None and not_handed.instance_id == "b", "nothing is handed while the suspect runs"
 
     await provider.ack_orchestration_item(suspect, _consume_all(suspect))
-    assert await provider.fetch_orchestration_item(30) is None
-
-    async def waiting_loop() -> None:  # woken by the other process's commits too (SQLite), it waits again
-        while True:
-            await provider.wait_for_work("orchestrator", 30)
-
-    loop = asyncio.create_task(waiting_loop())
-    await asyncio.sleep(0.3)
+    loop = await _waiting_loop(provider)
     await provider.create_instance(start("c"))
     assert await other.fetch_orchestration_item(30) is None, "handed again once the suspect's turn ended"
     item = await provider.fetch_orchestration_item(30)
     assert item is not None and item.instance_id == "c"
+    loop.cancel()
+
+
+async def test_an_instance_with_work_still_queued_or_running_is_not_locked_for_an_activity_ack(
+    pair: tuple[Provider, Provider],
+) -> None:
+    provider, other = pair
+    await provider.create_instance(start("fan"))
+    await run_start_turn(provider, "fan", activity_items=[request("fan", source=2), request("fan", source=3)])
+    first, second = await fetch_work(provider), await fetch_work(provider)
+    done = [
+        Message(instance_id="fan", execution_id=1, event=ActivityCompleted(source_event_id=s, result=s)) for s in (2, 3)
+    ]
+    await _idle_loop(provider)
+    await provider.ack_work_item(first, done[0])
+    # The other activity still runs: its completion is coming, and a fetch a little later takes both.
+    item = await other.fetch_orchestration_item(30)
+    assert item is not None and item.instance_id == "fan", "not locked for the loop"
+    await other.ack_orchestration_item(item, _consume_all(item))
+
+    loop = await _waiting_loop(provider)
+    await provider.ack_work_item(second, done[1])
+    assert await other.fetch_orchestration_item(30) is None, "the last completion: locked for the loop"
+    handed = await provider.fetch_orchestration_item(30)
+    assert handed is not None and [m.event for m in handed.messages] == [done[1].event]
     loop.cancel()

@@ -131,7 +131,8 @@ class SqlHooks(abc.ABC):
         self, instance_id: str, key: tuple[float, str | None], token: str, held: Mapping[str, HistoryMark]
     ) -> LockedInstance | None:
         """Lock this instance with ``token`` as ``_lock_instance`` would lock the next fetchable one
-        (same rules; ``key``: lock duration and worker id), if a fetch could take it now; run
+        (same rules; ``key``: lock duration and worker id), if a fetch could take it now and none
+        of its work items is queued or running (more completions are coming then); run
         together with the write that queues its message, so that it sees that message (a backend
         that cannot share the commit claims nothing)."""
         return None

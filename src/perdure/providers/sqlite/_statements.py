@@ -174,7 +174,8 @@ def lock_instance(
     held: Mapping[str, HistoryMark],
     only: str | None = None,
 ) -> LockedInstance | None:
-    """Lock the next fetchable instance (``only``: this one, if fetchable) and read it."""
+    """Lock the next fetchable instance (``only``: this one, if fetchable and none of its work items
+    is queued or running) and read it."""
     now = clock.now()
     with transaction(db):
         if only is None:

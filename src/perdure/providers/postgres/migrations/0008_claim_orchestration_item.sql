@@ -4,7 +4,9 @@
 
 -- Lock the instance p_instance_id exactly as fetch_orchestration_item locks the next fetchable one
 -- (visible messages, no live lock, not held back by suspension; an advisory try-lock skips it while
--- another fetch is taking it) and return it the same way; no row if a fetch could not take it now.
+-- another fetch is taking it) and return it the same way; no row if a fetch could not take it now,
+-- or if work items of the instance are still queued or running: more completions are coming (a
+-- fan-out), and the fetch that comes a little later takes those that arrive together in one turn.
 CREATE FUNCTION claim_orchestration_item(
     p_instance_id text, p_lock_seconds double precision, p_token text, p_worker_id text, p_tail_over integer
 )
@@ -27,6 +29,7 @@ BEGIN
           AND NOT EXISTS (SELECT 1 FROM instance_locks l WHERE l.instance_id = q.instance_id AND l.locked_until > now())
           AND (q.kind = 'control'
                OR NOT EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = q.instance_id AND i.status = 'SUSPENDED'))
+          AND NOT EXISTS (SELECT 1 FROM worker_queue w WHERE w.instance_id = p_instance_id)
         LIMIT 1;
         IF NOT FOUND OR NOT pg_try_advisory_xact_lock(hashtext(current_schema()), hashtext(p_instance_id)) THEN
             RETURN;
