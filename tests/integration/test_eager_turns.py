@@ -281,3 +281,25 @@ async def test_an_instance_with_work_still_queued_or_running_is_not_locked_for_a
     handed = await provider.fetch_orchestration_item(30)
     assert handed is not None and [m.event for m in handed.messages] == [done[1].event]
     loop.cancel()
+
+
+async def test_work_a_turn_queues_is_locked_in_its_commit_for_an_idle_activity_loop(
+    pair: tuple[Provider, Provider],
+) -> None:
+    provider, other = pair
+    await provider.create_instance(start("a"))
+    assert await provider.fetch_work_item(["default"], 30) is None  # what this process's loop asks for
+    waiting = asyncio.create_task(provider.wait_for_work("activity", 30, ["default"]))
+    await asyncio.sleep(0.1)
+    await run_start_turn(provider, "a", activity_items=[request("a")])
+    await asyncio.wait_for(waiting, 5)
+
+    assert await other.fetch_work_item(["default"], 30) is None, "locked for the idle loop already"
+    work = await provider.fetch_work_item(["default"], 30)
+    assert work is not None and work.request is not None and work.request.instance_id == "a"
+    assert work.dequeue_count == 1
+    done = Message(instance_id="a", execution_id=1, event=ActivityCompleted(source_event_id=2))
+    await provider.ack_work_item(work, done)
+    assert await provider.work_items_held([work]) == set()
+    assert await provider.fetch_work_item(["default"], 30) is None, "nothing left, and the fetch after it is skipped"
+    assert await other.fetch_work_item(["default"], 30) is None

@@ -30,6 +30,7 @@ from perdure.providers._base import (
     WorkItem,
 )
 from perdure.providers._clock import TimeSource
+from perdure.providers._handoff import FetchKey
 from perdure.providers._sql_hooks import LockedInstance, WorkRow
 from perdure.providers._sql_provider import SqlProvider
 from perdure.providers.sqlite import _statements as tx
@@ -186,6 +187,12 @@ class SqliteProvider(SqlProvider):
     ) -> WorkRow | None:
         return await self._write(tx.lock_work_item, self.clock, queues, lock_seconds, token, worker_id)
 
+    async def _claim_work_items(self, instance_id: str, key: FetchKey, token: str, count: int) -> list[WorkRow]:
+        queues, lock_seconds, worker_id = key
+        return await self._write(
+            tx.claim_work_items, self.clock, instance_id, list(queues), lock_seconds, token, worker_id, count
+        )
+
     async def _complete_work_item(self, item: WorkItem, completion: Message) -> bool:
         return await self._write(tx.complete_work_item, self.clock, item, completion)
 
@@ -254,6 +261,7 @@ class SqliteProvider(SqlProvider):
     async def close(self) -> None:
         if self._closed:
             return
+        await self._handoffs.close()
         await self._turns.kept.close()
         self._closed = True
         if self._watcher is not None:

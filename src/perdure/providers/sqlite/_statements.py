@@ -282,6 +282,26 @@ def lock_work_item(
     return (row[0], row[1], row[2], row[3], row[4])
 
 
+def claim_work_items(
+    db: sqlite3.Connection,
+    clock: TimeSource,
+    instance_id: str,
+    queues: list[str],
+    lock_seconds: float,
+    token: str,
+    worker_id: str | None,
+    count: int,
+) -> list[WorkRow]:
+    """Lock up to ``count`` of the instance's visible work items as ``lock_work_item`` locks one."""
+    now = clock.now()
+    with transaction(db):
+        key = {"instance_id": instance_id, "queues": _json.dumps(queues), "now": now, "count": count}
+        rows = db.execute(Q["claimable_work_items"], key).fetchall()
+        lock = {"lock_token": token, "locked_until": now + lock_seconds, "worker_id": worker_id}
+        db.executemany(Q["lock_work_item"], [{**lock, "item_id": row[0]} for row in rows])
+    return [(row[0], row[1], row[2], row[3], row[4]) for row in rows]
+
+
 def complete_work_item(db: sqlite3.Connection, clock: TimeSource, item: WorkItem, completion: Message) -> bool:
     now = clock.now()
     with transaction(db):
