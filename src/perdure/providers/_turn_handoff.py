@@ -10,7 +10,10 @@ the execution cache it said it holds), and the item waits in ``Handoffs`` for th
 
 A handed item is an ordinary locked instance, so peek-lock holds as for any fetch: one no loop
 takes within ``expires`` seconds, or still kept when the provider closes, is released with its
-delivery taken back. At most as many locks are taken as loops wait, so none waits for nothing.
+delivery taken back. At most as many locks are taken as loops wait, so none waits for nothing;
+none is tried for an instance this process holds or is claiming already, and the backend takes
+none while work items of the instance are queued or running (a fan-out's completions keep coming,
+and a fetch a little later takes them together in one turn).
 
 While a fetch has returned a suspect (a message delivered before without a turn completing: the
 runtime runs its turn alone, see ``runtime/_isolation``), nothing is handed, and what was kept or
