@@ -494,3 +494,22 @@ async def test_work_locked_for_a_loop_that_never_takes_it_is_put_back(schemas: l
     finally:
         await other.close()
         await provider.close()
+
+
+async def test_a_retried_instance_claim_whose_first_attempt_committed_returns_the_item_counted_once(
+    schemas: list[str],
+) -> None:
+    provider = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    other = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    try:
+        await provider.create_instance(_start("a"))
+        first = await provider._claim_instance("a", (30.0, None), "token", {})
+        assert first is not None and [m[3] for m in first.messages] == [1]
+        # The same call again, as after a connection lost before its answer came: the lock is its own.
+        again = await provider._claim_instance("a", (30.0, None), "token", {})
+        assert again is not None and [m[3] for m in again.messages] == [1], "the delivery is counted once"
+        assert await provider._claim_instance("a", (30.0, None), "another", {}) is None, "locked"
+        assert await other.fetch_orchestration_item(30) is None
+    finally:
+        await other.close()
+        await provider.close()

@@ -17,10 +17,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import weakref
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine, Hashable
+from typing import Any, Generic, TypeVar
 
 __all__ = ["FetchKey", "Handoffs", "Handed"]
+
+K = TypeVar("K", bound=Hashable)
+H = TypeVar("H")
 
 FetchKey = tuple[tuple[str, ...], float, str | None]
 """What a work fetch asks for: its queues, lock duration and worker id."""
@@ -28,21 +31,22 @@ Handed = tuple[Any, str]
 """A locked work item's stored row and its lock token."""
 
 
-class Handoffs:
-    """Work items locked for this process's next work fetches, by what those fetches ask for."""
+class Handoffs(Generic[K, H]):
+    """Items locked for this process's next fetches of one kind, by what those fetches ask for
+    (``K``: for work items a ``FetchKey``; ``H``: for work items ``Handed``)."""
 
-    def __init__(self, release: Callable[[Handed], Coroutine[Any, Any, None]], expires: float = 2.0) -> None:
+    def __init__(self, release: Callable[[H], Coroutine[Any, Any, None]], expires: float = 2.0) -> None:
         self._release = release
         self._expires = expires
-        self._items: dict[FetchKey, collections.deque[Handed]] = {}
+        self._items: dict[K, collections.deque[H]] = {}
         self._releasing: set[asyncio.Task[None]] = set()
-        self.last_fetch: FetchKey | None = None
-        """What the latest work fetch of this process asked for: what a claim locks items for."""
-        # Per activity loop (its task): the queue signal's ``fresh`` count when its last fetch from
+        self.last_fetch: K | None = None
+        """What the latest fetch of this process asked for: what a claim locks items for."""
+        # Per dispatcher loop (its task): the queue signal's ``fresh`` count when its last fetch from
         # the store found nothing, and whether it took a handed item since.
         self._found_empty: weakref.WeakKeyDictionary[asyncio.Task[Any], tuple[int, bool]] = weakref.WeakKeyDictionary()
 
-    def give(self, key: FetchKey, items: list[Handed]) -> None:
+    def give(self, key: K, items: list[H]) -> None:
         """Keep ``items``, locked as ``key`` asks, for the next fetches with that ``key``."""
         if not items:
             return
@@ -52,7 +56,7 @@ class Handoffs:
         for handed in items:
             loop.call_later(self._expires, self._expire, key, handed)
 
-    def take(self, key: FetchKey) -> Handed | None:
+    def take(self, key: K) -> H | None:
         """A kept item for a fetch that asks for ``key``, if any."""
         self.last_fetch = key
         queue = self._items.get(key)
@@ -89,7 +93,8 @@ class Handoffs:
         return True
 
     async def close(self) -> None:
-        """Put back every item still kept (the provider closes)."""
+        """Put back every item still kept, and wait for that (the provider closes, or nothing
+        may stay locked); later items are kept as before."""
         for queue in self._items.values():
             for handed in queue:
                 self._put_back(handed)
@@ -97,13 +102,13 @@ class Handoffs:
         if self._releasing:
             await asyncio.gather(*self._releasing, return_exceptions=True)
 
-    def _expire(self, key: FetchKey, handed: Handed) -> None:
+    def _expire(self, key: K, handed: H) -> None:
         queue = self._items.get(key)
         if queue is not None and handed in queue:
             queue.remove(handed)
             self._put_back(handed)
 
-    def _put_back(self, handed: Handed) -> None:
+    def _put_back(self, handed: H) -> None:
         task = asyncio.get_running_loop().create_task(self._release(handed))
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)

@@ -145,6 +145,16 @@ class SqlHooks(abc.ABC):
         The default claims nothing and does not know the instance's row after the commit."""
         return Committed(await self._commit_turn(item, commit))
 
+    async def _claim_instance(
+        self, instance_id: str, key: tuple[float, str | None], token: str, held: Mapping[str, HistoryMark]
+    ) -> LockedInstance | None:
+        """Lock this instance with ``token`` as ``_lock_instance`` would lock the next fetchable one
+        (same rules; ``key``: lock duration and worker id), if a fetch could take it now and none
+        of its work items is queued or running (more completions are coming then); run
+        together with the write that queues its message, so that it sees that message (a backend
+        that cannot share the commit claims nothing)."""
+        return None
+
     @abc.abstractmethod
     async def _release_instance(self, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:
         """Release ``item``'s lock (if still held), or with a delay hold the instance until then (by the

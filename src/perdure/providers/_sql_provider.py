@@ -13,11 +13,12 @@ from __future__ import annotations
 import contextlib
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 from perdure._errors import InstanceAlreadyExistsError
-from perdure._state import OrchestrationState
+from perdure._state import OrchestrationState, OrchestrationStatus
 from perdure.engine import HistoryEvent, decode_event
 from perdure.providers._base import (
     HistoryMark,
@@ -39,9 +40,10 @@ from perdure.providers._codec import (
     work_item,
     worker_from_row,
 )
-from perdure.providers._handoff import Handed, Handoffs
+from perdure.providers._handoff import FetchKey, Handed, Handoffs
 from perdure.providers._signal import SignalBoard
 from perdure.providers._sql_hooks import Committed, SqlHooks
+from perdure.providers._turn_handoff import TurnHandoffs
 
 __all__ = ["SqlProvider"]
 
@@ -57,16 +59,19 @@ class SqlProvider(SqlHooks, Provider):
 
     def __init__(self) -> None:
         self._signals = SignalBoard()
-        self._handoffs = Handoffs(self._put_back)
+        self._handoffs: Handoffs[FetchKey, Handed] = Handoffs(self._put_back)
+        self._turns = TurnHandoffs(self._signals.queues["orchestrator"], self._claim_instance, self._put_back_turn)
 
     # --- instances and history -----------------------------------------------------------------
 
     async def create_instance(self, start: Message) -> None:
         if start.new_instance is None:
             raise ValueError("create_instance needs a message with new_instance set")
-        if not await self._insert_instance(start):
+        created, handed = await self._write_and_claim(self._insert_instance(start), start)
+        if not created:
+            self._written([], handed)
             raise InstanceAlreadyExistsError(f"an instance with id {start.instance_id!r} already exists")
-        self._written([start])
+        self._written([start], handed)
 
     async def restart_instance(self, start: Message) -> int:
         if start.new_instance is None:
@@ -109,15 +114,23 @@ class SqlProvider(SqlHooks, Provider):
     async def fetch_orchestration_item(
         self, lock_seconds: float, *, worker_id: str | None = None, held: Mapping[str, HistoryMark] | None = None
     ) -> OrchestrationItem | None:
-        token = uuid.uuid4().hex
         held = held or {}
-        self._signals.fetching("orchestrator")
-        locked = await self._lock_instance(lock_seconds, token, worker_id, held)
-        if locked is None:
-            return None
-        item = orchestration_item(
-            locked.instance_id, token, locked.messages, locked.state, locked.history, locked.history_from
-        )
+        item = self._turns.take((float(lock_seconds), worker_id), held)
+        if item is None:
+            token = uuid.uuid4().hex
+            self._signals.fetching("orchestrator")
+            fresh = self._signals.queues["orchestrator"].fresh
+            if self._turns.kept.still_empty(fresh) and self._nothing_due(("orchestrator",)):
+                return None
+            locked = await self._lock_instance(lock_seconds, token, worker_id, held)
+            if locked is None:
+                if self._signals.queues["orchestrator"].fresh == fresh:
+                    self._turns.kept.found_empty(fresh)
+                return None
+            item = orchestration_item(
+                locked.instance_id, token, locked.messages, locked.state, locked.history, locked.history_from
+            )
+        await self._turns.fetched(item, lock_seconds)
         return await self._history_as_held(item, held.get(item.instance_id))
 
     async def _history_as_held(self, item: OrchestrationItem, mark: HistoryMark | None) -> OrchestrationItem:
@@ -145,7 +158,10 @@ class SqlProvider(SqlHooks, Provider):
         return replace(item, history=events, history_error=error, history_from=wanted)
 
     async def ack_orchestration_item(self, item: OrchestrationItem, commit: TurnCommit) -> None:
-        done = await self._commit_and_claim(item, commit)
+        try:
+            done = await self._commit_and_claim(item, commit)
+        finally:
+            self._turns.ended(item)
         if not done.committed:
             raise LockLostError(f"the lock on instance {item.instance_id!r} expired and was taken over")
         state = commit.state
@@ -154,11 +170,18 @@ class SqlProvider(SqlHooks, Provider):
         self._written(commit.messages)
         handed = len(done.claimed) == len(commit.activity_items)
         self._signals.work("activity", len(commit.activity_items), handed=handed)
+        if len(commit.consumed) < len(item.messages) or (
+            item.state is not None and item.state.status is OrchestrationStatus.SUSPENDED
+        ):
+            self._signals.work("orchestrator")  # messages it leaves queued may be fetchable now
 
     async def abandon_orchestration_item(
         self, item: OrchestrationItem, delay: float = 0.0, *, undo_delivery: bool = False
     ) -> None:
-        await self._release_instance(item, delay, undo_delivery)
+        try:
+            await self._release_instance(item, delay, undo_delivery)
+        finally:
+            self._turns.ended(item)
         self._signals.due.forget()  # held back until the delay ends
         self._signals.work("orchestrator")
 
@@ -173,6 +196,20 @@ class SqlProvider(SqlHooks, Provider):
         done = await self._commit_turn_claiming(item, commit, (key, token, count))
         self._handoffs.give(key, [(row, token) for row in done.claimed])
         return done
+
+    async def _write_and_claim(self, write: Coroutine[Any, Any, bool], message: Message) -> tuple[bool, bool]:
+        """Run ``write``, which queues ``message``; lock its instance for an idle orchestration loop
+        of this process in the same commit if it is visible at once (see ``_turn_handoff``)."""
+        if message.visible_at is not None:
+            return await write, False
+        return await self._turns.write_and_claim(write, message.instance_id)
+
+    async def _put_back_turn(self, item: OrchestrationItem) -> None:
+        """Release an instance handed to no fetch, taking back the delivery its lock counted."""
+        with contextlib.suppress(Exception):
+            await self._release_instance(item, 0.0, True)
+        self._turns.ended(item)
+        self._signals.work("orchestrator")
 
     async def _put_back(self, handed: Handed) -> None:
         """Release a handed work item no fetch took; its lock expires anyway if this fails."""
@@ -206,9 +243,11 @@ class SqlProvider(SqlHooks, Provider):
     async def ack_work_item(self, item: WorkItem, completion: Message) -> None:
         if completion.new_instance is not None:
             raise ValueError("an activity completion cannot create an instance")
-        if not await self._complete_work_item(item, completion):
+        completed, handed = await self._write_and_claim(self._complete_work_item(item, completion), completion)
+        if not completed:
+            self._written([], handed)
             raise _work_item_lost(item)
-        self._written([completion])
+        self._written([completion], handed)
 
     async def abandon_work_item(self, item: WorkItem, delay: float = 0.0) -> None:
         if not await self._release_work_item(item, delay):
@@ -241,11 +280,15 @@ class SqlProvider(SqlHooks, Provider):
 
     # --- waiting -------------------------------------------------------------------------------
 
-    def _written(self, messages: Sequence[Message]) -> None:
-        """Wake dispatchers for messages this process queued; a delayed one may be due before any
+    def _written(self, messages: Sequence[Message], handed: bool = False) -> None:
+        """Wake dispatchers for messages this process queued (``handed``: and for an instance the
+        write locked for a loop, its only message among them); a delayed one may be due before any
         answer about due times said."""
         if any(message.visible_at is not None for message in messages):
             self._signals.due.forget()
+        if handed:
+            self._signals.work("orchestrator", 1, handed=True)
+            messages = messages[1:]
         self._signals.work("orchestrator", len(messages))
 
     def _nothing_due(self, key: tuple[str, ...]) -> bool:

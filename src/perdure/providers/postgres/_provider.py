@@ -263,6 +263,14 @@ class PostgresProvider(SqlProvider):
         row, _ = await self._batch.fetchone(_Q["fetch_orchestration_item"], params)
         return None if row is None else _locked_instance(row)
 
+    async def _claim_instance(
+        self, instance_id: str, key: tuple[float, str | None], token: str, held: Mapping[str, HistoryMark]
+    ) -> LockedInstance | None:
+        params = {"instance_id": instance_id, "lock_seconds": key[0], "lock_token": token, "worker_id": key[1]}
+        params["tail_over"] = _TAIL_OVER if held else None
+        row, _ = await self._batch.fetchone(_Q["claim_orchestration_item"], params)
+        return None if row is None else _locked_instance(row)
+
     async def _commit_turn(self, item: OrchestrationItem, commit: TurnCommit) -> bool:
         return (await self._commit_turn_claiming(item, commit, None)).committed
 
@@ -285,20 +293,7 @@ class PostgresProvider(SqlProvider):
             if attempt > 0 and not done.committed and params["claim_count"]:
                 await self._release_claimed(item.instance_id, params["claim_token"])
             return done
-
-        async def tx(conn: Connection, attempt: int) -> Committed:
-            async with conn.transaction():
-                row = await (await conn.execute(_Q["ack_orchestration_item"], params)).fetchone()
-                if row is None or not row[0]:
-                    return Committed(False)
-                key = {"instance_id": item.instance_id}
-                rows = await (await conn.execute(_Q["select_instance_work_items"], key)).fetchall()
-                cancelled = activity_items(rows, commit.execution_id, commit.cancelled_activities)
-                if cancelled:
-                    await conn.execute(_Q["cancel_work_items"], {"item_ids": cancelled})
-            return _acked(row, params)
-
-        return await self._run(tx)
+        return await self._run(lambda conn, _: _ack_cancelling(conn, params, item, commit))
 
     async def _release_claimed(self, instance_id: str, token: str) -> None:
         """Put back the work items a turn's ack may have locked with ``token``: a retry after a lost
@@ -386,10 +381,27 @@ class PostgresProvider(SqlProvider):
         if self._closed:
             return
         await self._handoffs.close()
+        await self._turns.kept.close()
         self._closed = True
         await self._batch.close()
         await self._listener.close()
         await self._pool.close()
+
+
+async def _ack_cancelling(
+    conn: Connection, params: dict[str, Any], item: OrchestrationItem, commit: TurnCommit
+) -> Committed:
+    """A turn's ack that also cancels the work items of the activities it cancels, in one transaction."""
+    async with conn.transaction():
+        row = await (await conn.execute(_Q["ack_orchestration_item"], params)).fetchone()
+        if row is None or not row[0]:
+            return Committed(False)
+        key = {"instance_id": item.instance_id}
+        rows = await (await conn.execute(_Q["select_instance_work_items"], key)).fetchall()
+        cancelled = activity_items(rows, commit.execution_id, commit.cancelled_activities)
+        if cancelled:
+            await conn.execute(_Q["cancel_work_items"], {"item_ids": cancelled})
+    return _acked(row, params)
 
 
 async def _rewind_queued(conn: Connection, request: Message) -> bool:

@@ -122,6 +122,10 @@ SELECT count(*) FROM purged
 -- name: fetch_orchestration_item
 SELECT * FROM fetch_orchestration_item(%(lock_seconds)s, %(lock_token)s, %(worker_id)s, %(tail_over)s)
 
+-- name: claim_orchestration_item
+-- Run in the transaction of the write that queued the instance's message (see _turn_handoff).
+SELECT * FROM claim_orchestration_item(%(instance_id)s, %(lock_seconds)s, %(lock_token)s, %(worker_id)s, %(tail_over)s)
+
 -- name: ack_orchestration_item
 -- Returns whether it committed, and the new work items it locked for this process's idle loops.
 SELECT * FROM ack_orchestration_item(

@@ -169,6 +169,12 @@ class SqliteProvider(SqlProvider):
     ) -> LockedInstance | None:
         return await self._write(tx.lock_instance, self.clock, lock_seconds, token, worker_id, held)
 
+    async def _claim_instance(
+        self, instance_id: str, key: tuple[float, str | None], token: str, held: Mapping[str, HistoryMark]
+    ) -> LockedInstance | None:
+        lock_seconds, worker_id = key
+        return await self._write(tx.lock_instance, self.clock, lock_seconds, token, worker_id, held, instance_id)
+
     async def _commit_turn(self, item: OrchestrationItem, commit: TurnCommit) -> bool:
         return await self._write(tx.commit_turn, self.clock, item, commit)
 
@@ -248,6 +254,7 @@ class SqliteProvider(SqlProvider):
     async def close(self) -> None:
         if self._closed:
             return
+        await self._turns.kept.close()
         self._closed = True
         if self._watcher is not None:
             self._watcher.cancel()

@@ -172,10 +172,16 @@ def lock_instance(
     token: str,
     worker_id: str | None,
     held: Mapping[str, HistoryMark],
+    only: str | None = None,
 ) -> LockedInstance | None:
+    """Lock the next fetchable instance (``only``: this one, if fetchable and none of its work items
+    is queued or running) and read it."""
     now = clock.now()
     with transaction(db):
-        row = db.execute(Q["next_orchestration_instance"], {"now": now}).fetchone()
+        if only is None:
+            row = db.execute(Q["next_orchestration_instance"], {"now": now}).fetchone()
+        else:  # eager dispatch: that instance, if a fetch could take it now
+            row = db.execute(Q["orchestration_instance_fetchable"], {"now": now, "instance_id": only}).fetchone()
         if row is None:
             return None
         instance_id = row[0]

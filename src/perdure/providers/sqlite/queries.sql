@@ -55,6 +55,17 @@ WHERE q.visible_at <= :now
 ORDER BY q.visible_at, q.message_id
 LIMIT 1
 
+-- name: orchestration_instance_fetchable
+-- The instance, if next_orchestration_instance could return it now and none of its work items is
+-- queued or running (otherwise more completions are coming, and a later fetch takes them together).
+SELECT q.instance_id FROM orchestrator_queue q
+WHERE q.instance_id = :instance_id AND q.visible_at <= :now
+  AND NOT EXISTS (SELECT 1 FROM instance_locks l WHERE l.instance_id = q.instance_id AND l.locked_until > :now)
+  AND (q.kind = 'control'
+       OR NOT EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = q.instance_id AND i.status = 'SUSPENDED'))
+  AND NOT EXISTS (SELECT 1 FROM worker_queue w WHERE w.instance_id = q.instance_id)
+LIMIT 1
+
 -- name: lock_instance
 INSERT INTO instance_locks (instance_id, lock_token, locked_until, worker_id)
 VALUES (:instance_id, :lock_token, :locked_until, :worker_id)
