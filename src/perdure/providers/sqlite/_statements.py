@@ -95,8 +95,12 @@ def _instance_row(message: Message, now: float) -> dict[str, Any]:
 
 
 def _enqueue(db: sqlite3.Connection, messages: Sequence[Message], now: float) -> None:
-    db.executemany(Q["insert_instance"], [_instance_row(m, now) for m in messages if m.new_instance is not None])
-    db.executemany(Q["insert_message"], [_message_row(m, now) for m in messages])
+    # An empty ``executemany`` still costs a statement lookup: most calls create no instance.
+    instances = [_instance_row(m, now) for m in messages if m.new_instance is not None]
+    if instances:
+        db.executemany(Q["insert_instance"], instances)
+    if messages:
+        db.executemany(Q["insert_message"], [_message_row(m, now) for m in messages])
 
 
 def insert_messages(db: sqlite3.Connection, clock: TimeSource, messages: Sequence[Message]) -> None:
@@ -215,13 +219,14 @@ def commit_turn(db: sqlite3.Connection, clock: TimeSource, item: OrchestrationIt
         execution = {"instance_id": instance_id, "execution_id": commit.execution_id}
         events = [{**execution, "event_id": e.event_id, "event": encode_event(e)} for e in commit.history]
         db.executemany(Q["insert_history"], events)
-        db.executemany(
-            Q["insert_work_item"],
-            [
-                {"queue": r.queue, "instance_id": r.instance_id, "request": encode_request(r), "now": now}
-                for r in commit.activity_items
-            ],
-        )
+        if commit.activity_items:
+            db.executemany(
+                Q["insert_work_item"],
+                [
+                    {"queue": r.queue, "instance_id": r.instance_id, "request": encode_request(r), "now": now}
+                    for r in commit.activity_items
+                ],
+            )
         if commit.cancelled_activities:
             rows = db.execute(Q["select_instance_work_items"], {"instance_id": instance_id}).fetchall()
             cancelled = activity_items(rows, commit.execution_id, commit.cancelled_activities)
@@ -229,7 +234,8 @@ def commit_turn(db: sqlite3.Connection, clock: TimeSource, item: OrchestrationIt
         _enqueue(db, commit.messages, now)
         if commit.state is not None:
             db.execute(Q["update_instance"], _state_row(instance_id, commit.state, now))
-        db.executemany(Q["delete_message"], [{"message_id": m} for m in commit.consumed])
+        if commit.consumed:
+            db.executemany(Q["delete_message"], [{"message_id": m} for m in commit.consumed])
         db.execute(Q["reset_dequeue"], {"instance_id": instance_id})
     return True
 
