@@ -167,6 +167,10 @@ class SqliteProvider(SqlProvider):
     async def _lock_instance(
         self, lock_seconds: float, token: str, worker_id: str | None, held: Mapping[str, HistoryMark]
     ) -> LockedInstance | None:
+        # Most fetches that find nothing come right after a turn: a plain read tells, without the
+        # write lock and a place in the next group commit. What arrives after it is signalled.
+        if not await self._read(tx.orchestration_ready, self.clock):
+            return None
         return await self._write(tx.lock_instance, self.clock, lock_seconds, token, worker_id, held)
 
     async def _commit_turn(self, item: OrchestrationItem, commit: TurnCommit) -> bool:

@@ -53,6 +53,7 @@ __all__ = [
     "lock_work_item",
     "mark_rewinding",
     "move_clock",
+    "orchestration_ready",
     "queue_depths",
     "release_instance",
     "replace_instance",
@@ -198,6 +199,11 @@ def lock_instance(
                 return LockedInstance(instance_id, messages, state, [text for _, text in tail], mark.event_id)
         history = select_history(db, instance_id, state[4])
     return LockedInstance(instance_id, messages, state, history)
+
+
+def orchestration_ready(db: sqlite3.Connection, clock: TimeSource) -> bool:
+    """Whether :func:`lock_instance` would find an instance to lock now (read outside any transaction)."""
+    return db.execute(Q["next_orchestration_instance"], {"now": clock.now()}).fetchone() is not None
 
 
 def select_history_from(
