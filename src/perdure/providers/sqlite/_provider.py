@@ -30,6 +30,7 @@ from perdure.providers._base import (
     WorkItem,
 )
 from perdure.providers._clock import TimeSource
+from perdure.providers._handoff import FetchKey
 from perdure.providers._sql_hooks import LockedInstance, WorkRow
 from perdure.providers._sql_provider import SqlProvider
 from perdure.providers.sqlite import _statements as tx
@@ -183,6 +184,13 @@ class SqliteProvider(SqlProvider):
         self, queues: list[str], lock_seconds: float, token: str, worker_id: str | None
     ) -> WorkRow | None:
         return await self._write(tx.lock_work_item, self.clock, queues, lock_seconds, token, worker_id)
+
+    async def _claim_work_items(self, instance_id: str, key: FetchKey, token: str, count: int) -> list[WorkRow]:
+        # Queued in the same loop iteration as the turn's commit, so in the same group commit, after it.
+        queues, lock_seconds, worker_id = key
+        return await self._write(
+            tx.claim_work_items, self.clock, instance_id, queues, lock_seconds, token, worker_id, count
+        )
 
     async def _complete_work_item(self, item: WorkItem, completion: Message) -> bool:
         return await self._write(tx.complete_work_item, self.clock, item, completion)

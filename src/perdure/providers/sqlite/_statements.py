@@ -41,6 +41,7 @@ from perdure.providers.sqlite._connection import Q, transaction
 
 __all__ = [
     "beat_worker",
+    "claim_work_items",
     "commit_turn",
     "complete_work_item",
     "count_work_deliveries",
@@ -286,6 +287,27 @@ def lock_work_item(
         lock = {"item_id": row[0], "lock_token": token, "locked_until": now + lock_seconds}
         db.execute(Q["lock_work_item"], {**lock, "worker_id": worker_id})
     return (row[0], row[1], row[2], row[3], row[4])
+
+
+def claim_work_items(
+    db: sqlite3.Connection,
+    clock: TimeSource,
+    instance_id: str,
+    queues: Sequence[str],
+    lock_seconds: float,
+    token: str,
+    worker_id: str | None,
+    count: int,
+) -> list[WorkRow]:
+    """Lock up to ``count`` of the instance's unlocked visible work items, as :func:`lock_work_item` would."""
+    now = clock.now()
+    key = {"instance_id": instance_id, "queues": _json.dumps(list(queues)), "now": now, "count": count}
+    with transaction(db):
+        rows = db.execute(Q["claim_work_items"], key).fetchall()
+        if rows:
+            lock = {"lock_token": token, "locked_until": now + lock_seconds, "worker_id": worker_id}
+            db.executemany(Q["lock_work_item"], [{**lock, "item_id": row[0]} for row in rows])
+    return [(row[0], row[1], row[2], row[3], row[4]) for row in rows]
 
 
 def complete_work_item(db: sqlite3.Connection, clock: TimeSource, item: WorkItem, completion: Message) -> bool:

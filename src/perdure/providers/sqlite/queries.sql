@@ -107,6 +107,15 @@ WHERE queue IN (SELECT value FROM json_each(:queues)) AND visible_at <= :now
 ORDER BY visible_at, item_id
 LIMIT 1
 
+-- name: claim_work_items
+-- The instance's unlocked visible work items in these queues (those a turn just queued, in the same
+-- group commit), at most count, oldest first; each is then locked as lock_work_item locks one.
+SELECT item_id, request, dequeue_count + 1, heartbeat_details, heartbeat_at FROM worker_queue
+WHERE instance_id = :instance_id AND queue IN (SELECT value FROM json_each(:queues))
+  AND lock_token IS NULL AND visible_at <= :now
+ORDER BY item_id
+LIMIT :count
+
 -- name: lock_work_item
 UPDATE worker_queue
 SET lock_token = :lock_token, visible_at = :locked_until, dequeue_count = dequeue_count + 1, worker_id = :worker_id
