@@ -69,6 +69,7 @@ class SqliteProvider(SqlProvider):
         self._poll_interval = poll_interval
         self._writes = GroupCommit(connection, BUSY_GIVE_UP_SECONDS)
         self._watcher: asyncio.Task[None] | None = None
+        self._fetched_at = -1  # the orchestrator signal's ``fresh`` count at the last fetch
         self._closed = False
 
     @classmethod
@@ -168,9 +169,12 @@ class SqliteProvider(SqlProvider):
     async def _lock_instance(
         self, lock_seconds: float, token: str, worker_id: str | None, held: Mapping[str, HistoryMark]
     ) -> LockedInstance | None:
-        # Most fetches that find nothing come right after a turn: a plain read tells, without the
-        # write lock and a place in the next group commit. What arrives after it is signalled.
-        if not await self._read(tx.orchestration_ready, self.clock):
+        # A fetch with no new work signalled since the last one (as right after a turn) mostly finds
+        # nothing: a plain read tells, without the write lock and a place in the next group commit.
+        # What arrives after the read is signalled. A fetch after a signal goes straight to the lock.
+        fresh = self._signals.queues["orchestrator"].fresh
+        unsignalled, self._fetched_at = fresh == self._fetched_at, fresh
+        if unsignalled and not await self._read(tx.orchestration_ready, self.clock):
             return None
         return await self._write(tx.lock_instance, self.clock, lock_seconds, token, worker_id, held)
 
