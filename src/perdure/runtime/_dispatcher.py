@@ -80,6 +80,9 @@ class Dispatcher(abc.ABC, Generic[Item]):
             if item is None:
                 # Idle in this task, not in one of its own raced against the stop: a stop cancels
                 # the idle loops (see ``stop``), and a wake-up reaches the loop with no hop between tasks.
+                # A stop that came during the fetch found this loop busy: it ends here instead.
+                if self._stopping.is_set():
+                    return
                 self._idle.add(task)
                 try:
                     await self.idle()
