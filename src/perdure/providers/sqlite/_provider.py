@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import sqlite3
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -69,7 +70,8 @@ class SqliteProvider(SqlProvider):
         self._poll_interval = poll_interval
         self._writes = GroupCommit(connection, BUSY_GIVE_UP_SECONDS)
         self._watcher: asyncio.Task[None] | None = None
-        self._fetched_at = -1  # the orchestrator signal's ``fresh`` count at the last fetch
+        # Per dispatcher loop (its task): the orchestrator signal's ``fresh`` count at its last fetch.
+        self._fetched_at: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = weakref.WeakKeyDictionary()
         self._closed = False
 
     @classmethod
@@ -169,11 +171,13 @@ class SqliteProvider(SqlProvider):
     async def _lock_instance(
         self, lock_seconds: float, token: str, worker_id: str | None, held: Mapping[str, HistoryMark]
     ) -> LockedInstance | None:
-        # A fetch with no new work signalled since the last one (as right after a turn) mostly finds
-        # nothing: a plain read tells, without the write lock and a place in the next group commit.
-        # What arrives after the read is signalled. A fetch after a signal goes straight to the lock.
-        fresh = self._signals.queues["orchestrator"].fresh
-        unsignalled, self._fetched_at = fresh == self._fetched_at, fresh
+        # A loop's fetch with no new work signalled since its last one (as right after its turn)
+        # mostly finds nothing: a plain read tells, without the write lock and a place in the next
+        # group commit. What arrives after the read is signalled. After a signal: the lock at once.
+        fresh, task = self._signals.queues["orchestrator"].fresh, asyncio.current_task()
+        unsignalled = task is not None and self._fetched_at.get(task) == fresh
+        if task is not None:
+            self._fetched_at[task] = fresh
         if unsignalled and not await self._read(tx.orchestration_ready, self.clock):
             return None
         return await self._write(tx.lock_instance, self.clock, lock_seconds, token, worker_id, held)
