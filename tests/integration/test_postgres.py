@@ -19,11 +19,12 @@ from tests.integration.test_provider_contract import drain_orchestrations, reque
 
 from perdure import Client, OrchestrationStatus, ProviderError, Registry, Runtime, RuntimeOptions, open_provider
 from perdure.engine import encode_event
-from perdure.engine.events import EventRaised, OrchestrationResumed, StartRequested
+from perdure.engine.events import EventRaised, OrchestrationResumed, OrchestrationStarted, StartRequested
 from perdure.providers import InstanceUpdate, Message, NewInstance, TurnCommit, _clock
 from perdure.providers._sql import read_sql
 from perdure.providers.postgres import PostgresProvider, _migrate
 from perdure.providers.postgres._migrate import apply_migrations, migrations
+from perdure.providers.postgres._params import turn_params
 
 pytestmark = pytest.mark.postgres
 
@@ -62,7 +63,7 @@ async def _shape(conn: psycopg.AsyncConnection[Any], schema: str) -> dict[str, l
                             AND constraint_type <> 'CHECK' ORDER BY 1, 2""",
         "functions": """SELECT p.proname, pg_get_function_arguments(p.oid), pg_get_function_result(p.oid), p.prosrc
                         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-                        WHERE n.nspname = %(s)s ORDER BY 1""",
+                        WHERE n.nspname = %(s)s ORDER BY 1, 2""",
     }
     shape = {}
     for key, query in queries.items():
@@ -141,6 +142,19 @@ async def test_the_schema_comes_from_the_url_or_the_argument(schemas: list[str])
     finally:
         await from_url.close()
         await from_argument.close()
+
+
+async def test_libpq_options_in_the_url_reach_the_server(schemas: list[str]) -> None:
+    # A space in a URL parameter must stay %20: libpq does not read '+' as a space.
+    url = f"{POSTGRES_URL}?options=-c%20application_name%3Dperdure-options-test&schema={schemas[0]}"
+    provider = await open_provider(url)
+    try:
+        assert isinstance(provider, PostgresProvider)
+        async with provider._pool.connection() as conn:
+            cursor = await conn.execute("SHOW application_name")
+            assert await cursor.fetchone() == ("perdure-options-test",)
+    finally:
+        await provider.close()
 
 
 @pytest.mark.parametrize("schema", ["bad-name", "1starts_with_digit", 'quote"d', "x" * 64, ""])
@@ -312,13 +326,17 @@ async def test_a_timer_is_due_by_the_database_clock_whatever_the_writers_clock_s
 # --- eager activity dispatch ------------------------------------------------------------------------
 
 
-async def _turn_queueing_work(provider: PostgresProvider, instance_id: str) -> None:
-    """A turn of a new instance that schedules one activity, committed while a work loop waits."""
+async def _turn_queueing_work(
+    provider: PostgresProvider, instance_id: str, queues: tuple[str, ...] = ("default",)
+) -> None:
+    """A turn of a new instance that schedules an activity on each of ``queues``, committed while a
+    work loop (of the "default" queue) waits."""
     await provider.create_instance(_start(instance_id))
     assert await provider.fetch_work_item(["default"], 30) is None  # what this process's loop asks for
     waiting = asyncio.create_task(provider.wait_for_work("activity", 30, ["default"]))
     await asyncio.sleep(0.1)  # the loop is idle now
-    await run_start_turn(provider, instance_id, activity_items=[request(instance_id)])
+    items = [request(instance_id, queue, source=2 + n) for n, queue in enumerate(queues)]
+    await run_start_turn(provider, instance_id, activity_items=items)
     await asyncio.wait_for(waiting, 5)
 
 
@@ -336,6 +354,100 @@ async def test_work_a_turn_queues_is_locked_in_its_commit_for_this_process_idle_
         assert await provider.work_items_held([work]) == set()
     finally:
         await other.close()
+        await provider.close()
+
+
+async def test_a_turn_locks_no_more_items_than_loops_are_idle_and_only_of_their_queues(schemas: list[str]) -> None:
+    provider = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    other = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    try:
+        await _turn_queueing_work(provider, "a", ("elsewhere", "default", "default"))
+        handed = await provider.fetch_work_item(["default"], 30)
+        assert handed is not None and handed.request is not None and handed.request.source_event_id == 3
+        left = [await other.fetch_work_item([queue], 30) for queue in ("default", "elsewhere")]
+        assert [w.request.source_event_id for w in left if w is not None and w.request is not None] == [4, 2]
+        assert await other.fetch_work_item(["default", "elsewhere"], 30) is None
+    finally:
+        await other.close()
+        await provider.close()
+
+
+async def test_a_client_waiting_for_an_end_this_process_committed_needs_no_read(schemas: list[str]) -> None:
+    provider = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    try:
+        await provider.create_instance(_start("a"))
+        item = await provider.fetch_orchestration_item(30)
+        assert item is not None
+        waiter = asyncio.create_task(provider.wait_for_state_change("a", 30, until_ended=1))
+        await asyncio.sleep(0.1)
+        ended = InstanceUpdate(
+            name="N", version="1", status=OrchestrationStatus.COMPLETED, execution_id=1, output={"n": 1}
+        )
+        commit = TurnCommit(execution_id=1, state=ended, consumed=[m.message_id for m in item.messages])
+        await provider.ack_orchestration_item(item, commit)
+        known = await asyncio.wait_for(waiter, 5)
+        assert known is not None and known == await provider.get_state("a")
+        assert known.output == {"n": 1} and known.created_at < known.updated_at
+    finally:
+        await provider.close()
+
+
+async def test_work_an_ack_locked_for_a_lost_answer_is_put_back(schemas: list[str]) -> None:
+    provider = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    other = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    try:
+        await provider.create_instance(_start("a"))
+        item = await provider.fetch_orchestration_item(30)
+        assert item is not None
+        commit = TurnCommit(execution_id=1, activity_items=[request("a")], consumed=[item.messages[0].message_id])
+        done = await provider._commit_turn_claiming(item, commit, ((("default",), 30.0, None), "lost", 1))
+        assert done.committed and len(done.claimed) == 1
+        assert await other.fetch_work_item(["default"], 30) is None, "locked by the ack"
+        # A retried ack found the lock gone and cannot tell what its first attempt locked: it puts back.
+        await provider._release_claimed("a", "lost")
+        work = await other.fetch_work_item(["default"], 30)
+        assert work is not None and work.request is not None and work.request.instance_id == "a"
+        assert work.dequeue_count == 1, "the lost delivery is not counted"
+    finally:
+        await other.close()
+        await provider.close()
+
+
+# The turn's ack as the previous release calls it: the old signature, answering a boolean.
+_PREVIOUS_ACK = """SELECT ack_orchestration_item(
+    %(instance_id)s, %(lock_token)s, %(execution_id)s, %(event_ids)b::integer[], %(events)b::text[],
+    %(work_queues)b::text[], %(work_requests)b::text[],
+    %(instances)b::text[], %(executions)b::integer[], %(kinds)b::text[], %(msg_events)b::text[], '{}'::timestamptz[],
+    %(start_instances)b::text[], %(start_names)b::text[], %(start_inputs)b::text[], %(start_parents)b::text[],
+    %(set_state)s, %(name)s, %(version)s, %(status)s, %(state_execution_id)s,
+    %(input)s, %(output)s, %(error)s, %(custom_status)s, %(parent_instance_id)s,
+    %(consumed)b::bigint[], %(notify)s, %(waiting_for)s
+)"""
+
+
+async def test_a_worker_of_the_previous_release_still_commits_turns(
+    admin: psycopg.AsyncConnection[Any], schemas: list[str]
+) -> None:
+    provider = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    try:
+        await provider.create_instance(_start("a"))
+        item = await provider.fetch_orchestration_item(30)
+        assert item is not None
+        commit = TurnCommit(
+            execution_id=1,
+            history=[OrchestrationStarted(event_id=1, name="N", version="1", input=None)],
+            activity_items=[request("a")],
+            consumed=[m.message_id for m in item.messages],
+        )
+        params = {**turn_params(item, commit), "notify": "elsewhere 0 1 a"}
+        await admin.execute(f'SET search_path TO "{schemas[0]}"')
+        for expected in (True, False):  # the second call finds the lock released
+            row = await (await admin.execute(_PREVIOUS_ACK, params)).fetchone()
+            assert row == (expected,)
+        work = await provider.fetch_work_item(["default"], 30)
+        assert work is not None and work.request is not None and work.request.instance_id == "a"
+        assert [e.event_id for e in await provider.get_history("a")] == [1]
+    finally:
         await provider.close()
 
 

@@ -841,7 +841,9 @@ async def test_a_wait_until_ended_sleeps_through_turns_that_leave_the_instance_r
         consumed=[m.message_id for m in item.messages],
     )
     await provider.ack_orchestration_item(item, commit)
-    await asyncio.wait_for(waiter, 5)
+    known = await asyncio.wait_for(waiter, 5)
+    # A provider may tell the state the ending turn left (sparing the waiter a read): the stored one.
+    assert known is None or known == await provider.get_state("a")
 
 
 # --- worker records: locks that live as long as their worker, heartbeats --------------------------------

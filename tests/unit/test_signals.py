@@ -61,7 +61,7 @@ async def test_another_process_writing_forgets_every_due_answer() -> None:
     assert board.due.get("a") == (False, None)
 
 
-async def _waiting(board: SignalBoard, until_ended: int | None) -> asyncio.Task[None]:
+async def _waiting(board: SignalBoard, until_ended: int | None) -> asyncio.Task[Any]:
     task = asyncio.create_task(board.wait_instance("i", 5, until_ended))
     await asyncio.sleep(0)  # registered
     return task
@@ -94,6 +94,34 @@ async def test_two_changes_before_the_waiter_runs_wake_it_whatever_they_were() -
     board.instance("i", (True, 1))
     board.instance("i", (False, 2))
     await asyncio.wait_for(task, 1)
+
+
+async def test_a_wait_until_ended_returns_the_row_its_ending_change_came_with() -> None:
+    board = SignalBoard()
+    task = await _waiting(board, until_ended=1)
+    board.instance("i", (False, 1), ("running",))  # ends nothing: the waiter sleeps on
+    board.instance("i", (True, 1), ("completed",))
+    assert await asyncio.wait_for(task, 1) == ("completed",)
+
+
+async def test_a_row_is_not_returned_after_another_change_it_cannot_read() -> None:
+    board = SignalBoard()
+    task = await _waiting(board, until_ended=1)
+    board.instance("i")  # unknown: the waiter must read
+    board.instance("i", (True, 1), ("completed",))
+    assert await asyncio.wait_for(task, 1) is None
+
+
+async def test_a_change_that_ends_nothing_wakes_the_waiters_of_any_change_only() -> None:
+    board = SignalBoard()
+    for_end, for_any = await _waiting(board, until_ended=1), await _waiting(board, until_ended=None)
+    board.instance("i", (False, 1))
+    assert await asyncio.wait_for(for_any, 1) is None
+    await asyncio.sleep(0.05)
+    assert not for_end.done()
+    board.instance("i", (False, 1))  # the waiter of any change is gone: nobody to wake
+    board.instance("i", (True, 1), ("completed",))
+    assert await asyncio.wait_for(for_end, 1) == ("completed",)
 
 
 # --- work items handed to this process's next fetches --------------------------------------------

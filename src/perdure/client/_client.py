@@ -390,9 +390,11 @@ async def _wait_until_ended(
                 return state
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"instance {instance_id!r} is still {state.status.value} after {timeout} s")
-            await change
+            known = await change
         finally:
             change.cancel()
+        if known is not None and known.status.is_terminal and known.execution_id >= execution_id:
+            return known  # the provider knows how the change that woke us left the instance
 
 
 async def _purge_page_by_page(provider: Provider, where: InstanceFilter, progress: Callable[[int], None] | None) -> int:

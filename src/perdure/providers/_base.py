@@ -469,7 +469,9 @@ class Provider(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def wait_for_state_change(self, instance_id: str, timeout: float, *, until_ended: int | None = None) -> None:
+    async def wait_for_state_change(
+        self, instance_id: str, timeout: float, *, until_ended: int | None = None
+    ) -> OrchestrationState | None:
         """Sleep until the instance's state may have changed, or ``timeout`` seconds pass.
 
         It listens from its first step, before it first suspends: a caller may start it, read the
@@ -478,6 +480,10 @@ class Provider(abc.ABC):
         With ``until_ended`` (an execution id), a provider may sleep on through changes it knows
         end no execution from ``until_ended`` on (turns this process committed that leave the
         instance running), so a caller waiting for the end reads the state once, not once a turn.
+
+        Returns:
+            ``None``, or the state as the change that woke it left it stored, if the provider knows it
+            (a turn of this process that ended an execution): the caller need not read it then.
         """
 
     @abc.abstractmethod

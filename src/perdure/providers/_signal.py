@@ -7,7 +7,7 @@ import collections
 import contextlib
 import time
 import weakref
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
 __all__ = ["DueTimes", "Signal", "SignalBoard", "Waiter", "WorkSignal"]
@@ -28,11 +28,14 @@ class Signal:
         self._event = asyncio.Event()
         self.version = 0
         self.ended: Ended | None = None
+        self.row: Sequence[Any] | None = None
 
-    def set(self, ended: Ended | None = None) -> None:
-        """Wake everyone waiting now; ``ended`` says what the change did, if known."""
+    def set(self, ended: Ended | None = None, row: Sequence[Any] | None = None) -> None:
+        """Wake everyone waiting now; ``ended`` says what the change did, and ``row`` what it left
+        stored (the ``select_state`` columns), if known."""
         self.version += 1
         self.ended = ended
+        self.row = row
         event, self._event = self._event, asyncio.Event()
         event.set()
 
@@ -159,7 +162,9 @@ class SignalBoard:
     def __init__(self) -> None:
         self.queues = {"orchestrator": WorkSignal(), "activity": WorkSignal()}
         self.due = DueTimes()
-        self._instances: dict[str, tuple[Signal, int]] = {}
+        # Per instance waited on: its signal, how many wait, and how many of them wait for any change
+        # (not only for an end).
+        self._instances: dict[str, tuple[Signal, int, int]] = {}
         # The queue signal's version when each dispatcher loop (a task) last began a fetch.
         self._fetch_began: dict[str, weakref.WeakKeyDictionary[asyncio.Task[Any], int]] = {
             kind: weakref.WeakKeyDictionary() for kind in self.queues
@@ -182,41 +187,52 @@ class SignalBoard:
         if count > 0:
             self.queues[kind].set(count, handed=handed)
 
-    def instance(self, instance_id: str, ended: Ended | None = None) -> None:
-        """The instance's state changed; ``ended``: whether an execution ended and which, if known."""
+    def instance(self, instance_id: str, ended: Ended | None = None, row: Sequence[Any] | None = None) -> None:
+        """The instance's state changed; ``ended``: whether an execution ended and which, and ``row``:
+        its ``select_state`` columns after the change, if known."""
         entry = self._instances.get(instance_id)
-        if entry is not None:
-            entry[0].set(ended)
+        if entry is None:
+            return
+        signal, _, any_change = entry
+        if any_change or ended is None or ended[0]:
+            signal.set(ended, row)
+        # else every waiter waits for an end, and this change ended nothing: none is woken
 
     def everything(self) -> None:
         """Something changed that this process did not see (another process wrote)."""
         self.due.forget()
         for queue in self.queues.values():
             queue.set()
-        for instance, _ in self._instances.values():
+        for instance, _, _ in self._instances.values():
             instance.set()
 
-    async def wait_instance(self, instance_id: str, timeout: float, until_ended: int | None = None) -> None:
+    async def wait_instance(
+        self, instance_id: str, timeout: float, until_ended: int | None = None
+    ) -> Sequence[Any] | None:
         """Wait for a change of one instance.
 
         With ``until_ended``, a change known to end no execution from ``until_ended`` on does not
-        end the wait (one that comes with another change before the waiter runs again does).
+        end the wait (one that comes with another change before the waiter runs again does). The
+        wait then returns the instance's row as the ending change left it, if that change came with
+        it and no other change came since; otherwise ``None`` (read the state).
         """
-        signal, waiters = self._instances.get(instance_id) or (Signal(), 0)
-        self._instances[instance_id] = (signal, waiters + 1)
+        plain = 1 if until_ended is None else 0
+        signal, waiters, any_change = self._instances.get(instance_id) or (Signal(), 0, 0)
+        self._instances[instance_id] = (signal, waiters + 1, any_change + plain)
         deadline = asyncio.get_running_loop().time() + timeout
         try:
             seen = signal.version
             while await signal.wait(deadline - asyncio.get_running_loop().time()):
                 ended = signal.ended
                 if until_ended is None or signal.version != seen + 1 or ended is None:
-                    return
+                    return None
                 if ended[0] and ended[1] >= until_ended:
-                    return
+                    return signal.row
                 seen = signal.version  # a change that cannot interest the waiter: wait for the next
+            return None
         finally:
-            signal, waiters = self._instances[instance_id]
+            signal, waiters, any_change = self._instances[instance_id]
             if waiters == 1:
                 del self._instances[instance_id]
             else:
-                self._instances[instance_id] = (signal, waiters - 1)
+                self._instances[instance_id] = (signal, waiters - 1, any_change - plain)

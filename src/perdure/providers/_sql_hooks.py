@@ -22,7 +22,7 @@ from perdure.providers._base import (
 from perdure.providers._codec import MessageRow
 from perdure.providers._handoff import FetchKey
 
-__all__ = ["LockedInstance", "SqlHooks", "WorkRow"]
+__all__ = ["Claim", "Committed", "LockedInstance", "SqlHooks", "WorkRow"]
 
 WorkRow = tuple[int, str, int, str | None, Any]
 """A locked work item as stored: item id, request text, delivery count, heartbeat details and time."""
@@ -40,6 +40,21 @@ class LockedInstance(NamedTuple):
     """The current execution's events from ``history_from`` on, in order."""
     history_from: int = 1
     """The event id of the first event of ``history`` (1: the whole history)."""
+
+
+Claim = tuple[FetchKey, str, int]
+"""Work items a turn's commit locks for this process: what the fetch asks for, a lock token, at most how many."""
+
+
+class Committed(NamedTuple):
+    """What a turn's commit did."""
+
+    committed: bool
+    """``False`` if the lock was taken over; then nothing was written."""
+    claimed: Sequence[WorkRow] = ()
+    """The work items it locked for the ``Claim``."""
+    state: Sequence[Any] | None = None
+    """The instance's ``select_state`` columns as the commit left them, if the backend knows them."""
 
 
 class SqlHooks(abc.ABC):
@@ -121,11 +136,14 @@ class SqlHooks(abc.ABC):
             ``False`` if the lock was taken over; then nothing was written.
         """
 
-    async def _claim_work_items(self, instance_id: str, key: FetchKey, token: str, count: int) -> list[WorkRow]:
-        """Lock up to ``count`` of the instance's unlocked, visible work items as a fetch asking for
-        ``key`` would, with ``token``; run together with the turn's commit, so that it sees the
-        items the turn queues (a backend that cannot share the commit claims nothing)."""
-        return []
+    async def _commit_turn_claiming(
+        self, item: OrchestrationItem, commit: TurnCommit, claim: Claim | None
+    ) -> Committed:
+        """``_commit_turn``, and with ``claim`` lock in the same commit up to its count of the work items
+        the turn queues in the fetch's queues, with its token, as that fetch would.
+
+        The default claims nothing and does not know the instance's row after the commit."""
+        return Committed(await self._commit_turn(item, commit))
 
     @abc.abstractmethod
     async def _release_instance(self, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:

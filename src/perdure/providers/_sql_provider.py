@@ -10,7 +10,6 @@ only in their hooks.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import uuid
@@ -42,7 +41,7 @@ from perdure.providers._codec import (
 )
 from perdure.providers._handoff import Handed, Handoffs
 from perdure.providers._signal import SignalBoard
-from perdure.providers._sql_hooks import SqlHooks
+from perdure.providers._sql_hooks import Committed, SqlHooks
 
 __all__ = ["SqlProvider"]
 
@@ -146,15 +145,15 @@ class SqlProvider(SqlHooks, Provider):
         return replace(item, history=events, history_error=error, history_from=wanted)
 
     async def ack_orchestration_item(self, item: OrchestrationItem, commit: TurnCommit) -> None:
-        committed, handed = await self._commit_and_claim(item, commit)
-        if not committed:
+        done = await self._commit_and_claim(item, commit)
+        if not done.committed:
             raise LockLostError(f"the lock on instance {item.instance_id!r} expired and was taken over")
         state = commit.state
-        self._signals.instance(
-            item.instance_id, (False, 0) if state is None else (state.status.is_terminal, state.execution_id)
-        )
+        ended = (False, 0) if state is None else (state.status.is_terminal, state.execution_id)
+        self._signals.instance(item.instance_id, ended, done.state)
         self._written(commit.messages)
-        self._signals.work("activity", len(commit.activity_items), handed=handed == len(commit.activity_items))
+        handed = len(done.claimed) == len(commit.activity_items)
+        self._signals.work("activity", len(commit.activity_items), handed=handed)
 
     async def abandon_orchestration_item(
         self, item: OrchestrationItem, delay: float = 0.0, *, undo_delivery: bool = False
@@ -163,25 +162,17 @@ class SqlProvider(SqlHooks, Provider):
         self._signals.due.forget()  # held back until the delay ends
         self._signals.work("orchestrator")
 
-    async def _commit_and_claim(self, item: OrchestrationItem, commit: TurnCommit) -> tuple[bool, int]:
+    async def _commit_and_claim(self, item: OrchestrationItem, commit: TurnCommit) -> Committed:
         """Commit the turn; with activity loops of this process idle, lock the work items it queues
-        for them in the same commit (see ``_handoff``). Whether it committed, and how many it locked."""
+        for them in the same commit (see ``_handoff``), and keep them for those loops."""
         key = self._handoffs.last_fetch
         count = min(len(commit.activity_items), self._signals.queues["activity"].idle)
         if key is None or count == 0 or not any(r.queue in key[0] for r in commit.activity_items):
-            return await self._commit_turn(item, commit), 0
+            return await self._commit_turn_claiming(item, commit, None)
         token = uuid.uuid4().hex
-        committed, claimed = await asyncio.gather(
-            self._commit_turn(item, commit),
-            self._claim_work_items(item.instance_id, key, token, count),
-            return_exceptions=True,
-        )
-        if isinstance(claimed, BaseException):
-            claimed = []  # nothing was locked, or it is retried like any fetch: the items stay queued
-        self._handoffs.give(key, [(row, token) for row in claimed])
-        if isinstance(committed, BaseException):
-            raise committed
-        return committed, len(claimed)
+        done = await self._commit_turn_claiming(item, commit, (key, token, count))
+        self._handoffs.give(key, [(row, token) for row in done.claimed])
+        return done
 
     async def _put_back(self, handed: Handed) -> None:
         """Release a handed work item no fetch took; its lock expires anyway if this fails."""
@@ -278,9 +269,12 @@ class SqlProvider(SqlHooks, Provider):
                 timeout = min(timeout, max(0.0, due))
             await waiter.wait(timeout)
 
-    async def wait_for_state_change(self, instance_id: str, timeout: float, *, until_ended: int | None = None) -> None:
+    async def wait_for_state_change(
+        self, instance_id: str, timeout: float, *, until_ended: int | None = None
+    ) -> OrchestrationState | None:
         self._watch()
-        await self._signals.wait_instance(instance_id, min(timeout, self._state_poll_seconds), until_ended)
+        row = await self._signals.wait_instance(instance_id, min(timeout, self._state_poll_seconds), until_ended)
+        return None if row is None else state_from_row(row)
 
 
 def _work_item_lost(item: WorkItem) -> LockLostError:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -60,7 +60,7 @@ def _split_url(url: str) -> tuple[str, str | None]:
     rest = [(key, value) for key, value in query if key != "schema"]
     if len(schemas) > 1:
         raise ValueError("the URL names more than one schema")
-    return urlunsplit(parts._replace(query=urlencode(rest))), (schemas[0] if schemas else None)
+    return urlunsplit(parts._replace(query=urlencode(rest, quote_via=quote))), (schemas[0] if schemas else None)
 
 
 def describe(conninfo: str, schema: str) -> str:

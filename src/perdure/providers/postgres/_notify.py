@@ -31,6 +31,7 @@ class Listener:
         self._signals = signals
         # Notifications carry their sender, so a process ignores its own (it signalled itself already).
         self._origin = uuid.uuid4().hex[:12]
+        self._mine = self._origin + " "
         self._channel = ("perdure_" + schema)[:63]
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
@@ -59,10 +60,10 @@ class Listener:
                 await self._task
 
     def _on_notify(self, payload: str) -> None:
+        if payload.startswith(self._mine):
+            return  # this process signalled itself already, at the commit
         try:
-            origin, orchestrator, worker, instance = payload.split(" ", 3)
-            if origin == self._origin:
-                return
+            _, orchestrator, worker, instance = payload.split(" ", 3)
             self._signals.work("orchestrator", int(orchestrator))
             self._signals.work("activity", int(worker))
         except ValueError:

@@ -17,7 +17,6 @@ from perdure.providers._codec import encode_error, encode_request, encode_value,
 from perdure.providers._handoff import FetchKey
 
 __all__ = [
-    "claim_params",
     "completion_params",
     "delay",
     "instance_params",
@@ -82,9 +81,17 @@ def message_arrays(messages: Sequence[Message]) -> dict[str, Any]:
     }
 
 
-def turn_params(item: OrchestrationItem, commit: TurnCommit) -> dict[str, Any]:
-    """Everything ``ack_orchestration_item`` writes for one turn (but the notification)."""
+def turn_params(
+    item: OrchestrationItem, commit: TurnCommit, claim: tuple[FetchKey, str, int] | None = None
+) -> dict[str, Any]:
+    """Everything ``ack_orchestration_item`` writes for one turn (but the notification), and the work
+    items it locks for a fetch (``claim``: what the fetch asks for, the lock token, at most how many).
+
+    ``claim_count`` is how many it will lock: the first of the turn's items in the fetch's queues.
+    """
     s = commit.state
+    queues, lock_seconds, worker_id = claim[0] if claim is not None else ((), 0.0, None)
+    eligible = sum(1 for r in commit.activity_items if r.queue in queues)
     return {
         **message_arrays(commit.messages),
         "instance_id": item.instance_id,
@@ -106,19 +113,11 @@ def turn_params(item: OrchestrationItem, commit: TurnCommit) -> dict[str, Any]:
         "custom_status": None if s is None else encode_value(s.custom_status),
         "parent_instance_id": None if s is None else s.parent_instance_id,
         "waiting_for": None if s is None else encode_waits(s.waiting_for),
-    }
-
-
-def claim_params(instance_id: str, key: FetchKey, token: str, count: int) -> dict[str, Any]:
-    """Up to ``count`` of an instance's new work items, locked as a fetch asking for ``key`` would."""
-    queues, lock_seconds, worker_id = key
-    return {
-        "instance_id": instance_id,
-        "queues": list(queues),
-        "count": count,
-        "lock_token": token,
-        "lock_seconds": lock_seconds,
-        "worker_id": worker_id,
+        "claim_queues": list(queues),
+        "claim_count": 0 if claim is None else min(claim[2], eligible),
+        "claim_token": None if claim is None else claim[1],
+        "claim_seconds": lock_seconds,
+        "claim_worker": worker_id,
     }
 
 

@@ -37,16 +37,14 @@ from perdure.providers._base import (
     WorkItem,
 )
 from perdure.providers._codec import activity_items
-from perdure.providers._handoff import FetchKey
 from perdure.providers._sql import SqlStyle, instance_query, load_queries
-from perdure.providers._sql_hooks import LockedInstance, WorkRow
+from perdure.providers._sql_hooks import Claim, Committed, LockedInstance, WorkRow
 from perdure.providers._sql_provider import SqlProvider
 from perdure.providers.postgres._batch import Batch
 from perdure.providers.postgres._connection import Connection, migrate, open_pool, resolve_schema, run_retrying
 from perdure.providers.postgres._liveness import PostgresWorkerLiveness
 from perdure.providers.postgres._notify import Listener
 from perdure.providers.postgres._params import (
-    claim_params,
     completion_params,
     instance_params,
     message_arrays,
@@ -67,6 +65,21 @@ _Q = {name: text.encode() for name, text in _SQL.items()}
 # than this comes back as its last event, which the caller most likely holds (the template reads the
 # rest if it does not); a shorter one comes back whole, as decoding it costs less than a second read.
 _TAIL_OVER = 32
+
+
+# The parameters of a turn's ack that hold the select_state columns before its times, in their order.
+_STATE_PARAMS = (
+    "instance_id",
+    "name",
+    "version",
+    "status",
+    "state_execution_id",
+    "input",
+    "output",
+    "error",
+    "custom_status",
+    "parent_instance_id",
+)
 
 
 def _as_is(value: datetime) -> datetime:
@@ -251,29 +264,53 @@ class PostgresProvider(SqlProvider):
         return None if row is None else _locked_instance(row)
 
     async def _commit_turn(self, item: OrchestrationItem, commit: TurnCommit) -> bool:
-        params = turn_params(item, commit)
+        return (await self._commit_turn_claiming(item, commit, None)).committed
+
+    async def _commit_turn_claiming(
+        self, item: OrchestrationItem, commit: TurnCommit, claim: Claim | None
+    ) -> Committed:
+        if commit.cancelled_activities:
+            claim = None  # an item the turn queues could be among those it cancels
+        params = turn_params(item, commit, claim)
+        # Other processes are woken only for the items left unlocked (the ack locks the first
+        # claim_count of them: new rows, which no one else can see before the commit).
         params["notify"] = self._listener.notice(
             orchestrator=len(commit.messages),
-            worker=len(commit.activity_items),
+            worker=len(commit.activity_items) - params["claim_count"],
             instance=item.instance_id if commit.state is not None else None,
         )
         if not commit.cancelled_activities:
-            row, _ = await self._batch.fetchone(_Q["ack_orchestration_item"], params)
-            return row is not None and bool(row[0])
+            row, attempt = await self._batch.fetchone(_Q["ack_orchestration_item"], params)
+            done = _acked(row, params)
+            if attempt > 0 and not done.committed and params["claim_count"]:
+                await self._release_claimed(item.instance_id, params["claim_token"])
+            return done
 
-        async def tx(conn: Connection, attempt: int) -> bool:
+        async def tx(conn: Connection, attempt: int) -> Committed:
             async with conn.transaction():
                 row = await (await conn.execute(_Q["ack_orchestration_item"], params)).fetchone()
                 if row is None or not row[0]:
-                    return False
+                    return Committed(False)
                 key = {"instance_id": item.instance_id}
                 rows = await (await conn.execute(_Q["select_instance_work_items"], key)).fetchall()
                 cancelled = activity_items(rows, commit.execution_id, commit.cancelled_activities)
                 if cancelled:
                     await conn.execute(_Q["cancel_work_items"], {"item_ids": cancelled})
-            return True
+            return _acked(row, params)
 
         return await self._run(tx)
+
+    async def _release_claimed(self, instance_id: str, token: str) -> None:
+        """Put back the work items a turn's ack may have locked with ``token``: a retry after a lost
+        connection found the instance lock gone, perhaps released by the first attempt, whose answer
+        (the items it locked) was lost. Kept locked, this worker's beats would hold them with no loop
+        to run them; put back, any loop fetches them."""
+        params = {"instance_id": instance_id, "lock_token": token, "notify": self._listener.notice(worker=1)}
+        try:
+            await self._batch.fetchone(_Q["release_claimed_work_items"], params)
+        except ProviderError as exc:  # they wait for this worker to stop, then
+            _log.warning("could not put back work items locked by a lost ack: %s", exc)
+        self._signals.work("activity")
 
     async def _release_instance(self, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:
         params = release_params(item, delay, undo_delivery, self._listener.notice(orchestrator=1))
@@ -285,12 +322,6 @@ class PostgresProvider(SqlProvider):
         params = {"queues": queues, "lock_token": token, "lock_seconds": float(lock_seconds), "worker_id": worker_id}
         row, _ = await self._batch.fetchone(_Q["fetch_work_item"], params)
         return None if row is None else (row[0], row[1], row[2], row[3], row[4])
-
-    async def _claim_work_items(self, instance_id: str, key: FetchKey, token: str, count: int) -> list[WorkRow]:
-        row, _ = await self._batch.fetchone(_Q["claim_work_items"], claim_params(instance_id, key, token, count))
-        if row is None or row[0] is None:
-            return []
-        return list(zip(*row, strict=True))
 
     async def _complete_work_item(self, item: WorkItem, completion: Message) -> bool:
         params = {**completion_params(item, completion), "notify": self._listener.notice(orchestrator=1)}
@@ -362,6 +393,24 @@ async def _rewind_queued(conn: Connection, request: Message) -> bool:
     cursor = await conn.execute(_Q["select_state"], {"instance_id": request.instance_id})
     row = await cursor.fetchone()
     return row is not None and row[3] == "PENDING" and row[4] == request.execution_id
+
+
+def _acked(row: Row | None, params: dict[str, Any]) -> Committed:
+    """What ``ack_orchestration_item`` answered for ``params``: whether it committed, the work items it
+    claimed (locked by a fetch just now: counted once, no heartbeat yet), and the instance row it
+    wrote (its times are the database's)."""
+    if row is None or not row[0]:
+        return Committed(False)
+    claimed = [(item_id, request, 1, None, None) for item_id, request in zip(row[1] or (), row[2] or (), strict=True)]
+    state = None
+    if params["set_state"] and row[3] is not None:
+        state = (
+            *(params[key] for key in _STATE_PARAMS),
+            row[3],
+            row[4],
+            params["waiting_for"],
+        )
+    return Committed(True, claimed, state)
 
 
 def _locked_instance(row: Row) -> LockedInstance:

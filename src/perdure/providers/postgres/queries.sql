@@ -123,7 +123,8 @@ SELECT count(*) FROM purged
 SELECT * FROM fetch_orchestration_item(%(lock_seconds)s, %(lock_token)s, %(worker_id)s, %(tail_over)s)
 
 -- name: ack_orchestration_item
-SELECT ack_orchestration_item(
+-- Returns whether it committed, and the new work items it locked for this process's idle loops.
+SELECT * FROM ack_orchestration_item(
     %(instance_id)s, %(lock_token)s, %(execution_id)s,
     %(event_ids)b::integer[], %(events)b::text[],
     %(work_queues)b::text[], %(work_requests)b::text[],
@@ -132,7 +133,9 @@ SELECT ack_orchestration_item(
     %(start_instances)b::text[], %(start_names)b::text[], %(start_inputs)b::text[], %(start_parents)b::text[],
     %(set_state)s, %(name)s, %(version)s, %(status)s, %(state_execution_id)s,
     %(input)s, %(output)s, %(error)s, %(custom_status)s, %(parent_instance_id)s,
-    %(consumed)b::bigint[], %(notify)s, %(waiting_for)s
+    %(consumed)b::bigint[], %(notify)s, %(waiting_for)s,
+    %(claim_queues)b::text[], %(claim_count)s::integer, %(claim_token)s, %(claim_seconds)s::double precision,
+    %(claim_worker)s
 )
 
 -- name: abandon_orchestration_item
@@ -166,27 +169,16 @@ SET lock_token = %(lock_token)s, visible_at = now() + make_interval(secs => %(lo
 FROM next WHERE w.item_id = next.item_id
 RETURNING w.item_id, w.request, w.dequeue_count, w.heartbeat_details, w.heartbeat_at
 
--- name: claim_work_items
--- The instance's unlocked visible work items (those a turn just queued, in the same transaction),
--- at most count, locked as fetch_work_item locks one; one row of arrays (empty arrays: none).
-WITH next AS (
-    SELECT item_id FROM worker_queue
-    WHERE instance_id = %(instance_id)s AND queue = ANY (%(queues)b::text[]) AND lock_token IS NULL
-      AND visible_at <= now()
-    ORDER BY item_id
-    LIMIT %(count)s
-    FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE worker_queue w
-    SET lock_token = %(lock_token)s, visible_at = now() + make_interval(secs => %(lock_seconds)s),
-        dequeue_count = w.dequeue_count + 1, worker_id = %(worker_id)s
-    FROM next WHERE w.item_id = next.item_id
-    RETURNING w.item_id, w.request, w.dequeue_count, w.heartbeat_details, w.heartbeat_at
+-- name: release_claimed_work_items
+-- Put back the instance's work items locked with lock_token by a turn's ack, undoing the delivery
+-- it counted; notifies if there were any.
+WITH released AS (
+    UPDATE worker_queue SET lock_token = NULL, worker_id = NULL, visible_at = now(),
+        dequeue_count = greatest(dequeue_count - 1, 0)
+    WHERE instance_id = %(instance_id)s AND lock_token = %(lock_token)s
+    RETURNING item_id
 )
-SELECT array_agg(item_id ORDER BY item_id), array_agg(request ORDER BY item_id),
-       array_agg(dequeue_count ORDER BY item_id), array_agg(heartbeat_details ORDER BY item_id),
-       array_agg(heartbeat_at ORDER BY item_id)
-FROM claimed
+SELECT pg_notify(notify_channel(), %(notify)s) FROM (SELECT 1 FROM released LIMIT 1) AS any_released
 
 -- name: ack_work_item
 -- Delete the item if the lock is still ours and enqueue its completion; no row back: lock lost.
