@@ -31,8 +31,7 @@ from perdure.providers._base import (
     WorkItem,
 )
 from perdure.providers._clock import TimeSource
-from perdure.providers._handoff import FetchKey
-from perdure.providers._sql_hooks import LockedInstance, WorkRow
+from perdure.providers._sql_hooks import Claim, Committed, LockedInstance, WorkRow
 from perdure.providers._sql_provider import SqlProvider
 from perdure.providers.sqlite import _statements as tx
 from perdure.providers.sqlite._connection import BUSY_GIVE_UP_SECONDS, connect, data_version, waiting_out_locks
@@ -183,7 +182,13 @@ class SqliteProvider(SqlProvider):
         return await self._write(tx.lock_instance, self.clock, lock_seconds, token, worker_id, held)
 
     async def _commit_turn(self, item: OrchestrationItem, commit: TurnCommit) -> bool:
-        return await self._write(tx.commit_turn, self.clock, item, commit)
+        return (await self._write(tx.commit_turn, self.clock, item, commit))[0]
+
+    async def _commit_turn_claiming(
+        self, item: OrchestrationItem, commit: TurnCommit, claim: Claim | None
+    ) -> Committed:
+        committed, claimed = await self._write(tx.commit_turn, self.clock, item, commit, claim)
+        return Committed(committed, claimed)
 
     async def _release_instance(self, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:
         await self._write(tx.release_instance, self.clock, item, delay, undo_delivery)
@@ -192,13 +197,6 @@ class SqliteProvider(SqlProvider):
         self, queues: list[str], lock_seconds: float, token: str, worker_id: str | None
     ) -> WorkRow | None:
         return await self._write(tx.lock_work_item, self.clock, queues, lock_seconds, token, worker_id)
-
-    async def _claim_work_items(self, instance_id: str, key: FetchKey, token: str, count: int) -> list[WorkRow]:
-        # Queued in the same loop iteration as the turn's commit, so in the same group commit, after it.
-        queues, lock_seconds, worker_id = key
-        return await self._write(
-            tx.claim_work_items, self.clock, instance_id, queues, lock_seconds, token, worker_id, count
-        )
 
     async def _complete_work_item(self, item: WorkItem, completion: Message) -> bool:
         return await self._write(tx.complete_work_item, self.clock, item, completion)

@@ -36,12 +36,11 @@ from perdure.providers._codec import (
     worker_serves,
 )
 from perdure.providers._sql import SqlStyle, instance_query
-from perdure.providers._sql_hooks import LockedInstance, WorkRow
+from perdure.providers._sql_hooks import Claim, LockedInstance, WorkRow
 from perdure.providers.sqlite._connection import Q, transaction
 
 __all__ = [
     "beat_worker",
-    "claim_work_items",
     "commit_turn",
     "complete_work_item",
     "count_work_deliveries",
@@ -216,13 +215,18 @@ def select_history_from(
     return rows if with_ids else [text for _, text in rows]
 
 
-def commit_turn(db: sqlite3.Connection, clock: TimeSource, item: OrchestrationItem, commit: TurnCommit) -> bool:
+def commit_turn(
+    db: sqlite3.Connection, clock: TimeSource, item: OrchestrationItem, commit: TurnCommit, claim: Claim | None = None
+) -> tuple[bool, list[WorkRow]]:
+    """Write the turn if the lock is still ``item``'s; with ``claim``, then lock for this process's
+    loops up to its count of the work items the turn queued, as their fetch would (see ``_handoff``).
+    Whether it was written, and the items claimed."""
     now = clock.now()
     instance_id = item.instance_id
     with transaction(db):
         # First: a lost lock writes nothing.
         if db.execute(Q["delete_lock"], {"instance_id": instance_id, "lock_token": item.lock_token}).rowcount == 0:
-            return False
+            return False, []
         execution = {"instance_id": instance_id, "execution_id": commit.execution_id}
         events = [{**execution, "event_id": e.event_id, "event": encode_event(e)} for e in commit.history]
         db.executemany(Q["insert_history"], events)
@@ -244,7 +248,20 @@ def commit_turn(db: sqlite3.Connection, clock: TimeSource, item: OrchestrationIt
         if commit.consumed:
             db.executemany(Q["delete_message"], [{"message_id": m} for m in commit.consumed])
         db.execute(Q["reset_dequeue"], {"instance_id": instance_id})
-    return True
+        # Not when the turn cancels activities: an item it queues could be among them.
+        claimed = _claim(db, now, instance_id, claim) if claim and not commit.cancelled_activities else []
+    return True, claimed
+
+
+def _claim(db: sqlite3.Connection, now: float, instance_id: str, claim: Claim) -> list[WorkRow]:
+    """Lock up to the claim's count of the instance's unlocked visible work items, as a fetch would."""
+    (queues, lock_seconds, worker_id), token, count = claim
+    key = {"instance_id": instance_id, "queues": _json.dumps(list(queues)), "now": now, "count": count}
+    rows = db.execute(Q["claim_work_items"], key).fetchall()
+    if rows:
+        lock = {"lock_token": token, "locked_until": now + lock_seconds, "worker_id": worker_id}
+        db.executemany(Q["lock_work_item"], [{**lock, "item_id": row[0]} for row in rows])
+    return [(row[0], row[1], row[2], row[3], row[4]) for row in rows]
 
 
 def _state_row(instance_id: str, state: InstanceUpdate, now: float) -> dict[str, Any]:
@@ -287,27 +304,6 @@ def lock_work_item(
         lock = {"item_id": row[0], "lock_token": token, "locked_until": now + lock_seconds}
         db.execute(Q["lock_work_item"], {**lock, "worker_id": worker_id})
     return (row[0], row[1], row[2], row[3], row[4])
-
-
-def claim_work_items(
-    db: sqlite3.Connection,
-    clock: TimeSource,
-    instance_id: str,
-    queues: Sequence[str],
-    lock_seconds: float,
-    token: str,
-    worker_id: str | None,
-    count: int,
-) -> list[WorkRow]:
-    """Lock up to ``count`` of the instance's unlocked visible work items, as :func:`lock_work_item` would."""
-    now = clock.now()
-    key = {"instance_id": instance_id, "queues": _json.dumps(list(queues)), "now": now, "count": count}
-    with transaction(db):
-        rows = db.execute(Q["claim_work_items"], key).fetchall()
-        if rows:
-            lock = {"lock_token": token, "locked_until": now + lock_seconds, "worker_id": worker_id}
-            db.executemany(Q["lock_work_item"], [{**lock, "item_id": row[0]} for row in rows])
-    return [(row[0], row[1], row[2], row[3], row[4]) for row in rows]
 
 
 def complete_work_item(db: sqlite3.Connection, clock: TimeSource, item: WorkItem, completion: Message) -> bool:
