@@ -187,8 +187,8 @@ class SqliteProvider(SqlProvider):
     async def _commit_turn_claiming(
         self, item: OrchestrationItem, commit: TurnCommit, claim: Claim | None
     ) -> Committed:
-        committed, claimed = await self._write(tx.commit_turn, self.clock, item, commit, claim)
-        return Committed(committed, claimed)
+        committed, claimed, row = await self._write(tx.commit_turn, self.clock, item, commit, claim)
+        return Committed(committed, claimed, row)
 
     async def _release_instance(self, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:
         await self._write(tx.release_instance, self.clock, item, delay, undo_delivery)

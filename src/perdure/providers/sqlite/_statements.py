@@ -217,16 +217,17 @@ def select_history_from(
 
 def commit_turn(
     db: sqlite3.Connection, clock: TimeSource, item: OrchestrationItem, commit: TurnCommit, claim: Claim | None = None
-) -> tuple[bool, list[WorkRow]]:
+) -> tuple[bool, list[WorkRow], Sequence[Any] | None]:
     """Write the turn if the lock is still ``item``'s; with ``claim``, then lock for this process's
     loops up to its count of the work items the turn queued, as their fetch would (see ``_handoff``).
-    Whether it was written, and the items claimed."""
+    Whether it was written, the items claimed, and the instance's row as the turn left it (if it
+    updated the row: the ``select_state`` columns)."""
     now = clock.now()
     instance_id = item.instance_id
     with transaction(db):
         # First: a lost lock writes nothing.
         if db.execute(Q["delete_lock"], {"instance_id": instance_id, "lock_token": item.lock_token}).rowcount == 0:
-            return False, []
+            return False, [], None
         execution = {"instance_id": instance_id, "execution_id": commit.execution_id}
         events = [{**execution, "event_id": e.event_id, "event": encode_event(e)} for e in commit.history]
         db.executemany(Q["insert_history"], events)
@@ -243,14 +244,16 @@ def commit_turn(
             cancelled = activity_items(rows, commit.execution_id, commit.cancelled_activities)
             db.executemany(Q["cancel_work_item"], [{"item_id": item_id} for item_id in cancelled])
         _enqueue(db, commit.messages, now)
+        row = None
         if commit.state is not None:
-            db.execute(Q["update_instance"], _state_row(instance_id, commit.state, now))
+            rows = db.execute(Q["update_instance"], _state_row(instance_id, commit.state, now)).fetchall()
+            row = rows[0] if rows else None
         if commit.consumed:
             db.executemany(Q["delete_message"], [{"message_id": m} for m in commit.consumed])
         db.execute(Q["reset_dequeue"], {"instance_id": instance_id})
         # Not when the turn cancels activities: an item it queues could be among them.
         claimed = _claim(db, now, instance_id, claim) if claim and not commit.cancelled_activities else []
-    return True, claimed
+    return True, claimed, row
 
 
 def _claim(db: sqlite3.Connection, now: float, instance_id: str, claim: Claim) -> list[WorkRow]:

@@ -85,6 +85,9 @@ UPDATE instances SET name = :name, version = :version, status = :status, executi
     input = :input, output = :output, error = :error, custom_status = :custom_status,
     parent_instance_id = :parent_instance_id, updated_at = :now, waiting_for = :waiting_for
 WHERE instance_id = :instance_id
+-- The row as the turn left it (the select_state columns): a client waiting for the end needs no read.
+RETURNING instance_id, name, version, status, execution_id, input, output, error, custom_status,
+          parent_instance_id, created_at, updated_at, waiting_for
 
 -- name: delete_message
 DELETE FROM orchestrator_queue WHERE message_id = :message_id

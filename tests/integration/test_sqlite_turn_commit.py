@@ -1,4 +1,5 @@
-"""Eager activity dispatch on SQLite: a turn's commit locks the work it queues for this process's idle loop."""
+"""SQLite's turn commit: it locks the work it queues for this process's idle loop (eager activity
+dispatch), and tells a client waiting for the end the row it left, which then needs no read."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 
 from tests.integration.test_provider_contract import request, run_start_turn
 
+from perdure import OrchestrationStatus
 from perdure.engine.events import EventRaised, StartRequested
-from perdure.providers import Message, NewInstance
+from perdure.providers import InstanceUpdate, Message, NewInstance, TurnCommit
 from perdure.providers.sqlite import SqliteProvider
 
 
@@ -62,4 +64,24 @@ async def test_work_locked_for_a_loop_that_never_takes_it_is_put_back(tmp_path: 
         assert await provider.fetch_work_item(["default"], 30) is None, "handed out twice"
     finally:
         await other.close()
+        await provider.close()
+
+
+async def test_a_client_waiting_for_an_end_this_process_committed_needs_no_read(tmp_path: Path) -> None:
+    provider = await SqliteProvider.open(tmp_path / "store.db")
+    try:
+        await provider.create_instance(_start("a"))
+        item = await provider.fetch_orchestration_item(30)
+        assert item is not None
+        waiter = asyncio.create_task(provider.wait_for_state_change("a", 30, until_ended=1))
+        await asyncio.sleep(0.05)
+        ended = InstanceUpdate(
+            name="N", version="1", status=OrchestrationStatus.COMPLETED, execution_id=1, output={"n": 1}
+        )
+        commit = TurnCommit(execution_id=1, state=ended, consumed=[m.message_id for m in item.messages])
+        await provider.ack_orchestration_item(item, commit)
+        known = await asyncio.wait_for(waiter, 5)
+        assert known is not None and known == await provider.get_state("a")
+        assert known.output == {"n": 1} and known.status is OrchestrationStatus.COMPLETED
+    finally:
         await provider.close()
