@@ -100,7 +100,7 @@ async def test_a_storm_of_sigkills_loses_and_repeats_nothing(workers: Workers) -
     provider = await SqliteProvider.open(workers.db)
     client = Client(provider)
     try:
-        pipelines = 400  # enough that the storm ends before the work does, on a quiet machine too
+        pipelines = 1500  # enough that the storm ends before the work does, on a quiet machine too
         for n in range(pipelines):
             await client.start_orchestration(f"pipeline-{n:03}", "Pipeline", n)
         total = 2 * pipelines  # each pipeline starts one child

@@ -161,6 +161,10 @@ _CODECS: dict[str, tuple[_Encoder, _Decoder]] = {
 _FIELDS: dict[type[HistoryEvent], list[tuple[str, _Encoder, _Decoder]]] = {
     cls: [(f.name, *_CODECS[str(f.type)]) for f in dataclasses.fields(cls)] for cls in EVENT_TYPES.values()
 }
+# Per event type: every key its JSON object may hold.
+_KEYS: dict[type[HistoryEvent], frozenset[str]] = {
+    cls: frozenset({"v", "type", *(name for name, _, _ in fields)}) for cls, fields in _FIELDS.items()
+}
 _REQUIRED: dict[type[HistoryEvent], frozenset[str]] = {
     cls: frozenset(
         f.name
@@ -207,7 +211,7 @@ def event_from_dict(raw: Any) -> HistoryEvent:
     if cls is None:
         raise HistoryFormatError(f"unknown history event type {type_name!r}")
     fields = _FIELDS[cls]
-    extra = raw.keys() - {"v", "type"} - {name for name, _, _ in fields}
+    extra = raw.keys() - _KEYS[cls]
     if extra:
         raise HistoryFormatError(f"{type_name} has unknown fields: {', '.join(sorted(extra))}")
     missing = _REQUIRED[cls] - raw.keys()

@@ -109,11 +109,14 @@ class Waiter:
             return True
         if timeout <= 0:
             return False
+        # Awaited directly (not through ``wait_for``, which adds a future and a loop iteration per wake-up).
         try:
-            await asyncio.wait_for(self._future, timeout)
+            async with asyncio.timeout(timeout):
+                await self._future
             return True
         except TimeoutError:
-            return False
+            # Woken in the same iteration as the time-out: the wake-up counts (its ``set`` counted it).
+            return self._future.done() and not self._future.cancelled()
 
 
 class DueTimes:

@@ -31,6 +31,7 @@ class Dispatcher(abc.ABC, Generic[Item]):
         self.idle_timeout = idle_timeout
         self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
+        self._idle: set[asyncio.Task[Any]] = set()  # the loops waiting for work now
 
     @abc.abstractmethod
     async def fetch(self) -> Item | None:
@@ -58,6 +59,8 @@ class Dispatcher(abc.ABC, Generic[Item]):
         loops = self._loops
         if not loops:
             return
+        for task in self._idle:  # they hold nothing: wake them to end now rather than at their timeout
+            task.cancel()
         _, pending = await asyncio.wait(loops, timeout=timeout)
         for task in pending:
             task.cancel()
@@ -65,26 +68,34 @@ class Dispatcher(abc.ABC, Generic[Item]):
         self._loops = []
 
     async def _loop(self) -> None:
-        stop = asyncio.ensure_future(self._stopping.wait())
-        try:
-            while not self._stopping.is_set():
+        task = asyncio.current_task()
+        assert task is not None
+        while not self._stopping.is_set():
+            try:
+                item = await self.fetch()
+            except Exception:
+                _log.exception("fetching from the %s queue failed; retrying", self.kind)
+                await self._sleep_unless_stopping(1.0)
+                continue
+            if item is None:
+                # Idle in this task, not in one of its own raced against the stop: a stop cancels
+                # the idle loops (see ``stop``), and a wake-up reaches the loop with no hop between tasks.
+                # A stop that came during the fetch found this loop busy: it ends here instead.
+                if self._stopping.is_set():
+                    return
+                self._idle.add(task)
                 try:
-                    item = await self.fetch()
+                    await self.idle()
+                except asyncio.CancelledError:
+                    if self._stopping.is_set():
+                        return
+                    raise
                 except Exception:
-                    _log.exception("fetching from the %s queue failed; retrying", self.kind)
-                    await self._sleep_unless_stopping(stop, 1.0)
-                    continue
-                if item is None:
-                    idle = asyncio.ensure_future(self.idle())
-                    await asyncio.wait({idle, stop}, return_when=asyncio.FIRST_COMPLETED)
-                    if not idle.done():
-                        idle.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await idle
-                    continue
-                await self._process_guarded(item)
-        finally:
-            stop.cancel()
+                    pass  # the wait failed (the store was unreachable): fetch again, which reports it
+                finally:
+                    self._idle.discard(task)
+                continue
+            await self._process_guarded(item)
 
     async def _process_guarded(self, item: Item) -> None:
         try:
@@ -98,7 +109,6 @@ class Dispatcher(abc.ABC, Generic[Item]):
             with contextlib.suppress(Exception):
                 await self.release(item)
 
-    @staticmethod
-    async def _sleep_unless_stopping(stop: asyncio.Future[Any], seconds: float) -> None:
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(stop), seconds)
+            await asyncio.wait_for(self._stopping.wait(), seconds)

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -194,7 +195,10 @@ class WorkDispatcher(Dispatcher[WorkItem]):
     ) -> HistoryEvent | None:
         """Run the attempt; what to report (``None`` if it was cancelled: nobody waits for it any more)."""
         request = attempt.request
-        renewal = asyncio.create_task(self._renew(item))
+        renewal = _Renewal(
+            functools.partial(self._renew, item),
+            None if self.liveness is not None else self.options.activity_lock_seconds / 3,
+        )
         began = time.perf_counter()
         tracer = self.tracer
         with contextlib.ExitStack() as stack:
@@ -209,9 +213,7 @@ class WorkDispatcher(Dispatcher[WorkItem]):
                 return self._failed(request, exc)
             finally:
                 self.metrics.record("activity.duration", time.perf_counter() - began)
-                renewal.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await renewal
+                await renewal.stop()
         return ActivityCompleted(source_event_id=request.source_event_id, result=result)
 
     def _failed(self, request: ActivityRequest, exc: Exception) -> HistoryEvent | None:
@@ -249,11 +251,9 @@ class WorkDispatcher(Dispatcher[WorkItem]):
         )
 
     async def _renew(self, item: WorkItem) -> None:
-        if self.liveness is not None:
-            return  # the worker's beats hold the lock, from a thread
+        """Renew the item's lock now and every third of the lock time (see ``_Renewal``)."""
         period = self.options.activity_lock_seconds / 3
         while True:
-            await asyncio.sleep(period)
             try:
                 await self.provider.renew_work_item(item, self.options.activity_lock_seconds)
             except LockLostError:
@@ -263,6 +263,33 @@ class WorkDispatcher(Dispatcher[WorkItem]):
                 return
             except Exception:
                 _log.exception("renewing the lock on work item %d failed", item.item_id, extra=_item_ids(item))
+            await asyncio.sleep(period)
+
+
+class _Renewal:
+    """Renews a work item's lock while its activity runs, every ``period`` seconds (``None``: the
+    worker's beats hold the lock, from a thread).
+
+    The renewing task starts only when the first renewal is due: an activity that ends sooner, as
+    most do, costs a timer instead of a task that must be started, cancelled and awaited.
+    """
+
+    def __init__(self, renew: Callable[[], Coroutine[Any, Any, None]], period: float | None) -> None:
+        self._renew = renew
+        self._task: asyncio.Task[None] | None = None
+        self._timer = None if period is None else asyncio.get_running_loop().call_later(period, self._start)
+
+    def _start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._renew())
+
+    async def stop(self) -> None:
+        """Renew no more (the activity ended)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 def _ids(request: ActivityRequest) -> dict[str, Any]:

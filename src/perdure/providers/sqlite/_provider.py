@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import sqlite3
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -30,7 +31,7 @@ from perdure.providers._base import (
     WorkItem,
 )
 from perdure.providers._clock import TimeSource
-from perdure.providers._sql_hooks import LockedInstance, WorkRow
+from perdure.providers._sql_hooks import Claim, Committed, LockedInstance, WorkRow
 from perdure.providers._sql_provider import SqlProvider
 from perdure.providers.sqlite import _statements as tx
 from perdure.providers.sqlite._connection import BUSY_GIVE_UP_SECONDS, connect, data_version, waiting_out_locks
@@ -68,6 +69,8 @@ class SqliteProvider(SqlProvider):
         self._poll_interval = poll_interval
         self._writes = GroupCommit(connection, BUSY_GIVE_UP_SECONDS)
         self._watcher: asyncio.Task[None] | None = None
+        # Per dispatcher loop (its task): the orchestrator signal's ``fresh`` count at its last fetch.
+        self._fetched_at: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = weakref.WeakKeyDictionary()
         self._closed = False
 
     @classmethod
@@ -167,6 +170,15 @@ class SqliteProvider(SqlProvider):
     async def _lock_instance(
         self, lock_seconds: float, token: str, worker_id: str | None, held: Mapping[str, HistoryMark]
     ) -> LockedInstance | None:
+        # A loop's fetch with no new work signalled since its last one (as right after its turn)
+        # mostly finds nothing: a plain read tells, without the write lock and a place in the next
+        # group commit. What arrives after the read is signalled. After a signal: the lock at once.
+        fresh, task = self._signals.queues["orchestrator"].fresh, asyncio.current_task()
+        unsignalled = task is not None and self._fetched_at.get(task) == fresh
+        if task is not None:
+            self._fetched_at[task] = fresh
+        if unsignalled and not await self._read(tx.orchestration_ready, self.clock):
+            return None
         return await self._write(tx.lock_instance, self.clock, lock_seconds, token, worker_id, held)
 
     async def _claim_instance(
@@ -176,7 +188,13 @@ class SqliteProvider(SqlProvider):
         return await self._write(tx.lock_instance, self.clock, lock_seconds, token, worker_id, held, instance_id)
 
     async def _commit_turn(self, item: OrchestrationItem, commit: TurnCommit) -> bool:
-        return await self._write(tx.commit_turn, self.clock, item, commit)
+        return (await self._write(tx.commit_turn, self.clock, item, commit))[0]
+
+    async def _commit_turn_claiming(
+        self, item: OrchestrationItem, commit: TurnCommit, claim: Claim | None
+    ) -> Committed:
+        committed, claimed, row = await self._write(tx.commit_turn, self.clock, item, commit, claim)
+        return Committed(committed, claimed, row)
 
     async def _release_instance(self, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:
         await self._write(tx.release_instance, self.clock, item, delay, undo_delivery)

@@ -36,7 +36,7 @@ from perdure.providers._codec import (
     worker_serves,
 )
 from perdure.providers._sql import SqlStyle, instance_query
-from perdure.providers._sql_hooks import LockedInstance, WorkRow
+from perdure.providers._sql_hooks import Claim, LockedInstance, WorkRow
 from perdure.providers.sqlite._connection import Q, transaction
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "lock_work_item",
     "mark_rewinding",
     "move_clock",
+    "orchestration_ready",
     "queue_depths",
     "release_instance",
     "replace_instance",
@@ -95,8 +96,12 @@ def _instance_row(message: Message, now: float) -> dict[str, Any]:
 
 
 def _enqueue(db: sqlite3.Connection, messages: Sequence[Message], now: float) -> None:
-    db.executemany(Q["insert_instance"], [_instance_row(m, now) for m in messages if m.new_instance is not None])
-    db.executemany(Q["insert_message"], [_message_row(m, now) for m in messages])
+    # An empty ``executemany`` still costs a statement lookup: most calls create no instance.
+    instances = [_instance_row(m, now) for m in messages if m.new_instance is not None]
+    if instances:
+        db.executemany(Q["insert_instance"], instances)
+    if messages:
+        db.executemany(Q["insert_message"], [_message_row(m, now) for m in messages])
 
 
 def insert_messages(db: sqlite3.Connection, clock: TimeSource, messages: Sequence[Message]) -> None:
@@ -202,6 +207,11 @@ def lock_instance(
     return LockedInstance(instance_id, messages, state, history)
 
 
+def orchestration_ready(db: sqlite3.Connection, clock: TimeSource) -> bool:
+    """Whether :func:`lock_instance` would find an instance to lock now (read outside any transaction)."""
+    return db.execute(Q["next_orchestration_instance"], {"now": clock.now()}).fetchone() is not None
+
+
 def select_history_from(
     db: sqlite3.Connection, instance_id: str, execution_id: int, event_id: int, *, with_ids: bool = False
 ) -> list[Any]:
@@ -211,33 +221,56 @@ def select_history_from(
     return rows if with_ids else [text for _, text in rows]
 
 
-def commit_turn(db: sqlite3.Connection, clock: TimeSource, item: OrchestrationItem, commit: TurnCommit) -> bool:
+def commit_turn(
+    db: sqlite3.Connection, clock: TimeSource, item: OrchestrationItem, commit: TurnCommit, claim: Claim | None = None
+) -> tuple[bool, list[WorkRow], Sequence[Any] | None]:
+    """Write the turn if the lock is still ``item``'s; with ``claim``, then lock for this process's
+    loops up to its count of the work items the turn queued, as their fetch would (see ``_handoff``).
+    Whether it was written, the items claimed, and the instance's row as the turn left it (if it
+    updated the row: the ``select_state`` columns)."""
     now = clock.now()
     instance_id = item.instance_id
     with transaction(db):
         # First: a lost lock writes nothing.
         if db.execute(Q["delete_lock"], {"instance_id": instance_id, "lock_token": item.lock_token}).rowcount == 0:
-            return False
+            return False, [], None
         execution = {"instance_id": instance_id, "execution_id": commit.execution_id}
         events = [{**execution, "event_id": e.event_id, "event": encode_event(e)} for e in commit.history]
         db.executemany(Q["insert_history"], events)
-        db.executemany(
-            Q["insert_work_item"],
-            [
-                {"queue": r.queue, "instance_id": r.instance_id, "request": encode_request(r), "now": now}
-                for r in commit.activity_items
-            ],
-        )
+        if commit.activity_items:
+            db.executemany(
+                Q["insert_work_item"],
+                [
+                    {"queue": r.queue, "instance_id": r.instance_id, "request": encode_request(r), "now": now}
+                    for r in commit.activity_items
+                ],
+            )
         if commit.cancelled_activities:
             rows = db.execute(Q["select_instance_work_items"], {"instance_id": instance_id}).fetchall()
             cancelled = activity_items(rows, commit.execution_id, commit.cancelled_activities)
             db.executemany(Q["cancel_work_item"], [{"item_id": item_id} for item_id in cancelled])
         _enqueue(db, commit.messages, now)
+        row = None
         if commit.state is not None:
-            db.execute(Q["update_instance"], _state_row(instance_id, commit.state, now))
-        db.executemany(Q["delete_message"], [{"message_id": m} for m in commit.consumed])
+            rows = db.execute(Q["update_instance"], _state_row(instance_id, commit.state, now)).fetchall()
+            row = rows[0] if rows else None
+        if commit.consumed:
+            db.executemany(Q["delete_message"], [{"message_id": m} for m in commit.consumed])
         db.execute(Q["reset_dequeue"], {"instance_id": instance_id})
-    return True
+        # Not when the turn cancels activities: an item it queues could be among them.
+        claimed = _claim(db, now, instance_id, claim) if claim and not commit.cancelled_activities else []
+    return True, claimed, row
+
+
+def _claim(db: sqlite3.Connection, now: float, instance_id: str, claim: Claim) -> list[WorkRow]:
+    """Lock up to the claim's count of the instance's unlocked visible work items, as a fetch would."""
+    (queues, lock_seconds, worker_id), token, count = claim
+    key = {"instance_id": instance_id, "queues": _json.dumps(list(queues)), "now": now, "count": count}
+    rows = db.execute(Q["claim_work_items"], key).fetchall()
+    if rows:
+        lock = {"lock_token": token, "locked_until": now + lock_seconds, "worker_id": worker_id}
+        db.executemany(Q["lock_work_item"], [{**lock, "item_id": row[0]} for row in rows])
+    return [(row[0], row[1], row[2], row[3], row[4]) for row in rows]
 
 
 def _state_row(instance_id: str, state: InstanceUpdate, now: float) -> dict[str, Any]:

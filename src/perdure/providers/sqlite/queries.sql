@@ -96,6 +96,9 @@ UPDATE instances SET name = :name, version = :version, status = :status, executi
     input = :input, output = :output, error = :error, custom_status = :custom_status,
     parent_instance_id = :parent_instance_id, updated_at = :now, waiting_for = :waiting_for
 WHERE instance_id = :instance_id
+-- The row as the turn left it (the select_state columns): a client waiting for the end needs no read.
+RETURNING instance_id, name, version, status, execution_id, input, output, error, custom_status,
+          parent_instance_id, created_at, updated_at, waiting_for
 
 -- name: delete_message
 DELETE FROM orchestrator_queue WHERE message_id = :message_id
@@ -117,6 +120,15 @@ SELECT item_id, request, dequeue_count + 1, heartbeat_details, heartbeat_at FROM
 WHERE queue IN (SELECT value FROM json_each(:queues)) AND visible_at <= :now
 ORDER BY visible_at, item_id
 LIMIT 1
+
+-- name: claim_work_items
+-- The instance's unlocked visible work items in these queues (those a turn just queued, in the same
+-- group commit), at most count, oldest first; each is then locked as lock_work_item locks one.
+SELECT item_id, request, dequeue_count + 1, heartbeat_details, heartbeat_at FROM worker_queue
+WHERE instance_id = :instance_id AND queue IN (SELECT value FROM json_each(:queues))
+  AND lock_token IS NULL AND visible_at <= :now
+ORDER BY item_id
+LIMIT :count
 
 -- name: lock_work_item
 UPDATE worker_queue
