@@ -15,7 +15,15 @@ pytest.importorskip("psycopg")
 
 import psycopg
 from tests.conftest import POSTGRES_URL
-from tests.integration.test_provider_contract import drain_orchestrations, request, run_start_turn
+from tests.integration.test_provider_contract import (
+    beat,
+    drain_orchestrations,
+    liveness,
+    request,
+    run_start_turn,
+    run_start_turn_for_work,
+    worker,
+)
 
 from perdure import Client, OrchestrationStatus, ProviderError, Registry, Runtime, RuntimeOptions, open_provider
 from perdure.engine import encode_event
@@ -512,4 +520,39 @@ async def test_a_retried_instance_claim_whose_first_attempt_committed_returns_th
         assert await other.fetch_orchestration_item(30) is None
     finally:
         await other.close()
+        await provider.close()
+
+
+async def test_a_beat_skips_rows_another_transaction_holds_rather_than_wait_for_them(schemas: list[str]) -> None:
+    # A process's batches lock worker_queue and instance_locks rows in the order their calls came;
+    # a beat that waited for such a row could deadlock with them (a second lost each time).
+    schema = schemas[0]
+    provider = await PostgresProvider.connect(POSTGRES_URL, schema=schema)
+    handle = liveness(provider, worker("w1"), 30)
+    try:
+        for instance_id in ("a", "b"):
+            await provider.create_instance(_start(instance_id))
+        await beat(handle)
+        held = [await provider.fetch_orchestration_item(30, worker_id="w1") for _ in range(2)]
+        await run_start_turn_for_work(provider)
+        item = await provider.fetch_work_item(["default"], 30, worker_id="w1")
+        assert all(held) and item is not None
+        busy, free = sorted(h.instance_id for h in held if h is not None)
+        expiry = f'SELECT locked_until FROM "{schema}".instance_locks WHERE instance_id = %s'
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as blocker:
+            await blocker.execute(f'SELECT 1 FROM "{schema}".instance_locks WHERE instance_id = %s FOR UPDATE', [busy])
+            await blocker.execute(
+                f'SELECT 1 FROM "{schema}".worker_queue WHERE item_id = %s FOR UPDATE', [item.item_id]
+            )
+            async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as reader:
+                before = {i: (await (await reader.execute(expiry, [i])).fetchone()) for i in (busy, free)}
+                await asyncio.sleep(0.05)
+                await asyncio.wait_for(beat(handle), 5)  # waited for the blocker (15 s) before
+                after = {i: (await (await reader.execute(expiry, [i])).fetchone()) for i in (busy, free)}
+            await blocker.rollback()
+        assert after[free] > before[free], "a free lock is extended"
+        assert after[busy] == before[busy], "a row another transaction holds is left to the next beat"
+        await beat(handle)
+    finally:
+        await asyncio.to_thread(handle.close)
         await provider.close()

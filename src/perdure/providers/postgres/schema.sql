@@ -349,9 +349,12 @@ CREATE TABLE workers (
 CREATE INDEX instance_locks_by_worker ON instance_locks (worker_id) WHERE worker_id IS NOT NULL;
 CREATE INDEX worker_queue_by_worker ON worker_queue (worker_id) WHERE worker_id IS NOT NULL;
 
--- A worker's beat, from its liveness thread: its record (created if missing) seen now, every lock
--- it holds extended to its new expiry, and its running activities' heartbeats stored (details
--- NULL keeps the stored details and records only the time). Records dead for a day are swept.
+-- A worker's beat, from its liveness thread: its record (created if missing) seen now, its running
+-- activities' heartbeats stored (details NULL keeps the stored details and records only the time),
+-- and every lock it holds extended to its new expiry, except rows another transaction has locked
+-- (being acked, released or renewed right now): waiting for them could deadlock with a batch that
+-- locks the same rows in another order, and the next beat extends them. Records dead for a day are
+-- swept.
 CREATE FUNCTION worker_beat(
     p_worker_id text, p_host text, p_pid integer, p_serves text, p_started_at timestamptz,
     p_timeout double precision, p_items bigint[], p_tokens text[], p_details text[]
@@ -362,13 +365,17 @@ BEGIN
     INSERT INTO workers (worker_id, host, pid, serves, started_at, last_seen, expires_at)
     VALUES (p_worker_id, p_host, p_pid, p_serves, p_started_at, now(), v_expires)
     ON CONFLICT (worker_id) DO UPDATE SET last_seen = excluded.last_seen, expires_at = excluded.expires_at;
-    UPDATE instance_locks SET locked_until = v_expires WHERE worker_id = p_worker_id;
-    UPDATE worker_queue SET visible_at = v_expires WHERE worker_id = p_worker_id;
     IF cardinality(p_items) > 0 THEN
         UPDATE worker_queue w SET heartbeat_details = coalesce(h.details, w.heartbeat_details), heartbeat_at = now()
         FROM unnest(p_items, p_tokens, p_details) AS h(item_id, lock_token, details)
         WHERE w.item_id = h.item_id AND w.lock_token = h.lock_token;
     END IF;
+    UPDATE instance_locks l SET locked_until = v_expires
+    FROM (SELECT instance_id FROM instance_locks WHERE worker_id = p_worker_id FOR UPDATE SKIP LOCKED) s
+    WHERE l.instance_id = s.instance_id;
+    UPDATE worker_queue w SET visible_at = v_expires
+    FROM (SELECT item_id FROM worker_queue WHERE worker_id = p_worker_id FOR UPDATE SKIP LOCKED) s
+    WHERE w.item_id = s.item_id;
     DELETE FROM workers WHERE expires_at < now() - interval '1 day';
 END
 $$;
