@@ -412,7 +412,7 @@ async def test_work_an_ack_locked_for_a_lost_answer_is_put_back(schemas: list[st
         assert done.committed and len(done.claimed) == 1
         assert await other.fetch_work_item(["default"], 30) is None, "locked by the ack"
         # A retried ack found the lock gone and cannot tell what its first attempt locked: it puts back.
-        await provider._release_claimed("a", "lost")
+        await provider._put_back_lost("release_claimed_work_items", "activity", instance_id="a", lock_token="lost")
         work = await other.fetch_work_item(["default"], 30)
         assert work is not None and work.request is not None and work.request.instance_id == "a"
         assert work.dequeue_count == 1, "the lost delivery is not counted"
@@ -555,4 +555,65 @@ async def test_a_beat_skips_rows_another_transaction_holds_rather_than_wait_for_
         await beat(handle)
     finally:
         await asyncio.to_thread(handle.close)
+        await provider.close()
+
+
+def _lose_the_next_reply(provider: PostgresProvider) -> None:
+    """The provider's next batch commits on the server, but its answer is lost with the connection."""
+    real_run = provider._batch._run
+    lost = False
+
+    async def run(function: Any) -> Any:
+        async def committed_then_lost(conn: Any, attempt: int) -> Any:
+            nonlocal lost
+            result = await function(conn, attempt)
+            if not lost:
+                lost = True
+                raise psycopg.OperationalError("SSL SYSCALL error: EOF detected")
+            return result
+
+        return await real_run(committed_then_lost)
+
+    provider._batch._run = run
+
+
+async def test_a_fetch_retried_after_a_lost_answer_puts_back_what_its_first_attempt_locked(schemas: list[str]) -> None:
+    provider = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    other = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    handle = liveness(provider, worker("w1"), 30)
+    try:
+        await beat(handle)  # a lock with a worker id lives as long as the worker: nothing would free it
+        for instance_id in ("a", "b"):
+            await provider.create_instance(_start(instance_id))
+        _lose_the_next_reply(provider)
+        item = await provider.fetch_orchestration_item(30, worker_id="w1")
+        assert item is not None and item.instance_id == "b", "the first attempt locked a, then its answer was lost"
+        again = await other.fetch_orchestration_item(30)
+        assert again is not None and again.instance_id == "a", "put back at once"
+        assert [m.dequeue_count for m in again.messages] == [1], "the lost delivery is not counted"
+    finally:
+        await asyncio.to_thread(handle.close)
+        await other.close()
+        await provider.close()
+
+
+async def test_a_work_fetch_retried_after_a_lost_answer_puts_back_what_its_first_attempt_locked(
+    schemas: list[str],
+) -> None:
+    provider = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    other = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    handle = liveness(provider, worker("w1"), 30)
+    try:
+        await beat(handle)
+        await provider.create_instance(_start("a"))
+        await run_start_turn(provider, "a", activity_items=[request("a", source=2), request("a", source=3)])
+        _lose_the_next_reply(provider)
+        item = await provider.fetch_work_item(["default"], 30, worker_id="w1")
+        assert item is not None and item.request is not None and item.request.source_event_id == 3
+        again = await other.fetch_work_item(["default"], 30)
+        assert again is not None and again.request is not None and again.request.source_event_id == 2
+        assert again.dequeue_count == 1, "the lost delivery is not counted"
+    finally:
+        await asyncio.to_thread(handle.close)
+        await other.close()
         await provider.close()

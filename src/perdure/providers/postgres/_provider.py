@@ -260,7 +260,11 @@ class PostgresProvider(SqlProvider):
     ) -> LockedInstance | None:
         params = {"lock_seconds": float(lock_seconds), "lock_token": token, "worker_id": worker_id}
         params["tail_over"] = _TAIL_OVER if held else None
-        row, _ = await self._batch.fetchone(_Q["fetch_orchestration_item"], params)
+        row, attempt = await self._batch.fetchone(_Q["fetch_orchestration_item"], params)
+        if attempt > 0:
+            await self._put_back_lost(
+                "release_lost_instance_lock", "orchestrator", lock_token=token, kept=row and row[0]
+            )
         return None if row is None else _locked_instance(row)
 
     async def _claim_instance(
@@ -291,21 +295,12 @@ class PostgresProvider(SqlProvider):
             row, attempt = await self._batch.fetchone(_Q["ack_orchestration_item"], params)
             done = _acked(row, params)
             if attempt > 0 and not done.committed and params["claim_count"]:
-                await self._release_claimed(item.instance_id, params["claim_token"])
+                token = params["claim_token"]
+                await self._put_back_lost(
+                    "release_claimed_work_items", "activity", instance_id=item.instance_id, lock_token=token
+                )
             return done
         return await self._run(lambda conn, _: _ack_cancelling(conn, params, item, commit))
-
-    async def _release_claimed(self, instance_id: str, token: str) -> None:
-        """Put back the work items a turn's ack may have locked with ``token``: a retry after a lost
-        connection found the instance lock gone, perhaps released by the first attempt, whose answer
-        (the items it locked) was lost. Kept locked, this worker's beats would hold them with no loop
-        to run them; put back, any loop fetches them."""
-        params = {"instance_id": instance_id, "lock_token": token, "notify": self._listener.notice(worker=1)}
-        try:
-            await self._batch.fetchone(_Q["release_claimed_work_items"], params)
-        except ProviderError as exc:  # they wait for this worker to stop, then
-            _log.warning("could not put back work items locked by a lost ack: %s", exc)
-        self._signals.work("activity")
 
     async def _release_instance(self, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:
         params = release_params(item, delay, undo_delivery, self._listener.notice(orchestrator=1))
@@ -319,8 +314,21 @@ class PostgresProvider(SqlProvider):
             query, params["queue"] = _Q["fetch_work_item"], queues[0]
         else:
             query, params["queues"] = _Q["fetch_work_item_of_queues"], queues
-        row, _ = await self._batch.fetchone(query, params)
+        row, attempt = await self._batch.fetchone(query, params)
+        if attempt > 0:
+            await self._put_back_lost("release_lost_work_item_lock", "activity", lock_token=token, kept=row and row[0])
         return None if row is None else (row[0], row[1], row[2], row[3], row[4])
+
+    async def _put_back_lost(self, query: str, kind: QueueKind, **params: Any) -> None:
+        """Put back what a call retried after a lost connection may have locked in its first attempt,
+        which committed but whose answer was lost (see ``query``). Kept locked, this worker's beats
+        would hold it, with no loop to run it, for as long as the worker lives."""
+        notice = self._listener.notice(orchestrator=1) if kind == "orchestrator" else self._listener.notice(worker=1)
+        try:
+            await self._batch.fetchone(_Q[query], {**params, "notify": notice})
+        except ProviderError as exc:  # it waits for this worker to stop, then
+            _log.warning("could not put back what a call whose answer was lost locked: %s", exc)
+        self._signals.work(kind)
 
     async def _complete_work_item(self, item: WorkItem, completion: Message) -> bool:
         params = {**completion_params(item, completion), "notify": self._listener.notice(orchestrator=1)}
@@ -334,13 +342,8 @@ class PostgresProvider(SqlProvider):
         return await self._update_work_item("renew_work_item", item, lock_seconds)
 
     async def _update_work_item(self, query: str, item: WorkItem, seconds: float) -> bool:
-        params = {
-            "item_id": item.item_id,
-            "lock_token": item.lock_token,
-            "seconds": float(seconds),
-            "notify": self._listener.notice(worker=1),
-        }
-        row, _ = await self._batch.fetchone(_Q[query], params)
+        params = {"item_id": item.item_id, "lock_token": item.lock_token, "seconds": float(seconds)}
+        row, _ = await self._batch.fetchone(_Q[query], {**params, "notify": self._listener.notice(worker=1)})
         return row is not None
 
     async def _count_work_deliveries(self, held: list[tuple[int, str]], change: int) -> None:

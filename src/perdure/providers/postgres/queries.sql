@@ -301,3 +301,27 @@ DELETE FROM workers WHERE worker_id = %(worker_id)s
 -- name: select_workers
 SELECT worker_id, host, pid, serves, started_at, last_seen, expires_at > now() FROM workers
 ORDER BY host, pid, started_at, worker_id
+
+-- name: release_lost_instance_lock
+-- A fetch retried after a lost connection: its first attempt may have committed a lock (with the
+-- same token) on an instance other than the one the retry returns (kept), and its answer never
+-- came. Release it, undoing the delivery it counted, so that no lock stays held with no turn to
+-- run it (with a worker id, that worker's beats would extend it for as long as the worker lives).
+WITH released AS (
+    DELETE FROM instance_locks WHERE lock_token = %(lock_token)s AND instance_id IS DISTINCT FROM %(kept)s
+    RETURNING instance_id
+), undone AS (
+    UPDATE orchestrator_queue q SET dequeue_count = q.dequeue_count - 1
+    FROM released r WHERE q.instance_id = r.instance_id AND q.visible_at <= now() AND q.dequeue_count > 0
+)
+SELECT pg_notify(notify_channel(), %(notify)s) FROM (SELECT 1 FROM released LIMIT 1) AS any_released
+
+-- name: release_lost_work_item_lock
+-- The same for a work fetch: an item its first attempt locked with the same token goes back, undone.
+WITH released AS (
+    UPDATE worker_queue SET lock_token = NULL, worker_id = NULL, visible_at = now(),
+        dequeue_count = greatest(dequeue_count - 1, 0)
+    WHERE lock_token = %(lock_token)s AND item_id IS DISTINCT FROM %(kept)s
+    RETURNING item_id
+)
+SELECT pg_notify(notify_channel(), %(notify)s) FROM (SELECT 1 FROM released LIMIT 1) AS any_released
