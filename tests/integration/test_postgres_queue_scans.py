@@ -67,18 +67,21 @@ async def _queue_items(conn: psycopg.AsyncConnection[Any]) -> None:
     ("query", "queues"),
     [("fetch_work_item", {"queue": "gpu"}), ("fetch_work_item_of_queues", {"queues": ["default", "gpu"]})],
 )
+@pytest.mark.parametrize("count", [1, 4])
 async def test_a_work_fetch_reads_the_head_of_each_queue_not_every_item(
-    conn: psycopg.AsyncConnection[Any], query: str, queues: dict[str, Any]
+    conn: psycopg.AsyncConnection[Any], query: str, queues: dict[str, Any], count: int
 ) -> None:
     await _queue_items(conn)
-    params = {**queues, "lock_token": "t", "lock_seconds": 30.0, "worker_id": None}
+    params = {**queues, "lock_token": "t", "lock_seconds": 30.0, "worker_id": None, "count": count}
     async with conn.transaction(force_rollback=True):
         cursor = await conn.execute(_QUERIES[query].encode(), params)
         fetched = await cursor.fetchone()
-        assert fetched is not None and fetched[1] == "r1", "the oldest item"
+        assert fetched is not None and fetched[1][0] == "r1", "the oldest item first"
+        assert len(fetched[0]) == count, "as many as asked for"
         seq_read, index_read = await _rows_read(conn, "worker_queue")
     assert seq_read == 0
-    assert index_read <= 10, f"the fetch read {index_read} index entries of {_ROWS} items"
+    bound = 10 + 2 * count
+    assert index_read <= bound, f"the fetch read {index_read} index entries of {_ROWS} items"
 
 
 async def test_the_wait_for_work_reads_the_head_of_each_queue(conn: psycopg.AsyncConnection[Any]) -> None:

@@ -7,6 +7,9 @@ before the activity starts. Instead, the commit that queues the items also locks
 of them as loops are idle, exactly as those loops' fetch would (same queues, lock duration and
 worker), and the provider keeps them here for the loops' next ``fetch_work_item``.
 
+A work fetch that finds an item does the same for the loops idle meanwhile: it locks up to as
+many more of its queues' items in the same statement, and keeps them here.
+
 The store stays the only truth: a handed item is an ordinary locked work item. One that no loop
 takes within ``expires`` seconds (the runtime stopped meanwhile) is put back, and so is every
 item still here when the provider closes.
@@ -16,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import weakref
-from collections.abc import Callable, Coroutine, Hashable
+from collections.abc import Callable, Coroutine, Hashable, Iterator
 from typing import Any, Generic, TypeVar
 
 __all__ = ["FetchKey", "Handoffs", "Handed"]
@@ -42,6 +46,12 @@ class Handoffs(Generic[K, H]):
         self._releasing: set[asyncio.Task[None]] = set()
         self.last_fetch: K | None = None
         """What the latest fetch of this process asked for: what a claim locks items for."""
+        self._claiming = 0  # items statements under way may lock for idle loops: those loops are spoken for
+        self.backlog = True
+        """Whether the latest fetch from the store took all it asked for, so more may be queued: only
+        then does a fetch also lock items for idle loops. Otherwise those loops are left to the
+        writes that queue items (a turn's commit locks what it queues for them, at no extra cost),
+        and a fetch that most likely finds nothing more does not hold them back meanwhile."""
         # Per dispatcher loop (its task): the queue signal's ``fresh`` count when its last fetch from
         # the store found nothing, and whether it took a handed item since.
         self._found_empty: weakref.WeakKeyDictionary[asyncio.Task[Any], tuple[int, bool]] = weakref.WeakKeyDictionary()
@@ -55,6 +65,19 @@ class Handoffs(Generic[K, H]):
         loop = asyncio.get_running_loop()
         for handed in items:
             loop.call_later(self._expires, self._expire, key, handed)
+
+    def spare(self, idle: int) -> int:
+        """How many of ``idle`` waiting loops no statement under way locks an item for."""
+        return max(0, idle - self._claiming)
+
+    @contextlib.contextmanager
+    def claiming(self, count: int) -> Iterator[None]:
+        """For the block: a statement may lock ``count`` items for idle loops, which are spoken for."""
+        self._claiming += count
+        try:
+            yield
+        finally:
+            self._claiming -= count
 
     def take(self, key: K) -> H | None:
         """A kept item for a fetch that asks for ``key``, if any."""

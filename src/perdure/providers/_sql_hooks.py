@@ -162,11 +162,11 @@ class SqlHooks(abc.ABC):
         delivery count of its messages (if still held)."""
 
     @abc.abstractmethod
-    async def _lock_work_item(
-        self, queues: list[str], lock_seconds: float, token: str, worker_id: str | None
-    ) -> WorkRow | None:
-        """Lock the oldest visible work item of ``queues`` with ``token`` (held by ``worker_id``, if
-        given) and count the delivery."""
+    async def _lock_work_items(
+        self, queues: list[str], lock_seconds: float, token: str, worker_id: str | None, count: int
+    ) -> list[WorkRow]:
+        """Lock the oldest visible work items of ``queues``, at most ``count``, with ``token`` (held by
+        ``worker_id``, if given) and count their deliveries; oldest first."""
 
     @abc.abstractmethod
     async def _complete_work_item(self, item: WorkItem, completion: Message) -> bool:

@@ -131,6 +131,8 @@ class SqlProvider(SqlHooks, Provider):
                 locked.instance_id, token, locked.messages, locked.state, locked.history, locked.history_from
             )
         await self._turns.fetched(item, lock_seconds)
+        if self._turns.isolating:
+            await self._handoffs.close()  # no activity is charged a delivery for the suspect either
         return await self._history_as_held(item, held.get(item.instance_id))
 
     async def _history_as_held(self, item: OrchestrationItem, mark: HistoryMark | None) -> OrchestrationItem:
@@ -189,13 +191,26 @@ class SqlProvider(SqlHooks, Provider):
         """Commit the turn; with activity loops of this process idle, lock the work items it queues
         for them in the same commit (see ``_handoff``), and keep them for those loops."""
         key = self._handoffs.last_fetch
-        count = min(len(commit.activity_items), self._signals.queues["activity"].idle)
+        count = min(len(commit.activity_items), self._spare_activity_loops())
         if key is None or count == 0 or not any(r.queue in key[0] for r in commit.activity_items):
             return await self._commit_turn_claiming(item, commit, None)
         token = uuid.uuid4().hex
-        done = await self._commit_turn_claiming(item, commit, (key, token, count))
-        self._handoffs.give(key, [(row, token) for row in done.claimed])
+        with self._handoffs.claiming(count):
+            done = await self._commit_turn_claiming(item, commit, (key, token, count))
+        await self._hand_over(key, [(row, token) for row in done.claimed])
         return done
+
+    def _spare_activity_loops(self) -> int:
+        """How many more work items may be locked for this process's activity loops: one for each
+        idle loop that no statement under way locks one for, and none while a suspect's turn runs."""
+        return 0 if self._turns.isolating else self._handoffs.spare(self._signals.queues["activity"].idle)
+
+    async def _hand_over(self, key: FetchKey, handed: list[Handed]) -> None:
+        """Keep ``handed`` for the activity loops' next fetches, or put it back if a suspect came out
+        while it was being locked."""
+        self._handoffs.give(key, handed)
+        if handed and self._turns.isolating:
+            await self._handoffs.close()
 
     async def _write_and_claim(self, write: Coroutine[Any, Any, bool], message: Message) -> tuple[bool, bool]:
         """Run ``write``, which queues ``message``; lock its instance for an idle orchestration loop
@@ -212,8 +227,11 @@ class SqlProvider(SqlHooks, Provider):
         self._signals.work("orchestrator")
 
     async def _put_back(self, handed: Handed) -> None:
-        """Release a handed work item no fetch took; its lock expires anyway if this fails."""
+        """Release a handed work item no fetch took, taking back the delivery its lock counted; its
+        lock expires anyway if this fails."""
         row, token = handed
+        with contextlib.suppress(Exception):
+            await self._count_work_deliveries([(row[0], token)], -1)
         with contextlib.suppress(Exception):
             await self._release_work_item(work_item(row[0], token, *row[1:]), 0.0)
         self._signals.work("activity")
@@ -223,7 +241,8 @@ class SqlProvider(SqlHooks, Provider):
     async def fetch_work_item(
         self, queues: Sequence[str], lock_seconds: float, *, worker_id: str | None = None
     ) -> WorkItem | None:
-        handed = self._handoffs.take((tuple(queues), float(lock_seconds), worker_id))
+        key = (tuple(queues), float(lock_seconds), worker_id)
+        handed = self._handoffs.take(key)
         if handed is not None:
             row, lock_token = handed
             return work_item(row[0], lock_token, *row[1:])
@@ -233,12 +252,21 @@ class SqlProvider(SqlHooks, Provider):
         fresh = signal.fresh
         if self._handoffs.still_empty(fresh) and self._nothing_due(("activity", *queues)):
             return None
-        row = await self._lock_work_item(list(queues), lock_seconds, token, worker_id)
-        if row is None:
+        # One item for this loop, and one more for each idle loop (see ``_handoff``), in one statement.
+        more = self._spare_activity_loops() if self._handoffs.backlog else 0
+        with self._handoffs.claiming(more):
+            rows = await self._lock_work_items(list(queues), lock_seconds, token, worker_id, 1 + more)
+        self._handoffs.backlog = len(rows) > more
+        if not rows:
             if signal.fresh == fresh:
                 self._handoffs.found_empty(fresh)
             return None
-        return work_item(row[0], token, *row[1:])
+        if len(rows) > 1:
+            await self._hand_over(key, [(row, token) for row in rows[1:]])
+            # Woken for the items handed; if the fetch took all it asked for, more may be queued, so
+            # their fetch after those items asks the store.
+            self._signals.work("activity", len(rows) - 1, handed=len(rows) <= more)
+        return work_item(rows[0][0], token, *rows[0][1:])
 
     async def ack_work_item(self, item: WorkItem, completion: Message) -> None:
         if completion.new_instance is not None:

@@ -65,6 +65,11 @@ class TurnHandoffs:
         # put back yet) or is claiming: a claim of one would find it locked, so none is sent.
         self._out: dict[str, str] = {}
 
+    @property
+    def isolating(self) -> bool:
+        """Whether a fetched suspect's turn runs: nothing may be handed to any loop meanwhile."""
+        return bool(self._suspects)
+
     def take(self, key: TurnKey, held: Mapping[str, HistoryMark]) -> OrchestrationItem | None:
         """A kept item for a fetch that asks for ``key`` and holds ``held``, if any."""
         self._held = held  # the cache's live marks: what a claim reads the history tail for

@@ -306,18 +306,19 @@ class PostgresProvider(SqlProvider):
         params = release_params(item, delay, undo_delivery, self._listener.notice(orchestrator=1))
         await self._batch.fetchone(_Q["abandon_orchestration_item"], params)
 
-    async def _lock_work_item(
-        self, queues: list[str], lock_seconds: float, token: str, worker_id: str | None
-    ) -> WorkRow | None:
-        params: dict[str, Any] = {"lock_token": token, "lock_seconds": float(lock_seconds), "worker_id": worker_id}
+    async def _lock_work_items(
+        self, queues: list[str], lock_seconds: float, token: str, worker_id: str | None, count: int
+    ) -> list[WorkRow]:
+        params = {"lock_token": token, "lock_seconds": float(lock_seconds), "worker_id": worker_id, "count": count}
         if len(queues) == 1:  # the usual case, and the cheapest statement
             query, params["queue"] = _Q["fetch_work_item"], queues[0]
         else:
             query, params["queues"] = _Q["fetch_work_item_of_queues"], queues
-        row, attempt = await self._batch.fetchone(query, params)
+        found, attempt = await self._batch.fetchone(query, params)  # one row of arrays, by item id
+        rows: list[WorkRow] = [] if found is None or found[0] is None else list(zip(*found, strict=True))
         if attempt > 0:
-            await self._put_back_lost("release_lost_work_item_lock", "activity", lock_token=token, kept=row and row[0])
-        return None if row is None else (row[0], row[1], row[2], row[3], row[4])
+            await self._put_back_lost("release_lost_work_item_lock", "activity", lock_token=token, kept=_ids(rows))
+        return rows
 
     async def _put_back_lost(self, query: str, kind: QueueKind, **params: Any) -> None:
         """Put back what a call retried after a lost connection may have locked in its first attempt,
@@ -430,6 +431,10 @@ def _acked(row: Row | None, params: dict[str, Any]) -> Committed:
             params["waiting_for"],
         )
     return Committed(True, claimed, state)
+
+
+def _ids(rows: list[WorkRow]) -> list[int]:
+    return [row[0] for row in rows]
 
 
 def _locked_instance(row: Row) -> LockedInstance:

@@ -160,43 +160,54 @@ WITH undone AS (
 SELECT pg_notify(notify_channel(), %(notify)s)
 
 -- name: fetch_work_item
--- The oldest visible unlocked item of one queue: the first entry of worker_queue_by_visible that
--- is not locked, however many items are queued.
+-- The oldest visible unlocked items of one queue, at most count (one, and more for this process's
+-- idle loops): the first entries of worker_queue_by_visible that are not locked, however many
+-- items are queued. Every one is locked alike and counts its delivery.
 WITH next AS (
     SELECT item_id FROM worker_queue
     WHERE queue = %(queue)s AND visible_at <= now()
     ORDER BY visible_at, item_id
-    LIMIT 1
+    LIMIT %(count)s
     FOR UPDATE SKIP LOCKED
+), locked AS (
+    UPDATE worker_queue w
+    SET lock_token = %(lock_token)s, visible_at = now() + make_interval(secs => %(lock_seconds)s),
+        dequeue_count = w.dequeue_count + 1, worker_id = %(worker_id)s
+    FROM next WHERE w.item_id = next.item_id
+    RETURNING w.item_id, w.request, w.dequeue_count, w.heartbeat_details, w.heartbeat_at
 )
-UPDATE worker_queue w
-SET lock_token = %(lock_token)s, visible_at = now() + make_interval(secs => %(lock_seconds)s),
-    dequeue_count = w.dequeue_count + 1, worker_id = %(worker_id)s
-FROM next WHERE w.item_id = next.item_id
-RETURNING w.item_id, w.request, w.dequeue_count, w.heartbeat_details, w.heartbeat_at
+SELECT array_agg(item_id ORDER BY item_id), array_agg(request ORDER BY item_id),
+    array_agg(dequeue_count ORDER BY item_id), array_agg(heartbeat_details ORDER BY item_id),
+    array_agg(heartbeat_at ORDER BY item_id)
+FROM locked
 
 -- name: fetch_work_item_of_queues
--- The same for several queues: the head of each, then the oldest of those. Per queue, so that each
--- is one step down worker_queue_by_visible: with "queue = ANY (...)" the planner cannot walk the
--- index in order and sorts every visible item instead, on every fetch (a fan-out of 20,000 made
--- that quadratic). The heads of the other queues stay locked until the commit.
+-- The same for several queues: the first count of each, then the oldest count of those. Per queue,
+-- so that each is a few steps down worker_queue_by_visible: with "queue = ANY (...)" the planner
+-- cannot walk the index in order and sorts every visible item instead, on every fetch (a fan-out of
+-- 20,000 made that quadratic). The heads of the other queues stay locked until the commit.
 WITH next AS (
     SELECT head.item_id FROM unnest(%(queues)b::text[]) AS q(queue)
     CROSS JOIN LATERAL (
         SELECT w.item_id, w.visible_at FROM worker_queue w
         WHERE w.queue = q.queue AND w.visible_at <= now()
         ORDER BY w.visible_at, w.item_id
-        LIMIT 1
+        LIMIT %(count)s
         FOR UPDATE SKIP LOCKED
     ) AS head
     ORDER BY head.visible_at, head.item_id
-    LIMIT 1
+    LIMIT %(count)s
+), locked AS (
+    UPDATE worker_queue w
+    SET lock_token = %(lock_token)s, visible_at = now() + make_interval(secs => %(lock_seconds)s),
+        dequeue_count = w.dequeue_count + 1, worker_id = %(worker_id)s
+    FROM next WHERE w.item_id = next.item_id
+    RETURNING w.item_id, w.request, w.dequeue_count, w.heartbeat_details, w.heartbeat_at
 )
-UPDATE worker_queue w
-SET lock_token = %(lock_token)s, visible_at = now() + make_interval(secs => %(lock_seconds)s),
-    dequeue_count = w.dequeue_count + 1, worker_id = %(worker_id)s
-FROM next WHERE w.item_id = next.item_id
-RETURNING w.item_id, w.request, w.dequeue_count, w.heartbeat_details, w.heartbeat_at
+SELECT array_agg(item_id ORDER BY item_id), array_agg(request ORDER BY item_id),
+    array_agg(dequeue_count ORDER BY item_id), array_agg(heartbeat_details ORDER BY item_id),
+    array_agg(heartbeat_at ORDER BY item_id)
+FROM locked
 
 -- name: release_claimed_work_items
 -- Put back the instance's work items locked with lock_token by a turn's ack, undoing the delivery
@@ -317,11 +328,11 @@ WITH released AS (
 SELECT pg_notify(notify_channel(), %(notify)s) FROM (SELECT 1 FROM released LIMIT 1) AS any_released
 
 -- name: release_lost_work_item_lock
--- The same for a work fetch: an item its first attempt locked with the same token goes back, undone.
+-- The same for a work fetch: items its first attempt locked with the same token go back, undone.
 WITH released AS (
     UPDATE worker_queue SET lock_token = NULL, worker_id = NULL, visible_at = now(),
         dequeue_count = greatest(dequeue_count - 1, 0)
-    WHERE lock_token = %(lock_token)s AND item_id IS DISTINCT FROM %(kept)s
+    WHERE lock_token = %(lock_token)s AND item_id <> ALL (%(kept)b::bigint[])
     RETURNING item_id
 )
 SELECT pg_notify(notify_channel(), %(notify)s) FROM (SELECT 1 FROM released LIMIT 1) AS any_released

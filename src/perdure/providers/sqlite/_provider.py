@@ -199,10 +199,10 @@ class SqliteProvider(SqlProvider):
     async def _release_instance(self, item: OrchestrationItem, delay: float, undo_delivery: bool) -> None:
         await self._write(tx.release_instance, self.clock, item, delay, undo_delivery)
 
-    async def _lock_work_item(
-        self, queues: list[str], lock_seconds: float, token: str, worker_id: str | None
-    ) -> WorkRow | None:
-        return await self._write(tx.lock_work_item, self.clock, queues, lock_seconds, token, worker_id)
+    async def _lock_work_items(
+        self, queues: list[str], lock_seconds: float, token: str, worker_id: str | None, count: int
+    ) -> list[WorkRow]:
+        return await self._write(tx.lock_work_items, self.clock, queues, lock_seconds, token, worker_id, count)
 
     async def _complete_work_item(self, item: WorkItem, completion: Message) -> bool:
         return await self._write(tx.complete_work_item, self.clock, item, completion)
@@ -272,6 +272,7 @@ class SqliteProvider(SqlProvider):
     async def close(self) -> None:
         if self._closed:
             return
+        await self._handoffs.close()
         await self._turns.kept.close()
         self._closed = True
         if self._watcher is not None:

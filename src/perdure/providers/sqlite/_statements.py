@@ -50,7 +50,7 @@ __all__ = [
     "insert_instance",
     "insert_messages",
     "lock_instance",
-    "lock_work_item",
+    "lock_work_items",
     "mark_rewinding",
     "move_clock",
     "orchestration_ready",
@@ -302,17 +302,21 @@ def release_instance(
         db.execute(Q["hold_instance" if delay > 0 else "delete_lock"], key)
 
 
-def lock_work_item(
-    db: sqlite3.Connection, clock: TimeSource, queues: list[str], lock_seconds: float, token: str, worker_id: str | None
-) -> WorkRow | None:
+def lock_work_items(
+    db: sqlite3.Connection,
+    clock: TimeSource,
+    queues: list[str],
+    lock_seconds: float,
+    token: str,
+    worker_id: str | None,
+    count: int,
+) -> list[WorkRow]:
     now = clock.now()
     with transaction(db):
-        row = db.execute(Q["next_work_item"], {"queues": _json.dumps(queues), "now": now}).fetchone()
-        if row is None:
-            return None
-        lock = {"item_id": row[0], "lock_token": token, "locked_until": now + lock_seconds}
-        db.execute(Q["lock_work_item"], {**lock, "worker_id": worker_id})
-    return (row[0], row[1], row[2], row[3], row[4])
+        found = db.execute(Q["next_work_item"], {"queues": _json.dumps(queues), "now": now, "count": count}).fetchall()
+        lock = {"lock_token": token, "locked_until": now + lock_seconds, "worker_id": worker_id}
+        db.executemany(Q["lock_work_item"], [{**lock, "item_id": row[0]} for row in found])
+    return [(row[0], row[1], row[2], row[3], row[4]) for row in found]
 
 
 def complete_work_item(db: sqlite3.Connection, clock: TimeSource, item: WorkItem, completion: Message) -> bool:

@@ -119,7 +119,7 @@ WHERE instance_id = :instance_id AND lock_token = :lock_token
 SELECT item_id, request, dequeue_count + 1, heartbeat_details, heartbeat_at FROM worker_queue
 WHERE queue IN (SELECT value FROM json_each(:queues)) AND visible_at <= :now
 ORDER BY visible_at, item_id
-LIMIT 1
+LIMIT :count
 
 -- name: claim_work_items
 -- The instance's unlocked visible work items in these queues (those a turn just queued, in the same
