@@ -145,10 +145,9 @@ async def test_a_suspect_turn_puts_back_what_is_kept_and_stops_the_hand_over(pai
     assert _sources(put_back) == [3, 4, 5, 6, 7] and {item.dequeue_count for item in put_back} == {1}
     for item in put_back:
         await other.abandon_work_item(item)
-    with _waiting_loops(provider, 2):
+    with _waiting_loops(provider, 2):  # (the other process's releases may wake them: not asserted)
         assert await provider.fetch_work_item(["default"], _LOCK) is not None
-        assert _waiting(provider) == 2, "nothing handed while the suspect's turn runs"
-    assert len(await _drain(other)) == 4
+    assert len(await _drain(other)) == 4, "nothing locked for the loops while the suspect's turn runs"
 
 
 async def test_after_a_fetch_that_found_less_than_it_asked_a_fetch_locks_one_item(
