@@ -617,3 +617,24 @@ async def test_a_work_fetch_retried_after_a_lost_answer_puts_back_what_its_first
         await asyncio.to_thread(handle.close)
         await other.close()
         await provider.close()
+
+
+async def test_a_work_fetch_for_idle_loops_retried_after_a_lost_answer_puts_back_all_its_first_attempt_locked(
+    schemas: list[str],
+) -> None:
+    provider = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    other = await PostgresProvider.connect(POSTGRES_URL, schema=schemas[0])
+    try:
+        await provider.create_instance(_start("a"))
+        await run_start_turn(provider, "a", activity_items=[request("a", source=2 + n) for n in range(5)])
+        _lose_the_next_reply(provider)
+        with provider._signals.queues["activity"].waiter():  # one activity loop waits
+            item = await provider.fetch_work_item(["default"], 30)
+        handed = await provider.fetch_work_item(["default"], 30)
+        assert [w.request.source_event_id for w in (item, handed) if w is not None and w.request] == [4, 5]
+        left = [await other.fetch_work_item(["default"], 30) for _ in range(4)]
+        assert sorted(w.request.source_event_id for w in left if w is not None and w.request) == [2, 3, 6]
+        assert [w.dequeue_count for w in left if w is not None] == [1, 1, 1], "the lost deliveries are not counted"
+    finally:
+        await other.close()
+        await provider.close()
